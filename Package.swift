@@ -1,0 +1,77 @@
+// swift-tools-version:6.0
+// The package graph is the architecture diagram: MeridianCore is pure (standard library plus
+// NIOCore's ByteBuffer), every other module adds one concern on top of it.
+import PackageDescription
+
+let package = Package(
+    name: "Meridian",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "meridian-server", targets: ["meridian-server"]),
+        .executable(name: "meridian", targets: ["meridian"]),
+        .library(name: "MeridianCore", targets: ["MeridianCore"]),
+        .library(name: "MeridianServer", targets: ["MeridianServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // Pure values and state machines. No IO, no clocks, no threads.
+        .target(
+            name: "MeridianCore",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // The YAML configuration contract, parsed into Core's value types.
+        .target(
+            name: "MeridianConfig",
+            dependencies: ["MeridianCore", .product(name: "Yams", package: "Yams")]
+        ),
+        // RESP2/RESP3 codec and the command table.
+        .target(
+            name: "MeridianRESP",
+            dependencies: ["MeridianCore", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // The NIO shell: listeners, command execution, the sharded keyspace, INFO.
+        .target(
+            name: "MeridianServer",
+            dependencies: [
+                "MeridianCore", "MeridianConfig", "MeridianRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "meridian-server",
+            dependencies: [
+                "MeridianServer", "MeridianConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "meridian",
+            dependencies: [
+                "MeridianCore", "MeridianConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "MeridianCoreTests", dependencies: ["MeridianCore"]),
+        .testTarget(name: "MeridianConfigTests", dependencies: ["MeridianConfig"]),
+        .testTarget(
+            name: "MeridianRESPTests",
+            dependencies: ["MeridianRESP", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "MeridianServerTests",
+            dependencies: [
+                "MeridianServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,112 @@
+/// A `host:port` pair from the configuration file.
+public struct HostPort: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port` (IPv6 hosts in brackets: `[::1]:7101`).
+    public init?(parsing text: String) {
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        var host = String(text[..<colon])
+        guard let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// One `meridian-server` process in the configuration.
+public struct NodeConfig: Sendable, Equatable {
+    public var name: String
+    /// Where clients connect; witness nodes have none.
+    public var client: HostPort?
+    /// Where other nodes connect.
+    public var peer: HostPort?
+
+    public init(name: String, client: HostPort?, peer: HostPort?) {
+        self.name = name
+        self.client = client
+        self.peer = peer
+    }
+}
+
+/// One data center (region) in the configuration.
+public struct DatacenterConfig: Sendable, Equatable {
+    public var name: String
+    /// A witness stores no user data; it only votes for strong namespaces.
+    public var witness: Bool
+    public var nodes: [NodeConfig]
+
+    public init(name: String, witness: Bool = false, nodes: [NodeConfig]) {
+        self.name = name
+        self.witness = witness
+        self.nodes = nodes
+    }
+}
+
+/// The `cluster` section of the configuration.
+public struct ClusterConfig: Sendable, Equatable {
+    public var name: String
+    /// Fixed for the cluster's life.
+    public var partitions: Int
+    /// Replicas of each partition inside each full data center.
+    public var replicationFactor: Int
+    public var datacenters: [DatacenterConfig]
+
+    public init(name: String, partitions: Int, replicationFactor: Int, datacenters: [DatacenterConfig]) {
+        self.name = name
+        self.partitions = partitions
+        self.replicationFactor = replicationFactor
+        self.datacenters = datacenters
+    }
+
+    /// The default number of partitions.
+    public static let partitionsDefault = 1024
+}
+
+/// The whole configuration file: cluster, namespaces and limits.
+public struct MeridianConfiguration: Sendable {
+    public var cluster: ClusterConfig
+    /// Always holds exactly one namespace with the empty prefix.
+    public var namespaces: [NamespaceConfig]
+    /// `limits.maxmemory` in bytes; 0 means no limit.
+    public var maxmemoryBytes: Int
+
+    public init(cluster: ClusterConfig, namespaces: [NamespaceConfig], maxmemoryBytes: Int) {
+        self.cluster = cluster
+        self.namespaces = namespaces
+        self.maxmemoryBytes = maxmemoryBytes
+    }
+
+    /// The port a configuration-less node listens on.
+    public static let standalonePort = 7379
+
+    /// The configuration of a node started without `--config`: one data center, one node on
+    /// `127.0.0.1:7379`, the default namespace only, no memory limit.
+    public static func standalone() -> MeridianConfiguration {
+        let node = NodeConfig(name: "local-1", client: HostPort(host: "127.0.0.1", port: standalonePort), peer: nil)
+        return MeridianConfiguration(
+            cluster: ClusterConfig(
+                name: "local", partitions: ClusterConfig.partitionsDefault, replicationFactor: 1,
+                datacenters: [DatacenterConfig(name: "local", nodes: [node])]),
+            namespaces: [.defaultNamespace],
+            maxmemoryBytes: 0)
+    }
+
+    /// Finds a node by name: its data center index, node index and configuration.
+    public func locateNode(named name: String) -> (datacenter: Int, node: Int, config: NodeConfig)? {
+        for (dcIndex, dc) in cluster.datacenters.enumerated() {
+            if let nodeIndex = dc.nodes.firstIndex(where: { $0.name == name }) {
+                return (dcIndex, nodeIndex, dc.nodes[nodeIndex])
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,345 @@
+/// The value and metadata stored under one key. The value and the expiry are two independent
+/// LWW fields, each with its own stamp (see `LWWRegister` for the merge rule they follow).
+public struct Entry: Sendable {
+    /// The string value.
+    public var value: [UInt8]
+    /// The version of `value`.
+    public var valueStamp: LWWStamp
+    /// Absolute expiry in Unix milliseconds; `Entry.noExpiry` when the key is persistent.
+    public var expiryUnixMs: Int64
+    /// The version of `expiryUnixMs`.
+    public var expiryStamp: LWWStamp
+    /// Last time the key was read or written, for LRU eviction and `OBJECT IDLETIME`.
+    public var lastAccessUnixMs: Int64
+    /// The index of the key's namespace in the node's `NamespaceTable`.
+    public let namespaceIndex: UInt16
+    /// Position of this entry's slot in `Keyspace.expiring`, or -1.
+    fileprivate var expiringPosition: Int32 = -1
+    /// Position of this entry's slot in `Keyspace.evictable`, or -1.
+    fileprivate var evictablePosition: Int32 = -1
+
+    /// The sentinel `expiryUnixMs` of a key without a TTL.
+    public static let noExpiry: Int64 = 0
+
+    public init(
+        value: [UInt8], valueStamp: LWWStamp, expiryUnixMs: Int64, expiryStamp: LWWStamp,
+        lastAccessUnixMs: Int64, namespaceIndex: Int
+    ) {
+        self.value = value
+        self.valueStamp = valueStamp
+        self.expiryUnixMs = expiryUnixMs
+        self.expiryStamp = expiryStamp
+        self.lastAccessUnixMs = lastAccessUnixMs
+        self.namespaceIndex = UInt16(namespaceIndex)
+    }
+
+    /// Whether the key has a TTL.
+    @inlinable
+    public var hasExpiry: Bool { expiryUnixMs != Entry.noExpiry }
+
+    /// Whether the key is expired at `nowUnixMs` (a key expires at its expiry instant).
+    @inlinable
+    public func isExpired(atUnixMs nowUnixMs: Int64) -> Bool {
+        expiryUnixMs != Entry.noExpiry && expiryUnixMs <= nowUnixMs
+    }
+
+    /// The entry as an LWW register, for merging with a replica's copy.
+    public var register: LWWRegister<[UInt8]> {
+        LWWRegister(
+            value: value, valueStamp: valueStamp,
+            expiryUnixMs: hasExpiry ? expiryUnixMs : nil, expiryStamp: expiryStamp)
+    }
+}
+
+/// Per-namespace counters of one keyspace.
+public struct NamespaceCounters: Sendable, Equatable {
+    public var keys = 0
+    public var keysWithExpiry = 0
+    /// Accounted bytes (keys, values and per-entry overhead).
+    public var bytes = 0
+    public var expiredKeys = 0
+    public var evictedKeys = 0
+
+    public init() {}
+
+    /// Adds another shard's counters.
+    public mutating func add(_ other: NamespaceCounters) {
+        keys += other.keys
+        keysWithExpiry += other.keysWithExpiry
+        bytes += other.bytes
+        expiredKeys += other.expiredKeys
+        evictedKeys += other.evictedKeys
+    }
+}
+
+/// One shard of a node's keys: a hash index over a slot array, with the side indexes that
+/// active expiry and eviction sample from. It is a plain value with no locks, clocks or
+/// randomness of its own: the caller passes the time and a random number generator in.
+///
+/// Slots never move while their key lives (deleted slots become holes that later inserts
+/// reuse), so a SCAN cursor that is a slot position returns every key that was present for
+/// the whole scan. Sampling draws random positions from the dense `expiring` and `evictable`
+/// lists, which are kept dense by swap-removal.
+///
+/// Deletes remove the key outright instead of leaving an LWW tombstone: a tombstone may be
+/// dropped once every data center has seen it, and a node without peers is that case.
+public struct Keyspace: Sendable {
+    private var index: [Key: Int32] = [:]
+    private var slots: [Slot?] = []
+    private var freeSlots: [Int32] = []
+    /// Slots of live entries that have an expiry.
+    private var expiring: [Int32] = []
+    /// Slots of live entries whose namespace allows eviction.
+    private var evictable: [Int32] = []
+    /// Which namespaces allow eviction, by namespace index.
+    private let evictableNamespaces: [Bool]
+
+    /// Accounted bytes of all entries.
+    public private(set) var usedBytes = 0
+    /// Counters by namespace index.
+    public private(set) var namespaceCounters: [NamespaceCounters]
+
+    private struct Slot {
+        var key: Key
+        var entry: Entry
+    }
+
+    /// Creates an empty keyspace for namespaces whose eviction policies are `evictable`
+    /// (indexed like the node's `NamespaceTable`).
+    public init(evictableNamespaces: [Bool]) {
+        self.evictableNamespaces = evictableNamespaces
+        self.namespaceCounters = Array(repeating: NamespaceCounters(), count: evictableNamespaces.count)
+    }
+
+    /// Number of keys held, including expired keys not yet reaped.
+    public var count: Int { index.count }
+    /// Number of keys with a TTL.
+    public var expiringCount: Int { expiring.count }
+    /// Number of keys that eviction may drop.
+    public var evictableCount: Int { evictable.count }
+    /// Number of slot positions, live or free: the bound of a SCAN cursor within this shard.
+    public var slotCapacity: Int { slots.count }
+
+    /// The accounted size of an entry.
+    @inlinable
+    public static func accountedBytes(keyCount: Int, valueCount: Int) -> Int {
+        keyCount + valueCount + Limits.entryOverheadBytes
+    }
+
+    // MARK: Lookup
+
+    /// The slot of `key`, expired or not.
+    public func slot(of key: Key) -> Int? {
+        index[key].map(Int.init)
+    }
+
+    /// The slot of `key` if it is live at `nowUnixMs`. An expired key found here is removed
+    /// (lazy expiry), so expired keys are never returned.
+    public mutating func liveSlot(of key: Key, nowUnixMs: Int64) -> Int? {
+        guard let slot = index[key].map(Int.init) else { return nil }
+        if slots[slot]!.entry.isExpired(atUnixMs: nowUnixMs) {
+            expire(slot: slot)
+            return nil
+        }
+        return slot
+    }
+
+    /// The entry in a live slot.
+    public func entry(at slot: Int) -> Entry { slots[slot]!.entry }
+
+    /// The key in a live slot.
+    public func key(at slot: Int) -> Key { slots[slot]!.key }
+
+    /// Whether a slot position holds a live key (for cursors).
+    public func isOccupied(_ slot: Int) -> Bool { slot < slots.count && slots[slot] != nil }
+
+    // MARK: Mutation
+
+    /// Inserts a key that is not present. `key` must own its bytes (`Key(copying:)`).
+    @discardableResult
+    public mutating func insert(_ key: Key, entry: Entry) -> Int {
+        precondition(index[key] == nil, "insert of a key that is present")
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = Int(free)
+            slots[slot] = Slot(key: key, entry: entry)
+        } else {
+            slot = slots.count
+            slots.append(Slot(key: key, entry: entry))
+        }
+        index[key] = Int32(slot)
+        slots[slot]!.entry.expiringPosition = -1
+        slots[slot]!.entry.evictablePosition = -1
+        let namespace = Int(entry.namespaceIndex)
+        let bytes = Self.accountedBytes(keyCount: key.count, valueCount: entry.value.count)
+        usedBytes += bytes
+        namespaceCounters[namespace].keys += 1
+        namespaceCounters[namespace].bytes += bytes
+        if entry.hasExpiry { addToExpiring(slot) }
+        if evictableNamespaces[namespace] {
+            slots[slot]!.entry.evictablePosition = Int32(evictable.count)
+            evictable.append(Int32(slot))
+        }
+        return slot
+    }
+
+    /// Replaces the value of a live slot.
+    public mutating func setValue(at slot: Int, _ value: [UInt8], stamp: LWWStamp) {
+        let delta = value.count - slots[slot]!.entry.value.count
+        slots[slot]!.entry.value = value
+        slots[slot]!.entry.valueStamp = stamp
+        adjustBytes(slot: slot, by: delta)
+    }
+
+    /// Changes the value of a live slot in place (APPEND, SETRANGE) without copying it first.
+    public mutating func modifyValue<R>(at slot: Int, stamp: LWWStamp, _ body: (inout [UInt8]) -> R) -> R {
+        let before = slots[slot]!.entry.value.count
+        let result = body(&slots[slot]!.entry.value)
+        slots[slot]!.entry.valueStamp = stamp
+        adjustBytes(slot: slot, by: slots[slot]!.entry.value.count - before)
+        return result
+    }
+
+    /// Sets or clears (`Entry.noExpiry`) the expiry of a live slot.
+    public mutating func setExpiry(at slot: Int, unixMs: Int64, stamp: LWWStamp) {
+        let had = slots[slot]!.entry.hasExpiry
+        slots[slot]!.entry.expiryUnixMs = unixMs
+        slots[slot]!.entry.expiryStamp = stamp
+        let has = unixMs != Entry.noExpiry
+        if has && !had { addToExpiring(slot) }
+        if !has && had { removeFromExpiring(slot) }
+    }
+
+    /// Records an access for LRU.
+    public mutating func touch(slot: Int, nowUnixMs: Int64) {
+        slots[slot]!.entry.lastAccessUnixMs = nowUnixMs
+    }
+
+    /// Removes a live key. Returns its entry.
+    @discardableResult
+    public mutating func remove(slot: Int) -> Entry {
+        let removed = slots[slot]!
+        let namespace = Int(removed.entry.namespaceIndex)
+        if removed.entry.expiringPosition >= 0 { removeFromExpiring(slot) }
+        if removed.entry.evictablePosition >= 0 {
+            let position = Int(removed.entry.evictablePosition)
+            let last = evictable.removeLast()
+            if position < evictable.count {
+                evictable[position] = last
+                slots[Int(last)]!.entry.evictablePosition = Int32(position)
+            }
+        }
+        index[removed.key] = nil
+        slots[slot] = nil
+        if slot == slots.count - 1 {
+            // Trim trailing holes so an emptied shard gives its memory back.
+            slots.removeLast()
+            while let last = slots.last, last == nil { slots.removeLast() }
+            freeSlots.removeAll { Int($0) >= slots.count }
+        } else {
+            freeSlots.append(Int32(slot))
+        }
+        let bytes = Self.accountedBytes(keyCount: removed.key.count, valueCount: removed.entry.value.count)
+        usedBytes -= bytes
+        namespaceCounters[namespace].keys -= 1
+        namespaceCounters[namespace].bytes -= bytes
+        return removed.entry
+    }
+
+    /// Removes an expired key and counts it as expired.
+    public mutating func expire(slot: Int) {
+        let entry = remove(slot: slot)
+        namespaceCounters[Int(entry.namespaceIndex)].expiredKeys += 1
+    }
+
+    /// Removes a key to free memory and counts it as evicted.
+    public mutating func evict(slot: Int) {
+        let entry = remove(slot: slot)
+        namespaceCounters[Int(entry.namespaceIndex)].evictedKeys += 1
+    }
+
+    /// Removes every key; counters of expirations and evictions are kept.
+    public mutating func removeAll() {
+        index = [:]
+        slots = []
+        freeSlots = []
+        expiring = []
+        evictable = []
+        usedBytes = 0
+        for namespace in namespaceCounters.indices {
+            namespaceCounters[namespace].keys = 0
+            namespaceCounters[namespace].keysWithExpiry = 0
+            namespaceCounters[namespace].bytes = 0
+        }
+    }
+
+    // MARK: Sampling
+
+    /// One round of active expiry: samples up to `samples` keys with a TTL and removes the
+    /// expired ones. Returns how many were sampled and how many expired, so the caller can
+    /// repeat while the expired fraction is high (Redis's adaptive cycle).
+    public mutating func expireSample<G: RandomNumberGenerator>(
+        nowUnixMs: Int64, samples: Int, using generator: inout G
+    ) -> (sampled: Int, expired: Int) {
+        var sampled = 0
+        var expired = 0
+        while sampled < samples && !expiring.isEmpty {
+            let slot = Int(expiring[Int.random(in: 0..<expiring.count, using: &generator)])
+            sampled += 1
+            if slots[slot]!.entry.isExpired(atUnixMs: nowUnixMs) {
+                expire(slot: slot)
+                expired += 1
+            }
+        }
+        return (sampled, expired)
+    }
+
+    /// The least recently used of `samples` randomly drawn evictable keys, with its last
+    /// access time, or nil when nothing here may be evicted.
+    public func evictionCandidate<G: RandomNumberGenerator>(
+        samples: Int, using generator: inout G
+    ) -> (slot: Int, lastAccessUnixMs: Int64)? {
+        guard !evictable.isEmpty else { return nil }
+        var best: (slot: Int, lastAccessUnixMs: Int64)?
+        for _ in 0..<max(1, samples) {
+            let slot = Int(evictable[Int.random(in: 0..<evictable.count, using: &generator)])
+            let access = slots[slot]!.entry.lastAccessUnixMs
+            if best == nil || access < best!.lastAccessUnixMs { best = (slot, access) }
+        }
+        return best
+    }
+
+    /// A uniformly drawn live slot (expired keys included), or nil when empty.
+    public func randomSlot<G: RandomNumberGenerator>(using generator: inout G) -> Int? {
+        guard !index.isEmpty else { return nil }
+        // Holes are at most a fraction of the array in steady state; retry until a live slot.
+        while true {
+            let slot = Int.random(in: 0..<slots.count, using: &generator)
+            if slots[slot] != nil { return slot }
+        }
+    }
+
+    // MARK: Private
+
+    private mutating func adjustBytes(slot: Int, by delta: Int) {
+        usedBytes += delta
+        namespaceCounters[Int(slots[slot]!.entry.namespaceIndex)].bytes += delta
+    }
+
+    private mutating func addToExpiring(_ slot: Int) {
+        slots[slot]!.entry.expiringPosition = Int32(expiring.count)
+        expiring.append(Int32(slot))
+        namespaceCounters[Int(slots[slot]!.entry.namespaceIndex)].keysWithExpiry += 1
+    }
+
+    private mutating func removeFromExpiring(_ slot: Int) {
+        let position = Int(slots[slot]!.entry.expiringPosition)
+        let last = expiring.removeLast()
+        if position < expiring.count {
+            expiring[position] = last
+            slots[Int(last)]!.entry.expiringPosition = Int32(position)
+        }
+        slots[slot]!.entry.expiringPosition = -1
+        namespaceCounters[Int(slots[slot]!.entry.namespaceIndex)].keysWithExpiry -= 1
+    }
+}
