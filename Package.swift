@@ -41,6 +41,7 @@ let package = Package(
                 "MeridianCore", "MeridianConfig", "MeridianRESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -48,6 +49,7 @@ let package = Package(
             name: "meridian-server",
             dependencies: [
                 "MeridianServer", "MeridianConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

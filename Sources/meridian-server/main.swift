@@ -1,1 +1,123 @@
-print("x")
+import ArgumentParser
+import Dispatch
+import Logging
+import MeridianConfig
+import MeridianCore
+import MeridianServer
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `meridian-server`: runs one Meridian node.
+struct MeridianServerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "meridian-server",
+        abstract: "Runs one Meridian node: a Redis-protocol, geo-replicated key-value store and cache.",
+        discussion: """
+            With no --config, serves a single-node store on 127.0.0.1:7379 with the default \
+            namespace only. With --config, runs the node named by --node (or the only node that \
+            serves clients) and listens on its `client` address unless --bind/--port override it.
+            """)
+
+    @Option(name: .long, help: "The cluster configuration file (YAML).")
+    var config: String?
+
+    @Option(name: .long, help: "This node's name in the configuration.")
+    var node: String?
+
+    @Option(name: .customLong("data-dir"), help: "Directory for this node's data.")
+    var dataDir: String = "./data"
+
+    @Option(name: .long, help: "Client port (0 picks a free port and logs it).")
+    var port: Int?
+
+    @Option(name: .long, help: "Client bind address.")
+    var bind: String?
+
+    @Option(name: .long, help: "Event loop threads (default: one per core).")
+    var threads: Int?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() throws {
+        var logger = Logger(label: "meridian")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+
+        let configuration: MeridianConfiguration
+        do {
+            configuration = try config.map { try ConfigurationLoader.load(path: $0) } ?? .standalone()
+        } catch {
+            throw ValidationError("configuration refused: \(error)")
+        }
+        let located: (datacenter: Int, node: Int, config: NodeConfig)
+        if let node {
+            guard let found = configuration.locateNode(named: node) else {
+                throw ValidationError("--node \(node): no node of that name in the configuration")
+            }
+            located = found
+        } else {
+            let serving = configuration.cluster.datacenters.enumerated().flatMap { dc in
+                dc.element.nodes.enumerated().filter { $0.element.client != nil }.map { (dc.offset, $0.offset, $0.element) }
+            }
+            guard serving.count == 1 else {
+                throw ValidationError("--node is required: the configuration has \(serving.count) nodes that serve clients")
+            }
+            located = serving[0]
+        }
+        let datacenter = configuration.cluster.datacenters[located.datacenter]
+        if datacenter.witness {
+            throw ValidationError("--node \(located.config.name) is a witness; witnesses take part in strong namespaces, which this version does not run yet")
+        }
+        guard let client = located.config.client else {
+            throw ValidationError("--node \(located.config.name) has no client address")
+        }
+        let bindHost = bind ?? client.host
+        let bindPort = port ?? client.port
+        guard (0...65535).contains(bindPort) else { throw ValidationError("--port must be 0...65535") }
+
+        for namespace in configuration.namespaces where namespace.durability != .memory {
+            logger.warning(
+                "durability is not implemented yet: the namespace keeps its data in memory only",
+                metadata: ["namespace": "\(namespace.name)", "durability": "\(namespace.durability.rawValue)"])
+        }
+
+        let context = ServerContext(
+            configuration: configuration, nodeName: located.config.name, datacenterName: datacenter.name,
+            origin: ReplicaID(datacenter: UInt16(located.datacenter), node: UInt16(located.node)),
+            listenAddress: HostPort(host: bindHost, port: bindPort), configFile: config,
+            dataDirectory: dataDir, processID: Int(getpid()), logger: logger)
+        let node = try MeridianNode(context: context, bind: bindHost, port: bindPort, threads: threads ?? System.coreCount)
+        logger.info(
+            "ready to accept connections",
+            metadata: [
+                "address": "\(node.boundAddress)", "node": "\(located.config.name)", "datacenter": "\(datacenter.name)",
+                "namespaces": "\(configuration.namespaces.map(\.name).joined(separator: ","))",
+                "maxmemory": "\(configuration.maxmemoryBytes)",
+            ])
+
+        // SIGTERM and SIGINT: stop accepting, finish in-flight replies, exit 0.
+        let signalQueue = DispatchQueue(label: "meridian.signals")
+        var sources: [DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: signalQueue)
+            source.setEventHandler {
+                node.shutdownGracefully()
+                Glibc.exit(0)
+            }
+            source.resume()
+            sources.append(source)
+        }
+        signal(SIGPIPE, SIG_IGN)
+        try node.waitUntilClosed()
+        // Only reached when the listener closes without a signal: wait for the handler to exit.
+        while true { pause() }
+    }
+}
+
+MeridianServerCommand.main()

@@ -1,0 +1,293 @@
+import MeridianCore
+import Yams
+
+/// A configuration file that cannot be used. `description` names the offending field by its
+/// path (`namespaces[2].durability`) and says what was expected.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// Dotted path of the field, e.g. `cluster.datacenters[0].nodes[1].client`.
+    public let field: String
+    /// What is wrong with it.
+    public let problem: String
+
+    public init(field: String, problem: String) {
+        self.field = field
+        self.problem = problem
+    }
+
+    public var description: String { field.isEmpty ? problem : "\(field): \(problem)" }
+}
+
+/// Reads the YAML configuration contract of `DESIGN.md` into `MeridianConfiguration`.
+///
+/// The loader is strict: an unknown field is refused rather than ignored, so a typo such as
+/// `evicton: none` cannot silently leave a namespace evictable.
+public enum ConfigurationLoader {
+    /// Parses and validates configuration text.
+    public static func parse(yaml text: String) throws(ConfigurationError) -> MeridianConfiguration {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigurationError(field: "", problem: "not valid YAML: \(error)")
+        }
+        guard let root, let top = root.mapping else {
+            throw ConfigurationError(field: "", problem: "expected a mapping with `cluster`, `namespaces` and `limits`")
+        }
+        try checkKeys(top, allowed: ["cluster", "namespaces", "limits"], at: "")
+
+        guard let clusterNode = top["cluster"] else {
+            throw ConfigurationError(field: "cluster", problem: "missing")
+        }
+        let cluster = try parseCluster(clusterNode)
+        let namespaces = try parseNamespaces(top["namespaces"])
+        var maxmemory = 0
+        if let limits = top["limits"] {
+            guard let mapping = limits.mapping else { throw ConfigurationError(field: "limits", problem: "expected a mapping") }
+            try checkKeys(mapping, allowed: ["maxmemory"], at: "limits")
+            if let value = mapping["maxmemory"] {
+                let text = try scalar(value, at: "limits.maxmemory")
+                guard let bytes = Units.parseBytes(text) else {
+                    throw ConfigurationError(field: "limits.maxmemory", problem: "expected a size such as 256mb or 1gb, got '\(text)'")
+                }
+                maxmemory = bytes
+            }
+        }
+        return MeridianConfiguration(cluster: cluster, namespaces: namespaces, maxmemoryBytes: maxmemory)
+    }
+
+    /// Reads and parses a configuration file.
+    public static func load(path: String) throws(ConfigurationError) -> MeridianConfiguration {
+        guard let text = readFile(path) else {
+            throw ConfigurationError(field: "", problem: "cannot read configuration file '\(path)'")
+        }
+        return try parse(yaml: text)
+    }
+
+    // MARK: Sections
+
+    private static func parseCluster(_ node: Node) throws(ConfigurationError) -> ClusterConfig {
+        guard let mapping = node.mapping else { throw ConfigurationError(field: "cluster", problem: "expected a mapping") }
+        try checkKeys(mapping, allowed: ["name", "partitions", "replication_factor", "datacenters"], at: "cluster")
+        let name = try requiredName(mapping, "name", at: "cluster")
+        let partitions = try optionalInt(mapping, "partitions", at: "cluster", range: 1...1_048_576) ?? ClusterConfig.partitionsDefault
+        let replicationFactor = try optionalInt(mapping, "replication_factor", at: "cluster", range: 1...16) ?? 1
+        guard let dcNode = mapping["datacenters"] else {
+            throw ConfigurationError(field: "cluster.datacenters", problem: "missing")
+        }
+        guard let dcList = dcNode.sequence, !dcList.isEmpty else {
+            throw ConfigurationError(field: "cluster.datacenters", problem: "expected a non-empty list")
+        }
+        var datacenters: [DatacenterConfig] = []
+        var nodeNames: Set<String> = []
+        var addresses: [String: String] = [:]
+        for (dcIndex, dc) in dcList.enumerated() {
+            let path = "cluster.datacenters[\(dcIndex)]"
+            guard let dcMapping = dc.mapping else { throw ConfigurationError(field: path, problem: "expected a mapping") }
+            try checkKeys(dcMapping, allowed: ["name", "witness", "nodes"], at: path)
+            let dcName = try requiredName(dcMapping, "name", at: path)
+            if datacenters.contains(where: { $0.name == dcName }) {
+                throw ConfigurationError(field: "\(path).name", problem: "duplicate data center name '\(dcName)'")
+            }
+            var witness = false
+            if let witnessNode = dcMapping["witness"] {
+                guard let flag = witnessNode.bool else {
+                    throw ConfigurationError(field: "\(path).witness", problem: "expected true or false")
+                }
+                witness = flag
+            }
+            guard let nodesList = dcMapping["nodes"]?.sequence, !nodesList.isEmpty else {
+                throw ConfigurationError(field: "\(path).nodes", problem: "expected a non-empty list of nodes")
+            }
+            var nodes: [NodeConfig] = []
+            for (nodeIndex, nodeEntry) in nodesList.enumerated() {
+                let nodePath = "\(path).nodes[\(nodeIndex)]"
+                guard let nodeMapping = nodeEntry.mapping else {
+                    throw ConfigurationError(field: nodePath, problem: "expected a mapping")
+                }
+                try checkKeys(nodeMapping, allowed: ["name", "client", "peer"], at: nodePath)
+                let nodeName = try requiredName(nodeMapping, "name", at: nodePath)
+                guard nodeNames.insert(nodeName).inserted else {
+                    throw ConfigurationError(field: "\(nodePath).name", problem: "duplicate node name '\(nodeName)'")
+                }
+                let client = try optionalAddress(nodeMapping, "client", at: nodePath)
+                let peer = try optionalAddress(nodeMapping, "peer", at: nodePath)
+                if witness && client != nil {
+                    throw ConfigurationError(field: "\(nodePath).client", problem: "a witness node serves no clients")
+                }
+                if !witness && client == nil {
+                    throw ConfigurationError(field: "\(nodePath).client", problem: "missing (every node of a full data center serves clients)")
+                }
+                if witness && peer == nil {
+                    throw ConfigurationError(field: "\(nodePath).peer", problem: "missing (a witness is reached only by its peer address)")
+                }
+                for (kind, address) in [("client", client), ("peer", peer)] {
+                    guard let address else { continue }
+                    let field = "\(nodePath).\(kind)"
+                    if let other = addresses[address.description] {
+                        throw ConfigurationError(field: field, problem: "address \(address) is already used by \(other)")
+                    }
+                    addresses[address.description] = field
+                }
+                nodes.append(NodeConfig(name: nodeName, client: client, peer: peer))
+            }
+            datacenters.append(DatacenterConfig(name: dcName, witness: witness, nodes: nodes))
+        }
+        guard datacenters.contains(where: { !$0.witness }) else {
+            throw ConfigurationError(field: "cluster.datacenters", problem: "at least one data center must be a full (non-witness) data center")
+        }
+        guard datacenters.count <= Int(UInt16.max), datacenters.allSatisfy({ $0.nodes.count <= Int(UInt16.max) }) else {
+            throw ConfigurationError(field: "cluster.datacenters", problem: "too many data centers or nodes")
+        }
+        return ClusterConfig(name: name, partitions: partitions, replicationFactor: replicationFactor, datacenters: datacenters)
+    }
+
+    private static func parseNamespaces(_ node: Node?) throws(ConfigurationError) -> [NamespaceConfig] {
+        guard let node else { return [.defaultNamespace] }
+        guard let list = node.sequence else { throw ConfigurationError(field: "namespaces", problem: "expected a list") }
+        var namespaces: [NamespaceConfig] = []
+        for (index, entry) in list.enumerated() {
+            let path = "namespaces[\(index)]"
+            guard let mapping = entry.mapping else { throw ConfigurationError(field: path, problem: "expected a mapping") }
+            try checkKeys(mapping, allowed: ["name", "prefix", "consistency", "durability", "eviction", "default_ttl", "strong_keys"], at: path)
+            let name = try requiredName(mapping, "name", at: path)
+            if namespaces.contains(where: { $0.name == name }) {
+                throw ConfigurationError(field: "\(path).name", problem: "duplicate namespace name '\(name)'")
+            }
+            guard let prefixNode = mapping["prefix"] else {
+                throw ConfigurationError(field: "\(path).prefix", problem: "missing (use \"\" for the default namespace)")
+            }
+            let prefix = Array(try scalar(prefixNode, at: "\(path).prefix").utf8)
+            guard prefix.count <= Limits.keyBytesMax else {
+                throw ConfigurationError(field: "\(path).prefix", problem: "longer than the longest key (\(Limits.keyBytesMax) bytes)")
+            }
+            if let other = namespaces.first(where: { $0.prefix == prefix }) {
+                throw ConfigurationError(field: "\(path).prefix", problem: "prefix already used by namespace '\(other.name)'")
+            }
+            let consistency: Consistency = try choice(mapping, "consistency", at: path) ?? .eventual
+            let durability: Durability = try choice(mapping, "durability", at: path) ?? .writeBack
+            let eviction: EvictionPolicy = try choice(mapping, "eviction", at: path) ?? .lru
+            var defaultTTL: Int64?
+            if let ttlNode = mapping["default_ttl"] {
+                let text = try scalar(ttlNode, at: "\(path).default_ttl")
+                guard let ms = Units.parseDurationMs(text), ms > 0 else {
+                    throw ConfigurationError(field: "\(path).default_ttl", problem: "expected a positive duration such as 30m, 10s or 500ms, got '\(text)'")
+                }
+                defaultTTL = ms
+            }
+            var strongKeys: [GlobPattern] = []
+            if let globsNode = mapping["strong_keys"] {
+                guard let globs = globsNode.sequence else {
+                    throw ConfigurationError(field: "\(path).strong_keys", problem: "expected a list of glob patterns")
+                }
+                for (globIndex, globNode) in globs.enumerated() {
+                    let field = "\(path).strong_keys[\(globIndex)]"
+                    let text = try scalar(globNode, at: field)
+                    do {
+                        strongKeys.append(try GlobPattern(text))
+                    } catch {
+                        throw ConfigurationError(field: field, problem: "pattern too long or complex (max \(Limits.patternBytesMax) bytes, \(Limits.patternTokensMax) tokens)")
+                    }
+                }
+                if consistency == .strong && !strongKeys.isEmpty {
+                    throw ConfigurationError(field: "\(path).strong_keys", problem: "the whole namespace is already strong")
+                }
+            }
+            namespaces.append(NamespaceConfig(
+                name: name, prefix: prefix, consistency: consistency, durability: durability,
+                eviction: eviction, defaultTTLMs: defaultTTL, strongKeys: strongKeys))
+        }
+        if !namespaces.contains(where: { $0.prefix.isEmpty }) {
+            if namespaces.contains(where: { $0.name == NamespaceConfig.defaultNamespace.name }) {
+                throw ConfigurationError(field: "namespaces", problem: "the namespace named 'default' must have the empty prefix \"\"")
+            }
+            namespaces.insert(.defaultNamespace, at: 0)
+        }
+        guard namespaces.count <= Int(UInt16.max) else {
+            throw ConfigurationError(field: "namespaces", problem: "too many namespaces")
+        }
+        return namespaces
+    }
+
+    // MARK: Field helpers
+
+    private static func checkKeys(_ mapping: Node.Mapping, allowed: Set<String>, at path: String) throws(ConfigurationError) {
+        for key in mapping.keys {
+            guard let name = key.string else {
+                throw ConfigurationError(field: path, problem: "field names must be strings")
+            }
+            if !allowed.contains(name) {
+                let field = path.isEmpty ? name : "\(path).\(name)"
+                throw ConfigurationError(field: field, problem: "unknown field (expected one of: \(allowed.sorted().joined(separator: ", ")))")
+            }
+        }
+    }
+
+    private static func scalar(_ node: Node, at path: String) throws(ConfigurationError) -> String {
+        guard let scalar = node.scalar else { throw ConfigurationError(field: path, problem: "expected a single value") }
+        return scalar.string
+    }
+
+    private static func requiredName(_ mapping: Node.Mapping, _ key: String, at path: String) throws(ConfigurationError) -> String {
+        guard let node = mapping[key] else { throw ConfigurationError(field: "\(path).\(key)", problem: "missing") }
+        let text = try scalar(node, at: "\(path).\(key)")
+        guard !text.isEmpty, text.utf8.count <= 64,
+              text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ",") && $0 != UInt8(ascii: ":") && $0 != UInt8(ascii: "=") })
+        else {
+            throw ConfigurationError(field: "\(path).\(key)", problem: "expected 1 to 64 printable characters without spaces, ',', ':' or '=', got '\(text)'")
+        }
+        return text
+    }
+
+    private static func optionalInt(_ mapping: Node.Mapping, _ key: String, at path: String, range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+        guard let node = mapping[key] else { return nil }
+        let text = try scalar(node, at: "\(path).\(key)")
+        guard let value = Int(text), range.contains(value) else {
+            throw ConfigurationError(field: "\(path).\(key)", problem: "expected an integer from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
+        }
+        return value
+    }
+
+    private static func optionalAddress(_ mapping: Node.Mapping, _ key: String, at path: String) throws(ConfigurationError) -> HostPort? {
+        guard let node = mapping[key] else { return nil }
+        let text = try scalar(node, at: "\(path).\(key)")
+        guard let address = HostPort(parsing: text) else {
+            throw ConfigurationError(field: "\(path).\(key)", problem: "expected host:port such as 127.0.0.1:7101, got '\(text)'")
+        }
+        return address
+    }
+
+    private static func choice<Value: RawRepresentable & CaseIterable>(
+        _ mapping: Node.Mapping, _ key: String, at path: String
+    ) throws(ConfigurationError) -> Value? where Value.RawValue == String {
+        guard let node = mapping[key] else { return nil }
+        let text = try scalar(node, at: "\(path).\(key)")
+        guard let value = Value(rawValue: text) else {
+            let options = Value.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ConfigurationError(field: "\(path).\(key)", problem: "expected one of \(options), got '\(text)'")
+        }
+        return value
+    }
+
+    /// Reads a whole file with the C library (no Foundation in this module).
+    private static func readFile(_ path: String) -> String? {
+        guard let file = fopen(path, "rb") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let read = fread(&chunk, 1, chunk.count, file)
+            if read > 0 { bytes.append(contentsOf: chunk[0..<read]) }
+            if read < chunk.count { break }
+            if bytes.count > 16 * 1_048_576 { return nil }  // no sane configuration is this large
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif

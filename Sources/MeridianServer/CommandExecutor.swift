@@ -1,0 +1,339 @@
+import MeridianCore
+import MeridianRESP
+import NIOCore
+
+/// What the connection does after a command's reply.
+public enum CommandOutcome: Sendable {
+    case keepOpen
+    /// QUIT: close once the reply is written.
+    case closeAfterReply
+}
+
+/// Per-connection state that commands read and change (HELLO, CLIENT SETNAME, RESET, ...).
+public struct SessionState: Sendable {
+    public var clientID: Int
+    public var protocolVersion: RESPVersion = .v2
+    public var name = ""
+    public var libraryName = ""
+    public var libraryVersion = ""
+
+    public init(clientID: Int) { self.clientID = clientID }
+}
+
+/// Executes commands for one connection: validates arguments against the command table and
+/// the limits, runs the command against the database and appends its reply to `out`.
+///
+/// It runs on the connection's event loop and never blocks: the only waits are the shard
+/// locks, held for in-memory work only.
+public struct CommandExecutor {
+    public let server: ServerContext
+    public var session: SessionState
+    /// Randomness for eviction sampling and RANDOMKEY, seeded per connection.
+    var generator: SplitMix64
+    /// Per-batch tallies, added to the node's atomics by `flushStatistics`.
+    var commandsTally = 0
+    var hitsTally = 0
+    var missesTally = 0
+    var errorsTally = 0
+    /// Lower-case name of the last command, for CLIENT LIST.
+    public private(set) var lastCommand: CommandID?
+
+    public init(server: ServerContext, session: SessionState, seed: UInt64) {
+        self.server = server
+        self.session = session
+        self.generator = SplitMix64(seed: seed)
+    }
+
+    var database: Database { server.database }
+    var resp: RESPVersion { session.protocolVersion }
+
+    /// Adds this batch's tallies to the node's statistics.
+    public mutating func flushStatistics() {
+        let statistics = database.statistics
+        if commandsTally > 0 { statistics.commandsProcessed.add(commandsTally, ordering: .relaxed) }
+        if hitsTally > 0 { statistics.keyspaceHits.add(hitsTally, ordering: .relaxed) }
+        if missesTally > 0 { statistics.keyspaceMisses.add(missesTally, ordering: .relaxed) }
+        if errorsTally > 0 { statistics.errorReplies.add(errorsTally, ordering: .relaxed) }
+        commandsTally = 0
+        hitsTally = 0
+        missesTally = 0
+        errorsTally = 0
+    }
+
+    /// Executes one command; `arguments[0]` is its name.
+    public mutating func execute(_ arguments: [ByteBuffer], into out: inout ByteBuffer) -> CommandOutcome {
+        commandsTally += 1
+        guard let id = arguments[0].withUnsafeReadableBytes({ CommandTable.lookup($0) }) else {
+            replyUnknownCommand(arguments, into: &out)
+            return .keepOpen
+        }
+        lastCommand = id
+        let spec = CommandTable.spec(id)
+        guard spec.acceptsArgumentCount(arguments.count) else {
+            error("ERR wrong number of arguments for '\(spec.name)' command", into: &out)
+            return .keepOpen
+        }
+        if spec.firstKey > 0 {
+            guard checkKeys(spec, arguments, into: &out) else { return .keepOpen }
+        }
+        if spec.flags.contains(.denyOOM) && database.isOverMemoryLimit {
+            if !database.evictUntilWithinLimit(using: &generator) {
+                database.statistics.rejectedCommandsOOM.add(1, ordering: .relaxed)
+                error("OOM command not allowed when used memory > 'maxmemory'.", into: &out)
+                return .keepOpen
+            }
+        }
+        return dispatch(id, arguments, into: &out)
+    }
+
+    private mutating func dispatch(_ id: CommandID, _ a: [ByteBuffer], into out: inout ByteBuffer) -> CommandOutcome {
+        switch id {
+        case .ping: ping(a, into: &out)
+        case .echo: out.writeBulkString(a[1])
+        case .hello: hello(a, into: &out)
+        case .quit:
+            out.writeSimpleString("OK")
+            return .closeAfterReply
+        case .reset: reset(into: &out)
+        case .select: select(a, into: &out)
+        case .auth: auth(a, into: &out)
+        case .command: command(a, into: &out)
+        case .client: client(a, into: &out)
+        case .info: info(a, into: &out)
+        case .dbsize: out.writeIntegerReply(database.keyCount)
+        case .time: time(into: &out)
+        case .flushdb, .flushall: flush(a, into: &out)
+        case .config: config(a, into: &out)
+        case .get: get(a, into: &out)
+        case .set: set(a, into: &out)
+        case .setnx: setnx(a, into: &out)
+        case .setex: setex(a, unitMs: 1000, into: &out)
+        case .psetex: setex(a, unitMs: 1, into: &out)
+        case .getset: getset(a, into: &out)
+        case .getdel: getdel(a, into: &out)
+        case .getex: getex(a, into: &out)
+        case .mget: mget(a, into: &out)
+        case .mset: mset(a, onlyIfNoneExist: false, into: &out)
+        case .msetnx: mset(a, onlyIfNoneExist: true, into: &out)
+        case .append: append(a, into: &out)
+        case .strlen: strlen(a, into: &out)
+        case .getrange, .substr: getrange(a, into: &out)
+        case .setrange: setrange(a, into: &out)
+        case .incr: incrementBy(a[1], 1, into: &out)
+        case .decr: incrementBy(a[1], -1, into: &out)
+        case .incrby, .decrby: incrby(a, negate: id == .decrby, into: &out)
+        case .incrbyfloat: incrbyfloat(a, into: &out)
+        case .del, .unlink: delete(a, into: &out)
+        case .exists: exists(a, into: &out)
+        case .touch: touch(a, into: &out)
+        case .type: type(a, into: &out)
+        case .rename: rename(a, onlyIfTargetFree: false, into: &out)
+        case .renamenx: rename(a, onlyIfTargetFree: true, into: &out)
+        case .expire: expire(a, unitMs: 1000, absolute: false, into: &out)
+        case .pexpire: expire(a, unitMs: 1, absolute: false, into: &out)
+        case .expireat: expire(a, unitMs: 1000, absolute: true, into: &out)
+        case .pexpireat: expire(a, unitMs: 1, absolute: true, into: &out)
+        case .ttl: ttl(a, unitMs: 1000, absolute: false, into: &out)
+        case .pttl: ttl(a, unitMs: 1, absolute: false, into: &out)
+        case .expiretime: ttl(a, unitMs: 1000, absolute: true, into: &out)
+        case .pexpiretime: ttl(a, unitMs: 1, absolute: true, into: &out)
+        case .persist: persist(a, into: &out)
+        case .scan: scan(a, into: &out)
+        case .keys: keys(a, into: &out)
+        case .randomkey: randomkey(into: &out)
+        case .object: object(a, into: &out)
+        }
+        return .keepOpen
+    }
+
+    // MARK: Validation
+
+    /// Checks every key argument against the key limits and, for writes, against the strong
+    /// consistency class (not available before the Paxos issue lands).
+    private mutating func checkKeys(_ spec: CommandSpec, _ arguments: [ByteBuffer], into out: inout ByteBuffer) -> Bool {
+        let last = spec.lastKey < 0 ? arguments.count + spec.lastKey : spec.lastKey
+        var position = spec.firstKey
+        while position <= last && position < arguments.count {
+            let key = arguments[position]
+            do {
+                try Limits.checkKey(byteCount: key.readableBytes)
+            } catch {
+                self.error(error.description, into: &out)
+                return false
+            }
+            if spec.flags.contains(.write) {
+                let strong: (Bool, Int) = key.withUnsafeReadableBytes { bytes in
+                    let namespace = database.namespaces.index(of: bytes)
+                    return (database.namespaces.isStrong(bytes, namespaceIndex: namespace), namespace)
+                }
+                if strong.0 {
+                    let namespace = database.namespaces.namespaces[strong.1]
+                    let reason = namespace.consistency == .strong
+                        ? "namespace '\(namespace.name)' is strong"
+                        : "it matches strong_keys of namespace '\(namespace.name)'"
+                    self.error("ERR strong consistency is not available in this version: key '\(String(buffer: key))' is strong because \(reason); writes to strong keys are refused rather than applied with eventual consistency", into: &out)
+                    return false
+                }
+            }
+            position += spec.keyStep
+        }
+        return true
+    }
+
+    /// Checks a value's size; writes the error reply when it is too large.
+    mutating func checkValue(_ value: ByteBuffer, into out: inout ByteBuffer) -> Bool {
+        checkValueLength(value.readableBytes, into: &out)
+    }
+
+    /// Checks a resulting value length; writes the error reply when it is too large.
+    mutating func checkValueLength(_ length: Int, into out: inout ByteBuffer) -> Bool {
+        do {
+            try Limits.checkValue(byteCount: length)
+            return true
+        } catch {
+            self.error(error.description, into: &out)
+            return false
+        }
+    }
+
+    // MARK: Replies
+
+    /// Writes an error reply and counts it.
+    mutating func error(_ message: String, into out: inout ByteBuffer) {
+        errorsTally += 1
+        out.writeErrorReply(message)
+    }
+
+    /// Writes a constant error reply and counts it.
+    mutating func error(_ message: StaticString, into out: inout ByteBuffer) {
+        errorsTally += 1
+        out.writeErrorReply(message)
+    }
+
+    mutating func syntaxError(into out: inout ByteBuffer) { error("ERR syntax error", into: &out) }
+    mutating func notInteger(into out: inout ByteBuffer) { error("ERR value is not an integer or out of range", into: &out) }
+
+    /// Redis's reply to an unknown command: the name and the start of the arguments, quoted.
+    private mutating func replyUnknownCommand(_ arguments: [ByteBuffer], into out: inout ByteBuffer) {
+        var text = "ERR unknown command '\(Self.printable(arguments[0], max: 128))', with args beginning with: "
+        var listed = ""
+        for argument in arguments.dropFirst() where listed.utf8.count < 128 {
+            listed += "'\(Self.printable(argument, max: 128 - listed.utf8.count))' "
+        }
+        text += listed
+        error(text, into: &out)
+    }
+
+    /// Redis's reply to an unknown subcommand.
+    mutating func unknownSubcommand(_ argument: ByteBuffer, of command: String, into out: inout ByteBuffer) {
+        error("ERR unknown subcommand '\(Self.printable(argument, max: 128))'. Try \(command) HELP.", into: &out)
+    }
+
+    /// Bytes as reply-safe text: CR and LF become spaces (an error reply is one line).
+    static func printable(_ bytes: ByteBuffer, max: Int) -> String {
+        var view = bytes
+        let length = Swift.min(view.readableBytes, Swift.max(0, max))
+        let slice = view.readBytes(length: length) ?? []
+        return String(decoding: slice.map { $0 == 0x0D || $0 == 0x0A ? 0x20 : $0 }, as: UTF8.self)
+    }
+
+    // MARK: Argument parsing
+
+    /// Whether an argument equals `upper` ignoring ASCII case.
+    @inline(__always)
+    static func matches(_ argument: ByteBuffer, _ upper: [UInt8]) -> Bool {
+        argument.withUnsafeReadableBytes { CommandTable.equalsUppercased($0, upper) }
+    }
+
+    /// Parses a strict 64-bit decimal integer as Redis's `string2ll` does: no spaces, no `+`,
+    /// no leading zeros.
+    static func parseInt64(_ argument: ByteBuffer) -> Int64? {
+        argument.withUnsafeReadableBytes { bytes -> Int64? in
+            let count = bytes.count
+            guard count > 0 && count <= 20 else { return nil }
+            var index = 0
+            var negative = false
+            if bytes[0] == UInt8(ascii: "-") {
+                negative = true
+                index = 1
+                guard count > 1 else { return nil }
+            }
+            if bytes[index] == UInt8(ascii: "0") { return count - index == 1 && !negative ? 0 : nil }
+            var magnitude: UInt64 = 0
+            while index < count {
+                let digit = UInt64(bytes[index]) &- 48
+                guard digit <= 9 else { return nil }
+                let (times10, o1) = magnitude.multipliedReportingOverflow(by: 10)
+                let (sum, o2) = times10.addingReportingOverflow(digit)
+                guard !o1 && !o2 else { return nil }
+                magnitude = sum
+                index += 1
+            }
+            if negative {
+                guard magnitude <= UInt64(Int64.max) + 1 else { return nil }
+                return magnitude == UInt64(Int64.max) + 1 ? Int64.min : -Int64(magnitude)
+            }
+            guard magnitude <= UInt64(Int64.max) else { return nil }
+            return Int64(magnitude)
+        }
+    }
+
+    /// Parses an integer from a value's bytes (INCR family).
+    static func parseInt64(_ bytes: [UInt8]) -> Int64? {
+        parseInt64(ByteBuffer(bytes: bytes))
+    }
+
+    /// Parses a float as Redis's `strtold`-based parser accepts it (no spaces, no NaN).
+    static func parseDouble(_ bytes: ByteBuffer) -> Double? {
+        parseDouble(String(buffer: bytes))
+    }
+
+    static func parseDouble(_ text: String) -> Double? {
+        guard !text.isEmpty, let first = text.utf8.first, first != 0x20, first != 0x09,
+              let last = text.utf8.last, last != 0x20, last != 0x09,
+              let value = Double(text), !value.isNaN
+        else { return nil }
+        return value
+    }
+
+    /// Formats a double the way INCRBYFLOAT replies: shortest round-trip digits, no exponent,
+    /// no trailing `.0`.
+    static func formatDouble(_ value: Double) -> String {
+        if value == value.rounded() && Swift.abs(value) < 1e17 {
+            return String(Int64(value))
+        }
+        let text = "\(value)"
+        guard let e = text.firstIndex(where: { $0 == "e" || $0 == "E" }) else { return text }
+        // Expand the exponent form into plain decimal digits.
+        let mantissa = text[..<e]
+        guard let exponent = Int(text[text.index(after: e)...]) else { return text }
+        let negative = mantissa.hasPrefix("-")
+        let unsigned = negative ? mantissa.dropFirst() : mantissa[...]
+        let parts = unsigned.split(separator: ".", omittingEmptySubsequences: false)
+        let integerDigits = String(parts[0])
+        let fractionDigits = parts.count > 1 ? String(parts[1]) : ""
+        var digits = integerDigits + fractionDigits
+        var point = integerDigits.count + exponent
+        if point <= 0 {
+            digits = String(repeating: "0", count: -point + 1) + digits
+            point = 1
+        } else if point > digits.count {
+            digits += String(repeating: "0", count: point - digits.count)
+        }
+        var result = String(digits.prefix(point))
+        var fraction = String(digits.dropFirst(point))
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        if !fraction.isEmpty { result += "." + fraction }
+        return (negative ? "-" : "") + result
+    }
+
+    /// Bytes of a decimal integer, for storing counters.
+    static func decimalBytes(_ value: Int64) -> [UInt8] { Array(String(value).utf8) }
+}
+
+extension String {
+    /// The readable bytes of a buffer decoded as UTF-8 (lossy).
+    init(buffer: ByteBuffer) {
+        self = buffer.withUnsafeReadableBytes { String(decoding: $0, as: UTF8.self) }
+    }
+}

@@ -1,0 +1,253 @@
+import MeridianCore
+import NIOConcurrencyHelpers
+import NIOCore
+import Synchronization
+
+/// One shard of the node's keyspace and the lock that guards it.
+///
+/// Threading: commands run on the event loop that read them and take the lock of the key's
+/// shard for the few hundred nanoseconds the command needs. A short lock on one of many
+/// shards is cheaper than hopping every command to an owning thread, and with 64 shards two
+/// event loops rarely meet on the same lock. Commands that touch several shards take their
+/// locks in ascending shard order, so they cannot deadlock.
+public final class Shard: @unchecked Sendable {
+    /// Guards `keyspace`; hold it only for in-memory work, never across IO.
+    public let lock = NIOLock()
+    /// The keys of this shard. Access only with `lock` held.
+    public var keyspace: Keyspace
+
+    init(evictableNamespaces: [Bool]) {
+        self.keyspace = Keyspace(evictableNamespaces: evictableNamespaces)
+    }
+}
+
+/// Node-wide counters, kept in atomics so any event loop can update them without a lock.
+/// Connections add their per-batch tallies once per read batch, not once per command.
+public final class NodeStatistics: Sendable {
+    public let commandsProcessed = Synchronization.Atomic<Int>(0)
+    public let keyspaceHits = Synchronization.Atomic<Int>(0)
+    public let keyspaceMisses = Synchronization.Atomic<Int>(0)
+    public let connectionsReceived = Synchronization.Atomic<Int>(0)
+    public let rejectedCommandsOOM = Synchronization.Atomic<Int>(0)
+    public let errorReplies = Synchronization.Atomic<Int>(0)
+    public let activeExpiryCycles = Synchronization.Atomic<Int>(0)
+
+    /// Zeroes the counters `CONFIG RESETSTAT` resets.
+    public func reset() {
+        commandsProcessed.store(0, ordering: .relaxed)
+        keyspaceHits.store(0, ordering: .relaxed)
+        keyspaceMisses.store(0, ordering: .relaxed)
+        connectionsReceived.store(0, ordering: .relaxed)
+        rejectedCommandsOOM.store(0, ordering: .relaxed)
+        errorReplies.store(0, ordering: .relaxed)
+    }
+}
+
+/// The node's data: the sharded keyspace, its namespaces, the clock that stamps writes and
+/// the memory budget. It is shared by all event loops.
+public final class Database: Sendable {
+    /// Number of keyspace shards (a power of two, at most 256 so SCAN cursors can encode it).
+    public static let shardCount = 64
+    /// Samples per eviction, as Redis's `maxmemory-samples` (default 5).
+    public static let evictionSamplesDefault = 5
+    /// Keys sampled per shard in one active expiry round (Redis: 20).
+    public static let expirySamplesPerRound = 20
+    /// Active expiry keeps sampling a shard while more than this percentage of its sample expired.
+    public static let expiryRepeatPercent = 25
+    /// Upper bound on one active expiry pass over all shards, so the loop that runs it is not held.
+    public static let expiryPassTimeBudgetNs: UInt64 = 2_000_000
+
+    public let shards: [Shard]
+    public let namespaces: NamespaceTable
+    public let partitioner: Partitioner
+    /// This node's identity, the tie-breaker of LWW stamps.
+    public let origin: ReplicaID
+    public let statistics = NodeStatistics()
+
+    /// The last HLC timestamp issued, advanced by compare-and-swap (`HybridLogicalClock.tick`).
+    private let lastTimestamp = Synchronization.Atomic<UInt64>(0)
+    /// Sum of the shards' accounted bytes.
+    private let usedBytesTotal = Synchronization.Atomic<Int>(0)
+    /// `maxmemory` in bytes; 0 is unlimited. Changed at run time by `CONFIG SET maxmemory`.
+    public let maxmemoryBytes: Synchronization.Atomic<Int>
+    /// `maxmemory-samples`.
+    public let evictionSamples = Synchronization.Atomic<Int>(Database.evictionSamplesDefault)
+
+    public init(namespaces: NamespaceTable, partitions: Int, origin: ReplicaID, maxmemoryBytes: Int) {
+        let evictable = namespaces.namespaces.map { $0.eviction == .lru }
+        self.shards = (0..<Self.shardCount).map { _ in Shard(evictableNamespaces: evictable) }
+        self.namespaces = namespaces
+        self.partitioner = Partitioner(partitionCount: partitions)
+        self.origin = origin
+        self.maxmemoryBytes = Synchronization.Atomic(maxmemoryBytes)
+    }
+
+    // MARK: Placement
+
+    /// The shard index of a key: its partition modulo the shard count, so that keys sharing
+    /// a hash tag share a shard (and multi-key commands on them take one lock).
+    @inline(__always)
+    public func shardIndex(of key: ByteBuffer) -> Int {
+        key.withUnsafeReadableBytes { partitioner.partition(of: $0) } & (Self.shardCount - 1)
+    }
+
+    // MARK: Clock
+
+    /// A fresh LWW stamp for a local write at `nowUnixMs`.
+    public func stamp(nowUnixMs: Int64) -> LWWStamp {
+        let physical = UInt64(max(0, nowUnixMs))
+        var last = lastTimestamp.load(ordering: .relaxed)
+        while true {
+            let next = HybridLogicalClock.tick(after: HLCTimestamp(rawValue: last), physicalMs: physical)
+            let (exchanged, original) = lastTimestamp.compareExchange(
+                expected: last, desired: next.rawValue, ordering: .relaxed)
+            if exchanged { return LWWStamp(timestamp: next, origin: origin) }
+            last = original
+        }
+    }
+
+    // MARK: Memory
+
+    /// Accounted bytes of all keys.
+    public var usedBytes: Int { usedBytesTotal.load(ordering: .relaxed) }
+
+    /// Records a change of a shard's accounted bytes (call with the shard's lock held or after).
+    @inline(__always)
+    public func accountBytes(_ delta: Int) {
+        if delta != 0 { usedBytesTotal.add(delta, ordering: .relaxed) }
+    }
+
+    /// Whether memory is over budget.
+    public var isOverMemoryLimit: Bool {
+        let limit = maxmemoryBytes.load(ordering: .relaxed)
+        return limit > 0 && usedBytes > limit
+    }
+
+    /// Evicts least-recently-used keys of `eviction: lru` namespaces until memory is within
+    /// `maxmemory`. Returns false when memory is still over the limit because nothing more may
+    /// be evicted: the caller then refuses the write with `-OOM`.
+    ///
+    /// Each step samples `maxmemory-samples` evictable keys of one shard and drops the least
+    /// recently used of them (Redis's approximation; its quality against exact LRU is
+    /// measured in `LRUApproximationTests`).
+    public func evictUntilWithinLimit<G: RandomNumberGenerator>(using generator: inout G) -> Bool {
+        let samples = evictionSamples.load(ordering: .relaxed)
+        while isOverMemoryLimit {
+            let start = Int.random(in: 0..<Self.shardCount, using: &generator)
+            var evicted = false
+            for offset in 0..<Self.shardCount {
+                let shard = shards[(start + offset) & (Self.shardCount - 1)]
+                shard.lock.lock()
+                if let candidate = shard.keyspace.evictionCandidate(samples: samples, using: &generator) {
+                    let before = shard.keyspace.usedBytes
+                    shard.keyspace.evict(slot: candidate.slot)
+                    accountBytes(shard.keyspace.usedBytes - before)
+                    evicted = true
+                }
+                shard.lock.unlock()
+                if evicted { break }
+            }
+            if !evicted { return false }
+        }
+        return true
+    }
+
+    // MARK: Active expiry
+
+    /// One pass of active expiry over every shard: samples keys with a TTL and removes the
+    /// expired ones, repeating on a shard while many of its samples were expired, within
+    /// `expiryPassTimeBudgetNs`. Returns how many keys it removed.
+    public func activeExpirePass<G: RandomNumberGenerator>(
+        nowUnixMs: Int64, monotonicNs: () -> UInt64, using generator: inout G
+    ) -> Int {
+        let deadline = monotonicNs() + Self.expiryPassTimeBudgetNs
+        var removed = 0
+        for shard in shards {
+            var repeatShard = true
+            while repeatShard {
+                shard.lock.lock()
+                let before = shard.keyspace.usedBytes
+                let round = shard.keyspace.expireSample(
+                    nowUnixMs: nowUnixMs, samples: Self.expirySamplesPerRound, using: &generator)
+                accountBytes(shard.keyspace.usedBytes - before)
+                shard.lock.unlock()
+                removed += round.expired
+                repeatShard = round.sampled > 0 && round.expired * 100 > round.sampled * Self.expiryRepeatPercent
+                if monotonicNs() > deadline { return removed }
+            }
+        }
+        statistics.activeExpiryCycles.add(1, ordering: .relaxed)
+        return removed
+    }
+
+    // MARK: Whole keyspace
+
+    /// Removes every key of every shard.
+    public func removeAll() {
+        for shard in shards {
+            shard.lock.lock()
+            let before = shard.keyspace.usedBytes
+            shard.keyspace.removeAll()
+            accountBytes(-before)
+            shard.lock.unlock()
+        }
+    }
+
+    /// Number of keys (including expired keys not reaped yet, as Redis's DBSIZE).
+    public var keyCount: Int {
+        var total = 0
+        for shard in shards {
+            shard.lock.lock()
+            total += shard.keyspace.count
+            shard.lock.unlock()
+        }
+        return total
+    }
+
+    /// Counters of every namespace, summed over shards.
+    public func namespaceCounters() -> [NamespaceCounters] {
+        var totals = Array(repeating: NamespaceCounters(), count: namespaces.namespaces.count)
+        for shard in shards {
+            shard.lock.lock()
+            for (index, counters) in shard.keyspace.namespaceCounters.enumerated() {
+                totals[index].add(counters)
+            }
+            shard.lock.unlock()
+        }
+        return totals
+    }
+}
+
+extension Database {
+    /// Runs `body` on the keyspace of `key`'s shard with its lock held, and accounts the
+    /// change of its memory use.
+    @inline(__always)
+    public func withShard<R>(of key: ByteBuffer, _ body: (inout Keyspace) -> R) -> R {
+        withShard(index: shardIndex(of: key), body)
+    }
+
+    /// Runs `body` on one shard's keyspace with its lock held, and accounts the memory change.
+    @inline(__always)
+    public func withShard<R>(index: Int, _ body: (inout Keyspace) -> R) -> R {
+        let shard = shards[index]
+        shard.lock.lock()
+        defer { shard.lock.unlock() }
+        let before = shard.keyspace.usedBytes
+        let result = body(&shard.keyspace)
+        accountBytes(shard.keyspace.usedBytes - before)
+        return result
+    }
+
+    /// Locks the shards of several keys in ascending order (so two multi-key commands cannot
+    /// deadlock), runs `body` with a function from key to its shard, and accounts memory.
+    public func withShards<R>(of keys: [ByteBuffer], _ body: (_ shardOf: (ByteBuffer) -> Shard) -> R) -> R {
+        let indexes = Array(Set(keys.map { shardIndex(of: $0) })).sorted()
+        for index in indexes { shards[index].lock.lock() }
+        let before = indexes.reduce(0) { $0 + shards[$1].keyspace.usedBytes }
+        let result = body { self.shards[self.shardIndex(of: $0)] }
+        let after = indexes.reduce(0) { $0 + shards[$1].keyspace.usedBytes }
+        accountBytes(after - before)
+        for index in indexes.reversed() { shards[index].lock.unlock() }
+        return result
+    }
+}

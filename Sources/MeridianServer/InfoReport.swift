@@ -1,0 +1,139 @@
+import MeridianCore
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Renders INFO in Redis's `# Section` / `field:value` format. Field names follow Redis where
+/// the meaning is the same, so existing dashboards and `redis-cli info` readers work.
+struct InfoReport {
+    let server: ServerContext
+
+    static let defaultSections = ["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "keyspace"]
+
+    func render(sections requested: [String]) -> String {
+        var names: [String]
+        if requested.isEmpty || requested.contains("default") || requested.contains("all") || requested.contains("everything") {
+            names = Self.defaultSections
+        } else {
+            names = Self.defaultSections.filter { requested.contains($0) }
+        }
+        if names.isEmpty { return "" }
+        var text = ""
+        for name in names {
+            if !text.isEmpty { text += "\r\n" }
+            text += "# \(name.prefix(1).uppercased() + name.dropFirst())\r\n"
+            for (field, value) in fields(of: name) { text += "\(field):\(value)\r\n" }
+        }
+        return text
+    }
+
+    private func fields(of section: String) -> [(String, String)] {
+        let database = server.database
+        let statistics = database.statistics
+        switch section {
+        case "server":
+            let address = server.listenAddress.withLockedValue { $0 }
+            let uptimeMs = Int64((SystemClock.monotonicNs() - server.startMonotonicNs) / 1_000_000)
+            return [
+                ("redis_version", ServerContext.redisCompatibleVersion),
+                ("meridian_version", ServerContext.meridianVersion),
+                ("redis_mode", "standalone"),
+                ("process_id", "\(server.processID)"),
+                ("tcp_port", "\(address.port)"),
+                ("bind", address.host),
+                ("node", server.nodeName),
+                ("datacenter", server.datacenterName),
+                ("cluster", server.configuration.cluster.name),
+                ("config_file", server.configFile ?? ""),
+                ("uptime_in_seconds", "\(uptimeMs / 1000)"),
+                ("uptime_in_days", "\(uptimeMs / 86_400_000)"),
+                ("event_loop_threads", "\(System.coreCount)"),
+                ("keyspace_shards", "\(Database.shardCount)"),
+            ]
+        case "clients":
+            return [
+                ("connected_clients", "\(server.clients.count)"),
+                ("maxclients", "10000"),
+            ]
+        case "memory":
+            let used = database.usedBytes
+            let limit = database.maxmemoryBytes.load(ordering: .relaxed)
+            let rss = Self.residentSetBytes()
+            return [
+                ("used_memory", "\(used)"),
+                ("used_memory_human", Units.humanBytes(used)),
+                ("used_memory_rss", "\(rss)"),
+                ("used_memory_rss_human", Units.humanBytes(rss)),
+                ("maxmemory", "\(limit)"),
+                ("maxmemory_human", Units.humanBytes(limit)),
+                ("maxmemory_policy", "allkeys-lru"),
+                ("maxmemory_samples", "\(database.evictionSamples.load(ordering: .relaxed))"),
+                ("entry_overhead_bytes", "\(Limits.entryOverheadBytes)"),
+            ]
+        case "persistence":
+            // Durable storage arrives with its own issue; until then every namespace lives in
+            // memory only, and INFO says so rather than reporting RDB/AOF fields.
+            return [
+                ("loading", "0"),
+                ("durable_storage", "none"),
+                ("rdb_changes_since_last_save", "0"),
+                ("aof_enabled", "0"),
+            ]
+        case "stats":
+            let counters = database.namespaceCounters()
+            return [
+                ("total_connections_received", "\(statistics.connectionsReceived.load(ordering: .relaxed))"),
+                ("total_commands_processed", "\(statistics.commandsProcessed.load(ordering: .relaxed))"),
+                ("expired_keys", "\(counters.reduce(0) { $0 + $1.expiredKeys })"),
+                ("evicted_keys", "\(counters.reduce(0) { $0 + $1.evictedKeys })"),
+                ("keyspace_hits", "\(statistics.keyspaceHits.load(ordering: .relaxed))"),
+                ("keyspace_misses", "\(statistics.keyspaceMisses.load(ordering: .relaxed))"),
+                ("rejected_writes_oom", "\(statistics.rejectedCommandsOOM.load(ordering: .relaxed))"),
+                ("total_error_replies", "\(statistics.errorReplies.load(ordering: .relaxed))"),
+                ("active_expire_cycles", "\(statistics.activeExpiryCycles.load(ordering: .relaxed))"),
+            ]
+        case "replication":
+            return [("role", "master"), ("connected_slaves", "0"), ("peer_datacenters", "0")]
+        case "cpu":
+            var usage = rusage()
+            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+            func seconds(_ time: timeval) -> String {
+                let micros = Int(time.tv_sec) * 1_000_000 + Int(time.tv_usec)
+                return "\(micros / 1_000_000).\(String(repeating: "0", count: 6 - String(micros % 1_000_000).count))\(micros % 1_000_000)"
+            }
+            return [("used_cpu_sys", seconds(usage.ru_stime)), ("used_cpu_user", seconds(usage.ru_utime))]
+        case "keyspace":
+            let counters = database.namespaceCounters()
+            let keys = counters.reduce(0) { $0 + $1.keys }
+            let expires = counters.reduce(0) { $0 + $1.keysWithExpiry }
+            var result: [(String, String)] = []
+            if keys > 0 { result.append(("db0", "keys=\(keys),expires=\(expires),avg_ttl=0")) }
+            for (index, namespace) in database.namespaces.namespaces.enumerated() {
+                let c = counters[index]
+                let ttl = namespace.defaultTTLMs.map { "\($0)" } ?? "0"
+                result.append((
+                    "ns_\(namespace.name)",
+                    "keys=\(c.keys),expires=\(c.keysWithExpiry),bytes=\(c.bytes),expired=\(c.expiredKeys),evicted=\(c.evictedKeys),prefix=\(String(decoding: namespace.prefix, as: UTF8.self)),consistency=\(namespace.consistency.rawValue),durability=\(namespace.durability.rawValue),eviction=\(namespace.eviction.rawValue),default_ttl_ms=\(ttl)"
+                ))
+            }
+            return result
+        default:
+            return []
+        }
+    }
+
+    /// Resident set size from /proc (0 where unavailable).
+    static func residentSetBytes() -> Int {
+        guard let file = fopen("/proc/self/statm", "r") else { return 0 }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 128)
+        guard fgets(&buffer, 128, file) != nil else { return 0 }
+        let parts = String(cString: buffer).split(separator: " ")
+        guard parts.count >= 2, let pages = Int(parts[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+}

@@ -1,0 +1,95 @@
+import Logging
+import MeridianCore
+import NIOCore
+import NIOPosix
+
+/// A running Meridian node: the client listener on every core, the active expiry timer and
+/// graceful shutdown.
+public final class MeridianNode: Sendable {
+    /// How often active expiry runs (Redis's default `hz` of 10).
+    public static let activeExpiryIntervalMs: Int64 = 100
+    /// How long graceful shutdown waits for connections to finish their replies.
+    public static let shutdownGraceMs: Int64 = 5_000
+
+    public let context: ServerContext
+    private let group: MultiThreadedEventLoopGroup
+    private let serverChannel: Channel
+    private let expiryTask: RepeatedTask
+
+    /// Starts listening on `bind:port` (port 0 picks a free port; `boundAddress` tells which).
+    public init(context: ServerContext, bind: String, port: Int, threads: Int = System.coreCount) throws {
+        self.context = context
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        self.group = group
+        let server = context
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 1024)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
+            .childChannelInitializer { channel in
+                let id = server.clients.nextID()
+                let handler = ConnectionHandler(
+                    server: server, clientID: id,
+                    remote: channel.remoteAddress.map(Self.describe) ?? "?",
+                    local: channel.localAddress.map(Self.describe) ?? "?",
+                    seed: UInt64(id) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(bitPattern: SystemClock.nowUnixMs()))
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+        do {
+            self.serverChannel = try bootstrap.bind(host: bind, port: port).wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw error
+        }
+        if let local = serverChannel.localAddress, let boundPort = local.port {
+            context.listenAddress.withLockedValue { $0 = HostPort(host: bind, port: boundPort) }
+        }
+        var generator = SplitMix64(seed: UInt64(bitPattern: SystemClock.nowUnixMs()))
+        let database = context.database
+        self.expiryTask = group.next().scheduleRepeatedTask(
+            initialDelay: .milliseconds(Self.activeExpiryIntervalMs), delay: .milliseconds(Self.activeExpiryIntervalMs)
+        ) { _ in
+            _ = database.activeExpirePass(
+                nowUnixMs: SystemClock.nowUnixMs(), monotonicNs: SystemClock.monotonicNs, using: &generator)
+        }
+    }
+
+    /// The address the listener is bound to.
+    public var boundAddress: HostPort { context.listenAddress.withLockedValue { $0 } }
+
+    /// Stops accepting, lets every connection finish the replies it owes, then stops the loops.
+    public func shutdownGracefully() {
+        context.logger.info("shutting down: no new connections, finishing in-flight replies")
+        try? serverChannel.close().wait()
+        expiryTask.cancel()
+        context.clients.closeAllGracefully()
+        let deadline = SystemClock.monotonicNs() + UInt64(Self.shutdownGraceMs) * 1_000_000
+        while context.clients.count > 0 && SystemClock.monotonicNs() < deadline {
+            usleep(10_000)
+        }
+        try? group.syncShutdownGracefully()
+        context.logger.info("stopped")
+    }
+
+    /// Blocks until the listener closes.
+    public func waitUntilClosed() throws {
+        try serverChannel.closeFuture.wait()
+    }
+
+    private static func describe(_ address: SocketAddress) -> String {
+        switch address {
+        case .v4, .v6: return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+        case .unixDomainSocket: return address.pathname ?? "unix"
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
