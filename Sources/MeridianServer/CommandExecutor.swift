@@ -330,10 +330,3 @@ public struct CommandExecutor {
     /// Bytes of a decimal integer, for storing counters.
     static func decimalBytes(_ value: Int64) -> [UInt8] { Array(String(value).utf8) }
 }
-
-extension String {
-    /// The readable bytes of a buffer decoded as UTF-8 (lossy).
-    init(buffer: ByteBuffer) {
-        self = buffer.withUnsafeReadableBytes { String(decoding: $0, as: UTF8.self) }
-    }
-}

@@ -1,0 +1,108 @@
+// Proves the configuration contract of DESIGN.md parses as documented (the example file
+// verbatim), that defaults apply, and that every kind of mistake is refused with a message
+// naming the offending field.
+import MeridianConfig
+import MeridianCore
+import Testing
+
+@Suite struct ConfigurationLoaderTests {
+    static let designExample = """
+        cluster:
+          name: demo
+          partitions: 1024            # fixed for the cluster's life
+          replication_factor: 1       # replicas of each partition inside each full DC
+          datacenters:
+            - name: east
+              nodes:
+                - { name: east-1, client: "127.0.0.1:7101", peer: "127.0.0.1:7201" }
+            - name: west
+              nodes:
+                - { name: west-1, client: "127.0.0.1:7102", peer: "127.0.0.1:7202" }
+            - name: central
+              witness: true
+              nodes:
+                - { name: central-w, peer: "127.0.0.1:7203" }
+        namespaces:                    # matched by longest prefix; unmatched keys use `default`
+          - { name: default, prefix: "",         consistency: eventual, durability: write-back,    eviction: lru }
+          - { name: session, prefix: "session:", consistency: eventual, durability: memory,        eviction: lru, default_ttl: 30m }
+          - { name: config,  prefix: "config:",  consistency: strong,   durability: write-through, eviction: none }
+          - { name: profile, prefix: "profile:", consistency: eventual, durability: write-back,    eviction: lru,
+              strong_keys: ["profile:*:email"] }
+        limits: { maxmemory: 256mb }
+        """
+
+    @Test func parsesTheDesignExample() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: Self.designExample)
+        #expect(configuration.cluster.name == "demo")
+        #expect(configuration.cluster.partitions == 1024)
+        #expect(configuration.cluster.datacenters.map(\.name) == ["east", "west", "central"])
+        #expect(configuration.cluster.datacenters[2].witness)
+        #expect(configuration.cluster.datacenters[0].nodes[0].client == HostPort(host: "127.0.0.1", port: 7101))
+        #expect(configuration.namespaces.map(\.name) == ["default", "session", "config", "profile"])
+        #expect(configuration.namespaces[1].defaultTTLMs == 1_800_000)
+        #expect(configuration.namespaces[2].consistency == .strong)
+        #expect(configuration.namespaces[2].eviction == EvictionPolicy.none)
+        #expect(configuration.maxmemoryBytes == 256 << 20)
+        let located = configuration.locateNode(named: "west-1")
+        #expect(located?.datacenter == 1 && located?.node == 0)
+    }
+
+    @Test func longestPrefixWinsAndStrongKeysEscalate() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: Self.designExample + "\n")
+        let table = NamespaceTable(configuration.namespaces)
+        func namespace(_ key: String) -> String { Array(key.utf8).withUnsafeBytes { table.namespaces[table.index(of: $0)].name } }
+        func strong(_ key: String) -> Bool { Array(key.utf8).withUnsafeBytes { table.isStrong($0, namespaceIndex: table.index(of: $0)) } }
+        #expect(namespace("session:42") == "session")
+        #expect(namespace("sessions") == "default")
+        #expect(namespace("config:flags") == "config")
+        #expect(strong("config:flags"))
+        #expect(strong("profile:7:email"))
+        #expect(!strong("profile:7:name"))
+        #expect(!strong("session:1"))
+    }
+
+    @Test func defaultNamespaceIsAddedWhenMissing() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: """
+            cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: "127.0.0.1:1" } ] } ] }
+            namespaces: [ { name: s, prefix: "s:", durability: memory } ]
+            """)
+        #expect(configuration.namespaces.map(\.name) == ["default", "s"])
+        #expect(configuration.cluster.partitions == ClusterConfig.partitionsDefault)
+        #expect(configuration.maxmemoryBytes == 0)
+    }
+
+    static let base = "cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }\n"
+
+    @Test(arguments: [
+        (base + "namespaces: [ { name: x, prefix: \"x:\", durability: sometimes } ]", "namespaces[0].durability"),
+        (base + "namespaces: [ { name: x, prefix: \"x:\", consistency: maybe } ]", "namespaces[0].consistency"),
+        (base + "namespaces: [ { name: x, prefix: \"x:\", evicton: none } ]", "namespaces[0].evicton"),
+        (base + "namespaces: [ { name: x, prefix: \"x:\", default_ttl: soon } ]", "namespaces[0].default_ttl"),
+        (base + "namespaces: [ { name: x } ]", "namespaces[0].prefix"),
+        (base + "namespaces: [ { name: x, prefix: \"a\" }, { name: y, prefix: \"a\" } ]", "namespaces[1].prefix"),
+        (base + "namespaces: [ { name: x, prefix: \"a\" }, { name: x, prefix: \"b\" } ]", "namespaces[1].name"),
+        (base + "limits: { maxmemory: lots }", "limits.maxmemory"),
+        (base + "limits: { maxmem: 1mb }", "limits.maxmem"),
+        ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"nohost\" } ] } ] }", "cluster.datacenters[0].nodes[0].client"),
+        ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" }, { name: a1, client: \"127.0.0.1:2\" } ] } ] }", "cluster.datacenters[0].nodes[1].name"),
+        ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" }, { name: a2, client: \"127.0.0.1:1\" } ] } ] }", "cluster.datacenters[0].nodes[1].client"),
+        ("cluster: { name: c, datacenters: [ { name: w, witness: true, nodes: [ { name: w1, peer: \"127.0.0.1:1\" } ] } ] }", "cluster.datacenters"),
+        ("cluster: { name: c, partitions: 0, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }", "cluster.partitions"),
+        ("cluster: { name: c }", "cluster.datacenters"),
+        ("clusters: {}", "clusters"),
+        ("- just a list", ""),
+    ])
+    func refusesMistakesNamingTheField(yaml: String, field: String) {
+        do {
+            _ = try ConfigurationLoader.parse(yaml: yaml)
+            Issue.record("accepted a bad configuration; expected an error at \(field)")
+        } catch {
+            #expect(error.field == field, "\(error)")
+            #expect(error.description.hasPrefix(field))
+        }
+    }
+
+    @Test func missingFileIsAClearError() {
+        #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(path: "/nonexistent/meridian.yaml") }
+    }
+}
