@@ -35,11 +35,17 @@ public struct CommandExecutor {
     var hitsTally = 0
     var missesTally = 0
     var errorsTally = 0
-    /// Lower-case name of the last command, for CLIENT LIST.
+    /// The last command, for CLIENT LIST.
     public private(set) var lastCommand: CommandID?
+    /// Set when a command changed what CLIENT LIST shows (name, protocol, library).
+    public var sessionChanged = false
 
-    public init(server: ServerContext, session: SessionState, seed: UInt64) {
+    /// The counters of the event loop this connection runs on.
+    let loopCounters: LoopCounters
+
+    public init(server: ServerContext, session: SessionState, seed: UInt64, loopCounters: LoopCounters) {
         self.server = server
+        self.loopCounters = loopCounters
         self.session = session
         self.generator = SplitMix64(seed: seed)
     }
@@ -49,11 +55,11 @@ public struct CommandExecutor {
 
     /// Adds this batch's tallies to the node's statistics.
     public mutating func flushStatistics() {
-        let statistics = database.statistics
-        if commandsTally > 0 { statistics.commandsProcessed.add(commandsTally, ordering: .relaxed) }
-        if hitsTally > 0 { statistics.keyspaceHits.add(hitsTally, ordering: .relaxed) }
-        if missesTally > 0 { statistics.keyspaceMisses.add(missesTally, ordering: .relaxed) }
-        if errorsTally > 0 { statistics.errorReplies.add(errorsTally, ordering: .relaxed) }
+        let counters = loopCounters
+        if commandsTally > 0 { counters.commandsProcessed.add(commandsTally, ordering: .relaxed) }
+        if hitsTally > 0 { counters.keyspaceHits.add(hitsTally, ordering: .relaxed) }
+        if missesTally > 0 { counters.keyspaceMisses.add(missesTally, ordering: .relaxed) }
+        if errorsTally > 0 { counters.errorReplies.add(errorsTally, ordering: .relaxed) }
         commandsTally = 0
         hitsTally = 0
         missesTally = 0
@@ -82,6 +88,10 @@ public struct CommandExecutor {
                 error("OOM command not allowed when used memory > 'maxmemory'.", into: &out)
                 return .keepOpen
             }
+        }
+        switch id {
+        case .hello, .client, .reset: sessionChanged = true
+        default: break
         }
         return dispatch(id, arguments, into: &out)
     }

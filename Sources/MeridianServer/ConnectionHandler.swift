@@ -6,7 +6,9 @@ import NIOCore
 /// one handler (passing parsed commands down a pipeline would box them in `NIOAny`).
 ///
 /// Replies of one read batch accumulate in one buffer that is flushed once, in
-/// `channelReadComplete`, so a pipeline of 16 commands costs one write system call.
+/// `channelReadComplete`, so a pipeline of 16 commands costs one write system call. The
+/// buffer is reused across batches: once NIO has written it, it is uniquely ours again and
+/// `clear()` keeps its storage.
 final class ConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -14,31 +16,43 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Replies are written out early once the batch's buffer passes this size, so a pipeline
     /// of large GETs does not hold all its replies in memory at once.
     static let outboundFlushBytes = 1 << 20
+    /// CLIENT LIST's view of this connection is refreshed at most this often (and at once
+    /// when the session's name or protocol changes).
+    static let snapshotRefreshMs: Int64 = 100
+
+    /// What one read batch works on. `processPending` moves it into a local for the batch:
+    /// stored properties of a class pay a dynamic exclusivity check on every access, and a
+    /// copy left behind would make every append to its arrays and buffers copy them.
+    private struct BatchState {
+        var executor: CommandExecutor
+        var decoder = RESPCommandDecoder()
+        /// Arguments of the command being executed (slices of `pending`); kept for its capacity.
+        var arguments: [ByteBuffer] = []
+        /// Replies of the current read batch.
+        var outbound: ByteBuffer
+    }
 
     private let server: ServerContext
-    private var executor: CommandExecutor
-    private var decoder = RESPCommandDecoder()
+    /// Always present outside `processPending`.
+    private var batch: BatchState?
     /// Bytes received but not yet consumed (a partial command); nil when everything was used.
     private var pending: ByteBuffer?
-    /// Arguments of the command being executed (slices of `pending` or of the read buffer).
-    private var arguments: [ByteBuffer] = []
-    /// Replies of the current read batch.
-    private var outbound: ByteBuffer
     /// Set once the connection will close (QUIT, protocol error, shutdown): reads are ignored.
     private var closing = false
-    /// The last write's completion, so a graceful close waits for the replies in flight.
-    private var lastWrite: EventLoopFuture<Void>?
     private let record: ClientRecord
     private let shutdownBox: WeakHandlerBox
     private var context: ChannelHandlerContext?
+    private var snapshotRefreshedUnixMs: Int64 = 0
 
-    init(server: ServerContext, clientID: Int, remote: String, local: String, seed: UInt64) {
+    init(server: ServerContext, clientID: Int, remote: String, local: String, seed: UInt64, loopCounters: LoopCounters) {
         self.server = server
-        self.executor = CommandExecutor(server: server, session: SessionState(clientID: clientID), seed: seed)
-        self.outbound = ByteBufferAllocator().buffer(capacity: 0)
+        self.batch = BatchState(
+            executor: CommandExecutor(
+                server: server, session: SessionState(clientID: clientID), seed: seed, loopCounters: loopCounters),
+            outbound: ByteBufferAllocator().buffer(capacity: 1024))
         let now = SystemClock.nowUnixMs()
         let snapshot = ClientSnapshot(id: clientID, address: remote, localAddress: local, createdUnixMs: now, lastInteractionUnixMs: now)
-        // The closure is called from the shutdown path on another thread; it hops to the loop.
+        // The registry calls this from the shutdown path on another thread; it hops to the loop.
         let box = WeakHandlerBox()
         self.shutdownBox = box
         self.record = ClientRecord(snapshot: snapshot) { box.closeGracefully() }
@@ -47,7 +61,6 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.outbound = context.channel.allocator.buffer(capacity: 512)
         self.shutdownBox.eventLoop = context.eventLoop
     }
 
@@ -59,7 +72,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         server.clients.unregister(id: record.id)
-        executor.flushStatistics()
+        batch?.executor.flushStatistics()
         context.fireChannelInactive()
     }
 
@@ -75,45 +88,64 @@ final class ConnectionHandler: ChannelInboundHandler {
         processPending(context: context)
     }
 
+    /// Executes every complete command in `pending`.
     private func processPending(context: ChannelHandlerContext) {
-        while !closing {
+        var buffer = pending!
+        pending = nil
+        var state = batch!
+        batch = nil
+        var closing = false
+        while true {
             let complete: Bool
             do {
-                complete = try decoder.decode(&pending!, into: &arguments)
+                complete = try state.decoder.decode(&buffer, into: &state.arguments)
             } catch {
                 // A framing error: answer it, then close. Everything before it was executed.
-                outbound.writeErrorReply(error.message)
-                executor.errorsTally += 1
+                state.outbound.writeErrorReply(error.message)
+                state.executor.errorsTally += 1
                 closing = true
                 break
             }
             if !complete { break }
-            let outcome = executor.execute(arguments, into: &outbound)
-            arguments.removeAll(keepingCapacity: true)
-            if case .closeAfterReply = outcome { closing = true }
-            if outbound.readableBytes >= Self.outboundFlushBytes {
-                lastWrite = context.writeAndFlush(wrapOutboundOut(outbound))
-                outbound = context.channel.allocator.buffer(capacity: 512)
+            let outcome = state.executor.execute(state.arguments, into: &state.outbound)
+            // Drop the slices before the buffer can be appended to again.
+            state.arguments.removeAll(keepingCapacity: true)
+            if case .closeAfterReply = outcome {
+                closing = true
+                break
+            }
+            if state.outbound.readableBytes >= Self.outboundFlushBytes {
+                context.writeAndFlush(wrapOutboundOut(state.outbound), promise: nil)
+                state.outbound.clear()
             }
         }
-        if let buffer = pending {
-            if buffer.readableBytes == 0 {
-                pending = nil
-            } else if buffer.readerIndex > 64 * 1024 && !decoder.isMidCommand {
-                pending!.discardReadBytes()
-            }
+        if !closing && buffer.readableBytes > 0 {
+            if buffer.readerIndex > 64 * 1024 && !state.decoder.isMidCommand { buffer.discardReadBytes() }
+            pending = buffer
         }
+        batch = state
         if closing { finishAndClose(context: context) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         flushReplies(context: context)
-        executor.flushStatistics()
-        let lastCommand = executor.lastCommand.map { CommandTable.spec($0).name } ?? "NULL"
-        let session = executor.session
+        batch!.executor.flushStatistics()
+        refreshSnapshot()
+        context.fireChannelReadComplete()
+    }
+
+    /// Publishes what CLIENT LIST shows of this connection, at most every `snapshotRefreshMs`
+    /// unless the session changed.
+    private func refreshSnapshot() {
+        let now = SystemClock.nowUnixMs()
+        guard batch!.executor.sessionChanged || now - snapshotRefreshedUnixMs >= Self.snapshotRefreshMs else { return }
+        batch!.executor.sessionChanged = false
+        snapshotRefreshedUnixMs = now
+        let lastCommand = batch!.executor.lastCommand.map { CommandTable.spec($0).name } ?? "NULL"
+        let session = batch!.executor.session
         let queued = pending?.readableBytes ?? 0
         record.snapshot.withLockedValue { snapshot in
-            snapshot.lastInteractionUnixMs = SystemClock.nowUnixMs()
+            snapshot.lastInteractionUnixMs = now
             snapshot.lastCommand = lastCommand
             snapshot.name = session.name
             snapshot.protocolVersion = session.protocolVersion
@@ -121,13 +153,11 @@ final class ConnectionHandler: ChannelInboundHandler {
             snapshot.libraryVersion = session.libraryVersion
             snapshot.queryBufferBytes = queued
         }
-        context.fireChannelReadComplete()
     }
 
     /// Stops reading while the peer does not read its replies (output backpressure).
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenComplete { _ in }
-        if context.channel.isWritable { context.read() }
         context.fireChannelWritabilityChanged()
     }
 
@@ -137,27 +167,26 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func flushReplies(context: ChannelHandlerContext) {
-        guard outbound.readableBytes > 0 else { return }
-        lastWrite = context.writeAndFlush(wrapOutboundOut(outbound))
-        outbound = context.channel.allocator.buffer(capacity: 512)
+        guard batch!.outbound.readableBytes > 0 else { return }
+        context.writeAndFlush(wrapOutboundOut(batch!.outbound), promise: nil)
+        batch!.outbound.clear()
     }
 
-    /// Writes what is left and closes once every reply in flight has been written.
+    /// Writes what is left and closes once every reply in flight has been written: writes
+    /// complete in order, so the last write's completion means all are out.
     private func finishAndClose(context: ChannelHandlerContext) {
         closing = true
         pending = nil
-        flushReplies(context: context)
         let channel = context.channel
-        if let lastWrite {
-            lastWrite.whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            context.close(promise: nil)
-        }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(batch!.outbound), promise: written)
+        batch!.outbound.clear()
+        written.futureResult.whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// Called on the event loop by graceful shutdown.
     fileprivate func closeGracefullyOnLoop() {
-        guard let context else { return }
+        guard let context, !closing else { return }
         finishAndClose(context: context)
     }
 }

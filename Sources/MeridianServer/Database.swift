@@ -13,33 +13,80 @@ import Synchronization
 public final class Shard: @unchecked Sendable {
     /// Guards `keyspace`; hold it only for in-memory work, never across IO.
     public let lock = NIOLock()
-    /// The keys of this shard. Access only with `lock` held.
-    public var keyspace: Keyspace
+    /// The keyspace lives behind a pointer: the lock already makes access exclusive, and a
+    /// stored class property would add a dynamic exclusivity check to every command.
+    private let storage: UnsafeMutablePointer<Keyspace>
+    /// The shard's accounted bytes, published after every locked section so that the node's
+    /// total can be summed without taking 64 locks.
+    let publishedUsedBytes = Synchronization.Atomic<Int>(0)
 
     init(evictableNamespaces: [Bool]) {
-        self.keyspace = Keyspace(evictableNamespaces: evictableNamespaces)
+        storage = UnsafeMutablePointer<Keyspace>.allocate(capacity: 1)
+        storage.initialize(to: Keyspace(evictableNamespaces: evictableNamespaces))
+    }
+
+    deinit {
+        storage.deinitialize(count: 1)
+        storage.deallocate()
+    }
+
+    /// The keys of this shard. Access only with `lock` held.
+    public var keyspace: Keyspace {
+        unsafeAddress { UnsafePointer(storage) }
+        unsafeMutableAddress { storage }
+    }
+
+    /// Publishes the accounted bytes (call with the lock held, after a change).
+    @inline(__always)
+    func publishUsedBytes() {
+        publishedUsedBytes.store(storage.pointee.usedBytes, ordering: .relaxed)
+    }
+}
+
+/// Counters of one event loop. Each loop writes only its own, so the atomics never bounce
+/// between cores; readers (INFO) sum every loop's.
+public final class LoopCounters: Sendable {
+    public let commandsProcessed = Synchronization.Atomic<Int>(0)
+    public let keyspaceHits = Synchronization.Atomic<Int>(0)
+    public let keyspaceMisses = Synchronization.Atomic<Int>(0)
+    public let errorReplies = Synchronization.Atomic<Int>(0)
+    /// Keeps two loops' counters off one cache line.
+    private let padding: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
+
+    public init() {}
+
+    func reset() {
+        commandsProcessed.store(0, ordering: .relaxed)
+        keyspaceHits.store(0, ordering: .relaxed)
+        keyspaceMisses.store(0, ordering: .relaxed)
+        errorReplies.store(0, ordering: .relaxed)
     }
 }
 
 /// Node-wide counters, kept in atomics so any event loop can update them without a lock.
-/// Connections add their per-batch tallies once per read batch, not once per command.
+/// Per-command counters live in `LoopCounters`, one per event loop; connections add their
+/// tallies once per read batch.
 public final class NodeStatistics: Sendable {
-    public let commandsProcessed = Synchronization.Atomic<Int>(0)
-    public let keyspaceHits = Synchronization.Atomic<Int>(0)
-    public let keyspaceMisses = Synchronization.Atomic<Int>(0)
+    /// One block per event loop (at least one, for work done outside any loop).
+    public let loops: [LoopCounters]
     public let connectionsReceived = Synchronization.Atomic<Int>(0)
     public let rejectedCommandsOOM = Synchronization.Atomic<Int>(0)
-    public let errorReplies = Synchronization.Atomic<Int>(0)
     public let activeExpiryCycles = Synchronization.Atomic<Int>(0)
+
+    public init(loopCount: Int) {
+        loops = (0..<max(1, loopCount)).map { _ in LoopCounters() }
+    }
+
+    public var commandsProcessed: Int { loops.reduce(0) { $0 + $1.commandsProcessed.load(ordering: .relaxed) } }
+    public var keyspaceHits: Int { loops.reduce(0) { $0 + $1.keyspaceHits.load(ordering: .relaxed) } }
+    public var keyspaceMisses: Int { loops.reduce(0) { $0 + $1.keyspaceMisses.load(ordering: .relaxed) } }
+    public var errorReplies: Int { loops.reduce(0) { $0 + $1.errorReplies.load(ordering: .relaxed) } }
 
     /// Zeroes the counters `CONFIG RESETSTAT` resets.
     public func reset() {
-        commandsProcessed.store(0, ordering: .relaxed)
-        keyspaceHits.store(0, ordering: .relaxed)
-        keyspaceMisses.store(0, ordering: .relaxed)
+        for loop in loops { loop.reset() }
         connectionsReceived.store(0, ordering: .relaxed)
         rejectedCommandsOOM.store(0, ordering: .relaxed)
-        errorReplies.store(0, ordering: .relaxed)
     }
 }
 
@@ -62,18 +109,17 @@ public final class Database: Sendable {
     public let partitioner: Partitioner
     /// This node's identity, the tie-breaker of LWW stamps.
     public let origin: ReplicaID
-    public let statistics = NodeStatistics()
+    public let statistics: NodeStatistics
 
     /// The last HLC timestamp issued, advanced by compare-and-swap (`HybridLogicalClock.tick`).
     private let lastTimestamp = Synchronization.Atomic<UInt64>(0)
-    /// Sum of the shards' accounted bytes.
-    private let usedBytesTotal = Synchronization.Atomic<Int>(0)
     /// `maxmemory` in bytes; 0 is unlimited. Changed at run time by `CONFIG SET maxmemory`.
     public let maxmemoryBytes: Synchronization.Atomic<Int>
     /// `maxmemory-samples`.
     public let evictionSamples = Synchronization.Atomic<Int>(Database.evictionSamplesDefault)
 
-    public init(namespaces: NamespaceTable, partitions: Int, origin: ReplicaID, maxmemoryBytes: Int) {
+    public init(namespaces: NamespaceTable, partitions: Int, origin: ReplicaID, maxmemoryBytes: Int, eventLoopCount: Int) {
+        self.statistics = NodeStatistics(loopCount: eventLoopCount)
         let evictable = namespaces.namespaces.map { $0.eviction == .lru }
         self.shards = (0..<Self.shardCount).map { _ in Shard(evictableNamespaces: evictable) }
         self.namespaces = namespaces
@@ -108,13 +154,11 @@ public final class Database: Sendable {
 
     // MARK: Memory
 
-    /// Accounted bytes of all keys.
-    public var usedBytes: Int { usedBytesTotal.load(ordering: .relaxed) }
-
-    /// Records a change of a shard's accounted bytes (call with the shard's lock held or after).
-    @inline(__always)
-    public func accountBytes(_ delta: Int) {
-        if delta != 0 { usedBytesTotal.add(delta, ordering: .relaxed) }
+    /// Accounted bytes of all keys: the sum of what the shards published.
+    public var usedBytes: Int {
+        var total = 0
+        for shard in shards { total += shard.publishedUsedBytes.load(ordering: .relaxed) }
+        return total
     }
 
     /// Whether memory is over budget.
@@ -139,9 +183,8 @@ public final class Database: Sendable {
                 let shard = shards[(start + offset) & (Self.shardCount - 1)]
                 shard.lock.lock()
                 if let candidate = shard.keyspace.evictionCandidate(samples: samples, using: &generator) {
-                    let before = shard.keyspace.usedBytes
                     shard.keyspace.evict(slot: candidate.slot)
-                    accountBytes(shard.keyspace.usedBytes - before)
+                    shard.publishUsedBytes()
                     evicted = true
                 }
                 shard.lock.unlock()
@@ -166,10 +209,9 @@ public final class Database: Sendable {
             var repeatShard = true
             while repeatShard {
                 shard.lock.lock()
-                let before = shard.keyspace.usedBytes
                 let round = shard.keyspace.expireSample(
                     nowUnixMs: nowUnixMs, samples: Self.expirySamplesPerRound, using: &generator)
-                accountBytes(shard.keyspace.usedBytes - before)
+                shard.publishUsedBytes()
                 shard.lock.unlock()
                 removed += round.expired
                 repeatShard = round.sampled > 0 && round.expired * 100 > round.sampled * Self.expiryRepeatPercent
@@ -186,9 +228,8 @@ public final class Database: Sendable {
     public func removeAll() {
         for shard in shards {
             shard.lock.lock()
-            let before = shard.keyspace.usedBytes
             shard.keyspace.removeAll()
-            accountBytes(-before)
+            shard.publishUsedBytes()
             shard.lock.unlock()
         }
     }
@@ -219,35 +260,34 @@ public final class Database: Sendable {
 }
 
 extension Database {
-    /// Runs `body` on the keyspace of `key`'s shard with its lock held, and accounts the
-    /// change of its memory use.
+    /// Runs `body` on the keyspace of `key`'s shard with its lock held, then publishes the
+    /// shard's memory use.
     @inline(__always)
     public func withShard<R>(of key: ByteBuffer, _ body: (inout Keyspace) -> R) -> R {
         withShard(index: shardIndex(of: key), body)
     }
 
-    /// Runs `body` on one shard's keyspace with its lock held, and accounts the memory change.
+    /// Runs `body` on one shard's keyspace with its lock held, then publishes its memory use.
     @inline(__always)
     public func withShard<R>(index: Int, _ body: (inout Keyspace) -> R) -> R {
         let shard = shards[index]
         shard.lock.lock()
         defer { shard.lock.unlock() }
-        let before = shard.keyspace.usedBytes
         let result = body(&shard.keyspace)
-        accountBytes(shard.keyspace.usedBytes - before)
+        shard.publishUsedBytes()
         return result
     }
 
     /// Locks the shards of several keys in ascending order (so two multi-key commands cannot
-    /// deadlock), runs `body` with a function from key to its shard, and accounts memory.
+    /// deadlock), runs `body` with a function from key to its shard, and publishes memory use.
     public func withShards<R>(of keys: [ByteBuffer], _ body: (_ shardOf: (ByteBuffer) -> Shard) -> R) -> R {
         let indexes = Array(Set(keys.map { shardIndex(of: $0) })).sorted()
         for index in indexes { shards[index].lock.lock() }
-        let before = indexes.reduce(0) { $0 + shards[$1].keyspace.usedBytes }
         let result = body { self.shards[self.shardIndex(of: $0)] }
-        let after = indexes.reduce(0) { $0 + shards[$1].keyspace.usedBytes }
-        accountBytes(after - before)
-        for index in indexes.reversed() { shards[index].lock.unlock() }
+        for index in indexes.reversed() {
+            shards[index].publishUsedBytes()
+            shards[index].lock.unlock()
+        }
         return result
     }
 }

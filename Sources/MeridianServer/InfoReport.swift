@@ -51,7 +51,7 @@ struct InfoReport {
                 ("config_file", server.configFile ?? ""),
                 ("uptime_in_seconds", "\(uptimeMs / 1000)"),
                 ("uptime_in_days", "\(uptimeMs / 86_400_000)"),
-                ("event_loop_threads", "\(System.coreCount)"),
+                ("event_loop_threads", "\(server.eventLoopCount)"),
                 ("keyspace_shards", "\(Database.shardCount)"),
             ]
         case "clients":
@@ -87,13 +87,13 @@ struct InfoReport {
             let counters = database.namespaceCounters()
             return [
                 ("total_connections_received", "\(statistics.connectionsReceived.load(ordering: .relaxed))"),
-                ("total_commands_processed", "\(statistics.commandsProcessed.load(ordering: .relaxed))"),
+                ("total_commands_processed", "\(statistics.commandsProcessed)"),
                 ("expired_keys", "\(counters.reduce(0) { $0 + $1.expiredKeys })"),
                 ("evicted_keys", "\(counters.reduce(0) { $0 + $1.evictedKeys })"),
-                ("keyspace_hits", "\(statistics.keyspaceHits.load(ordering: .relaxed))"),
-                ("keyspace_misses", "\(statistics.keyspaceMisses.load(ordering: .relaxed))"),
+                ("keyspace_hits", "\(statistics.keyspaceHits)"),
+                ("keyspace_misses", "\(statistics.keyspaceMisses)"),
                 ("rejected_writes_oom", "\(statistics.rejectedCommandsOOM.load(ordering: .relaxed))"),
-                ("total_error_replies", "\(statistics.errorReplies.load(ordering: .relaxed))"),
+                ("total_error_replies", "\(statistics.errorReplies)"),
                 ("active_expire_cycles", "\(statistics.activeExpiryCycles.load(ordering: .relaxed))"),
             ]
         case "replication":

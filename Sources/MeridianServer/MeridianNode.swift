@@ -17,11 +17,15 @@ public final class MeridianNode: Sendable {
     private let expiryTask: RepeatedTask
 
     /// Starts listening on `bind:port` (port 0 picks a free port; `boundAddress` tells which).
-    public init(context: ServerContext, bind: String, port: Int, threads: Int = System.coreCount) throws {
+    public init(context: ServerContext, bind: String, port: Int) throws {
         self.context = context
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: context.eventLoopCount)
         self.group = group
         let server = context
+        // Each loop gets its own counters block; connections find theirs by their loop.
+        var loopIndexes: [ObjectIdentifier: Int] = [:]
+        for (index, loop) in group.makeIterator().enumerated() { loopIndexes[ObjectIdentifier(loop)] = index }
+        let countersByLoop = loopIndexes
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -34,7 +38,8 @@ public final class MeridianNode: Sendable {
                     server: server, clientID: id,
                     remote: channel.remoteAddress.map(Self.describe) ?? "?",
                     local: channel.localAddress.map(Self.describe) ?? "?",
-                    seed: UInt64(id) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(bitPattern: SystemClock.nowUnixMs()))
+                    seed: UInt64(id) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(bitPattern: SystemClock.nowUnixMs()),
+                    loopCounters: server.database.statistics.loops[countersByLoop[ObjectIdentifier(channel.eventLoop)] ?? 0])
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }

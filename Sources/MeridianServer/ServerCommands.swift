@@ -25,6 +25,7 @@ extension CommandExecutor {
     /// INFO [section ...]
     mutating func info(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         let sections = a.dropFirst().map { String(buffer: $0).lowercased() }
+        flushStatistics()  // so this connection's own commands so far are counted
         out.writeVerbatimText(InfoReport(server: server).render(sections: sections), resp)
     }
 

@@ -22,16 +22,20 @@ public final class ServerContext: Sendable {
     public let startMonotonicNs: UInt64
     public let processID: Int
     public let logger: Logger
+    /// Event loop threads serving clients.
+    public let eventLoopCount: Int
 
     public init(
         configuration: MeridianConfiguration, nodeName: String, datacenterName: String, origin: ReplicaID,
-        listenAddress: HostPort, configFile: String?, dataDirectory: String, processID: Int, logger: Logger
+        listenAddress: HostPort, configFile: String?, dataDirectory: String, processID: Int, logger: Logger,
+        eventLoopCount: Int
     ) {
         self.configuration = configuration
+        self.eventLoopCount = max(1, eventLoopCount)
         self.database = Database(
             namespaces: NamespaceTable(configuration.namespaces),
             partitions: configuration.cluster.partitions, origin: origin,
-            maxmemoryBytes: configuration.maxmemoryBytes)
+            maxmemoryBytes: configuration.maxmemoryBytes, eventLoopCount: max(1, eventLoopCount))
         self.nodeName = nodeName
         self.datacenterName = datacenterName
         self.listenAddress = NIOLockedValueBox(listenAddress)

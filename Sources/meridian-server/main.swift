@@ -90,8 +90,9 @@ struct MeridianServerCommand: ParsableCommand {
             configuration: configuration, nodeName: located.config.name, datacenterName: datacenter.name,
             origin: ReplicaID(datacenter: UInt16(located.datacenter), node: UInt16(located.node)),
             listenAddress: HostPort(host: bindHost, port: bindPort), configFile: config,
-            dataDirectory: dataDir, processID: Int(getpid()), logger: logger)
-        let node = try MeridianNode(context: context, bind: bindHost, port: bindPort, threads: threads ?? System.coreCount)
+            dataDirectory: dataDir, processID: Int(getpid()), logger: logger,
+            eventLoopCount: threads ?? System.coreCount)
+        let node = try MeridianNode(context: context, bind: bindHost, port: bindPort)
         logger.info(
             "ready to accept connections",
             metadata: [
