@@ -5,6 +5,7 @@
 # of each row (median of the rounds).
 #
 # Usage: Benchmarks/redis-side-by-side.sh [--rounds N] [--requests N] [--clients N] [--pipelines "1 16"]
+#                                         [--threads N]   (meridian-server event loops; default one per core)
 # Needs: redis-server and redis-benchmark (Debian: redis-server, redis-tools), a release build
 # (`swift build -c release`), or MERIDIAN_SERVER pointing at a meridian-server binary.
 set -euo pipefail
@@ -13,12 +14,14 @@ rounds=3
 requests=200000
 clients=50
 pipelines="1 16"
+threads=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --requests) requests=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
     --pipelines) pipelines=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -48,7 +51,8 @@ YAML
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
   --logfile "$work/redis.log" &
 redis_pid=$!
-"$binary" --config "$work/meridian.yaml" --data-dir "$work/data" --log-level warning 2>"$work/meridian.log" &
+"$binary" --config "$work/meridian.yaml" --data-dir "$work/data" --log-level warning ${threads:+--threads "$threads"} \
+  2>"$work/meridian.log" &
 meridian_pid=$!
 cleanup() {
   kill "$redis_pid" "$meridian_pid" 2>/dev/null || true
@@ -74,6 +78,7 @@ run() {
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 echo "redis-benchmark -t set,get -n $requests -c $clients -d 100 -r 100000, $rounds alternating rounds, median rps"
+echo "meridian-server event loops: ${threads:-one per core ($(nproc))}"
 printf '%-4s %-4s %14s %14s %8s\n' test -P redis meridian ratio
 for pipeline in $pipelines; do
   for test in set get; do
