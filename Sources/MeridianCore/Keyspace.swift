@@ -158,16 +158,15 @@ public struct Keyspace: Sendable {
     /// Inserts a key that is not present. `key` must own its bytes (`Key(copying:)`).
     @discardableResult
     public mutating func insert(_ key: Key, entry: Entry) -> Int {
-        precondition(index[key] == nil, "insert of a key that is present")
-        let slot: Int
-        if let free = freeSlots.popLast() {
-            slot = Int(free)
+        let slot = freeSlots.last.map(Int.init) ?? slots.count
+        let previous = index.updateValue(Int32(slot), forKey: key)
+        precondition(previous == nil, "insert of a key that is present")
+        if slot < slots.count {
+            freeSlots.removeLast()
             slots[slot] = Slot(key: key, entry: entry)
         } else {
-            slot = slots.count
             slots.append(Slot(key: key, entry: entry))
         }
-        index[key] = Int32(slot)
         slots[slot]!.entry.expiringPosition = -1
         slots[slot]!.entry.evictablePosition = -1
         let namespace = Int(entry.namespaceIndex)

@@ -64,6 +64,8 @@ public struct NamespaceTable: Sendable {
     private let matchOrder: [Int]
     /// The index of the namespace with the empty prefix.
     public let defaultIndex: Int
+    /// Whether any key can be strong; when not, the per-write strong check is skipped.
+    public let hasStrongKeys: Bool
 
     /// Builds the table; `namespaces` must hold exactly one namespace with the empty prefix
     /// and no two with the same prefix (the configuration validator guarantees both).
@@ -72,6 +74,7 @@ public struct NamespaceTable: Sendable {
         precondition(defaults.count == 1, "exactly one namespace must have the empty prefix")
         self.namespaces = namespaces
         self.defaultIndex = defaults[0]
+        self.hasStrongKeys = namespaces.contains { $0.consistency == .strong || !$0.strongKeys.isEmpty }
         self.matchOrder = namespaces.indices.sorted { lhs, rhs in
             let l = namespaces[lhs].prefix.count, r = namespaces[rhs].prefix.count
             return l != r ? l > r : lhs < rhs
@@ -80,6 +83,7 @@ public struct NamespaceTable: Sendable {
 
     /// The index of the namespace a key belongs to.
     public func index(of key: UnsafeRawBufferPointer) -> Int {
+        if namespaces.count == 1 { return 0 }
         for candidate in matchOrder {
             let prefix = namespaces[candidate].prefix
             if prefix.count <= key.count && prefix.withUnsafeBytes({ p in

@@ -73,6 +73,22 @@ public struct CommandSpec: Sendable {
     }
 }
 
+/// The part of a spec that every request needs, without reference-counted fields: copying a
+/// `CommandSpec` would retain and release its strings on every command.
+public struct CommandShape: Sendable {
+    public let arity: Int32
+    public let flags: CommandFlags
+    public let firstKey: Int16
+    public let lastKey: Int16
+    public let keyStep: Int16
+
+    /// Whether `argumentCount` (the name included) satisfies the arity.
+    @inlinable
+    public func acceptsArgumentCount(_ argumentCount: Int) -> Bool {
+        arity >= 0 ? argumentCount == Int(arity) : argumentCount >= -Int(arity)
+    }
+}
+
 /// The command table and the byte-level, case-insensitive name lookup used on every request.
 public enum CommandTable {
     public static let specs: [CommandSpec] = {
@@ -158,6 +174,17 @@ public enum CommandTable {
     /// The spec of a command.
     @inlinable
     public static func spec(_ id: CommandID) -> CommandSpec { specs[Int(id.rawValue)] }
+
+    /// The request-path shape of every command, indexed like `specs`.
+    public static let shapes: [CommandShape] = specs.map {
+        CommandShape(
+            arity: Int32($0.arity), flags: $0.flags, firstKey: Int16($0.firstKey), lastKey: Int16($0.lastKey),
+            keyStep: Int16($0.keyStep))
+    }
+
+    /// The shape of a command.
+    @inlinable
+    public static func shape(_ id: CommandID) -> CommandShape { shapes[Int(id.rawValue)] }
 
     /// Upper-case names grouped by length, for lookup without allocating.
     private static let namesByLength: [[(name: [UInt8], id: CommandID)]] = {

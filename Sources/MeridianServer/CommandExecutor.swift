@@ -74,15 +74,15 @@ public struct CommandExecutor {
             return .keepOpen
         }
         lastCommand = id
-        let spec = CommandTable.spec(id)
-        guard spec.acceptsArgumentCount(arguments.count) else {
-            error("ERR wrong number of arguments for '\(spec.name)' command", into: &out)
+        let shape = CommandTable.shape(id)
+        guard shape.acceptsArgumentCount(arguments.count) else {
+            error("ERR wrong number of arguments for '\(CommandTable.spec(id).name)' command", into: &out)
             return .keepOpen
         }
-        if spec.firstKey > 0 {
-            guard checkKeys(spec, arguments, into: &out) else { return .keepOpen }
+        if shape.firstKey > 0 {
+            guard checkKeys(shape, arguments, into: &out) else { return .keepOpen }
         }
-        if spec.flags.contains(.denyOOM) && database.isOverMemoryLimit {
+        if shape.flags.contains(.denyOOM) && database.isOverMemoryLimit {
             if !database.evictUntilWithinLimit(using: &generator) {
                 database.statistics.rejectedCommandsOOM.add(1, ordering: .relaxed)
                 error("OOM command not allowed when used memory > 'maxmemory'.", into: &out)
@@ -160,9 +160,9 @@ public struct CommandExecutor {
 
     /// Checks every key argument against the key limits and, for writes, against the strong
     /// consistency class (not available before the Paxos issue lands).
-    private mutating func checkKeys(_ spec: CommandSpec, _ arguments: [ByteBuffer], into out: inout ByteBuffer) -> Bool {
-        let last = spec.lastKey < 0 ? arguments.count + spec.lastKey : spec.lastKey
-        var position = spec.firstKey
+    private mutating func checkKeys(_ spec: CommandShape, _ arguments: [ByteBuffer], into out: inout ByteBuffer) -> Bool {
+        let last = spec.lastKey < 0 ? arguments.count + Int(spec.lastKey) : Int(spec.lastKey)
+        var position = Int(spec.firstKey)
         while position <= last && position < arguments.count {
             let key = arguments[position]
             do {
@@ -171,7 +171,7 @@ public struct CommandExecutor {
                 self.error(error.description, into: &out)
                 return false
             }
-            if spec.flags.contains(.write) {
+            if spec.flags.contains(.write) && database.namespaces.hasStrongKeys {
                 let strong: (Bool, Int) = key.withUnsafeReadableBytes { bytes in
                     let namespace = database.namespaces.index(of: bytes)
                     return (database.namespaces.isStrong(bytes, namespaceIndex: namespace), namespace)
@@ -185,7 +185,7 @@ public struct CommandExecutor {
                     return false
                 }
             }
-            position += spec.keyStep
+            position += Int(spec.keyStep)
         }
         return true
     }
