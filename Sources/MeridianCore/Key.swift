@@ -1,23 +1,15 @@
 import NIOCore
 
-/// A key as its bytes. Stored keys own a compact copy of their bytes; lookups wrap a slice
-/// of the connection's read buffer, so finding a key allocates nothing.
+/// A key as its bytes, for looking keys up and inserting them: it wraps a slice of the
+/// connection's read buffer, so finding a key allocates nothing. A `Keyspace` stores its own
+/// exact copy of a key's bytes on insert.
 public struct Key: Hashable, Sendable, CustomStringConvertible {
     /// The key's bytes (the readable bytes of the buffer).
     public var bytes: ByteBuffer
 
-    /// Wraps `bytes` without copying. Use for lookups only: storing such a key would keep
-    /// the whole read buffer it was sliced from alive.
+    /// Wraps `bytes` without copying.
     @inlinable
     public init(borrowing bytes: ByteBuffer) { self.bytes = bytes }
-
-    /// A key that owns an exact copy of `bytes`, suitable for storing in a keyspace.
-    @inlinable
-    public init(copying bytes: ByteBuffer) {
-        var owned = ByteBufferAllocator().buffer(capacity: bytes.readableBytes)
-        owned.writeImmutableBuffer(bytes)
-        self.bytes = owned
-    }
 
     /// A key made from bytes, for tests and tools.
     public init<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {

@@ -84,7 +84,7 @@ public struct NamespaceCounters: Sendable, Equatable {
 /// Deletes remove the key outright instead of leaving an LWW tombstone: a tombstone may be
 /// dropped once every data center has seen it, and a node without peers is that case.
 public struct Keyspace: Sendable {
-    private var index: [Key: Int32] = [:]
+    private var index = KeyIndex()
     private var slots: [Slot?] = []
     private var freeSlots: [Int32] = []
     /// Slots of live entries that have an expiry.
@@ -100,7 +100,10 @@ public struct Keyspace: Sendable {
     public private(set) var namespaceCounters: [NamespaceCounters]
 
     private struct Slot {
-        var key: Key
+        /// The key's bytes, owned by the slot.
+        var key: [UInt8]
+        /// The key's `KeyIndex.hash`, kept for removal and growth.
+        var hash: UInt64
         var entry: Entry
     }
 
@@ -130,13 +133,17 @@ public struct Keyspace: Sendable {
 
     /// The slot of `key`, expired or not.
     public func slot(of key: Key) -> Int? {
-        index[key].map(Int.init)
+        key.bytes.withUnsafeReadableBytes { bytes in
+            index.find(hash: KeyIndex.hash(bytes)) { slot in
+                slots[slot]!.key.withUnsafeBytes { bytesEqual($0, bytes) }
+            }
+        }
     }
 
     /// The slot of `key` if it is live at `nowUnixMs`. An expired key found here is removed
     /// (lazy expiry), so expired keys are never returned.
     public mutating func liveSlot(of key: Key, nowUnixMs: Int64) -> Int? {
-        guard let slot = index[key].map(Int.init) else { return nil }
+        guard let slot = slot(of: key) else { return nil }
         if slots[slot]!.entry.isExpired(atUnixMs: nowUnixMs) {
             expire(slot: slot)
             return nil
@@ -147,26 +154,29 @@ public struct Keyspace: Sendable {
     /// The entry in a live slot.
     public func entry(at slot: Int) -> Entry { slots[slot]!.entry }
 
-    /// The key in a live slot.
-    public func key(at slot: Int) -> Key { slots[slot]!.key }
+    /// The key bytes in a live slot.
+    public func key(at slot: Int) -> [UInt8] { slots[slot]!.key }
 
     /// Whether a slot position holds a live key (for cursors).
     public func isOccupied(_ slot: Int) -> Bool { slot < slots.count && slots[slot] != nil }
 
     // MARK: Mutation
 
-    /// Inserts a key that is not present. `key` must own its bytes (`Key(copying:)`).
+    /// Inserts a key that is not present; the keyspace stores its own copy of the bytes.
     @discardableResult
     public mutating func insert(_ key: Key, entry: Entry) -> Int {
-        let slot = freeSlots.last.map(Int.init) ?? slots.count
-        let previous = index.updateValue(Int32(slot), forKey: key)
-        precondition(previous == nil, "insert of a key that is present")
-        if slot < slots.count {
-            freeSlots.removeLast()
-            slots[slot] = Slot(key: key, entry: entry)
+        precondition(slot(of: key) == nil, "insert of a key that is present")
+        let hash = key.bytes.withUnsafeReadableBytes { KeyIndex.hash($0) }
+        let stored = Slot(key: Array(key.bytes.readableBytesView), hash: hash, entry: entry)
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = Int(free)
+            slots[slot] = stored
         } else {
-            slots.append(Slot(key: key, entry: entry))
+            slot = slots.count
+            slots.append(stored)
         }
+        index.insert(hash: hash, slot: slot)
         slots[slot]!.entry.expiringPosition = -1
         slots[slot]!.entry.evictablePosition = -1
         let namespace = Int(entry.namespaceIndex)
@@ -228,7 +238,7 @@ public struct Keyspace: Sendable {
                 slots[Int(last)]!.entry.evictablePosition = Int32(position)
             }
         }
-        index[removed.key] = nil
+        index.remove(hash: removed.hash, slot: slot)
         slots[slot] = nil
         if slot == slots.count - 1 {
             // Trim trailing holes so an emptied shard gives its memory back.
@@ -259,7 +269,7 @@ public struct Keyspace: Sendable {
 
     /// Removes every key; counters of expirations and evictions are kept.
     public mutating func removeAll() {
-        index = [:]
+        index.removeAll()
         slots = []
         freeSlots = []
         expiring = []
@@ -310,7 +320,7 @@ public struct Keyspace: Sendable {
 
     /// A uniformly drawn live slot (expired keys included), or nil when empty.
     public func randomSlot<G: RandomNumberGenerator>(using generator: inout G) -> Int? {
-        guard !index.isEmpty else { return nil }
+        guard index.count > 0 else { return nil }
         // Holes are at most a fraction of the array in steady state; retry until a live slot.
         while true {
             let slot = Int.random(in: 0..<slots.count, using: &generator)

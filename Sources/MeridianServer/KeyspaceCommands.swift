@@ -72,7 +72,7 @@ extension CommandExecutor {
             if onlyIfTargetFree && targetSlot != nil { return .targetExists }
             let entry = sourceShard.keyspace.remove(slot: sourceSlot)
             if let targetSlot { destinationShard.keyspace.remove(slot: targetSlot) }
-            destinationShard.keyspace.insert(Key(copying: destination), entry: Entry(
+            destinationShard.keyspace.insert(Key(borrowing: destination), entry: Entry(
                 value: entry.value, valueStamp: stamp, expiryUnixMs: entry.expiryUnixMs, expiryStamp: stamp,
                 lastAccessUnixMs: now, namespaceIndex: destinationNamespace))
             return .renamed
@@ -238,7 +238,7 @@ extension CommandExecutor {
             out.writeArrayHeader(0)
             return
         }
-        var found: [Key] = []
+        var found: [[UInt8]] = []
         var visited = 0
         while shard < Database.shardCount && visited < count {
             database.withShard(index: shard) { keyspace in
@@ -248,7 +248,7 @@ extension CommandExecutor {
                         let entry = keyspace.entry(at: slot)
                         let key = keyspace.key(at: slot)
                         if !entry.isExpired(atUnixMs: now) && onlyStrings
-                            && (pattern.map { p in key.bytes.withUnsafeReadableBytes { p.matches($0) } } ?? true) {
+                            && (pattern.map { p in p.matches(key) } ?? true) {
                             found.append(key)
                         }
                     }
@@ -264,14 +264,14 @@ extension CommandExecutor {
         out.writeArrayHeader(2)
         out.writeBulkString(String(next))
         out.writeArrayHeader(found.count)
-        for key in found { out.writeBulkString(key.bytes) }
+        for key in found { out.writeBulkString(key) }
     }
 
     /// KEYS pattern: every live key matching the glob.
     mutating func keys(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         guard let pattern = compilePattern(a[1], into: &out) else { return }
         let now = SystemClock.nowUnixMs()
-        var found: [Key] = []
+        var found: [[UInt8]] = []
         for shard in 0..<Database.shardCount {
             database.withShard(index: shard) { keyspace in
                 var slot = 0
@@ -279,7 +279,7 @@ extension CommandExecutor {
                     if keyspace.isOccupied(slot) {
                         let key = keyspace.key(at: slot)
                         if !keyspace.entry(at: slot).isExpired(atUnixMs: now)
-                            && key.bytes.withUnsafeReadableBytes({ pattern.matches($0) }) {
+                            && pattern.matches(key) {
                             found.append(key)
                         }
                     }
@@ -288,7 +288,7 @@ extension CommandExecutor {
             }
         }
         out.writeArrayHeader(found.count)
-        for key in found { out.writeBulkString(key.bytes) }
+        for key in found { out.writeBulkString(key) }
     }
 
     /// RANDOMKEY: a random live key, or nil when there is none.
@@ -314,7 +314,7 @@ extension CommandExecutor {
                 shardIndex += 1
             }
             var generator = self.generator
-            let key: Key?? = database.withShard(index: shardIndex) { keyspace in
+            let key: [UInt8]?? = database.withShard(index: shardIndex) { keyspace in
                 guard let slot = keyspace.randomSlot(using: &generator) else { return .some(nil) }
                 if keyspace.entry(at: slot).isExpired(atUnixMs: now) {
                     keyspace.expire(slot: slot)
@@ -325,7 +325,7 @@ extension CommandExecutor {
             self.generator = generator
             switch key {
             case .some(.some(let key)):
-                out.writeBulkString(key.bytes)
+                out.writeBulkString(key)
                 return
             case .some(.none), .none:
                 continue

@@ -43,7 +43,7 @@ extension CommandExecutor {
             if expiry != .keep { keyspace.setExpiry(at: slot, unixMs: expiryUnixMs, stamp: stamp) }
             keyspace.touch(slot: slot, nowUnixMs: nowUnixMs)
         } else {
-            keyspace.insert(Key(copying: key), entry: Entry(
+            keyspace.insert(Key(borrowing: key), entry: Entry(
                 value: value, valueStamp: stamp, expiryUnixMs: expiryUnixMs, expiryStamp: stamp,
                 lastAccessUnixMs: nowUnixMs, namespaceIndex: namespaceIndex))
         }
