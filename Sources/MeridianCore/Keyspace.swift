@@ -240,11 +240,11 @@ public struct Keyspace: Sendable {
         }
         index.remove(hash: removed.hash, slot: slot)
         slots[slot] = nil
-        if slot == slots.count - 1 {
-            // Trim trailing holes so an emptied shard gives its memory back.
-            slots.removeLast()
-            while let last = slots.last, last == nil { slots.removeLast() }
-            freeSlots.removeAll { Int($0) >= slots.count }
+        if index.count == 0 {
+            // An emptied shard gives its slot memory back. (Trimming trailing holes on every
+            // removal would cost a pass over the free list each time: quadratic.)
+            slots = []
+            freeSlots = []
         } else {
             freeSlots.append(Int32(slot))
         }
@@ -318,15 +318,25 @@ public struct Keyspace: Sendable {
         return best
     }
 
-    /// A uniformly drawn live slot (expired keys included), or nil when empty.
+    /// A randomly drawn live slot (expired keys included), or nil when empty. Uniform while
+    /// the slot array is mostly live; after mass deletions it falls back to the next live slot
+    /// after a random position, so the work stays bounded by the array's size.
     public func randomSlot<G: RandomNumberGenerator>(using generator: inout G) -> Int? {
         guard index.count > 0 else { return nil }
-        // Holes are at most a fraction of the array in steady state; retry until a live slot.
-        while true {
+        for _ in 0..<Self.randomProbesMax {
             let slot = Int.random(in: 0..<slots.count, using: &generator)
             if slots[slot] != nil { return slot }
         }
+        let start = Int.random(in: 0..<slots.count, using: &generator)
+        for offset in 0..<slots.count {
+            let slot = (start + offset) % slots.count
+            if slots[slot] != nil { return slot }
+        }
+        preconditionFailure("a non-empty keyspace has a live slot")
     }
+
+    /// Random probes `randomSlot` makes before it falls back to a scan.
+    static let randomProbesMax = 32
 
     // MARK: Private
 

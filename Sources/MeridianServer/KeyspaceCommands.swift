@@ -240,10 +240,15 @@ extension CommandExecutor {
         }
         var found: [[UInt8]] = []
         var visited = 0
-        while shard < Database.shardCount && visited < count {
+        // Holes left by deletions cost a tenth of a key each, as Redis bounds the empty
+        // buckets one SCAN call may walk, so a sparse shard cannot stall the loop.
+        var holesVisited = 0
+        while shard < Database.shardCount && visited < count && holesVisited < count * 10 {
             database.withShard(index: shard) { keyspace in
-                while slot < keyspace.slotCapacity && visited < count {
-                    if keyspace.isOccupied(slot) {
+                while slot < keyspace.slotCapacity && visited < count && holesVisited < count * 10 {
+                    if !keyspace.isOccupied(slot) {
+                        holesVisited += 1
+                    } else {
                         visited += 1
                         let entry = keyspace.entry(at: slot)
                         let key = keyspace.key(at: slot)

@@ -80,9 +80,20 @@ import Testing
             #expect(keyspace.slot(of: Key(name)) == slot)
             #expect(keyspace.key(at: slot) == Array(name.utf8))
         }
-        // k99 sat in the last slot, so its removal trimmed the array to 99; the 30 new keys
-        // then filled 30 of the 33 holes instead of growing it.
-        #expect(keyspace.slotCapacity == 99, "freed slots are reused before the array grows")
+        // 34 keys were removed; the 30 new keys filled 30 of the holes instead of growing it.
+        #expect(keyspace.slotCapacity == 100, "freed slots are reused before the array grows")
+    }
+
+    @Test func emptiedShardReleasesItsSlotsAndSparseShardsStillSample() {
+        var keyspace = Keyspace(evictableNamespaces: [true])
+        var slots: [Int] = []
+        for index in 0..<1_000 { slots.append(keyspace.insert(Key("k\(index)"), entry: Self.entry("v"))) }
+        for slot in slots.dropLast() { keyspace.remove(slot: slot) }
+        var generator = SplitMix64(seed: 3)
+        #expect(keyspace.randomSlot(using: &generator) == slots.last, "the one live key of a sparse shard is found")
+        keyspace.remove(slot: slots.last!)
+        #expect(keyspace.slotCapacity == 0)
+        #expect(keyspace.randomSlot(using: &generator) == nil)
     }
 
     @Test func randomOperationsMatchAModel() {
