@@ -5,8 +5,10 @@ What this file provides and how:
 * ``MeridianProcess`` starts a real ``meridian-server`` (path from ``$MERIDIAN_SERVER``,
   default ``.build/debug/meridian-server``) on a loopback port picked by binding a socket to
   port 0, optionally with a YAML configuration written to a pytest tmp dir. It waits (bounded)
-  for the "ready to accept connections" log line *and* a PING round trip, and ``stop()`` sends
-  SIGTERM and waits (bounded) for the exit code.
+  for the "ready to accept connections" log line, a PING round trip and (Linux) the SIGTERM
+  handler to appear in /proc/PID/status -- the server logs "ready" before installing it, a
+  race that test_shutdown.py exposes on its own -- and ``stop()`` sends SIGTERM and waits
+  (bounded) for the exit code.
 * ``meridian`` (a fresh config-less server per test) and ``start_meridian`` (a factory taking
   config text) assert at teardown that every server they started exits 0 on SIGTERM.
 * ``RedisProcess`` / ``redis_server``: a real ``redis-server --save '' --appendonly no`` on its
@@ -34,6 +36,8 @@ from typing import Any, Callable, Iterable
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 MERIDIAN_SERVER = os.environ.get("MERIDIAN_SERVER", "/work/main/.build/debug/meridian-server")
 REDIS_SERVER = os.environ.get("REDIS_SERVER", "redis-server")
@@ -78,6 +82,20 @@ def ping_ok(port: int) -> bool:
         return False
 
 
+def sigterm_handler_installed(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler installed (Linux: SigCgt in /proc/PID/status).
+    meridian-server logs "ready" before it installs its handler; a SIGTERM in between is lost
+    or kills it un-gracefully (see test_shutdown.py), so fixtures wait for this as well."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    except OSError:
+        return True  # no /proc: nothing to wait for
+    return False
+
+
 def client_for(port: int, protocol: int = 2, decode: bool = True, **kw) -> redis.Redis:
     return redis.Redis(
         host=LOOPBACK, port=port, protocol=protocol, decode_responses=decode,
@@ -102,6 +120,7 @@ class MeridianProcess:
         self.log_path = self.workdir / "meridian.log"
         self.config_path: Path | None = None
         self.returncode: int | None = None
+        self.stopped = False  # stop() was called (by the test or the fixture)
 
     def command(self, port: int) -> list[str]:
         args = [MERIDIAN_SERVER, "--port", str(port), "--bind", LOOPBACK,
@@ -134,6 +153,8 @@ class MeridianProcess:
                 raise AssertionError(f"meridian-server never logged '{READY_LINE}':\n{self.log()}")
             self.proc, self.port = proc, port
             wait_for(lambda: ping_ok(port), timeout=10, what=f"PING on port {port}")
+            wait_for(lambda: sigterm_handler_installed(proc.pid), timeout=10, interval=0.005,
+                     what="meridian-server's SIGTERM handler")
             return self
         raise AssertionError("could not find a free port for meridian-server")
 
@@ -158,6 +179,7 @@ class MeridianProcess:
         """SIGTERM, then wait; returns the exit code (killing and returning None if it hangs)."""
         if self.proc is None:
             return self.returncode
+        self.stopped = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -267,8 +289,8 @@ def start_meridian(tmp_path):
     yield start
     failures = []
     for server in started:
-        if server.proc is None and server.returncode is not None:
-            continue  # the test stopped it itself (and checked the code)
+        if server.stopped or server.proc is None:
+            continue  # stopped by the test itself (which checks the code), or never started
         was_alive = server.alive()
         rc = server.stop()
         if was_alive and rc != 0:
@@ -403,9 +425,12 @@ class RawConnection:
             raise ConnectionClosed(f"connection closed with {len(self.buf)} unread bytes")
         self.buf += data
 
-    def read_reply(self, max_reads: int = 100_000) -> tuple[bytes, tuple]:
-        """Returns (exact bytes, typed value) of the next reply."""
+    def read_reply(self, max_reads: int = 100_000, deadline_s: float = 60.0) -> tuple[bytes, tuple]:
+        """Returns (exact bytes, typed value) of the next reply (bounded in reads and time)."""
+        deadline = time.monotonic() + deadline_s
         for _ in range(max_reads):
+            if time.monotonic() > deadline:
+                break
             try:
                 value, end = parse_reply(self.buf, 0)
             except Incomplete:
@@ -519,7 +544,7 @@ class Differ:
                 assert reply[0] == "map", f"HELLO 3 did not answer a map: {reply}"
             return conn
         client = client_for(port, protocol=3 if self.mode == "resp3" else 2, decode=False,
-                            single_connection_client=True)
+                            single_connection_client=True, retry=Retry(NoBackoff(), 0))
         client.response_callbacks.clear()  # compare what the server said, not redis-py's rewrite
         return client
 
@@ -545,10 +570,14 @@ class Differ:
         return self._execute("meridian", args), self._execute("redis", args)
 
     def cmd(self, *args, tol: int | None = None, unordered: bool = False,
-            check: Callable[[Any, Any], bool] | None = None):
+            check: Callable[[Any, Any], bool] | None = None, raw_only: bool = False):
         """Runs one command on both servers and records a mismatch if the replies differ.
         ``tol``: integers may differ by this much; ``unordered``: compare a collection as a set;
-        ``check(meridian, redis)``: a custom equivalence. Returns Meridian's reply."""
+        ``check(meridian, redis)``: a custom equivalence; ``raw_only``: skip on the redis-py
+        transports (redis-py splits a command name on spaces, so it cannot send an empty one).
+        Returns Meridian's reply."""
+        if raw_only and not self.mode.startswith("raw"):
+            return None
         m, r = self.both(*args)
         self.compared += 1
         mm, rr = (_unordered(m), _unordered(r)) if unordered else (m, r)
@@ -569,9 +598,13 @@ class Differ:
     def scan_all(self, *scan_args) -> tuple[set, set]:
         """Full SCAN iteration on both servers; returns the two key sets (bounded loop)."""
         results = {}
+        deadline = time.monotonic() + 60
         for name in ("meridian", "redis"):
             keys, cursor = set(), b"0"
             for _ in range(10_000):
+                if time.monotonic() > deadline:
+                    keys.add(("SCAN TIMED OUT",))
+                    break
                 reply = self._execute(name, ("SCAN", cursor) + scan_args)
                 cur, batch = _scan_parts(reply)
                 if cur is None:
@@ -645,6 +678,7 @@ def diff(request, shared_meridian, redis_server):
     for server in (shared_meridian, redis_server):
         c = server.client()
         c.flushdb()
+        c.config_set("maxmemory", 0)  # a failed test may have left a limit behind
         c.close()
     d = Differ(request.param, shared_meridian.port, redis_server.port, request.node.name)
     yield d

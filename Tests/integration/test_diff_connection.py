@@ -6,9 +6,11 @@ byte for byte. The reference redis-server runs with ``--databases 1`` so that ``
 refused by both (Meridian serves database 0 only). Replies that are inherently different
 (TIME's clock) are checked for shape only.
 
-Covered: PING ECHO SELECT 0/1, CONFIG GET maxmemory (a map in RESP3), TIME shape, wrong-arity
-errors for every supported command, unknown commands and unknown subcommands (the connection
-must stay usable afterwards, which the following commands in the same sequence prove).
+Covered: PING ECHO SELECT 0/1, CONFIG GET/SET maxmemory (a map in RESP3; bad values, unknown
+parameters, duplicate parameters, the name as spelled), CLIENT SETNAME/GETNAME/LIST argument
+errors, TIME shape, wrong-arity errors for every supported command, unknown commands and unknown
+subcommands (the connection must stay usable afterwards, which the following commands in the
+same sequence prove).
 """
 
 
@@ -103,8 +105,70 @@ def test_unknown_commands(diff):
     d.cmd("FOO", "x" * 200, "y")
     d.cmd("FOO", *[f"arg{i}" for i in range(40)])
     d.cmd("FOO", "with space", "quote'd")
-    d.cmd("")
+    d.cmd("", raw_only=True)
     d.cmd("SET", "k", "v")
     d.cmd("GET", "k")
     d.cmd("PING")
+    d.done()
+
+
+def test_client_and_config_errors(diff):
+    d = diff
+    d.cmd("CLIENT", "GETNAME")
+    d.cmd("CLIENT", "SETNAME", "alpha")
+    d.cmd("CLIENT", "GETNAME")
+    d.cmd("CLIENT", "SETNAME", "")
+    d.cmd("CLIENT", "GETNAME")
+    d.cmd("CLIENT", "SETNAME", "a\nb")
+    d.cmd("CLIENT", "LIST", "TYPE", "bogus")
+    d.cmd("CLIENT", "LIST", "BOGUS")
+    d.cmd("CONFIG", "SET", "maxmemory", "abc")
+    d.cmd("CONFIG", "SET", "maxmemory", "-1")
+    d.cmd("CONFIG", "SET", "nosuch", "1")
+    d.cmd("CONFIG", "GET", "nosuch")
+    d.cmd("CONFIG", "SET", "maxmemory", "10mb")
+    d.cmd("CONFIG", "GET", "maxmemory")
+    d.cmd("CONFIG", "SET", "MAXMEMORY", "1GB")
+    d.cmd("CONFIG", "GET", "maxmemory")
+    d.cmd("CONFIG", "GET", "maxmemory", "maxmemory-samples", check=_same_pairs)
+    d.cmd("CONFIG", "SET", "maxmemory", "0")
+    d.cmd("CONFIG", "GET", "maxmemory")
+    d.done()
+
+
+def _same_pairs(m, r):
+    """CONFIG GET with several names: Redis returns the pairs in dictionary order."""
+    def pairs(reply):
+        if isinstance(reply, dict):
+            return set(reply.items())
+        if isinstance(reply, tuple) and reply[0] == "map":
+            return {(k, v) for k, v in reply[1]}
+        if isinstance(reply, tuple) and reply[0] == "array":
+            items = reply[1]
+        else:
+            items = reply
+        return set(zip(items[::2], items[1::2]))
+    return pairs(m) == pairs(r)
+
+
+def test_client_list_non_numeric_id(diff):
+    d = diff
+    d.cmd("CLIENT", "LIST", "ID", "abc")
+    d.done()
+
+
+def test_config_get_echoes_the_requested_name(diff):
+    """Redis 7 answers CONFIG GET with the parameter name as the client spelled it."""
+    d = diff
+    d.cmd("CONFIG", "GET", "MAXMEMORY")
+    d.cmd("CONFIG", "GET", "MaxMemory")
+    d.done()
+
+
+def test_config_set_duplicate_parameter(diff):
+    """Redis 7 refuses a CONFIG SET naming the same parameter twice, and changes nothing."""
+    d = diff
+    d.cmd("CONFIG", "SET", "maxmemory", "10mb", "maxmemory", "5mb")
+    d.cmd("CONFIG", "GET", "maxmemory")
+    d.cmd("CONFIG", "SET", "maxmemory", "0")
     d.done()

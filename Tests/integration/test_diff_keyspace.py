@@ -8,7 +8,9 @@ cursor values are implementation details and are not compared) and RANDOMKEY (an
 
 Covered: DEL UNLINK EXISTS TYPE RENAME RENAMENX, EXPIRE PEXPIRE EXPIREAT PEXPIREAT with
 NX XX GT LT, TTL PTTL EXPIRETIME PEXPIRETIME PERSIST, SCAN (MATCH COUNT TYPE), KEYS,
-RANDOMKEY, OBJECT ENCODING / IDLETIME, DBSIZE, FLUSHDB, TOUCH.
+RANDOMKEY, OBJECT ENCODING / IDLETIME, DBSIZE, FLUSHDB, TOUCH, strict integer arguments, writes
+over expired keys, 1000-key MSET/MGET. OBJECT FREQ is a documented difference and is checked
+against Meridian's documentation instead of being diffed.
 """
 
 import time
@@ -400,3 +402,73 @@ def test_dbsize_flushdb_flushall(diff):
     d.cmd("FLUSHALL", "bogus")
     d.cmd("DBSIZE", "x")
     d.done()
+
+
+def test_integer_argument_parsing(diff):
+    """Redis parses integer arguments strictly (string2ll): no '+', no leading zeros or spaces."""
+    d = diff
+    d.cmd("SET", "k", "v")
+    for bad in ["+10", "010", " 10", "10 ", "1e2", "0x10", "-", "", "٣"]:
+        d.cmd("EXPIRE", "k", bad)
+        d.cmd("SETEX", "s", bad, "v")
+        d.cmd("SET", "s", "v", "EX", bad)
+        d.cmd("GETRANGE", "k", bad, "1")
+        d.cmd("SELECT", bad)
+        d.cmd("INCRBY", "n", bad)
+        d.cmd("SCAN", "0", "COUNT", bad)
+    d.cmd("TTL", "k")
+    d.cmd("EXISTS", "s", "n")
+    d.cmd("GETRANGE", "k", "0", "9223372036854775807")
+    d.cmd("GETRANGE", "k", "-9223372036854775808", "-1")
+    d.cmd("GETRANGE", "k", "9223372036854775807", "9223372036854775807")
+    d.cmd("SCAN", "0", "COUNT", "9223372036854775807", check=lambda m, r: _scan_parts(m) == _scan_parts(r))
+    d.cmd("SCAN", "18446744073709551615", check=lambda m, r: _scan_parts(m)[0] == _scan_parts(r)[0] == b"0")
+    d.cmd("SCAN", "18446744073709551616")
+    d.cmd("EXPIRE", "k", "-0")
+    d.cmd("EXISTS", "k")
+    d.done()
+
+
+def test_writes_over_expired_keys(diff):
+    d = diff
+    for k in ("e1", "e2", "e3", "e4", "e5", "e6", "e7"):
+        d.cmd("SET", k, "old", "PX", "20")
+    time.sleep(0.1)
+    d.cmd("SET", "e1", "new", "XX")
+    d.cmd("SETNX", "e2", "new")
+    d.cmd("MSETNX", "e3", "new", "e4", "new")
+    d.cmd("GETSET", "e5", "new")
+    d.cmd("RENAME", "e6", "x")
+    d.cmd("RENAMENX", "e6", "x")
+    d.cmd("SET", "src", "v")
+    d.cmd("RENAMENX", "src", "e7")
+    d.cmd("MGET", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "src")
+    d.cmd("TTL", "e2")
+    d.cmd("DBSIZE")
+    d.done()
+
+
+def test_many_keys_in_one_command(diff):
+    d = diff
+    args = []
+    for i in range(1000):
+        args += [f"many:{i}", str(i)]
+    d.cmd("MSET", *args)
+    d.cmd("MGET", *[f"many:{i}" for i in range(0, 1200)])
+    d.cmd("EXISTS", *[f"many:{i}" for i in range(0, 1200, 3)])
+    d.cmd("DEL", *[f"many:{i}" for i in range(0, 1000, 2)])
+    d.cmd("DBSIZE")
+    d.cmd("KEYS", "many:1??", unordered=True)
+    d.done()
+
+
+def test_object_freq_documented(meridian):
+    """Documented difference: eviction is LRU, so OBJECT FREQ answers Redis's LFU error for an
+    existing key (and a null for a missing one, as Redis does)."""
+    with meridian.raw() as c:
+        c.command("SET", "k", "v")
+        assert c.command("OBJECT", "FREQ", "k") == ("error", (
+            b"ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when "
+            b"switching between policies at runtime LRU and LFU data will take some time to adjust."))
+        assert c.command("OBJECT", "FREQ", "missing") == ("bulk", None)
+        assert c.command("GET", "k") == ("bulk", b"v")

@@ -10,10 +10,11 @@ test with the full list of differences (command, both replies, the preceding seq
 
 Covered: GET SET (EX PX EXAT PXAT NX XX KEEPTTL GET, combinations, syntax errors) SETNX SETEX
 PSETEX GETSET GETDEL GETEX MGET MSET MSETNX APPEND STRLEN GETRANGE SETRANGE INCR DECR INCRBY
-DECRBY INCRBYFLOAT (not an integer / overflow / not a valid float).
+DECRBY INCRBYFLOAT (not an integer / overflow / not a valid float). INCRBYFLOAT's arithmetic
+is a documented difference (Double, not long double): that part is checked against Meridian's
+documentation instead of being diffed.
 """
 
-import time
 
 FAR_S = 4102444800  # 2100-01-01, fixed so EXPIRETIME compares exactly
 FAR_MS = FAR_S * 1000 + 123
@@ -354,16 +355,19 @@ def test_incrbyfloat_infinite_increment(diff):
     d.done()
 
 
-def test_incrbyfloat_long_double_results(diff):
-    """Redis computes INCRBYFLOAT in 80-bit long double and prints it with %.17Lf, trailing
-    zeros removed: 0.1 + 0.2 is "0.3", and 1e308 + 1e308 does not overflow."""
-    d = diff
-    d.cmd("SET", "h", "0.1")
-    d.cmd("INCRBYFLOAT", "h", "0.2")
-    d.cmd("SET", "h", "1.1")
-    d.cmd("INCRBYFLOAT", "h", "2.2")
-    d.cmd("SET", "h", "5000")
-    d.cmd("INCRBYFLOAT", "h", "1e-3")
-    d.cmd("INCRBYFLOAT", "i", "1e308")
-    d.cmd("INCRBYFLOAT", "i", "1e308")
-    d.done()
+def test_incrbyfloat_double_results_documented(meridian):
+    """Documented difference (docs/COMMANDS.md): Meridian computes INCRBYFLOAT in Double and
+    replies with the shortest exact decimal (Redis uses 80-bit long double, so 0.1 + 0.2 is
+    "0.3" there). Not diffed; Meridian's own contract is checked instead."""
+    with meridian.raw() as c:
+        c.command("SET", "h", "10.5")
+        assert c.command("INCRBYFLOAT", "h", "0.1") == ("bulk", b"10.6")
+        assert c.command("GET", "h") == ("bulk", b"10.6")
+        c.command("SET", "h", "0.1")
+        assert c.command("INCRBYFLOAT", "h", "0.2") == ("bulk", b"0.30000000000000004")
+        c.command("SET", "h", "5000")
+        assert c.command("INCRBYFLOAT", "h", "1e-3") == ("bulk", b"5000.001")
+        big = b"1" + b"0" * 308
+        assert c.command("INCRBYFLOAT", "i", "1e308") == ("bulk", big)
+        assert c.command("INCRBYFLOAT", "i", "1e308") == ("error", b"ERR increment would produce NaN or Infinity")
+        assert c.command("GET", "i") == ("bulk", big)
