@@ -95,12 +95,17 @@ public struct GlobPattern: Sendable, Equatable {
             let next = UnsafeMutableBufferPointer(rebasing: scratch[words..<(2 * words)])
             for w in 0..<words { state[w] = 0 }
             state[0] = 1
-            closeOverStars(state)
+            // A byte moves the highest state up by at most two positions (one for the byte,
+            // one for a star after it), so only words up to one past the highest non-zero
+            // word can change: a long pattern costs little until the subject progresses in it.
+            var highWord = 0
+            closeOverStars(state, upTo: Swift.min(words - 1, 1))
             for byte in subject {
+                let limit = Swift.min(words - 1, highWord + 1)
                 var carry: UInt64 = 0
                 var any: UInt64 = 0
                 let base = Int(byte) * words
-                for w in 0..<words {
+                for w in 0...limit {
                     let shifted = (state[w] << 1) | carry
                     carry = state[w] >> 63
                     let value = (shifted & advanceMasks[base + w]) | (state[w] & loopMask[w])
@@ -108,8 +113,10 @@ public struct GlobPattern: Sendable, Equatable {
                     any |= value
                 }
                 if any == 0 { return false }
-                for w in 0..<words { state[w] = next[w] }
-                closeOverStars(state)
+                for w in 0...limit { state[w] = next[w] }
+                closeOverStars(state, upTo: limit)
+                highWord = limit
+                while highWord > 0 && state[highWord] == 0 { highWord -= 1 }
             }
             let final = tokenCount
             return state[final >> 6] & (1 << UInt64(final & 63)) != 0
@@ -123,9 +130,9 @@ public struct GlobPattern: Sendable, Equatable {
 
     /// A state before a star also stands after it (the star may match nothing). Runs of stars
     /// are collapsed at compile time, so one pass reaches the closure.
-    private func closeOverStars(_ state: UnsafeMutableBufferPointer<UInt64>) {
+    private func closeOverStars(_ state: UnsafeMutableBufferPointer<UInt64>, upTo highWord: Int) {
         var carry: UInt64 = 0
-        for w in 0..<wordCount {
+        for w in 0...highWord {
             let entering = state[w] & starEntryMask[w]
             let shifted = (entering << 1) | carry
             carry = entering >> 63
@@ -138,8 +145,11 @@ public struct GlobPattern: Sendable, Equatable {
         case set(ByteSet)
     }
 
-    /// Parses a `[...]` class starting after the `[`; returns the set and the index after `]`.
-    /// Like Redis, an unterminated class runs to the end of the pattern.
+    /// Parses a `[...]` class starting after the `[`; returns the set and the index after it.
+    /// The rules are Redis's `stringmatchlen`, quirks included, so KEYS answers as Redis does:
+    /// `\\x` is a literal; `x-y` is a range whenever two more bytes follow `x`, even when `y`
+    /// is `]` (so `[a-]b` is one class holding `]`...`a` and `b`); an unterminated class runs
+    /// to the end of the pattern.
     private static func parseClass(_ pattern: [UInt8], from start: Int) -> (ByteSet, Int) {
         var index = start
         var negate = false
@@ -148,11 +158,18 @@ public struct GlobPattern: Sendable, Equatable {
             index += 1
         }
         var set = ByteSet()
-        while index < pattern.count && pattern[index] != UInt8(ascii: "]") {
-            if pattern[index] == UInt8(ascii: "\\") && index + 1 < pattern.count {
+        while true {
+            let remaining = pattern.count - index
+            if remaining >= 2 && pattern[index] == UInt8(ascii: "\\") {
                 set.insert(pattern[index + 1])
                 index += 2
-            } else if index + 2 < pattern.count && pattern[index + 1] == UInt8(ascii: "-") && pattern[index + 2] != UInt8(ascii: "]") {
+            } else if remaining >= 1 && pattern[index] == UInt8(ascii: "]") {
+                index += 1
+                break
+            } else if remaining <= 0 {
+                index = pattern.count
+                break
+            } else if remaining >= 3 && pattern[index + 1] == UInt8(ascii: "-") {
                 var low = pattern[index]
                 var high = pattern[index + 2]
                 if low > high { swap(&low, &high) }
@@ -163,7 +180,6 @@ public struct GlobPattern: Sendable, Equatable {
                 index += 1
             }
         }
-        if index < pattern.count { index += 1 }  // skip the closing bracket
         return (negate ? set.complement : set, index)
     }
 }

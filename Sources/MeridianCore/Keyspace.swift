@@ -13,6 +13,9 @@ public struct Entry: Sendable {
     public var lastAccessUnixMs: Int64
     /// The index of the key's namespace in the node's `NamespaceTable`.
     public let namespaceIndex: UInt16
+    /// Whether the value was edited in place (APPEND, SETRANGE), which Redis reports as the
+    /// `raw` encoding whatever the value's length.
+    public var isEditedInPlace = false
     /// Position of this entry's slot in `Keyspace.expiring`, or -1.
     fileprivate var expiringPosition: Int32 = -1
     /// Position of this entry's slot in `Keyspace.evictable`, or -1.
@@ -197,6 +200,7 @@ public struct Keyspace: Sendable {
         let delta = value.count - slots[slot]!.entry.value.count
         slots[slot]!.entry.value = value
         slots[slot]!.entry.valueStamp = stamp
+        slots[slot]!.entry.isEditedInPlace = false
         adjustBytes(slot: slot, by: delta)
     }
 
@@ -205,6 +209,7 @@ public struct Keyspace: Sendable {
         let before = slots[slot]!.entry.value.count
         let result = body(&slots[slot]!.entry.value)
         slots[slot]!.entry.valueStamp = stamp
+        slots[slot]!.entry.isEditedInPlace = true
         adjustBytes(slot: slot, by: slots[slot]!.entry.value.count - before)
         return result
     }

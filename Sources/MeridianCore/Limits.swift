@@ -17,8 +17,9 @@ public enum Limits {
     public static let queryBufferBytesMax = 64 * 1_048_576
     /// Longest glob pattern accepted by KEYS, SCAN MATCH and `strong_keys`.
     public static let patternBytesMax = 1024
-    /// Most tokens (literals, `?`, classes, collapsed `*` runs) a compiled glob may hold.
-    public static let patternTokensMax = 255
+    /// Most tokens (literals, `?`, classes, collapsed `*` runs) a compiled glob may hold: as
+    /// many as its bytes, so that any key (256 bytes) can be written as a pattern.
+    public static let patternTokensMax = 1024
     /// Largest COUNT hint honoured by one SCAN call; larger hints are clamped.
     public static let scanCountMax = 100_000
     /// Bytes of bookkeeping charged to every entry on top of its key and value bytes:
@@ -26,9 +27,6 @@ public enum Limits {
     public static let entryOverheadBytes = 128
     /// Longest client name accepted by CLIENT SETNAME / HELLO SETNAME.
     public static let clientNameBytesMax = 256
-    /// Largest expiry accepted, in milliseconds since the epoch (year ~10,000); anything
-    /// beyond would overflow when added to the clock.
-    public static let expiryUnixMsMax: Int64 = 253_402_300_799_000
 }
 
 /// Why a key or value was refused. The descriptions are the exact client replies.

@@ -42,13 +42,39 @@ final class ClientRecord: Sendable {
 
 /// The node's open client connections, for CLIENT LIST, INFO clients and graceful shutdown.
 public final class ClientRegistry: Sendable {
-    private let state = NIOLockedValueBox<(nextID: Int, clients: [Int: ClientRecord])>((1, [:]))
+    private struct State {
+        var nextID = 1
+        var clients: [Int: ClientRecord] = [:]
+        /// Ids given to accepted channels whose handlers are not set up yet.
+        var reserved: [ObjectIdentifier: Int] = [:]
+    }
+
+    private let state = NIOLockedValueBox(State())
 
     public init() {}
 
     /// A new, unique client id (Redis ids start at 1 and never repeat).
     func nextID() -> Int {
         state.withLockedValue { value in
+            defer { value.nextID += 1 }
+            return value.nextID
+        }
+    }
+
+    /// Gives an accepted channel its id, in accept order (called on the listener's loop, so
+    /// later connections get higher ids, as Redis promises; the channel's own set-up runs on
+    /// another loop and may come later).
+    func reserveID(for channel: ObjectIdentifier) {
+        state.withLockedValue { value in
+            value.reserved[channel] = value.nextID
+            value.nextID += 1
+        }
+    }
+
+    /// The id reserved for `channel` at accept time (a fresh one if none was).
+    func takeID(for channel: ObjectIdentifier) -> Int {
+        state.withLockedValue { value in
+            if let id = value.reserved.removeValue(forKey: channel) { return id }
             defer { value.nextID += 1 }
             return value.nextID
         }

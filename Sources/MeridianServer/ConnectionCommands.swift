@@ -196,10 +196,11 @@ extension CommandExecutor {
                 onlyNormal = type == "normal"
                 index += 2
             } else if Self.matches(a[index], Array("ID".utf8)) && index + 1 < a.count {
+                // Every argument after ID is a client id, as in Redis.
                 var set: Set<Int> = []
                 index += 1
-                while index < a.count, let id = Self.parseInt64(a[index]) {
-                    guard id > 0 else {
+                while index < a.count {
+                    guard let id = Self.parseInt64(a[index]), id > 0 else {
                         error("ERR Invalid client ID", into: &out)
                         return
                     }

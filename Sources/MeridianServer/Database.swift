@@ -171,28 +171,61 @@ public final class Database: Sendable {
     /// `maxmemory`. Returns false when memory is still over the limit because nothing more may
     /// be evicted: the caller then refuses the write with `-OOM`.
     ///
-    /// Each step samples `maxmemory-samples` evictable keys of one shard and drops the least
-    /// recently used of them (Redis's approximation; its quality against exact LRU is
-    /// measured in `LRUApproximationTests`).
+    /// Each step draws `maxmemory-samples` evictable keys, each from a random shard, and drops
+    /// the least recently used of them (Redis's approximation; drawing from several shards keeps
+    /// it good when shards hold few keys). Its quality against exact LRU is measured in
+    /// `LRUApproximationTests`.
     public func evictUntilWithinLimit<G: RandomNumberGenerator>(using generator: inout G) -> Bool {
-        let samples = evictionSamples.load(ordering: .relaxed)
+        let samples = max(1, evictionSamples.load(ordering: .relaxed))
         while isOverMemoryLimit {
-            let start = Int.random(in: 0..<Self.shardCount, using: &generator)
-            var evicted = false
-            for offset in 0..<Self.shardCount {
-                let shard = shards[(start + offset) & (Self.shardCount - 1)]
+            var best: (shard: Int, slot: Int, lastAccessUnixMs: Int64, stamp: LWWStamp)?
+            var drawn = 0
+            var probes = 0
+            while drawn < samples && probes < Self.shardCount * 2 {
+                probes += 1
+                let index = Int.random(in: 0..<Self.shardCount, using: &generator)
+                let shard = shards[index]
                 shard.lock.lock()
-                if let candidate = shard.keyspace.evictionCandidate(samples: samples, using: &generator) {
-                    shard.keyspace.evict(slot: candidate.slot)
-                    shard.publishUsedBytes()
-                    evicted = true
+                if let candidate = shard.keyspace.evictionCandidate(samples: 1, using: &generator) {
+                    drawn += 1
+                    if best == nil || candidate.lastAccessUnixMs < best!.lastAccessUnixMs {
+                        let stamp = shard.keyspace.entry(at: candidate.slot).valueStamp
+                        best = (index, candidate.slot, candidate.lastAccessUnixMs, stamp)
+                    }
                 }
                 shard.lock.unlock()
-                if evicted { break }
             }
-            if !evicted { return false }
+            guard let chosen = best ?? evictableSlotByScanning(using: &generator) else { return false }
+            // Between the draw and now another loop may have changed the key: evict only if the
+            // slot still holds the same version with the same access time; otherwise draw again.
+            let shard = shards[chosen.shard]
+            shard.lock.lock()
+            if shard.keyspace.isOccupied(chosen.slot) {
+                let entry = shard.keyspace.entry(at: chosen.slot)
+                if entry.valueStamp == chosen.stamp && entry.lastAccessUnixMs == chosen.lastAccessUnixMs {
+                    shard.keyspace.evict(slot: chosen.slot)
+                    shard.publishUsedBytes()
+                }
+            }
+            shard.lock.unlock()
         }
         return true
+    }
+
+    /// An evictable key found by visiting every shard: the fallback when random draws found
+    /// none (few shards hold evictable keys), and the proof that none exists.
+    private func evictableSlotByScanning<G: RandomNumberGenerator>(
+        using generator: inout G
+    ) -> (shard: Int, slot: Int, lastAccessUnixMs: Int64, stamp: LWWStamp)? {
+        for index in 0..<Self.shardCount {
+            let shard = shards[index]
+            shard.lock.lock()
+            defer { shard.lock.unlock() }
+            if let candidate = shard.keyspace.evictionCandidate(samples: 1, using: &generator) {
+                return (index, candidate.slot, candidate.lastAccessUnixMs, shard.keyspace.entry(at: candidate.slot).valueStamp)
+            }
+        }
+        return nil
     }
 
     // MARK: Active expiry

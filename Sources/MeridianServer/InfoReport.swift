@@ -13,6 +13,11 @@ struct InfoReport {
     let server: ServerContext
 
     static let defaultSections = ["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "keyspace"]
+    /// Section headers exactly as Redis writes them.
+    static let headers = [
+        "server": "Server", "clients": "Clients", "memory": "Memory", "persistence": "Persistence",
+        "stats": "Stats", "replication": "Replication", "cpu": "CPU", "keyspace": "Keyspace",
+    ]
 
     func render(sections requested: [String]) -> String {
         var names: [String]
@@ -25,7 +30,7 @@ struct InfoReport {
         var text = ""
         for name in names {
             if !text.isEmpty { text += "\r\n" }
-            text += "# \(name.prefix(1).uppercased() + name.dropFirst())\r\n"
+            text += "# \(Self.headers[name] ?? name)\r\n"
             for (field, value) in fields(of: name) { text += "\(field):\(value)\r\n" }
         }
         return text

@@ -5,17 +5,13 @@ import NIOCore
 /// Generic keyspace commands: DEL, EXISTS, TYPE, RENAME, the TTL family, SCAN, KEYS,
 /// RANDOMKEY and OBJECT.
 extension CommandExecutor {
-    /// DEL / UNLINK key [key ...] → number removed.
+    /// DEL / UNLINK key [key ...] → number removed. Atomic across keys, as in Redis.
     mutating func delete(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         let now = SystemClock.nowUnixMs()
-        var removed = 0
-        for key in a.dropFirst() {
-            let gone: Bool = database.withShard(of: key) { keyspace in
-                guard let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) else { return false }
-                keyspace.remove(slot: slot)
-                return true
-            }
-            if gone { removed += 1 }
+        let removed = forEachKeyAtomically(a.dropFirst()) { keyspace, key in
+            guard let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) else { return false }
+            keyspace.remove(slot: slot)
+            return true
         }
         out.writeIntegerReply(removed)
     }
@@ -23,27 +19,39 @@ extension CommandExecutor {
     /// EXISTS key [key ...] → how many of the arguments exist (repeats count again).
     mutating func exists(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         let now = SystemClock.nowUnixMs()
-        var found = 0
-        for key in a.dropFirst() {
-            let live = database.withShard(of: key) { $0.liveSlot(of: Key(borrowing: key), nowUnixMs: now) != nil }
-            if live { found += 1 }
+        let found = forEachKeyAtomically(a.dropFirst()) { keyspace, key in
+            keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) != nil
         }
+        hitsTally += found
+        missesTally += a.count - 1 - found
         out.writeIntegerReply(found)
     }
 
     /// TOUCH key [key ...] → how many exist; refreshes their LRU time.
     mutating func touch(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         let now = SystemClock.nowUnixMs()
-        var found = 0
-        for key in a.dropFirst() {
-            let live: Bool = database.withShard(of: key) { keyspace in
-                guard let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) else { return false }
-                keyspace.touch(slot: slot, nowUnixMs: now)
-                return true
-            }
-            if live { found += 1 }
+        let found = forEachKeyAtomically(a.dropFirst()) { keyspace, key in
+            guard let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) else { return false }
+            keyspace.touch(slot: slot, nowUnixMs: now)
+            return true
         }
+        hitsTally += found
+        missesTally += a.count - 1 - found
         out.writeIntegerReply(found)
+    }
+
+    /// Runs `body` for each key with every involved shard locked for the whole command (so a
+    /// multi-key command is atomic, as Redis's are), and counts the keys for which it
+    /// returned true. A single key takes just its shard's lock.
+    func forEachKeyAtomically(_ keys: ArraySlice<ByteBuffer>, _ body: (inout Keyspace, ByteBuffer) -> Bool) -> Int {
+        if keys.count == 1, let key = keys.first {
+            return database.withShard(of: key) { body(&$0, key) } ? 1 : 0
+        }
+        return database.withShards(of: Array(keys)) { shardOf in
+            var count = 0
+            for key in keys where body(&shardOf(key).keyspace, key) { count += 1 }
+            return count
+        }
     }
 
     /// TYPE key → `string` or `none`.
@@ -51,6 +59,7 @@ extension CommandExecutor {
         let now = SystemClock.nowUnixMs()
         let key = a[1]
         let live = database.withShard(of: key) { $0.liveSlot(of: Key(borrowing: key), nowUnixMs: now) != nil }
+        if live { hitsTally += 1 } else { missesTally += 1 }
         out.writeSimpleString(live ? "string" : "none")
     }
 
@@ -72,9 +81,11 @@ extension CommandExecutor {
             if onlyIfTargetFree && targetSlot != nil { return .targetExists }
             let entry = sourceShard.keyspace.remove(slot: sourceSlot)
             if let targetSlot { destinationShard.keyspace.remove(slot: targetSlot) }
-            destinationShard.keyspace.insert(Key(borrowing: destination), entry: Entry(
+            var moved = Entry(
                 value: entry.value, valueStamp: stamp, expiryUnixMs: entry.expiryUnixMs, expiryStamp: stamp,
-                lastAccessUnixMs: now, namespaceIndex: destinationNamespace))
+                lastAccessUnixMs: now, namespaceIndex: destinationNamespace)
+            moved.isEditedInPlace = entry.isEditedInPlace
+            destinationShard.keyspace.insert(Key(borrowing: destination), entry: moved)
             return .renamed
         }
         switch result {
@@ -116,9 +127,11 @@ extension CommandExecutor {
             return
         }
         let now = SystemClock.nowUnixMs()
+        // Redis's bounds: the conversion to milliseconds and the addition of now must not
+        // overflow; any other value, in the past or far future, is accepted.
         let scaled = Self.multiplyWithoutOverflow(amount, unitMs)
         let at = absolute ? scaled : Self.addingWithoutOverflow(scaled, now)
-        guard let at, at <= Limits.expiryUnixMsMax, at > Int64.min / 2 else {
+        guard let at else {
             error("ERR invalid expire time in '\(command)' command", into: &out)
             return
         }
@@ -383,11 +396,13 @@ extension CommandExecutor {
             keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now).map { keyspace.entry(at: $0) }
         }
         guard let entry else {
+            missesTally += 1
             out.writeNull(resp)
             return
         }
+        hitsTally += 1
         if Self.matches(sub, Self.objectENCODING) {
-            out.writeBulkString(Self.encodingName(entry.value))
+            out.writeBulkString(entry.isEditedInPlace ? "raw" : Self.encodingName(entry.value))
         } else if Self.matches(sub, Self.objectIDLETIME) {
             out.writeIntegerReply(Int(max(0, now - entry.lastAccessUnixMs) / 1000))
         } else if Self.matches(sub, Self.objectREFCOUNT) {
@@ -397,8 +412,9 @@ extension CommandExecutor {
         }
     }
 
-    /// The Redis encoding name a string value would have: `int` for a canonical 64-bit
-    /// integer, `embstr` up to 44 bytes, `raw` above.
+    /// The Redis encoding name a freshly written string value has: `int` for a canonical
+    /// 64-bit integer, `embstr` up to 44 bytes, `raw` above. (Values edited in place by APPEND
+    /// or SETRANGE are `raw`, see `Entry.isEditedInPlace`.)
     static func encodingName(_ value: [UInt8]) -> String {
         if value.count <= 20, parseInt64(value) != nil { return "int" }
         return value.count <= 44 ? "embstr" : "raw"
@@ -424,10 +440,17 @@ extension CommandExecutor {
         }
     }
 
-    /// Parses an unsigned decimal cursor.
+    /// Parses a cursor as Redis does (`strtoul`): an optional sign and decimal digits, a
+    /// negative value wrapping around (`-1` is 2^64 - 1); no spaces.
     static func parseUInt64(_ argument: ByteBuffer) -> UInt64? {
-        let text = String(buffer: argument)
-        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
-        return UInt64(text)
+        var text = Substring(String(buffer: argument))
+        if text.isEmpty { return 0 }
+        var negative = false
+        if text.first == "-" || text.first == "+" {
+            negative = text.first == "-"
+            text = text.dropFirst()
+        }
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let magnitude = UInt64(text) else { return nil }
+        return negative ? 0 &- magnitude : magnitude
     }
 }

@@ -32,8 +32,13 @@ public final class MeridianNode: Sendable {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
             .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ClientIDAssigner(clients: server.clients))
+                }
+            }
             .childChannelInitializer { channel in
-                let id = server.clients.nextID()
+                let id = server.clients.takeID(for: ObjectIdentifier(channel))
                 let handler = ConnectionHandler(
                     server: server, clientID: id,
                     remote: channel.remoteAddress.map(Self.describe) ?? "?",
@@ -90,6 +95,21 @@ public final class MeridianNode: Sendable {
         case .v4, .v6: return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
         case .unixDomainSocket: return address.pathname ?? "unix"
         }
+    }
+}
+
+/// Sits on the listening channel and numbers accepted connections in accept order.
+private final class ClientIDAssigner: ChannelInboundHandler {
+    typealias InboundIn = Channel
+    typealias InboundOut = Channel
+
+    private let clients: ClientRegistry
+
+    init(clients: ClientRegistry) { self.clients = clients }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        clients.reserveID(for: ObjectIdentifier(unwrapInboundIn(data)))
+        context.fireChannelRead(data)
     }
 }
 

@@ -40,10 +40,19 @@ extension CommandExecutor {
                 return
             }
             var pairs: [(String, String)] = []
-            let settings = RuntimeSettings(server: server)
+            let settings = RuntimeSettings(server: server).all()
             for argument in a.dropFirst(2) {
-                guard let pattern = compilePattern(ByteBuffer(string: String(buffer: argument).lowercased()), into: &out) else { return }
-                for (name, value) in settings.all() where pattern.matches(Array(name.utf8)) && !pairs.contains(where: { $0.0 == name }) {
+                let requested = String(buffer: argument)
+                let lowered = requested.lowercased()
+                if !lowered.contains(where: { $0 == "*" || $0 == "?" || $0 == "[" }) {
+                    // An exact name is echoed as the client spelled it, as Redis does.
+                    if let setting = settings.first(where: { $0.0 == lowered }), !pairs.contains(where: { $0.0.lowercased() == lowered }) {
+                        pairs.append((requested, setting.1))
+                    }
+                    continue
+                }
+                guard let pattern = compilePattern(ByteBuffer(string: lowered), into: &out) else { return }
+                for (name, value) in settings where pattern.matches(Array(name.utf8)) && !pairs.contains(where: { $0.0.lowercased() == name }) {
                     pairs.append((name, value))
                 }
             }
@@ -65,6 +74,11 @@ extension CommandExecutor {
             }
             let settings = RuntimeSettings(server: server)
             // Validate every change before applying any, as Redis does.
+            var seen: Set<String> = []
+            for (name, _) in changes where !seen.insert(name).inserted {
+                error("ERR CONFIG SET failed (possibly related to argument '\(name)') - duplicate parameter", into: &out)
+                return
+            }
             for (name, value) in changes {
                 if let problem = settings.validate(name: name, value: value) {
                     error(problem, into: &out)
@@ -112,7 +126,7 @@ extension CommandExecutor {
             }
             out.writeArrayHeader(specs.count)
             for spec in specs {
-                if let spec { writeCommandInfo(spec, into: &out) } else { out.writeNullArray(resp) }
+                if let spec { writeCommandInfo(spec, into: &out) } else { out.writeNull(resp) }
             }
         } else if Self.matches(sub, Array("DOCS".utf8)) {
             let specs: [CommandSpec] = a.count == 2 ? CommandTable.specs : a.dropFirst(2).compactMap { name in

@@ -26,7 +26,8 @@ extension CommandExecutor {
     /// Redis does for `SET ... PXAT <past>`.
     static func store(
         _ keyspace: inout Keyspace, key: ByteBuffer, existing: Int?, value: [UInt8], expiry: ExpiryChange,
-        namespaceIndex: Int, defaultExpiryUnixMs: Int64, stamp: LWWStamp, nowUnixMs: Int64
+        namespaceIndex: Int, defaultExpiryUnixMs: Int64, stamp: LWWStamp, nowUnixMs: Int64,
+        editedInPlace: Bool = false
     ) {
         let expiryUnixMs: Int64
         switch expiry {
@@ -43,9 +44,11 @@ extension CommandExecutor {
             if expiry != .keep { keyspace.setExpiry(at: slot, unixMs: expiryUnixMs, stamp: stamp) }
             keyspace.touch(slot: slot, nowUnixMs: nowUnixMs)
         } else {
-            keyspace.insert(Key(borrowing: key), entry: Entry(
+            var entry = Entry(
                 value: value, valueStamp: stamp, expiryUnixMs: expiryUnixMs, expiryStamp: stamp,
-                lastAccessUnixMs: nowUnixMs, namespaceIndex: namespaceIndex))
+                lastAccessUnixMs: nowUnixMs, namespaceIndex: namespaceIndex)
+            entry.isEditedInPlace = editedInPlace
+            keyspace.insert(Key(borrowing: key), entry: entry)
         }
     }
 
@@ -90,7 +93,7 @@ extension CommandExecutor {
         case .exat: absolute = Self.multiplyWithoutOverflow(amount, 1000)
         case .pxat: absolute = amount
         }
-        guard let absolute, absolute <= Limits.expiryUnixMsMax else {
+        guard let absolute else {
             error("ERR invalid expire time in '\(command)' command", into: &out)
             return nil
         }
@@ -187,7 +190,13 @@ extension CommandExecutor {
             return (old, slot != nil)
         }
         if returnOld {
-            if let old { out.writeBulkString(old) } else { out.writeNull(resp) }
+            if let old {
+                hitsTally += 1
+                out.writeBulkString(old)
+            } else {
+                missesTally += 1
+                out.writeNull(resp)
+            }
             return
         }
         // Without GET: OK when the write happened, nil when NX/XX refused it.
@@ -258,7 +267,13 @@ extension CommandExecutor {
                 defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now)
             return old
         }
-        if let old { out.writeBulkString(old) } else { out.writeNull(resp) }
+        if let old {
+            hitsTally += 1
+            out.writeBulkString(old)
+        } else {
+            missesTally += 1
+            out.writeNull(resp)
+        }
     }
 
     /// GETDEL key
@@ -324,13 +339,23 @@ extension CommandExecutor {
         }
     }
 
-    /// MGET key [key ...]
+    /// MGET key [key ...]: atomic against concurrent multi-key writes (every involved shard
+    /// is locked for the whole command).
     mutating func mget(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         let now = SystemClock.nowUnixMs()
+        let resp = self.resp
         out.writeArrayHeader(a.count - 1)
-        for key in a.dropFirst() {
-            if let value = readValue(key, nowUnixMs: now) { out.writeBulkString(value) } else { out.writeNull(resp) }
+        let hits = forEachKeyAtomically(a.dropFirst()) { keyspace, key in
+            guard let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) else {
+                out.writeNull(resp)
+                return false
+            }
+            keyspace.touch(slot: slot, nowUnixMs: now)
+            out.writeBulkString(keyspace.entry(at: slot).value)
+            return true
         }
+        hitsTally += hits
+        missesTally += a.count - 1 - hits
     }
 
     /// MSET key value [key value ...] and MSETNX. Atomic: every involved shard is locked.
@@ -482,9 +507,10 @@ extension CommandExecutor {
             }
             var value: [UInt8] = []
             apply(&value)
+            // Redis creates SETRANGE's string unencoded: OBJECT ENCODING says `raw`.
             Self.store(
                 &keyspace, key: key, existing: nil, value: value, expiry: .clear, namespaceIndex: namespace,
-                defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now)
+                defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now, editedInPlace: true)
             return value.count
         }
         out.writeIntegerReply(length)
@@ -540,7 +566,7 @@ extension CommandExecutor {
 
     /// INCRBYFLOAT key amount → the new value as a bulk string.
     mutating func incrbyfloat(_ a: [ByteBuffer], into out: inout ByteBuffer) {
-        guard let amount = Self.parseDouble(a[2]), amount.isFinite else {
+        guard let amount = Self.parseDouble(a[2]) else {
             error("ERR value is not a valid float", into: &out)
             return
         }

@@ -4,6 +4,7 @@ import Logging
 import MeridianConfig
 import MeridianCore
 import MeridianServer
+import NIOConcurrencyHelpers
 import NIOCore
 
 #if canImport(Glibc)
@@ -86,6 +87,23 @@ struct MeridianServerCommand: ParsableCommand {
                 metadata: ["namespace": "\(namespace.name)", "durability": "\(namespace.durability.rawValue)"])
         }
 
+        // Signals are taken over before the listener opens, so a SIGTERM that arrives right
+        // after the "ready" line (or even before it) always shuts down gracefully.
+        let running = NIOLockedValueBox<MeridianNode?>(nil)
+        let signalQueue = DispatchQueue(label: "meridian.signals")
+        var sources: [DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: signalQueue)
+            source.setEventHandler {
+                running.withLockedValue { $0 }?.shutdownGracefully()
+                Glibc.exit(0)
+            }
+            source.resume()
+            sources.append(source)
+        }
+        signal(SIGPIPE, SIG_IGN)
+
         let context = ServerContext(
             configuration: configuration, nodeName: located.config.name, datacenterName: datacenter.name,
             origin: ReplicaID(datacenter: UInt16(located.datacenter), node: UInt16(located.node)),
@@ -93,6 +111,7 @@ struct MeridianServerCommand: ParsableCommand {
             dataDirectory: dataDir, processID: Int(getpid()), logger: logger,
             eventLoopCount: threads ?? System.coreCount)
         let node = try MeridianNode(context: context, bind: bindHost, port: bindPort)
+        running.withLockedValue { $0 = node }
         logger.info(
             "ready to accept connections",
             metadata: [
@@ -100,21 +119,6 @@ struct MeridianServerCommand: ParsableCommand {
                 "namespaces": "\(configuration.namespaces.map(\.name).joined(separator: ","))",
                 "maxmemory": "\(configuration.maxmemoryBytes)",
             ])
-
-        // SIGTERM and SIGINT: stop accepting, finish in-flight replies, exit 0.
-        let signalQueue = DispatchQueue(label: "meridian.signals")
-        var sources: [DispatchSourceSignal] = []
-        for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: signalQueue)
-            source.setEventHandler {
-                node.shutdownGracefully()
-                Glibc.exit(0)
-            }
-            source.resume()
-            sources.append(source)
-        }
-        signal(SIGPIPE, SIG_IGN)
         try node.waitUntilClosed()
         // Only reached when the listener closes without a signal: wait for the handler to exit.
         while true { pause() }
