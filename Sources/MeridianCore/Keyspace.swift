@@ -88,7 +88,8 @@ public struct NamespaceCounters: Sendable, Equatable {
 /// dropped once every data center has seen it, and a node without peers is that case.
 public struct Keyspace: Sendable {
     private var index = KeyIndex()
-    private var slots: [Slot?] = []
+    /// Slot storage. A free slot has `hash == 0` and holds no key or value.
+    private var slots: [Slot] = []
     private var freeSlots: [Int32] = []
     /// Slots of live entries that have an expiry.
     private var expiring: [Int32] = []
@@ -103,11 +104,15 @@ public struct Keyspace: Sendable {
     public private(set) var namespaceCounters: [NamespaceCounters]
 
     private struct Slot {
-        /// The key's bytes, owned by the slot.
-        var key: [UInt8]
-        /// The key's `KeyIndex.hash`, kept for removal and growth.
+        /// The key's bytes, owned by the slot (short keys inline).
+        var key: StoredKey
+        /// The key's `KeyIndex.hash` (never 0), kept for removal and growth; 0 marks a free slot.
         var hash: UInt64
         var entry: Entry
+
+        static let free = Slot(key: .empty, hash: 0, entry: Entry(
+            value: [], valueStamp: .zero, expiryUnixMs: Entry.noExpiry, expiryStamp: .zero,
+            lastAccessUnixMs: 0, namespaceIndex: 0))
     }
 
     /// Creates an empty keyspace for namespaces whose eviction policies are `evictable`
@@ -137,9 +142,20 @@ public struct Keyspace: Sendable {
     /// The slot of `key`, expired or not.
     public func slot(of key: Key) -> Int? {
         key.bytes.withUnsafeReadableBytes { bytes in
-            index.find(hash: KeyIndex.hash(bytes)) { slot in
-                slots[slot]!.key.withUnsafeBytes { bytesEqual($0, bytes) }
+            // Through the buffer pointer the slot is borrowed, not copied: no retain and
+            // release of its key and value arrays (which would touch their cache lines).
+            slots.withUnsafeBufferPointer { storage in
+                index.find(hash: KeyIndex.hash(bytes)) { slot in
+                    storage[slot].key.withUnsafeBytes { bytesEqual($0, bytes) }
+                }
             }
+        }
+    }
+
+    /// Calls `body` with the value bytes of a live slot, without copying the entry.
+    public func withValue<R>(at slot: Int, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        slots.withUnsafeBufferPointer { storage in
+            storage[slot].entry.value.withUnsafeBytes(body)
         }
     }
 
@@ -147,7 +163,7 @@ public struct Keyspace: Sendable {
     /// (lazy expiry), so expired keys are never returned.
     public mutating func liveSlot(of key: Key, nowUnixMs: Int64) -> Int? {
         guard let slot = slot(of: key) else { return nil }
-        if slots[slot]!.entry.isExpired(atUnixMs: nowUnixMs) {
+        if slots[slot].entry.isExpired(atUnixMs: nowUnixMs) {
             expire(slot: slot)
             return nil
         }
@@ -155,13 +171,13 @@ public struct Keyspace: Sendable {
     }
 
     /// The entry in a live slot.
-    public func entry(at slot: Int) -> Entry { slots[slot]!.entry }
+    public func entry(at slot: Int) -> Entry { slots[slot].entry }
 
     /// The key bytes in a live slot.
-    public func key(at slot: Int) -> [UInt8] { slots[slot]!.key }
+    public func key(at slot: Int) -> [UInt8] { slots[slot].key.bytes }
 
     /// Whether a slot position holds a live key (for cursors).
-    public func isOccupied(_ slot: Int) -> Bool { slot < slots.count && slots[slot] != nil }
+    public func isOccupied(_ slot: Int) -> Bool { slot < slots.count && slots[slot].hash != 0 }
 
     // MARK: Mutation
 
@@ -170,7 +186,7 @@ public struct Keyspace: Sendable {
     public mutating func insert(_ key: Key, entry: Entry) -> Int {
         precondition(slot(of: key) == nil, "insert of a key that is present")
         let hash = key.bytes.withUnsafeReadableBytes { KeyIndex.hash($0) }
-        let stored = Slot(key: Array(key.bytes.readableBytesView), hash: hash, entry: entry)
+        let stored = Slot(key: key.bytes.withUnsafeReadableBytes { StoredKey($0) }, hash: hash, entry: entry)
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = Int(free)
@@ -180,8 +196,8 @@ public struct Keyspace: Sendable {
             slots.append(stored)
         }
         index.insert(hash: hash, slot: slot)
-        slots[slot]!.entry.expiringPosition = -1
-        slots[slot]!.entry.evictablePosition = -1
+        slots[slot].entry.expiringPosition = -1
+        slots[slot].entry.evictablePosition = -1
         let namespace = Int(entry.namespaceIndex)
         let bytes = Self.accountedBytes(keyCount: key.count, valueCount: entry.value.count)
         usedBytes += bytes
@@ -189,7 +205,7 @@ public struct Keyspace: Sendable {
         namespaceCounters[namespace].bytes += bytes
         if entry.hasExpiry { addToExpiring(slot) }
         if evictableNamespaces[namespace] {
-            slots[slot]!.entry.evictablePosition = Int32(evictable.count)
+            slots[slot].entry.evictablePosition = Int32(evictable.count)
             evictable.append(Int32(slot))
         }
         return slot
@@ -197,28 +213,28 @@ public struct Keyspace: Sendable {
 
     /// Replaces the value of a live slot.
     public mutating func setValue(at slot: Int, _ value: [UInt8], stamp: LWWStamp) {
-        let delta = value.count - slots[slot]!.entry.value.count
-        slots[slot]!.entry.value = value
-        slots[slot]!.entry.valueStamp = stamp
-        slots[slot]!.entry.isEditedInPlace = false
+        let delta = value.count - slots[slot].entry.value.count
+        slots[slot].entry.value = value
+        slots[slot].entry.valueStamp = stamp
+        slots[slot].entry.isEditedInPlace = false
         adjustBytes(slot: slot, by: delta)
     }
 
     /// Changes the value of a live slot in place (APPEND, SETRANGE) without copying it first.
     public mutating func modifyValue<R>(at slot: Int, stamp: LWWStamp, _ body: (inout [UInt8]) -> R) -> R {
-        let before = slots[slot]!.entry.value.count
-        let result = body(&slots[slot]!.entry.value)
-        slots[slot]!.entry.valueStamp = stamp
-        slots[slot]!.entry.isEditedInPlace = true
-        adjustBytes(slot: slot, by: slots[slot]!.entry.value.count - before)
+        let before = slots[slot].entry.value.count
+        let result = body(&slots[slot].entry.value)
+        slots[slot].entry.valueStamp = stamp
+        slots[slot].entry.isEditedInPlace = true
+        adjustBytes(slot: slot, by: slots[slot].entry.value.count - before)
         return result
     }
 
     /// Sets or clears (`Entry.noExpiry`) the expiry of a live slot.
     public mutating func setExpiry(at slot: Int, unixMs: Int64, stamp: LWWStamp) {
-        let had = slots[slot]!.entry.hasExpiry
-        slots[slot]!.entry.expiryUnixMs = unixMs
-        slots[slot]!.entry.expiryStamp = stamp
+        let had = slots[slot].entry.hasExpiry
+        slots[slot].entry.expiryUnixMs = unixMs
+        slots[slot].entry.expiryStamp = stamp
         let has = unixMs != Entry.noExpiry
         if has && !had { addToExpiring(slot) }
         if !has && had { removeFromExpiring(slot) }
@@ -226,13 +242,13 @@ public struct Keyspace: Sendable {
 
     /// Records an access for LRU.
     public mutating func touch(slot: Int, nowUnixMs: Int64) {
-        slots[slot]!.entry.lastAccessUnixMs = nowUnixMs
+        slots[slot].entry.lastAccessUnixMs = nowUnixMs
     }
 
     /// Removes a live key. Returns its entry.
     @discardableResult
     public mutating func remove(slot: Int) -> Entry {
-        let removed = slots[slot]!
+        let removed = slots[slot]
         let namespace = Int(removed.entry.namespaceIndex)
         if removed.entry.expiringPosition >= 0 { removeFromExpiring(slot) }
         if removed.entry.evictablePosition >= 0 {
@@ -240,11 +256,11 @@ public struct Keyspace: Sendable {
             let last = evictable.removeLast()
             if position < evictable.count {
                 evictable[position] = last
-                slots[Int(last)]!.entry.evictablePosition = Int32(position)
+                slots[Int(last)].entry.evictablePosition = Int32(position)
             }
         }
         index.remove(hash: removed.hash, slot: slot)
-        slots[slot] = nil
+        slots[slot] = .free
         if index.count == 0 {
             // An emptied shard gives its slot memory back. (Trimming trailing holes on every
             // removal would cost a pass over the free list each time: quadratic.)
@@ -300,7 +316,7 @@ public struct Keyspace: Sendable {
         while sampled < samples && !expiring.isEmpty {
             let slot = Int(expiring[Int.random(in: 0..<expiring.count, using: &generator)])
             sampled += 1
-            if slots[slot]!.entry.isExpired(atUnixMs: nowUnixMs) {
+            if slots[slot].entry.isExpired(atUnixMs: nowUnixMs) {
                 expire(slot: slot)
                 expired += 1
             }
@@ -317,7 +333,7 @@ public struct Keyspace: Sendable {
         var best: (slot: Int, lastAccessUnixMs: Int64)?
         for _ in 0..<max(1, samples) {
             let slot = Int(evictable[Int.random(in: 0..<evictable.count, using: &generator)])
-            let access = slots[slot]!.entry.lastAccessUnixMs
+            let access = slots[slot].entry.lastAccessUnixMs
             if best == nil || access < best!.lastAccessUnixMs { best = (slot, access) }
         }
         return best
@@ -330,12 +346,12 @@ public struct Keyspace: Sendable {
         guard index.count > 0 else { return nil }
         for _ in 0..<Self.randomProbesMax {
             let slot = Int.random(in: 0..<slots.count, using: &generator)
-            if slots[slot] != nil { return slot }
+            if slots[slot].hash != 0 { return slot }
         }
         let start = Int.random(in: 0..<slots.count, using: &generator)
         for offset in 0..<slots.count {
             let slot = (start + offset) % slots.count
-            if slots[slot] != nil { return slot }
+            if slots[slot].hash != 0 { return slot }
         }
         preconditionFailure("a non-empty keyspace has a live slot")
     }
@@ -347,23 +363,23 @@ public struct Keyspace: Sendable {
 
     private mutating func adjustBytes(slot: Int, by delta: Int) {
         usedBytes += delta
-        namespaceCounters[Int(slots[slot]!.entry.namespaceIndex)].bytes += delta
+        namespaceCounters[Int(slots[slot].entry.namespaceIndex)].bytes += delta
     }
 
     private mutating func addToExpiring(_ slot: Int) {
-        slots[slot]!.entry.expiringPosition = Int32(expiring.count)
+        slots[slot].entry.expiringPosition = Int32(expiring.count)
         expiring.append(Int32(slot))
-        namespaceCounters[Int(slots[slot]!.entry.namespaceIndex)].keysWithExpiry += 1
+        namespaceCounters[Int(slots[slot].entry.namespaceIndex)].keysWithExpiry += 1
     }
 
     private mutating func removeFromExpiring(_ slot: Int) {
-        let position = Int(slots[slot]!.entry.expiringPosition)
+        let position = Int(slots[slot].entry.expiringPosition)
         let last = expiring.removeLast()
         if position < expiring.count {
             expiring[position] = last
-            slots[Int(last)]!.entry.expiringPosition = Int32(position)
+            slots[Int(last)].entry.expiringPosition = Int32(position)
         }
-        slots[slot]!.entry.expiringPosition = -1
-        namespaceCounters[Int(slots[slot]!.entry.namespaceIndex)].keysWithExpiry -= 1
+        slots[slot].entry.expiringPosition = -1
+        namespaceCounters[Int(slots[slot].entry.namespaceIndex)].keysWithExpiry -= 1
     }
 }

@@ -122,7 +122,7 @@ extension CommandExecutor {
             guard let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) else { return false }
             keyspace.touch(slot: slot, nowUnixMs: now)
             // Copy straight from the entry into the reply while the shard is locked.
-            out.writeBulkString(keyspace.entry(at: slot).value)
+            keyspace.withValue(at: slot) { out.writeBulkString($0) }
             return true
         }
         if hit {
@@ -351,7 +351,7 @@ extension CommandExecutor {
                 return false
             }
             keyspace.touch(slot: slot, nowUnixMs: now)
-            out.writeBulkString(keyspace.entry(at: slot).value)
+            keyspace.withValue(at: slot) { out.writeBulkString($0) }
             return true
         }
         hitsTally += hits
@@ -429,7 +429,7 @@ extension CommandExecutor {
         let length: Int? = database.withShard(of: key) { keyspace in
             guard let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) else { return nil }
             keyspace.touch(slot: slot, nowUnixMs: now)
-            return keyspace.entry(at: slot).value.count
+            return keyspace.withValue(at: slot) { $0.count }
         }
         if length == nil { missesTally += 1 } else { hitsTally += 1 }
         out.writeIntegerReply(length ?? 0)
@@ -542,7 +542,7 @@ extension CommandExecutor {
             let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now)
             var current: Int64 = 0
             if let slot {
-                guard let parsed = Self.parseInt64(keyspace.entry(at: slot).value) else { return .notInteger }
+                guard let parsed = keyspace.withValue(at: slot, { Self.parseInt64(bytes: $0) }) else { return .notInteger }
                 current = parsed
             }
             let (sum, overflow) = current.addingReportingOverflow(amount)

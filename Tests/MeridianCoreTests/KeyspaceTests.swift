@@ -84,6 +84,24 @@ import Testing
         #expect(keyspace.slotCapacity == 100, "freed slots are reused before the array grows")
     }
 
+    @Test func keysOfEveryLengthRoundTrip() {
+        // Short keys live inline in the slot, long ones out of line: both must behave alike.
+        var keyspace = Keyspace(evictableNamespaces: [true])
+        var slots: [Int: Int] = [:]
+        for length in 1...Limits.keyBytesMax {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ length) }
+            slots[length] = keyspace.insert(Key(bytes), entry: Self.entry("v"))
+        }
+        for length in 1...Limits.keyBytesMax {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ length) }
+            #expect(keyspace.slot(of: Key(bytes)) == slots[length])
+            #expect(keyspace.key(at: slots[length]!) == bytes)
+            var altered = bytes
+            altered[length - 1] &+= 1
+            #expect(keyspace.slot(of: Key(altered)) != slots[length], "a key differing in its last byte is another key")
+        }
+    }
+
     @Test func emptiedShardReleasesItsSlotsAndSparseShardsStillSample() {
         var keyspace = Keyspace(evictableNamespaces: [true])
         var slots: [Int] = []
