@@ -7,7 +7,7 @@
 # Usage: Benchmarks/redis-side-by-side.sh [--rounds N] [--requests N] [--clients N] [--pipelines "1 16"]
 #                                         [--threads N]   (meridian-server event loops; default one per core)
 # Needs: redis-server and redis-benchmark (Debian: redis-server, redis-tools), a release build
-# (`swift build -c release`), or MERIDIAN_SERVER pointing at a meridian-server binary.
+# (`scripts/build-release`), or MERIDIAN_SERVER pointing at a meridian-server binary.
 set -euo pipefail
 
 rounds=3
@@ -28,7 +28,7 @@ done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 binary=${MERIDIAN_SERVER:-$root/.build/release/meridian-server}
-[ -x "$binary" ] || { echo "no meridian-server at $binary: run 'swift build -c release' first" >&2; exit 1; }
+[ -x "$binary" ] || { echo "no meridian-server at $binary: run 'scripts/build-release' first" >&2; exit 1; }
 command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
   echo "redis-server and redis-benchmark are needed (apt-get install redis-server redis-tools)" >&2; exit 1; }
 
