@@ -239,6 +239,12 @@ public struct CommandExecutor {
         error("ERR unknown subcommand '\(Self.printable(argument, max: 128))'. Try \(command) HELP.", into: &out)
     }
 
+    /// A HELP subcommand's reply: one status line per entry, as Redis sends them.
+    static func writeHelp(_ lines: [String], into out: inout ByteBuffer) {
+        out.writeArrayHeader(lines.count)
+        for line in lines { out.writeSimpleString(line) }
+    }
+
     /// Bytes as reply-safe text: CR and LF become spaces (an error reply is one line).
     static func printable(_ bytes: ByteBuffer, max: Int) -> String {
         var view = bytes

@@ -174,8 +174,7 @@ extension CommandExecutor {
                 "SETNAME <name>", "    Assign the name <name> to the current connection.",
                 "HELP", "    Print this help.",
             ]
-            out.writeArrayHeader(lines.count)
-            for line in lines { out.writeSimpleString(line) }
+            Self.writeHelp(lines, into: &out)
         } else {
             unknownSubcommand(sub, of: "CLIENT", into: &out)
         }

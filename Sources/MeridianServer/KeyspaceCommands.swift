@@ -373,8 +373,7 @@ extension CommandExecutor {
                 "    <key>.",
                 "HELP", "    Print this help.",
             ]
-            out.writeArrayHeader(lines.count)
-            for line in lines { out.writeSimpleString(line) }
+            Self.writeHelp(lines, into: &out)
             return
         }
         let known = [Self.objectENCODING, Self.objectFREQ, Self.objectIDLETIME, Self.objectREFCOUNT]

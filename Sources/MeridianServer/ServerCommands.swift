@@ -98,8 +98,7 @@ extension CommandExecutor {
                 "RESETSTAT", "    Reset statistics reported by the INFO command.",
                 "HELP", "    Print this help.",
             ]
-            out.writeArrayHeader(lines.count)
-            for line in lines { out.writeSimpleString(line) }
+            Self.writeHelp(lines, into: &out)
         } else {
             unknownSubcommand(sub, of: "CONFIG", into: &out)
         }
@@ -153,8 +152,7 @@ extension CommandExecutor {
                 "DOCS [<command-name> ...]", "    Return documentation details about the given commands, or all of them.",
                 "HELP", "    Print this help.",
             ]
-            out.writeArrayHeader(lines.count)
-            for line in lines { out.writeSimpleString(line) }
+            Self.writeHelp(lines, into: &out)
         } else {
             unknownSubcommand(sub, of: "COMMAND", into: &out)
         }

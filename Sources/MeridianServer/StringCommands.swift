@@ -62,6 +62,17 @@ extension CommandExecutor {
         case clear
     }
 
+    /// Replies with a value read from the keyspace, or null, counting a hit or a miss.
+    mutating func replyValue(_ value: [UInt8]?, into out: inout ByteBuffer) {
+        if let value {
+            hitsTally += 1
+            out.writeBulkString(value)
+        } else {
+            missesTally += 1
+            out.writeNull(resp)
+        }
+    }
+
     /// Looks a key up for reading, counting a hit or a miss and touching it for LRU.
     mutating func readValue(_ key: ByteBuffer, nowUnixMs: Int64) -> [UInt8]? {
         let value: [UInt8]? = database.withShard(of: key) { keyspace in
@@ -173,35 +184,42 @@ extension CommandExecutor {
             }
             index += 1
         }
-        let key = a[1]
-        let value = Array(a[2].readableBytesView)
+        let change: ExpiryChange = keepTTL ? .keep : expiry.map { .set($0) } ?? .clear
+        let condition: WriteCondition = nx ? .ifAbsent : xx ? .ifPresent : .always
+        let (old, written) = writeValue(key: a[1], value: a[2], condition: condition, expiry: change, nowUnixMs: now)
+        if returnOld {
+            replyValue(old, into: &out)
+        } else if written {
+            out.writeSimpleString("OK")
+        } else {
+            out.writeNull(resp)  // NX or XX refused the write
+        }
+    }
+
+    /// When a SET-like write applies.
+    enum WriteCondition { case always, ifAbsent, ifPresent }
+
+    /// The write behind SET, GETSET and SETEX: stores `value` under `key` if `condition` holds.
+    /// Returns the previous value and whether the write happened.
+    mutating func writeValue(
+        key: ByteBuffer, value: ByteBuffer, condition: WriteCondition, expiry: ExpiryChange, nowUnixMs now: Int64
+    ) -> (old: [UInt8]?, written: Bool) {
+        let bytes = Array(value.readableBytesView)
         let namespace = namespaceIndex(of: key)
         let defaultExpiry = defaultExpiry(namespaceIndex: namespace, nowUnixMs: now)
         let stamp = database.stamp(nowUnixMs: now)
-        let change: ExpiryChange = keepTTL ? .keep : expiry.map { .set($0) } ?? .clear
-        let resp = self.resp
-        let (old, existed): ([UInt8]?, Bool) = database.withShard(of: key) { keyspace in
+        return database.withShard(of: key) { keyspace in
             let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now)
-            let old = returnOld ? slot.map { keyspace.entry(at: $0).value } : nil
-            if (nx && slot != nil) || (xx && slot == nil) { return (old, slot != nil) }
-            Self.store(
-                &keyspace, key: key, existing: slot, value: value, expiry: change, namespaceIndex: namespace,
-                defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now)
-            return (old, slot != nil)
-        }
-        if returnOld {
-            if let old {
-                hitsTally += 1
-                out.writeBulkString(old)
-            } else {
-                missesTally += 1
-                out.writeNull(resp)
+            let old = slot.map { keyspace.entry(at: $0).value }
+            switch condition {
+            case .ifAbsent where slot != nil, .ifPresent where slot == nil: return (old, false)
+            default: break
             }
-            return
+            Self.store(
+                &keyspace, key: key, existing: slot, value: bytes, expiry: expiry, namespaceIndex: namespace,
+                defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now)
+            return (old, true)
         }
-        // Without GET: OK when the write happened, nil when NX/XX refused it.
-        let refused: Bool = (nx && existed) || (xx && !existed)
-        if refused { out.writeNull(resp) } else { out.writeSimpleString("OK") }
     }
 
     static func expiryOption(_ argument: ByteBuffer) -> ExpiryOption? {
@@ -215,20 +233,8 @@ extension CommandExecutor {
     /// SETNX key value → 1 when set, 0 when the key existed.
     mutating func setnx(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         guard checkValue(a[2], into: &out) else { return }
-        let now = SystemClock.nowUnixMs()
-        let key = a[1]
-        let value = Array(a[2].readableBytesView)
-        let namespace = namespaceIndex(of: key)
-        let defaultExpiry = defaultExpiry(namespaceIndex: namespace, nowUnixMs: now)
-        let stamp = database.stamp(nowUnixMs: now)
-        let set: Bool = database.withShard(of: key) { keyspace in
-            if keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) != nil { return false }
-            Self.store(
-                &keyspace, key: key, existing: nil, value: value, expiry: .clear, namespaceIndex: namespace,
-                defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now)
-            return true
-        }
-        out.writeIntegerReply(set ? 1 : 0)
+        let written = writeValue(key: a[1], value: a[2], condition: .ifAbsent, expiry: .clear, nowUnixMs: SystemClock.nowUnixMs()).written
+        out.writeIntegerReply(written ? 1 : 0)
     }
 
     /// SETEX key seconds value / PSETEX key ms value
@@ -237,43 +243,15 @@ extension CommandExecutor {
         let command = unitMs == 1 ? "psetex" : "setex"
         guard let at = parseExpiryOption(unitMs == 1 ? .px : .ex, a[2], command: command, nowUnixMs: now, into: &out) else { return }
         guard checkValue(a[3], into: &out) else { return }
-        let key = a[1]
-        let value = Array(a[3].readableBytesView)
-        let namespace = namespaceIndex(of: key)
-        let stamp = database.stamp(nowUnixMs: now)
-        database.withShard(of: key) { keyspace in
-            let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now)
-            Self.store(
-                &keyspace, key: key, existing: slot, value: value, expiry: .set(at), namespaceIndex: namespace,
-                defaultExpiryUnixMs: Entry.noExpiry, stamp: stamp, nowUnixMs: now)
-        }
+        _ = writeValue(key: a[1], value: a[3], condition: .always, expiry: .set(at), nowUnixMs: now)
         out.writeSimpleString("OK")
     }
 
     /// GETSET key value: SET with GET.
     mutating func getset(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         guard checkValue(a[2], into: &out) else { return }
-        let now = SystemClock.nowUnixMs()
-        let key = a[1]
-        let value = Array(a[2].readableBytesView)
-        let namespace = namespaceIndex(of: key)
-        let defaultExpiry = defaultExpiry(namespaceIndex: namespace, nowUnixMs: now)
-        let stamp = database.stamp(nowUnixMs: now)
-        let old: [UInt8]? = database.withShard(of: key) { keyspace in
-            let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now)
-            let old = slot.map { keyspace.entry(at: $0).value }
-            Self.store(
-                &keyspace, key: key, existing: slot, value: value, expiry: .clear, namespaceIndex: namespace,
-                defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now)
-            return old
-        }
-        if let old {
-            hitsTally += 1
-            out.writeBulkString(old)
-        } else {
-            missesTally += 1
-            out.writeNull(resp)
-        }
+        let old = writeValue(key: a[1], value: a[2], condition: .always, expiry: .clear, nowUnixMs: SystemClock.nowUnixMs()).old
+        replyValue(old, into: &out)
     }
 
     /// GETDEL key
@@ -284,13 +262,7 @@ extension CommandExecutor {
             guard let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) else { return nil }
             return keyspace.remove(slot: slot).value
         }
-        if let old {
-            hitsTally += 1
-            out.writeBulkString(old)
-        } else {
-            missesTally += 1
-            out.writeNull(resp)
-        }
+        replyValue(old, into: &out)
     }
 
     /// GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]
@@ -330,13 +302,7 @@ extension CommandExecutor {
             }
             return value
         }
-        if let value {
-            hitsTally += 1
-            out.writeBulkString(value)
-        } else {
-            missesTally += 1
-            out.writeNull(resp)
-        }
+        replyValue(value, into: &out)
     }
 
     /// MGET key [key ...]: atomic against concurrent multi-key writes (every involved shard
