@@ -39,6 +39,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var pending: ByteBuffer?
     /// Set once the connection will close (QUIT, protocol error, shutdown): reads are ignored.
     private var closing = false
+    /// Set while command execution waits for the peer to read its replies: a client that
+    /// pipelines large reads without reading them must not grow the server's memory.
+    private var pausedForBackpressure = false
     private let record: ClientRecord
     private let shutdownBox: WeakHandlerBox
     private var context: ChannelHandlerContext?
@@ -85,7 +88,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             // No argument slices are alive here, so this appends without copying the buffer.
             pending!.writeBuffer(&incoming)
         }
-        processPending(context: context)
+        if !pausedForBackpressure { processPending(context: context) }
     }
 
     /// Executes every complete command in `pending`.
@@ -117,6 +120,12 @@ final class ConnectionHandler: ChannelInboundHandler {
             if state.outbound.readableBytes >= Self.outboundFlushBytes {
                 context.writeAndFlush(wrapOutboundOut(state.outbound), promise: nil)
                 state.outbound.clear()
+                if !context.channel.isWritable {
+                    // The peer is not reading: stop executing (and reading) until it catches up.
+                    pausedForBackpressure = true
+                    context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+                    break
+                }
             }
         }
         if !closing && buffer.readableBytes > 0 {
@@ -155,9 +164,18 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Stops reading while the peer does not read its replies (output backpressure).
+    /// Output backpressure: stops reading while the peer does not read its replies, and
+    /// resumes the commands left waiting once it does.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenComplete { _ in }
+        let writable = context.channel.isWritable
+        if writable && pausedForBackpressure && !closing {
+            pausedForBackpressure = false
+            if pending != nil { processPending(context: context) }
+            flushReplies(context: context)
+        }
+        if !pausedForBackpressure {
+            context.channel.setOption(ChannelOptions.autoRead, value: writable).whenComplete { _ in }
+        }
         context.fireChannelWritabilityChanged()
     }
 
