@@ -42,6 +42,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Set while command execution waits for the peer to read its replies: a client that
     /// pipelines large reads without reading them must not grow the server's memory.
     private var pausedForBackpressure = false
+    /// Set by graceful shutdown while commands already received still wait for the peer to
+    /// read earlier replies: they are executed and answered, then the connection closes.
+    private var shutdownRequested = false
     private let record: ClientRecord
     private let shutdownBox: WeakHandlerBox
     private var context: ChannelHandlerContext?
@@ -80,7 +83,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if closing { return }
+        // After shutdown began, bytes that were not read before it are not taken on.
+        if closing || shutdownRequested { return }
         var incoming = unwrapInboundIn(data)
         if pending == nil {
             pending = incoming
@@ -133,7 +137,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             pending = buffer
         }
         batch = state
-        if closing { finishAndClose(context: context) }
+        if closing || (shutdownRequested && !pausedForBackpressure) { finishAndClose(context: context) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -171,9 +175,12 @@ final class ConnectionHandler: ChannelInboundHandler {
         if writable && pausedForBackpressure && !closing {
             pausedForBackpressure = false
             if pending != nil { processPending(context: context) }
-            flushReplies(context: context)
+            if !closing {
+                flushReplies(context: context)
+                if shutdownRequested && !pausedForBackpressure { finishAndClose(context: context) }
+            }
         }
-        if !pausedForBackpressure {
+        if !pausedForBackpressure && !shutdownRequested && !closing {
             context.channel.setOption(ChannelOptions.autoRead, value: writable).whenComplete { _ in }
         }
         context.fireChannelWritabilityChanged()
@@ -202,10 +209,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         written.futureResult.whenComplete { _ in channel.close(promise: nil) }
     }
 
-    /// Called on the event loop by graceful shutdown.
+    /// Called on the event loop by graceful shutdown: answers every command already received
+    /// (waiting for the peer to read, if it is slow), then closes.
     fileprivate func closeGracefullyOnLoop() {
-        guard let context, !closing else { return }
-        finishAndClose(context: context)
+        guard let context, !closing, !shutdownRequested else { return }
+        shutdownRequested = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        if !pausedForBackpressure { finishAndClose(context: context) }
     }
 }
 
