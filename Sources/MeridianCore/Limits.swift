@@ -25,6 +25,8 @@ public enum Limits {
     /// Bytes of bookkeeping charged to every entry on top of its key and value bytes:
     /// the dictionary slot, the slot array element and two buffer headers.
     public static let entryOverheadBytes = 128
+    /// Default most client connections at once (`maxclients`, as Redis's default).
+    public static let clientsMaxDefault = 10_000
     /// Longest client name accepted by CLIENT SETNAME / HELLO SETNAME.
     public static let clientNameBytesMax = 256
 }

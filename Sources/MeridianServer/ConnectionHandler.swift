@@ -71,6 +71,14 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        if server.clients.count >= server.maxClients.load(ordering: .relaxed) {
+            // Redis's answer to one connection too many; the others are unaffected.
+            closing = true
+            var refusal = context.channel.allocator.buffer(capacity: 48)
+            refusal.writeErrorReply("ERR max number of clients reached")
+            context.writeAndFlush(wrapOutboundOut(refusal)).whenComplete { _ in context.close(promise: nil) }
+            return
+        }
         server.clients.register(record)
         server.database.statistics.connectionsReceived.add(1, ordering: .relaxed)
         context.fireChannelActive()

@@ -62,7 +62,7 @@ struct InfoReport {
         case "clients":
             return [
                 ("connected_clients", "\(server.clients.count)"),
-                ("maxclients", "10000"),
+                ("maxclients", "\(server.maxClients.load(ordering: .relaxed))"),
             ]
         case "memory":
             let used = database.usedBytes

@@ -195,7 +195,7 @@ struct RuntimeSettings {
     let server: ServerContext
 
     /// Settings that can be changed at run time.
-    static let mutable: Set<String> = ["maxmemory", "maxmemory-samples"]
+    static let mutable: Set<String> = ["maxmemory", "maxmemory-samples", "maxclients"]
 
     /// Every setting with its current value, in a stable order.
     func all() -> [(String, String)] {
@@ -204,6 +204,7 @@ struct RuntimeSettings {
         return [
             ("maxmemory", String(database.maxmemoryBytes.load(ordering: .relaxed))),
             ("maxmemory-samples", String(database.evictionSamples.load(ordering: .relaxed))),
+            ("maxclients", String(server.maxClients.load(ordering: .relaxed))),
             // Eviction is per namespace (`eviction: lru|none`); this is the closest Redis name.
             ("maxmemory-policy", "allkeys-lru"),
             ("port", String(address.port)),
@@ -232,6 +233,11 @@ struct RuntimeSettings {
                 return "ERR CONFIG SET failed (possibly related to argument 'maxmemory-samples') - argument must be between 1 and 64 inclusive"
             }
             return nil
+        case "maxclients":
+            guard let clients = Int(value), (1...1_000_000).contains(clients) else {
+                return "ERR CONFIG SET failed (possibly related to argument 'maxclients') - argument must be between 1 and 1000000 inclusive"
+            }
+            return nil
         default:
             if all().contains(where: { $0.0 == name }) {
                 return "ERR CONFIG SET failed (possibly related to argument '\(name)') - can't set immutable config"
@@ -249,6 +255,8 @@ struct RuntimeSettings {
             server.logger.info("maxmemory changed", metadata: ["maxmemory": "\(bytes)"])
         case "maxmemory-samples":
             server.database.evictionSamples.store(Int(value)!, ordering: .relaxed)
+        case "maxclients":
+            server.maxClients.store(Int(value)!, ordering: .relaxed)
         default:
             preconditionFailure("apply of an unvalidated setting \(name)")
         }

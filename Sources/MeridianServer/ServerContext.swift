@@ -1,6 +1,7 @@
 import Logging
 import MeridianCore
 import NIOConcurrencyHelpers
+import Synchronization
 
 /// What every connection of a node shares: the database, the client registry and the facts
 /// INFO and CONFIG report.
@@ -24,6 +25,8 @@ public final class ServerContext: Sendable {
     public let logger: Logger
     /// Event loop threads serving clients.
     public let eventLoopCount: Int
+    /// Most client connections at once; more are refused with Redis's error (`maxclients`).
+    public let maxClients = Synchronization.Atomic<Int>(Limits.clientsMaxDefault)
 
     public init(
         configuration: MeridianConfiguration, nodeName: String, datacenterName: String, origin: ReplicaID,
