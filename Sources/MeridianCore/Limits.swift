@@ -22,9 +22,12 @@ public enum Limits {
     public static let patternTokensMax = 1024
     /// Largest COUNT hint honoured by one SCAN call; larger hints are clamped.
     public static let scanCountMax = 100_000
-    /// Bytes of bookkeeping charged to every entry on top of its key and value bytes:
-    /// the dictionary slot, the slot array element and two buffer headers.
-    public static let entryOverheadBytes = 128
+    /// Bytes of bookkeeping charged to every entry on top of its key and value bytes: the
+    /// slot, its share of the hash index and side indexes, the value array's header and
+    /// allocator rounding, and the arrays' growth slack. Calibrated so that `maxmemory`
+    /// bounds the process's resident memory: measured at 195–197 bytes per entry over 1 M
+    /// keys (docs/PERFORMANCE.md, "Memory per key").
+    public static let entryOverheadBytes = 200
     /// Default most client connections at once (`maxclients`, as Redis's default).
     public static let clientsMaxDefault = 10_000
     /// Longest client name accepted by CLIENT SETNAME / HELLO SETNAME.

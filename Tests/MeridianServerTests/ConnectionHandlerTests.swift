@@ -114,6 +114,7 @@ import Testing
         for index in 0..<10 { _ = try client.send(Client.command("SET", "pinned:\(index)", value)) }
         for index in 0..<100 { #expect(try client.send(Client.command("SET", "c" + String(repeating: "0", count: 7 - String(index).count) + String(index), value)) == "+OK\r\n") }
         #expect(context.database.usedBytes <= entryBytes * 21)
+        #expect(entryBytes == 8 + 100 + Limits.entryOverheadBytes)
         #expect(context.database.namespaceCounters()[0].evictedKeys > 0)
         #expect(context.database.namespaceCounters()[1].keys == 10, "eviction: none keys are never evicted")
         // Fill the rest with pinned keys: once nothing evictable is left, writes get -OOM.

@@ -50,6 +50,11 @@ READY_LINE = "ready to accept connections"
 # --------------------------------------------------------------------------------------------
 
 
+# Bytes charged per entry on top of its key and value (Limits.entryOverheadBytes, reported
+# as `entry_overhead_bytes` in INFO memory; calibrated against RSS, see docs/PERFORMANCE.md).
+ENTRY_OVERHEAD = 200
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago (bind to port 0, read it, release it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

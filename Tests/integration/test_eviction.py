@@ -4,7 +4,7 @@ How: servers are started with the standard namespaces (default/session/profile a
 pinned/config are `eviction: none`) and a small ``limits.maxmemory`` (or a runtime
 ``CONFIG SET maxmemory``). The tests write far more than fits and then read INFO: evicted_keys
 must be positive and equal to the per-namespace ``evicted=`` counters, used_memory must stay
-within maxmemory plus one entry (each entry is charged key + value + 128 bytes), every
+within maxmemory plus one entry (each entry is charged key + value + 200 bytes), every
 `pinned:` key must survive, and once memory holds only pinned keys every denyoom write must get
 exactly ``-OOM command not allowed when used memory > 'maxmemory'.`` while reads and DEL still
 work (and free room for writes again). A last test checks that eviction is LRU-like: keys read
@@ -13,14 +13,13 @@ after every batch of writes survive while older keys are evicted.
 
 import time
 
-from conftest import make_config
+from conftest import ENTRY_OVERHEAD, make_config
 
 OOM = ("error", b"OOM command not allowed when used memory > 'maxmemory'.")
-OVERHEAD = 128
 
 
 def _entry(key: str, value_len: int) -> int:
-    return len(key.encode()) + value_len + OVERHEAD
+    return len(key.encode()) + value_len + ENTRY_OVERHEAD
 
 
 def _fill(client, keys, value):

@@ -1,4 +1,4 @@
-"""INFO used_memory is exactly the documented per-entry charge: key bytes + value bytes + 128.
+"""INFO used_memory is exactly the documented per-entry charge: key bytes + value bytes + 200.
 
 How: a fixed-seed random mix of writes (SET with and without TTL, APPEND, SETRANGE, INCR,
 INCRBYFLOAT, GETSET, MSET, RENAME onto existing keys, DEL, GETDEL, expiring keys, FLUSHDB) runs
@@ -10,6 +10,8 @@ the ``ns_*`` ``bytes=`` fields. Any drift means the accounting that drives evict
 import random
 import time
 
+from conftest import ENTRY_OVERHEAD
+
 
 def _charged(c) -> int:
     keys = c.keys("*")
@@ -17,7 +19,7 @@ def _charged(c) -> int:
     for k in keys:
         pipe.strlen(k)
     lengths = pipe.execute()
-    return sum(len(k.encode()) + n + 128 for k, n in zip(keys, lengths))
+    return sum(len(k.encode()) + n + ENTRY_OVERHEAD for k, n in zip(keys, lengths))
 
 
 def _reported(c):

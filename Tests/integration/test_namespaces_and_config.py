@@ -9,7 +9,7 @@ config, pinned with eviction none, profile with strong_keys ["profile:*:email"])
   ``ERR strong consistency is not available`` and stores nothing (multi-key writes included),
   while `profile:1:name` is writable and reads of strong keys work.
 * INFO keyspace has one ``ns_<name>`` line per namespace with keys, expires, bytes (key + value
-  + 128 per entry), prefix, consistency, durability, eviction and default_ttl_ms.
+  + 200 per entry), prefix, consistency, durability, eviction and default_ttl_ms.
 * bad configuration files make the server exit non-zero within seconds, naming the field.
 """
 
@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from conftest import MERIDIAN_SERVER, MeridianProcess, free_port, make_config
+from conftest import ENTRY_OVERHEAD, MERIDIAN_SERVER, MeridianProcess, free_port, make_config
 
 STRONG_ERROR = b"ERR strong consistency is not available"
 
@@ -127,18 +127,18 @@ def test_info_keyspace_per_namespace(meridian_ns):
         return dict(kv.split("=", 1) for kv in lines[name].split(","))
 
     d = fields("ns_default")
-    assert d == {"keys": "3", "expires": "1", "bytes": str((2 + 5 + 128) + (2 + 1 + 128) + (2 + 1 + 128)),
+    assert d == {"keys": "3", "expires": "1", "bytes": str((2 + 5 + ENTRY_OVERHEAD) + (2 + 1 + ENTRY_OVERHEAD) + (2 + 1 + ENTRY_OVERHEAD)),
                  "expired": "0", "evicted": "0", "prefix": "", "consistency": "eventual", "durability": "memory",
                  "eviction": "lru", "default_ttl_ms": "0"}, d
     s = fields("ns_session")
-    assert s == {"keys": "1", "expires": "1", "bytes": str(10 + 3 + 128), "expired": "0", "evicted": "0",
+    assert s == {"keys": "1", "expires": "1", "bytes": str(10 + 3 + ENTRY_OVERHEAD), "expired": "0", "evicted": "0",
                  "prefix": "session:", "consistency": "eventual", "durability": "memory", "eviction": "lru",
                  "default_ttl_ms": "1800000"}, s
     cfg = fields("ns_config")
     assert (cfg["keys"], cfg["consistency"], cfg["durability"], cfg["eviction"], cfg["prefix"]) == (
         "0", "strong", "write-through", "none", "config:")
     p = fields("ns_pinned")
-    assert (p["keys"], p["bytes"], p["eviction"], p["durability"]) == ("1", str(8 + 10 + 128), "none", "memory")
+    assert (p["keys"], p["bytes"], p["eviction"], p["durability"]) == ("1", str(8 + 10 + ENTRY_OVERHEAD), "none", "memory")
     pr = fields("ns_profile")
     # defaults of an unspecified namespace: eventual, write-back, lru
     assert (pr["keys"], pr["consistency"], pr["durability"], pr["eviction"]) == ("1", "eventual", "write-back", "lru")
