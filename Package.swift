@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "meridian-server", targets: ["meridian-server"]),
         .executable(name: "meridian", targets: ["meridian"]),
         .library(name: "MeridianCore", targets: ["MeridianCore"]),
+        .library(name: "MeridianRESP", targets: ["MeridianRESP"]),
         .library(name: "MeridianServer", targets: ["MeridianServer"]),
     ],
     dependencies: [

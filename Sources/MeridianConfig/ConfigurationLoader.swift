@@ -22,6 +22,10 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable, Sen
 /// The loader is strict: an unknown field is refused rather than ignored, so a typo such as
 /// `evicton: none` cannot silently leave a namespace evictable.
 public enum ConfigurationLoader {
+    /// Longest `default_ttl` accepted (100 years): far beyond any cache's need, far below
+    /// where adding it to the clock could overflow.
+    public static let defaultTTLMsMax: Int64 = 100 * 365 * 86_400_000
+
     /// Parses and validates configuration text.
     public static func parse(yaml text: String) throws(ConfigurationError) -> MeridianConfiguration {
         let root: Node?
@@ -169,8 +173,8 @@ public enum ConfigurationLoader {
             var defaultTTL: Int64?
             if let ttlNode = mapping["default_ttl"] {
                 let text = try scalar(ttlNode, at: "\(path).default_ttl")
-                guard let ms = Units.parseDurationMs(text), ms > 0 else {
-                    throw ConfigurationError(field: "\(path).default_ttl", problem: "expected a positive duration such as 30m, 10s or 500ms, got '\(text)'")
+                guard let ms = Units.parseDurationMs(text), ms > 0, ms <= Self.defaultTTLMsMax else {
+                    throw ConfigurationError(field: "\(path).default_ttl", problem: "expected a positive duration up to 100 years, such as 30m, 10s or 500ms, got '\(text)'")
                 }
                 defaultTTL = ms
             }

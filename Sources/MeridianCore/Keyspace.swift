@@ -13,9 +13,9 @@ public struct Entry: Sendable {
     public var lastAccessUnixMs: Int64
     /// The index of the key's namespace in the node's `NamespaceTable`.
     public let namespaceIndex: UInt16
-    /// Whether the value was edited in place (APPEND, SETRANGE), which Redis reports as the
-    /// `raw` encoding whatever the value's length.
-    public var isEditedInPlace = false
+    /// What OBJECT ENCODING reports: Redis's encoding depends on how a value was written,
+    /// not only on its bytes.
+    public var encoding: EncodingHint = .byContent
     /// Position of this entry's slot in `Keyspace.expiring`, or -1.
     fileprivate var expiringPosition: Int32 = -1
     /// Position of this entry's slot in `Keyspace.evictable`, or -1.
@@ -52,6 +52,16 @@ public struct Entry: Sendable {
             value: value, valueStamp: valueStamp,
             expiryUnixMs: hasExpiry ? expiryUnixMs : nil, expiryStamp: expiryStamp)
     }
+}
+
+/// How Redis would have encoded a string value, which OBJECT ENCODING reports.
+public enum EncodingHint: UInt8, Sendable {
+    /// Written whole by SET and friends: `int`, `embstr` or `raw` by the bytes.
+    case byContent
+    /// Edited in place (APPEND, SETRANGE): always `raw`.
+    case raw
+    /// Produced as text that is never integer-encoded (INCRBYFLOAT): `embstr` or `raw` by length.
+    case notInteger
 }
 
 /// Per-namespace counters of one keyspace.
@@ -216,7 +226,7 @@ public struct Keyspace: Sendable {
         let delta = value.count - slots[slot].entry.value.count
         slots[slot].entry.value = value
         slots[slot].entry.valueStamp = stamp
-        slots[slot].entry.isEditedInPlace = false
+        slots[slot].entry.encoding = .byContent
         adjustBytes(slot: slot, by: delta)
     }
 
@@ -225,9 +235,14 @@ public struct Keyspace: Sendable {
         let before = slots[slot].entry.value.count
         let result = body(&slots[slot].entry.value)
         slots[slot].entry.valueStamp = stamp
-        slots[slot].entry.isEditedInPlace = true
+        slots[slot].entry.encoding = .raw
         adjustBytes(slot: slot, by: slots[slot].entry.value.count - before)
         return result
+    }
+
+    /// Records how a live slot's value was written (see `EncodingHint`).
+    public mutating func setEncoding(at slot: Int, _ encoding: EncodingHint) {
+        slots[slot].entry.encoding = encoding
     }
 
     /// Sets or clears (`Entry.noExpiry`) the expiry of a live slot.

@@ -20,6 +20,10 @@ public enum Limits {
     /// Most tokens (literals, `?`, classes, collapsed `*` runs) a compiled glob may hold: as
     /// many as its bytes, so that any key (256 bytes) can be written as a pattern.
     public static let patternTokensMax = 1024
+    /// Largest reply one command may produce (MGET of many large values, KEYS over a large
+    /// keyspace). Beyond it the command answers an error instead of buffering the reply; the
+    /// output buffer of a connection could not hold 4 GiB anyway.
+    public static let replyBytesMax = 256 * 1_048_576
     /// Largest COUNT hint honoured by one SCAN call; larger hints are clamped.
     public static let scanCountMax = 100_000
     /// Bytes of bookkeeping charged to every entry on top of its key and value bytes: the

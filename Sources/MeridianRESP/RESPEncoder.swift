@@ -19,18 +19,26 @@ extension ByteBuffer {
         writeCRLF()
     }
 
-    /// `+text\r\n` for dynamic text (must not contain CR or LF).
+    /// `+text\r\n` for dynamic text; CR and LF become spaces, as Redis does, so that text
+    /// quoting a client's bytes cannot forge further replies.
     public mutating func writeSimpleString(_ text: String) {
         writeInteger(UInt8(ascii: "+"))
-        writeString(text)
+        writeSingleLine(text)
         writeCRLF()
     }
 
     /// `-message\r\n`; the message starts with the error code (`ERR`, `WRONGTYPE`, `OOM`...).
+    /// CR and LF in the message become spaces (see `writeSimpleString`).
     public mutating func writeErrorReply(_ message: String) {
         writeInteger(UInt8(ascii: "-"))
-        writeString(message)
+        writeSingleLine(message)
         writeCRLF()
+    }
+
+    private mutating func writeSingleLine(_ text: String) {
+        for byte in text.utf8 {
+            writeInteger(byte == 0x0D || byte == 0x0A ? UInt8(ascii: " ") : byte)
+        }
     }
 
     /// `-message\r\n` for constant messages.

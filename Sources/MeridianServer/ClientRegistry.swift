@@ -47,6 +47,8 @@ public final class ClientRegistry: Sendable {
         var clients: [Int: ClientRecord] = [:]
         /// Ids given to accepted channels whose handlers are not set up yet.
         var reserved: [ObjectIdentifier: Int] = [:]
+        /// Set when graceful shutdown began: no connection registers after that.
+        var shuttingDown = false
     }
 
     private let state = NIOLockedValueBox(State())
@@ -80,9 +82,24 @@ public final class ClientRegistry: Sendable {
         }
     }
 
-    func register(_ record: ClientRecord) {
-        state.withLockedValue { $0.clients[record.id] = record }
+    /// Why a connection was not registered.
+    enum Refusal: Error {
+        case tooManyClients
+        case shuttingDown
     }
+
+    /// Registers a connection unless `limit` connections are open or shutdown began; the
+    /// check and the registration are one step, so two loops cannot both take the last place.
+    func register(_ record: ClientRecord, limit: Int) throws(Refusal) {
+        let refusal: Refusal? = state.withLockedValue { value in
+            if value.shuttingDown { return .shuttingDown }
+            if value.clients.count >= limit { return .tooManyClients }
+            value.clients[record.id] = record
+            return nil
+        }
+        if let refusal { throw refusal }
+    }
+
 
     func unregister(id: Int) {
         _ = state.withLockedValue { $0.clients.removeValue(forKey: id) }
@@ -99,7 +116,10 @@ public final class ClientRegistry: Sendable {
 
     /// Asks every connection to close once its in-flight replies are written.
     func closeAllGracefully() {
-        let records = state.withLockedValue { Array($0.clients.values) }
+        let records = state.withLockedValue { value in
+            value.shuttingDown = true
+            return Array(value.clients.values)
+        }
         for record in records { record.closeGracefully() }
     }
 }

@@ -71,15 +71,21 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        if server.clients.count >= server.maxClients.load(ordering: .relaxed) {
-            // Redis's answer to one connection too many; the others are unaffected.
+        do {
+            try server.clients.register(record, limit: server.maxClients.load(ordering: .relaxed))
+        } catch {
             closing = true
-            var refusal = context.channel.allocator.buffer(capacity: 48)
-            refusal.writeErrorReply("ERR max number of clients reached")
-            context.writeAndFlush(wrapOutboundOut(refusal)).whenComplete { _ in context.close(promise: nil) }
+            switch error {
+            case .tooManyClients:
+                // Redis's answer to one connection too many; the others are unaffected.
+                var refusal = context.channel.allocator.buffer(capacity: 48)
+                refusal.writeErrorReply("ERR max number of clients reached")
+                context.writeAndFlush(wrapOutboundOut(refusal)).whenComplete { _ in context.close(promise: nil) }
+            case .shuttingDown:
+                context.close(promise: nil)
+            }
             return
         }
-        server.clients.register(record)
         server.database.statistics.connectionsReceived.add(1, ordering: .relaxed)
         context.fireChannelActive()
     }
@@ -141,7 +147,10 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
         }
         if !closing && buffer.readableBytes > 0 {
-            if buffer.readerIndex > 64 * 1024 && !state.decoder.isMidCommand { buffer.discardReadBytes() }
+            // The decoder's progress is relative to the reader index, so compacting is safe even
+            // in the middle of a command; without it a client that streams without pauses
+            // would keep every byte it ever sent.
+            if buffer.readerIndex > 64 * 1024 { buffer.discardReadBytes() }
             pending = buffer
         }
         batch = state

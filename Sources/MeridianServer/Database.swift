@@ -103,6 +103,8 @@ public final class Database: Sendable {
     public static let expiryRepeatPercent = 25
     /// Upper bound on one active expiry pass over all shards, so the loop that runs it is not held.
     public static let expiryPassTimeBudgetNs: UInt64 = 2_000_000
+    /// Most sampling rounds one shard gets in one pass.
+    public static let expiryRoundsPerShardMax = 16
 
     public let shards: [Shard]
     public let namespaces: NamespaceTable
@@ -115,6 +117,8 @@ public final class Database: Sendable {
     private let lastTimestamp = Synchronization.Atomic<UInt64>(0)
     /// `maxmemory` in bytes; 0 is unlimited. Changed at run time by `CONFIG SET maxmemory`.
     public let maxmemoryBytes: Synchronization.Atomic<Int>
+    /// Where the next active expiry pass starts.
+    private let expiryCursor = Synchronization.Atomic<Int>(0)
     /// `maxmemory-samples`.
     public let evictionSamples = Synchronization.Atomic<Int>(Database.evictionSamplesDefault)
 
@@ -233,14 +237,23 @@ public final class Database: Sendable {
     /// One pass of active expiry over every shard: samples keys with a TTL and removes the
     /// expired ones, repeating on a shard while many of its samples were expired, within
     /// `expiryPassTimeBudgetNs`. Returns how many keys it removed.
+    ///
+    /// A pass resumes at the shard where the previous one ran out of time, and no shard gets
+    /// more than `expiryRoundsPerShardMax` rounds per pass, so one shard full of short-lived
+    /// keys cannot keep the others from being reaped.
     public func activeExpirePass<G: RandomNumberGenerator>(
         nowUnixMs: Int64, monotonicNs: () -> UInt64, using generator: inout G
     ) -> Int {
         let deadline = monotonicNs() + Self.expiryPassTimeBudgetNs
+        let start = expiryCursor.load(ordering: .relaxed)
         var removed = 0
-        for shard in shards {
+        for offset in 0..<Self.shardCount {
+            let index = (start + offset) & (Self.shardCount - 1)
+            let shard = shards[index]
+            var rounds = 0
             var repeatShard = true
-            while repeatShard {
+            while repeatShard && rounds < Self.expiryRoundsPerShardMax {
+                rounds += 1
                 shard.lock.lock()
                 let round = shard.keyspace.expireSample(
                     nowUnixMs: nowUnixMs, samples: Self.expirySamplesPerRound, using: &generator)
@@ -248,7 +261,10 @@ public final class Database: Sendable {
                 shard.lock.unlock()
                 removed += round.expired
                 repeatShard = round.sampled > 0 && round.expired * 100 > round.sampled * Self.expiryRepeatPercent
-                if monotonicNs() > deadline { return removed }
+                if monotonicNs() > deadline {
+                    expiryCursor.store((index + 1) & (Self.shardCount - 1), ordering: .relaxed)
+                    return removed
+                }
             }
         }
         statistics.activeExpiryCycles.add(1, ordering: .relaxed)
@@ -257,14 +273,15 @@ public final class Database: Sendable {
 
     // MARK: Whole keyspace
 
-    /// Removes every key of every shard.
+    /// Removes every key of every shard, atomically: all shard locks are held together (in
+    /// ascending order), so no multi-key write can land half before and half after.
     public func removeAll() {
+        for shard in shards { shard.lock.lock() }
         for shard in shards {
-            shard.lock.lock()
             shard.keyspace.removeAll()
             shard.publishUsedBytes()
-            shard.lock.unlock()
         }
+        for shard in shards.reversed() { shard.lock.unlock() }
     }
 
     /// Number of keys (including expired keys not reaped yet, as Redis's DBSIZE).

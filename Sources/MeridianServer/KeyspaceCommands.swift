@@ -84,7 +84,7 @@ extension CommandExecutor {
             var moved = Entry(
                 value: entry.value, valueStamp: stamp, expiryUnixMs: entry.expiryUnixMs, expiryStamp: stamp,
                 lastAccessUnixMs: now, namespaceIndex: destinationNamespace)
-            moved.isEditedInPlace = entry.isEditedInPlace
+            moved.encoding = entry.encoding
             destinationShard.keyspace.insert(Key(borrowing: destination), entry: moved)
             return .renamed
         }
@@ -172,13 +172,11 @@ extension CommandExecutor {
         hitsTally += 1
         if expiry == Entry.noExpiry {
             out.writeIntegerReply(-1)
-        } else if absolute {
-            out.writeIntegerReply(Int(expiry / unitMs))
-        } else {
-            let remaining = max(0, expiry - now)
-            // Redis rounds TTL to the nearest second.
-            out.writeIntegerReply(Int(unitMs == 1 ? remaining : (remaining + 500) / 1000))
+            return
         }
+        let value = absolute ? expiry : max(0, expiry - now)
+        // Redis rounds seconds to the nearest one, for TTL and EXPIRETIME alike.
+        out.writeIntegerReply(Int(unitMs == 1 ? value : value / 1000 + (value % 1000 >= 500 ? 1 : 0)))
     }
 
     /// PERSIST key → 1 when a TTL was removed.
@@ -290,20 +288,26 @@ extension CommandExecutor {
         guard let pattern = compilePattern(a[1], into: &out) else { return }
         let now = SystemClock.nowUnixMs()
         var found: [[UInt8]] = []
-        for shard in 0..<Database.shardCount {
+        var replyBytes = 16
+        for shard in 0..<Database.shardCount where replyBytes <= Limits.replyBytesMax {
             database.withShard(index: shard) { keyspace in
                 var slot = 0
-                while slot < keyspace.slotCapacity {
+                while slot < keyspace.slotCapacity && replyBytes <= Limits.replyBytesMax {
                     if keyspace.isOccupied(slot) {
                         let key = keyspace.key(at: slot)
                         if !keyspace.entry(at: slot).isExpired(atUnixMs: now)
                             && pattern.matches(key) {
                             found.append(key)
+                            replyBytes += key.count + 16
                         }
                     }
                     slot += 1
                 }
             }
+        }
+        guard replyBytes <= Limits.replyBytesMax else {
+            error("ERR reply too large (max \(Limits.replyBytesMax) bytes): use SCAN to iterate over this many keys", into: &out)
+            return
         }
         out.writeArrayHeader(found.count)
         for key in found { out.writeBulkString(key) }
@@ -401,7 +405,7 @@ extension CommandExecutor {
         }
         hitsTally += 1
         if Self.matches(sub, Self.objectENCODING) {
-            out.writeBulkString(entry.isEditedInPlace ? "raw" : Self.encodingName(entry.value))
+            out.writeBulkString(Self.encodingName(entry.value, entry.encoding))
         } else if Self.matches(sub, Self.objectIDLETIME) {
             out.writeIntegerReply(Int(max(0, now - entry.lastAccessUnixMs) / 1000))
         } else if Self.matches(sub, Self.objectREFCOUNT) {
@@ -411,12 +415,14 @@ extension CommandExecutor {
         }
     }
 
-    /// The Redis encoding name a freshly written string value has: `int` for a canonical
-    /// 64-bit integer, `embstr` up to 44 bytes, `raw` above. (Values edited in place by APPEND
-    /// or SETRANGE are `raw`, see `Entry.isEditedInPlace`.)
-    static func encodingName(_ value: [UInt8]) -> String {
-        if value.count <= 20, parseInt64(value) != nil { return "int" }
-        return value.count <= 44 ? "embstr" : "raw"
+    /// The encoding Redis reports for a string value: `int` for a canonical 64-bit integer
+    /// written whole, `embstr` up to 44 bytes, `raw` above or after an in-place edit.
+    static func encodingName(_ value: [UInt8], _ hint: EncodingHint) -> String {
+        switch hint {
+        case .raw: return "raw"
+        case .byContent where value.count <= 20 && parseInt64(value) != nil: return "int"
+        case .byContent, .notInteger: return value.count <= 44 ? "embstr" : "raw"
+        }
     }
 
     /// The limit error for a key argument outside the command table's key positions.

@@ -17,7 +17,10 @@ extension CommandExecutor {
     /// `default_ttl`, or none.
     @inline(__always)
     func defaultExpiry(namespaceIndex: Int, nowUnixMs: Int64) -> Int64 {
-        if let ttl = database.namespaces.namespaces[namespaceIndex].defaultTTLMs { return nowUnixMs + ttl }
+        // The loader bounds default_ttl, so this addition cannot overflow for any real clock.
+        if let ttl = database.namespaces.namespaces[namespaceIndex].defaultTTLMs {
+            return Self.addingWithoutOverflow(nowUnixMs, ttl) ?? Entry.noExpiry
+        }
         return Entry.noExpiry
     }
 
@@ -27,7 +30,7 @@ extension CommandExecutor {
     static func store(
         _ keyspace: inout Keyspace, key: ByteBuffer, existing: Int?, value: [UInt8], expiry: ExpiryChange,
         namespaceIndex: Int, defaultExpiryUnixMs: Int64, stamp: LWWStamp, nowUnixMs: Int64,
-        editedInPlace: Bool = false
+        encoding: EncodingHint = .byContent
     ) {
         let expiryUnixMs: Int64
         switch expiry {
@@ -47,7 +50,7 @@ extension CommandExecutor {
             var entry = Entry(
                 value: value, valueStamp: stamp, expiryUnixMs: expiryUnixMs, expiryStamp: stamp,
                 lastAccessUnixMs: nowUnixMs, namespaceIndex: namespaceIndex)
-            entry.isEditedInPlace = editedInPlace
+            entry.encoding = encoding
             keyspace.insert(Key(borrowing: key), entry: entry)
         }
     }
@@ -160,29 +163,35 @@ extension CommandExecutor {
     mutating func set(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         guard checkValue(a[2], into: &out) else { return }
         let now = SystemClock.nowUnixMs()
+        // Redis's rules: an option may repeat (the last expiry wins), conflicting ones are a
+        // syntax error, and the expiry's number is read only once every option parsed.
         var nx = false, xx = false, returnOld = false, keepTTL = false
-        var expiry: Int64?
+        var expiryOption: (kind: ExpiryOption, argument: ByteBuffer)?
         var index = 3
         while index < a.count {
             let option = a[index]
-            let hasNext = index + 1 < a.count
             if Self.matches(option, Self.optionNX) && !xx {
                 nx = true
             } else if Self.matches(option, Self.optionXX) && !nx {
                 xx = true
             } else if Self.matches(option, Self.optionGET) {
                 returnOld = true
-            } else if Self.matches(option, Self.optionKEEPTTL) && expiry == nil {
+            } else if Self.matches(option, Self.optionKEEPTTL) && expiryOption == nil {
                 keepTTL = true
-            } else if hasNext && expiry == nil && !keepTTL, let kind = Self.expiryOption(option) {
-                guard let at = parseExpiryOption(kind, a[index + 1], command: "set", nowUnixMs: now, into: &out) else { return }
-                expiry = at
+            } else if index + 1 < a.count && !keepTTL, let kind = Self.expiryOption(option),
+                      expiryOption == nil || expiryOption!.kind == kind {
+                expiryOption = (kind, a[index + 1])
                 index += 1
             } else {
                 syntaxError(into: &out)
                 return
             }
             index += 1
+        }
+        var expiry: Int64?
+        if let expiryOption {
+            guard let at = parseExpiryOption(expiryOption.kind, expiryOption.argument, command: "set", nowUnixMs: now, into: &out) else { return }
+            expiry = at
         }
         let change: ExpiryChange = keepTTL ? .keep : expiry.map { .set($0) } ?? .clear
         let condition: WriteCondition = nx ? .ifAbsent : xx ? .ifPresent : .always
@@ -268,21 +277,28 @@ extension CommandExecutor {
     /// GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]
     mutating func getex(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         let now = SystemClock.nowUnixMs()
-        var change: ExpiryChange = .keep
+        // As SET: repeats allowed, conflicts refused, the number read last.
+        var persist = false
+        var expiryOption: (kind: ExpiryOption, argument: ByteBuffer)?
         var index = 2
         while index < a.count {
             let option = a[index]
-            if Self.matches(option, Self.optionPERSIST) && change == .keep {
-                change = .clear
-            } else if index + 1 < a.count && change == .keep, let kind = Self.expiryOption(option) {
-                guard let at = parseExpiryOption(kind, a[index + 1], command: "getex", nowUnixMs: now, into: &out) else { return }
-                change = .set(at)
+            if Self.matches(option, Self.optionPERSIST) && expiryOption == nil {
+                persist = true
+            } else if index + 1 < a.count && !persist, let kind = Self.expiryOption(option),
+                      expiryOption == nil || expiryOption!.kind == kind {
+                expiryOption = (kind, a[index + 1])
                 index += 1
             } else {
                 syntaxError(into: &out)
                 return
             }
             index += 1
+        }
+        var change: ExpiryChange = persist ? .clear : .keep
+        if let expiryOption {
+            guard let at = parseExpiryOption(expiryOption.kind, expiryOption.argument, command: "getex", nowUnixMs: now, into: &out) else { return }
+            change = .set(at)
         }
         let key = a[1]
         let stamp = change == .keep ? LWWStamp.zero : database.stamp(nowUnixMs: now)
@@ -306,22 +322,43 @@ extension CommandExecutor {
     }
 
     /// MGET key [key ...]: atomic against concurrent multi-key writes (every involved shard
-    /// is locked for the whole command).
+    /// is locked for the whole command). The reply's size is checked before it is written.
     mutating func mget(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         let now = SystemClock.nowUnixMs()
         let resp = self.resp
-        out.writeArrayHeader(a.count - 1)
-        let hits = forEachKeyAtomically(a.dropFirst()) { keyspace, key in
-            guard let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) else {
-                out.writeNull(resp)
-                return false
+        let keys = a.dropFirst()
+        let hits: Int? = database.withShards(of: Array(keys)) { shardOf in
+            var replyBytes = 16
+            for key in keys {
+                let shard = shardOf(key)
+                if let slot = shard.keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) {
+                    replyBytes += shard.keyspace.withValue(at: slot) { $0.count } + 16
+                } else {
+                    replyBytes += 5
+                }
             }
-            keyspace.touch(slot: slot, nowUnixMs: now)
-            keyspace.withValue(at: slot) { out.writeBulkString($0) }
-            return true
+            guard replyBytes <= Limits.replyBytesMax else { return nil }
+            out.reserveCapacity(minimumWritableBytes: replyBytes)
+            out.writeArrayHeader(keys.count)
+            var hits = 0
+            for key in keys {
+                let shard = shardOf(key)
+                if let slot = shard.keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) {
+                    shard.keyspace.touch(slot: slot, nowUnixMs: now)
+                    shard.keyspace.withValue(at: slot) { out.writeBulkString($0) }
+                    hits += 1
+                } else {
+                    out.writeNull(resp)
+                }
+            }
+            return hits
+        }
+        guard let hits else {
+            error("ERR reply too large (max \(Limits.replyBytesMax) bytes): ask for fewer keys per MGET", into: &out)
+            return
         }
         hitsTally += hits
-        missesTally += a.count - 1 - hits
+        missesTally += keys.count - hits
     }
 
     /// MSET key value [key value ...] and MSETNX. Atomic: every involved shard is locked.
@@ -440,7 +477,8 @@ extension CommandExecutor {
             return
         }
         let patch = a[3]
-        guard offset <= Int64(Limits.valueBytesMax), checkValueLength(Int(offset) + patch.readableBytes, into: &out) else {
+        // Redis: an empty patch changes nothing, so it needs no size check.
+        guard patch.readableBytes == 0 || (offset <= Int64(Limits.valueBytesMax) && checkValueLength(Int(offset) + patch.readableBytes, into: &out)) else {
             if offset > Int64(Limits.valueBytesMax) { _ = checkValueLength(Int.max, into: &out) }
             return
         }
@@ -476,7 +514,7 @@ extension CommandExecutor {
             // Redis creates SETRANGE's string unencoded: OBJECT ENCODING says `raw`.
             Self.store(
                 &keyspace, key: key, existing: nil, value: value, expiry: .clear, namespaceIndex: namespace,
-                defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now, editedInPlace: true)
+                defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now, encoding: .raw)
             return value.count
         }
         out.writeIntegerReply(length)
@@ -554,13 +592,15 @@ extension CommandExecutor {
             let sum = current + amount
             guard sum.isFinite else { return .notFinite }
             let bytes = Array(Self.formatDouble(sum).utf8)
+            // Redis stores the result as text, never integer-encoded.
             if let slot {
                 keyspace.setValue(at: slot, bytes, stamp: stamp)
+                keyspace.setEncoding(at: slot, .notInteger)
                 keyspace.touch(slot: slot, nowUnixMs: now)
             } else {
                 Self.store(
                     &keyspace, key: key, existing: nil, value: bytes, expiry: .clear, namespaceIndex: namespace,
-                    defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now)
+                    defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now, encoding: .notInteger)
             }
             return .value(bytes)
         }

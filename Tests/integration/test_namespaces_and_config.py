@@ -159,6 +159,7 @@ BAD_CONFIGS = [
                                     '        - { name: east-1, client: "127.0.0.1:7398" }\n'),
      "cluster.datacenters[0].nodes[1].name"),
     ("bad-default-ttl", BASE.replace("default_ttl: 30m", "default_ttl: soon"), "namespaces[1].default_ttl"),
+    ("huge-default-ttl", BASE.replace("default_ttl: 30m", "default_ttl: 106751991167d"), "namespaces[1].default_ttl"),
     ("bad-consistency", BASE.replace("consistency: strong", "consistency: linearizable"), "namespaces[2].consistency"),
     ("duplicate-prefix", BASE.replace('prefix: "pinned:"', 'prefix: "config:"'), "namespaces[3].prefix"),
     ("unknown-top-level", BASE + "extra: 1\n", "extra"),
