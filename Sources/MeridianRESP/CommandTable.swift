@@ -65,12 +65,6 @@ public struct CommandSpec: Sendable {
     public let summary: String
     /// Subcommand names for container commands (CLIENT, CONFIG, COMMAND, OBJECT).
     public let subcommands: [String]
-
-    /// Whether `argumentCount` (the name included) satisfies the arity.
-    @inlinable
-    public func acceptsArgumentCount(_ argumentCount: Int) -> Bool {
-        arity >= 0 ? argumentCount == arity : argumentCount >= -arity
-    }
 }
 
 /// The part of a spec that every request needs, without reference-counted fields: copying a

@@ -96,15 +96,6 @@ extension ByteBuffer {
         }
     }
 
-    /// The null array reply: `*-1\r\n` in RESP2, `_\r\n` in RESP3.
-    public mutating func writeNullArray(_ version: RESPVersion) {
-        if version == .v3 {
-            writeStaticString("_\r\n")
-        } else {
-            writeStaticString("*-1\r\n")
-        }
-    }
-
     /// `*count\r\n`
     @inlinable
     public mutating func writeArrayHeader(_ count: Int) {
