@@ -7,7 +7,8 @@
 /// matches. The index never stores keys; the keyspace confirms a match against its slot.
 ///
 /// Deletion shifts later buckets of the probe run back (no tombstones), so probe runs stay
-/// short however many deletes happen. The table doubles at 75% load.
+/// short however many deletes happen. The table doubles at 75% load and halves below 12.5%,
+/// so memory taken at a peak is given back when the keys go.
 struct KeyIndex: Sendable {
     struct Bucket: Sendable {
         /// The key's hash with the top bit set; 0 marks an empty bucket.
@@ -19,6 +20,8 @@ struct KeyIndex: Sendable {
     private var mask: Int
     /// Number of keys indexed.
     private(set) var count = 0
+    /// Number of buckets.
+    var capacity: Int { buckets.count }
 
     static let initialCapacity = 16
 
@@ -78,6 +81,7 @@ struct KeyIndex: Sendable {
         }
         buckets[hole] = Bucket(hash: 0, slot: 0)
         count -= 1
+        if buckets.count > Self.initialCapacity && count * 8 < buckets.count { resize(to: buckets.count / 2) }
     }
 
     /// Forgets every key.
@@ -92,9 +96,13 @@ struct KeyIndex: Sendable {
     }
 
     private mutating func grow() {
+        resize(to: buckets.count * 2)
+    }
+
+    private mutating func resize(to newCapacity: Int) {
         let old = buckets
-        buckets = Array(repeating: Bucket(hash: 0, slot: 0), count: old.count * 2)
-        mask = buckets.count - 1
+        buckets = Array(repeating: Bucket(hash: 0, slot: 0), count: newCapacity)
+        mask = newCapacity - 1
         for bucket in old where bucket.hash != 0 { place(bucket) }
     }
 }

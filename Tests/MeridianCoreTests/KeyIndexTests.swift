@@ -30,6 +30,17 @@ import Testing
         }
     }
 
+    @Test func shrinksWhenKeysGoAndStaysCorrect() {
+        var index = KeyIndex()
+        for slot in 0..<10_000 { index.insert(hash: UInt64(slot &* 2_654_435_761) | (1 << 63), slot: slot) }
+        let peak = index.capacity
+        #expect(peak >= 10_000 * 4 / 3)
+        for slot in 10..<10_000 { index.remove(hash: UInt64(slot &* 2_654_435_761) | (1 << 63), slot: slot) }
+        #expect(index.count == 10)
+        #expect(index.capacity <= 128, "the table gave its peak memory back")
+        for slot in 0..<10 { #expect(index.find(hash: UInt64(slot &* 2_654_435_761) | (1 << 63)) { $0 == slot } == slot) }
+    }
+
     @Test func missesStopAtAnEmptyBucket() {
         var index = KeyIndex()
         for slot in 0..<1_000 { index.insert(hash: UInt64(slot) | (1 << 63), slot: slot) }
