@@ -166,7 +166,7 @@ extension CommandExecutor {
         // Redis's rules: an option may repeat (the last expiry wins), conflicting ones are a
         // syntax error, and the expiry's number is read only once every option parsed.
         var nx = false, xx = false, returnOld = false, keepTTL = false
-        var expiryOption: (kind: ExpiryOption, argument: ByteBuffer)?
+        var expiryOption: PendingExpiry?
         var index = 3
         while index < a.count {
             let option = a[index]
@@ -178,9 +178,7 @@ extension CommandExecutor {
                 returnOld = true
             } else if Self.matches(option, Self.optionKEEPTTL) && expiryOption == nil {
                 keepTTL = true
-            } else if index + 1 < a.count && !keepTTL, let kind = Self.expiryOption(option),
-                      expiryOption == nil || expiryOption!.kind == kind {
-                expiryOption = (kind, a[index + 1])
+            } else if !keepTTL && Self.takeExpiryOption(a, at: index, into: &expiryOption) {
                 index += 1
             } else {
                 syntaxError(into: &out)
@@ -195,7 +193,7 @@ extension CommandExecutor {
         }
         let change: ExpiryChange = keepTTL ? .keep : expiry.map { .set($0) } ?? .clear
         let condition: WriteCondition = nx ? .ifAbsent : xx ? .ifPresent : .always
-        let (old, written) = writeValue(key: a[1], value: a[2], condition: condition, expiry: change, nowUnixMs: now)
+        let (old, written) = writeValue(key: a[1], value: a[2], condition: condition, expiry: change, returnOld: returnOld, nowUnixMs: now)
         if returnOld {
             replyValue(old, into: &out)
         } else if written {
@@ -208,10 +206,12 @@ extension CommandExecutor {
     /// When a SET-like write applies.
     enum WriteCondition { case always, ifAbsent, ifPresent }
 
-    /// The write behind SET, GETSET and SETEX: stores `value` under `key` if `condition` holds.
-    /// Returns the previous value and whether the write happened.
+    /// The write behind SET, SETNX, SETEX and GETSET: stores `value` under `key` if `condition`
+    /// holds. Returns the previous value (only when `returnOld`, so a plain SET copies nothing)
+    /// and whether the write happened.
     mutating func writeValue(
-        key: ByteBuffer, value: ByteBuffer, condition: WriteCondition, expiry: ExpiryChange, nowUnixMs now: Int64
+        key: ByteBuffer, value: ByteBuffer, condition: WriteCondition, expiry: ExpiryChange,
+        returnOld: Bool = false, nowUnixMs now: Int64
     ) -> (old: [UInt8]?, written: Bool) {
         let bytes = Array(value.readableBytesView)
         let namespace = namespaceIndex(of: key)
@@ -219,7 +219,7 @@ extension CommandExecutor {
         let stamp = database.stamp(nowUnixMs: now)
         return database.withShard(of: key) { keyspace in
             let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now)
-            let old = slot.map { keyspace.entry(at: $0).value }
+            let old = returnOld ? slot.map { keyspace.entry(at: $0).value } : nil
             switch condition {
             case .ifAbsent where slot != nil, .ifPresent where slot == nil: return (old, false)
             default: break
@@ -229,6 +229,19 @@ extension CommandExecutor {
                 defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now)
             return (old, true)
         }
+    }
+
+    /// An expiry option seen while parsing; its number is read once all options are parsed.
+    typealias PendingExpiry = (kind: ExpiryOption, argument: ByteBuffer)
+
+    /// Takes `EX|PX|EXAT|PXAT <n>` at `index` into `pending` if it is one and does not conflict
+    /// with an earlier, different expiry option (a repeat of the same one replaces it, as in
+    /// Redis). Returns false when the argument is not an acceptable expiry option.
+    static func takeExpiryOption(_ a: [ByteBuffer], at index: Int, into pending: inout PendingExpiry?) -> Bool {
+        guard index + 1 < a.count, let kind = expiryOption(a[index]) else { return false }
+        if let pending, pending.kind != kind { return false }
+        pending = (kind, a[index + 1])
+        return true
     }
 
     static func expiryOption(_ argument: ByteBuffer) -> ExpiryOption? {
@@ -259,7 +272,7 @@ extension CommandExecutor {
     /// GETSET key value: SET with GET.
     mutating func getset(_ a: [ByteBuffer], into out: inout ByteBuffer) {
         guard checkValue(a[2], into: &out) else { return }
-        let old = writeValue(key: a[1], value: a[2], condition: .always, expiry: .clear, nowUnixMs: SystemClock.nowUnixMs()).old
+        let old = writeValue(key: a[1], value: a[2], condition: .always, expiry: .clear, returnOld: true, nowUnixMs: SystemClock.nowUnixMs()).old
         replyValue(old, into: &out)
     }
 
@@ -279,15 +292,13 @@ extension CommandExecutor {
         let now = SystemClock.nowUnixMs()
         // As SET: repeats allowed, conflicts refused, the number read last.
         var persist = false
-        var expiryOption: (kind: ExpiryOption, argument: ByteBuffer)?
+        var expiryOption: PendingExpiry?
         var index = 2
         while index < a.count {
             let option = a[index]
             if Self.matches(option, Self.optionPERSIST) && expiryOption == nil {
                 persist = true
-            } else if index + 1 < a.count && !persist, let kind = Self.expiryOption(option),
-                      expiryOption == nil || expiryOption!.kind == kind {
-                expiryOption = (kind, a[index + 1])
+            } else if !persist && Self.takeExpiryOption(a, at: index, into: &expiryOption) {
                 index += 1
             } else {
                 syntaxError(into: &out)

@@ -55,6 +55,15 @@ READY_LINE = "ready to accept connections"
 ENTRY_OVERHEAD = 200
 
 
+def resident_bytes(pid: int) -> int:
+    """The resident memory of a process, from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc status")
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago (bind to port 0, read it, release it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

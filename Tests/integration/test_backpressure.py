@@ -11,18 +11,10 @@ would take, and another client must be served meanwhile. Then the stalled client
 import socket
 import time
 
-from conftest import encode_command
+from conftest import encode_command, resident_bytes
 
 VALUE_BYTES = 1_048_576
 GETS = 400
-
-
-def resident_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc status")
 
 
 def test_unread_replies_do_not_grow_server_memory(meridian):

@@ -11,15 +11,7 @@ replies; the server's resident memory must not grow by anything like the bytes s
 import socket
 import threading
 
-from conftest import encode_command, parse_reply, Incomplete
-
-
-def resident_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc status")
+from conftest import Incomplete, encode_command, parse_reply, resident_bytes
 
 
 def test_oversized_mget_reply_is_refused(meridian):
