@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "meridian", targets: ["meridian"]),
         .library(name: "MeridianCore", targets: ["MeridianCore"]),
         .library(name: "MeridianRESP", targets: ["MeridianRESP"]),
+        .library(name: "MeridianStorage", targets: ["MeridianStorage"]),
         .library(name: "MeridianServer", targets: ["MeridianServer"]),
     ],
     dependencies: [
@@ -35,11 +36,18 @@ let package = Package(
             name: "MeridianRESP",
             dependencies: ["MeridianCore", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // RocksDB's C API (Debian: librocksdb-dev).
+        .systemLibrary(name: "CRocksDB", pkgConfig: "rocksdb", providers: [.apt(["librocksdb-dev"])]),
+        // The durable store: every RocksDB call, the write-behind queue and group commit.
+        .target(
+            name: "MeridianStorage",
+            dependencies: ["MeridianCore", "CRocksDB", .product(name: "Logging", package: "swift-log")]
+        ),
         // The NIO shell: listeners, command execution, the sharded keyspace, INFO.
         .target(
             name: "MeridianServer",
             dependencies: [
-                "MeridianCore", "MeridianConfig", "MeridianRESP",
+                "MeridianCore", "MeridianConfig", "MeridianRESP", "MeridianStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -65,6 +73,7 @@ let package = Package(
         ),
         .testTarget(name: "MeridianCoreTests", dependencies: ["MeridianCore"]),
         .testTarget(name: "MeridianConfigTests", dependencies: ["MeridianConfig"]),
+        .testTarget(name: "MeridianStorageTests", dependencies: ["MeridianStorage", "MeridianCore"]),
         .testTarget(
             name: "MeridianRESPTests",
             dependencies: ["MeridianRESP", .product(name: "NIOCore", package: "swift-nio")]

@@ -152,7 +152,7 @@ public enum ConfigurationLoader {
         for (index, entry) in list.enumerated() {
             let path = "namespaces[\(index)]"
             guard let mapping = entry.mapping else { throw ConfigurationError(field: path, problem: "expected a mapping") }
-            try checkKeys(mapping, allowed: ["name", "prefix", "consistency", "durability", "eviction", "default_ttl", "strong_keys"], at: path)
+            try checkKeys(mapping, allowed: ["name", "prefix", "consistency", "durability", "eviction", "default_ttl", "strong_keys", "write_back_window"], at: path)
             let name = try requiredName(mapping, "name", at: path)
             if namespaces.contains(where: { $0.name == name }) {
                 throw ConfigurationError(field: "\(path).name", problem: "duplicate namespace name '\(name)'")
@@ -178,6 +178,18 @@ public enum ConfigurationLoader {
                 }
                 defaultTTL = ms
             }
+            var writeBackWindowMs = NamespaceConfig.writeBackWindowMsDefault
+            if let windowNode = mapping["write_back_window"] {
+                let text = try scalar(windowNode, at: "\(path).write_back_window")
+                let range = NamespaceConfig.writeBackWindowMsRange
+                guard let ms = Units.parseDurationMs(text), range.contains(ms) else {
+                    throw ConfigurationError(field: "\(path).write_back_window", problem: "expected a duration from \(range.lowerBound)ms to \(range.upperBound / 1000)s, such as 100ms or 1s, got '\(text)'")
+                }
+                guard durability == .writeBack else {
+                    throw ConfigurationError(field: "\(path).write_back_window", problem: "only a write-back namespace has a write-back window (durability is \(durability.rawValue))")
+                }
+                writeBackWindowMs = ms
+            }
             var strongKeys: [GlobPattern] = []
             if let globsNode = mapping["strong_keys"] {
                 guard let globs = globsNode.sequence else {
@@ -198,7 +210,8 @@ public enum ConfigurationLoader {
             }
             namespaces.append(NamespaceConfig(
                 name: name, prefix: prefix, consistency: consistency, durability: durability,
-                eviction: eviction, defaultTTLMs: defaultTTL, strongKeys: strongKeys))
+                eviction: eviction, defaultTTLMs: defaultTTL, strongKeys: strongKeys,
+                writeBackWindowMs: writeBackWindowMs))
         }
         if !namespaces.contains(where: { $0.prefix.isEmpty }) {
             if namespaces.contains(where: { $0.name == NamespaceConfig.defaultNamespace.name }) {

@@ -54,6 +54,30 @@ public struct Entry: Sendable {
     }
 }
 
+/// A change to a key of a durable namespace, as the keyspace logs it. It names the key, not
+/// the new state: whoever drains the log reads the key's current state, so several changes
+/// to one key in one locked section cost one disk write.
+public struct DurableChange: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// The value or the expiry was written: the key's current state goes to disk.
+        case written
+        /// The key was deleted by a command: a tombstone (or, without peers, nothing) goes to disk.
+        case deleted
+        /// The key expired: its record is removed from disk (every replica expires it alike).
+        case expired
+    }
+
+    public var key: [UInt8]
+    public var namespaceIndex: UInt16
+    public var kind: Kind
+
+    public init(key: [UInt8], namespaceIndex: UInt16, kind: Kind) {
+        self.key = key
+        self.namespaceIndex = namespaceIndex
+        self.kind = kind
+    }
+}
+
 /// How Redis would have encoded a string value, which OBJECT ENCODING reports.
 public enum EncodingHint: UInt8, Sendable {
     /// Written whole by SET and friends: `int`, `embstr` or `raw` by the bytes.
@@ -107,6 +131,16 @@ public struct Keyspace: Sendable {
     private var evictable: [Int32] = []
     /// Which namespaces allow eviction, by namespace index.
     private let evictableNamespaces: [Bool]
+    /// Which namespaces keep their keys on disk, by namespace index: changes to their keys
+    /// are logged in `durableChanges` for the storage engine.
+    private let durableNamespaces: [Bool]
+    /// Whether any namespace is durable (one test instead of an array lookup per change).
+    private let anyDurable: Bool
+
+    /// Changes to keys of durable namespaces since the last `takeDurableChanges()`, in the
+    /// order they happened. The node drains them before it releases the shard's lock, so the
+    /// order in which states reach the storage engine is the order they had in memory.
+    public private(set) var durableChanges: [DurableChange] = []
 
     /// Accounted bytes of all entries.
     public private(set) var usedBytes = 0
@@ -127,8 +161,12 @@ public struct Keyspace: Sendable {
 
     /// Creates an empty keyspace for namespaces whose eviction policies are `evictable`
     /// (indexed like the node's `NamespaceTable`).
-    public init(evictableNamespaces: [Bool]) {
+    public init(evictableNamespaces: [Bool], durableNamespaces: [Bool] = []) {
         self.evictableNamespaces = evictableNamespaces
+        self.durableNamespaces = durableNamespaces.isEmpty
+            ? Array(repeating: false, count: evictableNamespaces.count) : durableNamespaces
+        precondition(self.durableNamespaces.count == evictableNamespaces.count, "one durability flag per namespace")
+        self.anyDurable = durableNamespaces.contains(true)
         self.namespaceCounters = Array(repeating: NamespaceCounters(), count: evictableNamespaces.count)
     }
 
@@ -192,8 +230,9 @@ public struct Keyspace: Sendable {
     // MARK: Mutation
 
     /// Inserts a key that is not present; the keyspace stores its own copy of the bytes.
+    /// `logged: false` is for keys loaded from disk, whose state is already there.
     @discardableResult
-    public mutating func insert(_ key: Key, entry: Entry) -> Int {
+    public mutating func insert(_ key: Key, entry: Entry, logged: Bool = true) -> Int {
         precondition(slot(of: key) == nil, "insert of a key that is present")
         let hash = key.bytes.withUnsafeReadableBytes { KeyIndex.hash($0) }
         let stored = Slot(key: key.bytes.withUnsafeReadableBytes { StoredKey($0) }, hash: hash, entry: entry)
@@ -218,6 +257,7 @@ public struct Keyspace: Sendable {
             slots[slot].entry.evictablePosition = Int32(evictable.count)
             evictable.append(Int32(slot))
         }
+        if logged { logChange(slot: slot, .written) }
         return slot
     }
 
@@ -228,6 +268,7 @@ public struct Keyspace: Sendable {
         slots[slot].entry.valueStamp = stamp
         slots[slot].entry.encoding = .byContent
         adjustBytes(slot: slot, by: delta)
+        logChange(slot: slot, .written)
     }
 
     /// Changes the value of a live slot in place (APPEND, SETRANGE) without copying it first.
@@ -237,12 +278,14 @@ public struct Keyspace: Sendable {
         slots[slot].entry.valueStamp = stamp
         slots[slot].entry.encoding = .raw
         adjustBytes(slot: slot, by: slots[slot].entry.value.count - before)
+        logChange(slot: slot, .written)
         return result
     }
 
     /// Records how a live slot's value was written (see `EncodingHint`).
     public mutating func setEncoding(at slot: Int, _ encoding: EncodingHint) {
         slots[slot].entry.encoding = encoding
+        logChange(slot: slot, .written)
     }
 
     /// Sets or clears (`Entry.noExpiry`) the expiry of a live slot.
@@ -253,6 +296,7 @@ public struct Keyspace: Sendable {
         let has = unixMs != Entry.noExpiry
         if has && !had { addToExpiring(slot) }
         if !has && had { removeFromExpiring(slot) }
+        logChange(slot: slot, .written)
     }
 
     /// Records an access for LRU.
@@ -260,9 +304,15 @@ public struct Keyspace: Sendable {
         slots[slot].entry.lastAccessUnixMs = nowUnixMs
     }
 
-    /// Removes a live key. Returns its entry.
+    /// Removes a live key (a delete). Returns its entry.
     @discardableResult
     public mutating func remove(slot: Int) -> Entry {
+        remove(slot: slot, logging: .deleted)
+    }
+
+    /// Removes a live key, logging the removal as `change` (nil: not at all).
+    private mutating func remove(slot: Int, logging change: DurableChange.Kind?) -> Entry {
+        if let change { logChange(slot: slot, change) }
         let removed = slots[slot]
         let namespace = Int(removed.entry.namespaceIndex)
         if removed.entry.expiringPosition >= 0 { removeFromExpiring(slot) }
@@ -293,18 +343,21 @@ public struct Keyspace: Sendable {
 
     /// Removes an expired key and counts it as expired.
     public mutating func expire(slot: Int) {
-        let entry = remove(slot: slot)
+        let entry = remove(slot: slot, logging: .expired)
         namespaceCounters[Int(entry.namespaceIndex)].expiredKeys += 1
     }
 
-    /// Removes a key to free memory and counts it as evicted.
+    /// Removes a key to free memory and counts it as evicted. Eviction is a local decision
+    /// about memory: it is not logged, so a durable key's copy on disk stays.
     public mutating func evict(slot: Int) {
-        let entry = remove(slot: slot)
+        let entry = remove(slot: slot, logging: nil)
         namespaceCounters[Int(entry.namespaceIndex)].evictedKeys += 1
     }
 
-    /// Removes every key; counters of expirations and evictions are kept.
+    /// Removes every key; counters of expirations and evictions are kept. Nothing is logged:
+    /// the caller clears the disk as a whole.
     public mutating func removeAll() {
+        durableChanges = []
         index.removeAll()
         slots = []
         freeSlots = []
@@ -374,7 +427,31 @@ public struct Keyspace: Sendable {
     /// Random probes `randomSlot` makes before it falls back to a scan.
     static let randomProbesMax = 32
 
+    // MARK: Durable change log
+
+    /// Whether changes wait in `durableChanges`.
+    @inlinable
+    public var hasDurableChanges: Bool { !durableChanges.isEmpty }
+
+    /// Hands the logged changes over and empties the log (keeping its capacity).
+    public mutating func takeDurableChanges() -> [DurableChange] {
+        let taken = durableChanges
+        durableChanges.removeAll(keepingCapacity: true)
+        return taken
+    }
+
+    /// Whether the namespace at `index` is durable.
+    public func isDurable(namespaceIndex index: Int) -> Bool { durableNamespaces[index] }
+
     // MARK: Private
+
+    @inline(__always)
+    private mutating func logChange(slot: Int, _ kind: DurableChange.Kind) {
+        guard anyDurable else { return }
+        let namespace = slots[slot].entry.namespaceIndex
+        guard durableNamespaces[Int(namespace)] else { return }
+        durableChanges.append(DurableChange(key: slots[slot].key.bytes, namespaceIndex: namespace, kind: kind))
+    }
 
     private mutating func adjustBytes(slot: Int, by delta: Int) {
         usedBytes += delta

@@ -36,12 +36,23 @@ public struct NamespaceConfig: Sendable, Equatable {
     public var defaultTTLMs: Int64?
     /// Globs of keys of this (eventual) namespace that escalate to strong consistency.
     public var strongKeys: [GlobPattern]
+    /// For `write-back`: the most an acknowledged write may wait before it is synced to disk,
+    /// and so the most a crash can lose.
+    public var writeBackWindowMs: Int64
+
+    /// `write_back_window` when the configuration names none.
+    public static let writeBackWindowMsDefault: Int64 = 100
+    /// Bounds of `write_back_window`: below 2 ms a sync could not fit in the window; above a
+    /// minute the data a crash may lose stops being "a window".
+    public static let writeBackWindowMsRange: ClosedRange<Int64> = 2...60_000
 
     public init(
         name: String, prefix: [UInt8], consistency: Consistency = .eventual,
         durability: Durability = .writeBack, eviction: EvictionPolicy = .lru,
-        defaultTTLMs: Int64? = nil, strongKeys: [GlobPattern] = []
+        defaultTTLMs: Int64? = nil, strongKeys: [GlobPattern] = [],
+        writeBackWindowMs: Int64 = NamespaceConfig.writeBackWindowMsDefault
     ) {
+        self.writeBackWindowMs = writeBackWindowMs
         self.name = name
         self.prefix = prefix
         self.consistency = consistency

@@ -2,7 +2,7 @@
 public enum CommandID: UInt8, CaseIterable, Sendable {
     // Connection and server
     case ping, echo, hello, quit, reset, select, auth, command, client, info, dbsize, time
-    case flushdb, flushall, config
+    case flushdb, flushall, save, bgsave, lastsave, config
     // Strings
     case get, set, setnx, setex, psetex, getset, getdel, getex, mget, mset, msetnx
     case append, strlen, getrange, substr, setrange
@@ -113,6 +113,9 @@ public enum CommandTable {
             spec(.time, 1, [.fast], "server", "2.6.0", "Returns the server time."),
             spec(.flushdb, -1, [.write], "server", "1.0.0", "Removes all keys."),
             spec(.flushall, -1, [.write], "server", "1.0.0", "Removes all keys."),
+            spec(.save, 1, [.admin], "server", "1.0.0", "Flushes and syncs every durable namespace's pending writes; replies once they are on disk."),
+            spec(.bgsave, -1, [.admin], "server", "1.0.0", "Starts flushing every durable namespace's pending writes; replies at once."),
+            spec(.lastsave, 1, [.fast], "server", "1.0.0", "Returns the Unix time of the last completed disk sync."),
             spec(.config, -2, [.admin], "server", "2.0.0", "Reads and changes runtime settings.",
                  subcommands: ["get", "resetstat", "set"]),
             spec(.get, 2, [.readonly, .fast], keys: one, "string", "1.0.0", "Returns the string value of a key."),

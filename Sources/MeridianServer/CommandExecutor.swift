@@ -7,6 +7,9 @@ public enum CommandOutcome: Sendable {
     case keepOpen
     /// QUIT: close once the reply is written.
     case closeAfterReply
+    /// Not executed: these keys of durable namespaces may be on disk but are not in memory.
+    /// The connection loads them (off the event loop) and then executes the command again.
+    case loadFromDisk(keys: [[UInt8]])
 }
 
 /// Per-connection state that commands read and change (HELLO, CLIENT SETNAME, RESET, ...).
@@ -39,6 +42,14 @@ public struct CommandExecutor {
     public private(set) var lastCommand: CommandID?
     /// Set when a command changed what CLIENT LIST shows (name, protocol, library).
     public var sessionChanged = false
+    /// The storage sequence this connection's replies so far must wait for: a command that
+    /// wrote or read a `write-through` key is answered only once everything it could have
+    /// seen is synced (so no client ever sees a write that a crash could still take back).
+    /// The connection resets it once the sequence is durable.
+    public var syncSequence: UInt64 = 0
+    /// Set by the connection while it executes a command again after loading its keys from
+    /// disk: the keys are in memory now (or do not exist), so it does not ask again.
+    public var keysJustLoaded = false
 
     /// The counters of the event loop this connection runs on.
     let loopCounters: LoopCounters
@@ -81,6 +92,23 @@ public struct CommandExecutor {
         }
         if shape.firstKey > 0 {
             guard checkKeys(shape, arguments, into: &out) else { return .keepOpen }
+            if let storage = database.storage {
+                if !keysJustLoaded && database.diskOnlyKeysPossible.load(ordering: .relaxed),
+                   let missing = keysOnlyOnDisk(shape, arguments) {
+                    commandsTally -= 1
+                    return .loadFromDisk(keys: missing)
+                }
+                if database.hasWriteThroughNamespaces && touchesWriteThrough(shape, arguments) {
+                    // Ordered after the command, so its own state (if it wrote) is covered.
+                    defer { syncSequence = max(syncSequence, storage.enqueuedSyncSequence.load(ordering: .acquiring)) }
+                    return dispatch(id, arguments, into: &out)
+                }
+                if shape.flags.contains(.write) && storage.isBacklogged {
+                    // The disk is behind: this writer waits for the flush instead of the queue growing.
+                    defer { syncSequence = max(syncSequence, storage.enqueuedSequence.load(ordering: .acquiring)) }
+                    return dispatch(id, arguments, into: &out)
+                }
+            }
         }
         if shape.flags.contains(.denyOOM) && database.isOverMemoryLimit {
             if !database.evictUntilWithinLimit(using: &generator) {
@@ -113,6 +141,9 @@ public struct CommandExecutor {
         case .dbsize: out.writeIntegerReply(database.keyCount)
         case .time: time(into: &out)
         case .flushdb, .flushall: flush(a, into: &out)
+        case .save: save(into: &out)
+        case .bgsave: bgsave(a, into: &out)
+        case .lastsave: lastsave(into: &out)
         case .config: config(a, into: &out)
         case .get: get(a, into: &out)
         case .set: set(a, into: &out)
@@ -188,6 +219,46 @@ public struct CommandExecutor {
             position += Int(spec.keyStep)
         }
         return true
+    }
+
+    /// Keys of the command that belong to durable namespaces, live in shards that may hold
+    /// keys on disk only, and are not in memory; nil when there are none. A key found in
+    /// memory is touched, so eviction does not pick it before the command runs.
+    private func keysOnlyOnDisk(_ spec: CommandShape, _ arguments: [ByteBuffer]) -> [[UInt8]]? {
+        let last = spec.lastKey < 0 ? arguments.count + Int(spec.lastKey) : Int(spec.lastKey)
+        var position = Int(spec.firstKey)
+        var missing: [[UInt8]]?
+        let now = SystemClock.nowUnixMs()
+        while position <= last && position < arguments.count {
+            let key = arguments[position]
+            position += Int(spec.keyStep)
+            let shardIndex = database.shardIndex(of: key)
+            guard database.shards[shardIndex].mayHaveDiskOnlyKeys.load(ordering: .relaxed) else { continue }
+            let namespace = key.withUnsafeReadableBytes { database.namespaces.index(of: $0) }
+            guard database.durableUrgency[namespace] != nil else { continue }
+            let resident = database.withShard(index: shardIndex) { keyspace -> Bool in
+                guard let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now) else { return false }
+                keyspace.touch(slot: slot, nowUnixMs: now)
+                return true
+            }
+            if !resident {
+                let bytes = Array(key.readableBytesView)
+                if missing == nil { missing = [bytes] } else if !missing!.contains(bytes) { missing!.append(bytes) }
+            }
+        }
+        return missing
+    }
+
+    /// Whether any key of the command is in a `write-through` namespace.
+    private func touchesWriteThrough(_ spec: CommandShape, _ arguments: [ByteBuffer]) -> Bool {
+        let last = spec.lastKey < 0 ? arguments.count + Int(spec.lastKey) : Int(spec.lastKey)
+        var position = Int(spec.firstKey)
+        while position <= last && position < arguments.count {
+            let namespace = arguments[position].withUnsafeReadableBytes { database.namespaces.index(of: $0) }
+            if database.durableUrgency[namespace] == .sync { return true }
+            position += Int(spec.keyStep)
+        }
+        return false
     }
 
     /// Checks a value's size; writes the error reply when it is too large.

@@ -1,5 +1,6 @@
 import MeridianCore
 import MeridianRESP
+import MeridianStorage
 import NIOCore
 
 /// One client connection: decodes commands, executes them and writes replies, all in this
@@ -45,6 +46,18 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Set by graceful shutdown while commands already received still wait for the peer to
     /// read earlier replies: they are executed and answered, then the connection closes.
     private var shutdownRequested = false
+    /// Set while the connection waits for the storage engine: for a sync that its replies
+    /// depend on (`write-through`), or for keys of its next command to load from disk.
+    /// Commands behind it are not executed until it ends, so replies keep their order.
+    private var waitingForStorage = false
+    /// The command whose keys are loading from disk (copied out of the input buffer).
+    private var parkedCommand: [ByteBuffer]?
+    /// Set when reads were stopped because too much input piled up during a storage wait.
+    private var readsPausedForStorage = false
+    /// Cleared when the channel goes inactive: a storage callback arriving later does nothing.
+    private var active = true
+    /// Input kept while waiting for storage before reading from the socket stops.
+    static let inputWhileWaitingBytesMax = 4 << 20
     private let record: ClientRecord
     private let shutdownBox: WeakHandlerBox
     private var context: ChannelHandlerContext?
@@ -91,6 +104,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        active = false
         server.clients.unregister(id: record.id)
         batch?.executor.flushStatistics()
         context.fireChannelInactive()
@@ -105,6 +119,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         } else {
             // No argument slices are alive here, so this appends without copying the buffer.
             pending!.writeBuffer(&incoming)
+        }
+        if waitingForStorage {
+            if !readsPausedForStorage && pending!.readableBytes > Self.inputWhileWaitingBytesMax {
+                readsPausedForStorage = true
+                context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+            }
+            return
         }
         if !pausedForBackpressure { processPending(context: context) }
     }
@@ -129,13 +150,26 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             if !complete { break }
             let outcome = state.executor.execute(state.arguments, into: &state.outbound)
+            switch outcome {
+            case .keepOpen:
+                break
+            case .closeAfterReply:
+                closing = true
+            case .loadFromDisk(let keys):
+                // Copied: the slices point into `buffer`, which is compacted and reused.
+                parkedCommand = state.arguments.map { ByteBuffer(bytes: $0.readableBytesView) }
+                waitingForStorage = true
+                loadFromDisk(keys, context: context)
+            }
             // Drop the slices before the buffer can be appended to again.
             state.arguments.removeAll(keepingCapacity: true)
-            if case .closeAfterReply = outcome {
-                closing = true
-                break
-            }
+            if closing || waitingForStorage { break }
             if state.outbound.readableBytes >= Self.outboundFlushBytes {
+                if repliesWaitForSync(state.executor) {
+                    // These replies may not leave before the sync: stop here; the batch goes
+                    // on once the sync is done.
+                    break
+                }
                 context.writeAndFlush(wrapOutboundOut(state.outbound), promise: nil)
                 state.outbound.clear()
                 if !context.channel.isWritable {
@@ -154,11 +188,11 @@ final class ConnectionHandler: ChannelInboundHandler {
             pending = buffer
         }
         batch = state
-        if closing || (shutdownRequested && !pausedForBackpressure) { finishAndClose(context: context) }
+        if closing || (shutdownRequested && !pausedForBackpressure && !waitingForStorage) { finishAndClose(context: context) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        flushReplies(context: context)
+        if !waitingForStorage && !closing { finishBatch(context: context) }
         batch!.executor.flushStatistics()
         refreshSnapshot()
         context.fireChannelReadComplete()
@@ -191,13 +225,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         let writable = context.channel.isWritable
         if writable && pausedForBackpressure && !closing {
             pausedForBackpressure = false
-            if pending != nil { processPending(context: context) }
-            if !closing {
-                flushReplies(context: context)
-                if shutdownRequested && !pausedForBackpressure { finishAndClose(context: context) }
+            if pending != nil && !waitingForStorage { processPending(context: context) }
+            if !closing && !waitingForStorage {
+                finishBatch(context: context)
+                if shutdownRequested && !pausedForBackpressure && !waitingForStorage { finishAndClose(context: context) }
             }
         }
-        if !pausedForBackpressure && !shutdownRequested && !closing {
+        if !pausedForBackpressure && !shutdownRequested && !closing && !readsPausedForStorage {
             context.channel.setOption(ChannelOptions.autoRead, value: writable).whenComplete { _ in }
         }
         context.fireChannelWritabilityChanged()
@@ -214,11 +248,101 @@ final class ConnectionHandler: ChannelInboundHandler {
         batch!.outbound.clear()
     }
 
+    // MARK: Waiting for storage
+
+    /// Whether replies produced so far must wait for a sync before they leave.
+    private func repliesWaitForSync(_ executor: CommandExecutor) -> Bool {
+        guard let storage = server.database.storage else { return false }
+        return executor.syncSequence > storage.durableSequence.load(ordering: .acquiring)
+    }
+
+    /// Ends a read batch: sends the replies, or first waits for the sync they depend on.
+    private func finishBatch(context: ChannelHandlerContext) {
+        guard let storage = server.database.storage, repliesWaitForSync(batch!.executor) else {
+            flushReplies(context: context)
+            return
+        }
+        waitingForStorage = true
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        let waiting = storage.whenDurable(batch!.executor.syncSequence) {
+            loop.execute { handler.value.resumeAfterStorage() }
+        }
+        if !waiting {
+            waitingForStorage = false
+            flushReplies(context: context)
+        }
+    }
+
+    /// Loads `keys` from disk off the event loop, then executes the parked command.
+    private func loadFromDisk(_ keys: [[UInt8]], context: ChannelHandlerContext) {
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        server.diskReader!.load(keys, on: loop).whenComplete { result in
+            handler.value.resumeAfterDiskLoad(result)
+        }
+    }
+
+    /// Executes the command that waited for its keys, then goes on with the input.
+    private func resumeAfterDiskLoad(_ result: Result<Void, Error>) {
+        guard active, let arguments = parkedCommand else { return }
+        parkedCommand = nil
+        var state = batch!
+        batch = nil
+        switch result {
+        case .success:
+            state.executor.keysJustLoaded = true
+            let outcome = state.executor.execute(arguments, into: &state.outbound)
+            state.executor.keysJustLoaded = false
+            if case .closeAfterReply = outcome { closing = true }
+        case .failure(let error):
+            state.executor.error("ERR disk read failed: \(error)", into: &state.outbound)
+        }
+        batch = state
+        resumeAfterStorage()
+    }
+
+    /// Goes on after a storage wait: executes the input that queued up meanwhile, then ends
+    /// the batch (which may wait again).
+    private func resumeAfterStorage() {
+        guard active, let context else { return }
+        waitingForStorage = false
+        if closing {
+            finishAndClose(context: context)
+            return
+        }
+        if readsPausedForStorage {
+            readsPausedForStorage = false
+            if !pausedForBackpressure && !shutdownRequested {
+                context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+            }
+        }
+        if pending != nil && !pausedForBackpressure { processPending(context: context) }
+        if !waitingForStorage && !closing {
+            finishBatch(context: context)
+            batch!.executor.flushStatistics()
+            if shutdownRequested && !pausedForBackpressure && !waitingForStorage { finishAndClose(context: context) }
+        }
+    }
+
     /// Writes what is left and closes once every reply in flight has been written: writes
-    /// complete in order, so the last write's completion means all are out.
+    /// complete in order, so the last write's completion means all are out. Replies that
+    /// wait for a sync are written once it is done.
     private func finishAndClose(context: ChannelHandlerContext) {
         closing = true
         pending = nil
+        if waitingForStorage { return }  // resumeAfterStorage comes back here
+        if let storage = server.database.storage, repliesWaitForSync(batch!.executor) {
+            waitingForStorage = true
+            let loop = context.eventLoop
+            let handler = NIOLoopBound(self, eventLoop: loop)
+            let waiting = storage.whenDurable(batch!.executor.syncSequence) {
+                loop.execute { handler.value.resumeAfterStorage() }
+            }
+            if waiting { return }
+            waitingForStorage = false
+        }
+        if parkedCommand != nil { return }
         let channel = context.channel
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(batch!.outbound), promise: written)
@@ -232,7 +356,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard let context, !closing, !shutdownRequested else { return }
         shutdownRequested = true
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
-        if !pausedForBackpressure { finishAndClose(context: context) }
+        if !pausedForBackpressure && !waitingForStorage { finishAndClose(context: context) }
     }
 }
 

@@ -1,4 +1,5 @@
 import MeridianCore
+import MeridianStorage
 import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
@@ -19,10 +20,15 @@ public final class Shard: @unchecked Sendable {
     /// The shard's accounted bytes, published after every locked section so that the node's
     /// total can be summed without taking 64 locks.
     let publishedUsedBytes = Synchronization.Atomic<Int>(0)
+    /// Whether keys of durable namespaces may be on disk but not in memory here (warm-up has
+    /// not reached them, or eviction dropped their memory copy): a miss must then ask the disk.
+    let mayHaveDiskOnlyKeys = Synchronization.Atomic<Bool>(false)
+    /// Set (under `lock`) once eviction dropped a durable key here; only FLUSHALL clears it.
+    var evictedDurableKeys = false
 
-    init(evictableNamespaces: [Bool]) {
+    init(evictableNamespaces: [Bool], durableNamespaces: [Bool]) {
         storage = UnsafeMutablePointer<Keyspace>.allocate(capacity: 1)
-        storage.initialize(to: Keyspace(evictableNamespaces: evictableNamespaces))
+        storage.initialize(to: Keyspace(evictableNamespaces: evictableNamespaces, durableNamespaces: durableNamespaces))
     }
 
     deinit {
@@ -112,6 +118,19 @@ public final class Database: Sendable {
     /// This node's identity, the tie-breaker of LWW stamps.
     public let origin: ReplicaID
     public let statistics: NodeStatistics
+    /// The write-behind log to disk; nil when no namespace is durable (nothing touches disk).
+    public let storage: StorageEngine?
+    /// Per namespace index: how its changes reach the storage engine (nil: memory only).
+    let durableUrgency: [StorageEngine.Urgency?]
+    /// Whether some namespace is `write-through` (the executor then checks keys for it).
+    public let hasWriteThroughNamespaces: Bool
+    /// Whether deletes leave tombstones on disk. A tombstone may be dropped once every full
+    /// data center has seen it; with a single full data center that is at once, so deletes
+    /// then remove the record instead.
+    let keepsTombstones: Bool
+    /// Whether any shard may have keys on disk only (`Shard.mayHaveDiskOnlyKeys`): one load
+    /// on the common path instead of one per shard.
+    public let diskOnlyKeysPossible = Synchronization.Atomic<Bool>(false)
 
     /// The last HLC timestamp issued, advanced by compare-and-swap (`HybridLogicalClock.tick`).
     private let lastTimestamp = Synchronization.Atomic<UInt64>(0)
@@ -122,10 +141,25 @@ public final class Database: Sendable {
     /// `maxmemory-samples`.
     public let evictionSamples = Synchronization.Atomic<Int>(Database.evictionSamplesDefault)
 
-    public init(namespaces: NamespaceTable, partitions: Int, origin: ReplicaID, maxmemoryBytes: Int, eventLoopCount: Int) {
+    public init(
+        namespaces: NamespaceTable, partitions: Int, origin: ReplicaID, maxmemoryBytes: Int, eventLoopCount: Int,
+        storage: StorageEngine? = nil, keepsTombstones: Bool = false
+    ) {
         self.statistics = NodeStatistics(loopCount: eventLoopCount)
         let evictable = namespaces.namespaces.map { $0.eviction == .lru }
-        self.shards = (0..<Self.shardCount).map { _ in Shard(evictableNamespaces: evictable) }
+        self.storage = storage
+        self.keepsTombstones = keepsTombstones
+        self.durableUrgency = namespaces.namespaces.map { namespace in
+            guard storage != nil else { return nil }
+            switch namespace.durability {
+            case .memory: return nil
+            case .writeBack: return .within(windowMs: namespace.writeBackWindowMs)
+            case .writeThrough: return .sync
+            }
+        }
+        self.hasWriteThroughNamespaces = storage != nil && namespaces.namespaces.contains { $0.durability == .writeThrough }
+        let durable = durableUrgency.map { $0 != nil }
+        self.shards = (0..<Self.shardCount).map { _ in Shard(evictableNamespaces: evictable, durableNamespaces: durable) }
         self.namespaces = namespaces
         self.partitioner = Partitioner(partitionCount: partitions)
         self.origin = origin
@@ -209,6 +243,12 @@ public final class Database: Sendable {
                 if entry.valueStamp == chosen.stamp && entry.lastAccessUnixMs == chosen.lastAccessUnixMs {
                     shard.keyspace.evict(slot: chosen.slot)
                     shard.publishUsedBytes()
+                    if durableUrgency[Int(entry.namespaceIndex)] != nil {
+                        // Only the memory copy went: later misses here must ask the disk.
+                        shard.evictedDurableKeys = true
+                        shard.mayHaveDiskOnlyKeys.store(true, ordering: .relaxed)
+                        diskOnlyKeysPossible.store(true, ordering: .relaxed)
+                    }
                 }
             }
             shard.lock.unlock()
@@ -257,6 +297,7 @@ public final class Database: Sendable {
                 shard.lock.lock()
                 let round = shard.keyspace.expireSample(
                     nowUnixMs: nowUnixMs, samples: Self.expirySamplesPerRound, using: &generator)
+                if shard.keyspace.hasDurableChanges { drainDurableChanges(of: shard, nowUnixMs: nowUnixMs) }
                 shard.publishUsedBytes()
                 shard.lock.unlock()
                 removed += round.expired
@@ -274,14 +315,26 @@ public final class Database: Sendable {
     // MARK: Whole keyspace
 
     /// Removes every key of every shard, atomically: all shard locks are held together (in
-    /// ascending order), so no multi-key write can land half before and half after.
-    public func removeAll() {
+    /// ascending order), so no multi-key write can land half before and half after. Durable
+    /// records go too: the clear is queued while the locks are held, so it is ordered after
+    /// every earlier write and before every later one. Returns the clear's sequence (0 when
+    /// nothing is on disk), which the caller waits for before it replies.
+    @discardableResult
+    public func removeAll() -> UInt64 {
         for shard in shards { shard.lock.lock() }
+        var sequence: UInt64 = 0
         for shard in shards {
             shard.keyspace.removeAll()
             shard.publishUsedBytes()
+            shard.evictedDurableKeys = false
+            shard.mayHaveDiskOnlyKeys.store(false, ordering: .relaxed)
+        }
+        if let storage {
+            sequence = storage.enqueueClear()
+            diskOnlyKeysPossible.store(false, ordering: .relaxed)
         }
         for shard in shards.reversed() { shard.lock.unlock() }
+        return sequence
     }
 
     /// Number of keys (including expired keys not reaped yet, as Redis's DBSIZE).
@@ -324,6 +377,7 @@ extension Database {
         shard.lock.lock()
         defer { shard.lock.unlock() }
         let result = body(&shard.keyspace)
+        if shard.keyspace.hasDurableChanges { drainDurableChanges(of: shard, nowUnixMs: SystemClock.nowUnixMs()) }
         shard.publishUsedBytes()
         return result
     }
@@ -334,10 +388,43 @@ extension Database {
         let indexes = Array(Set(keys.map { shardIndex(of: $0) })).sorted()
         for index in indexes { shards[index].lock.lock() }
         let result = body { self.shards[self.shardIndex(of: $0)] }
+        let now = SystemClock.nowUnixMs()
         for index in indexes.reversed() {
+            if shards[index].keyspace.hasDurableChanges { drainDurableChanges(of: shards[index], nowUnixMs: now) }
             shards[index].publishUsedBytes()
             shards[index].lock.unlock()
         }
         return result
+    }
+
+    /// Hands the shard's logged changes to the storage engine as the keys' current states.
+    /// Called with the shard's lock held, so the engine receives states in memory's order.
+    func drainDurableChanges(of shard: Shard, nowUnixMs: Int64) {
+        let changes = shard.keyspace.takeDurableChanges()
+        guard let storage else { return }
+        let nowNs = SystemClock.monotonicNs()
+        for (position, change) in changes.enumerated() {
+            // Several changes to one key in one locked section: the last one speaks for all.
+            if changes[(position + 1)...].contains(where: { $0.key == change.key }) { continue }
+            guard var urgency = durableUrgency[Int(change.namespaceIndex)] else { continue }
+            let state: StorageEngine.State
+            if let slot = shard.keyspace.slot(of: Key(change.key)) {
+                state = .record(DurableRecord(shard.keyspace.entry(at: slot)).encoded())
+            } else {
+                switch change.kind {
+                case .deleted:
+                    state = keepsTombstones ? .record(DurableRecord.tombstone(stamp: stamp(nowUnixMs: nowUnixMs)).encoded()) : .absent
+                case .expired:
+                    // Every replica expires the key alike and a reload skips it: no hurry.
+                    state = .absent
+                    urgency = .lazy
+                case .written:
+                    // Written, then removed without a log entry (not possible today: eviction
+                    // runs in its own locked section). The removal is what memory holds.
+                    state = .absent
+                }
+            }
+            storage.enqueue(key: change.key, state: state, urgency: urgency, nowNs: nowNs)
+        }
     }
 }

@@ -1,5 +1,15 @@
 import MeridianCore
+import MeridianStorage
 import NIOCore
+
+extension String {
+    /// A number with two decimals (without Foundation's formatter).
+    init(format2 value: Double) {
+        let hundredths = Int((value * 100).rounded())
+        let fraction = hundredths % 100
+        self = "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+}
 
 #if canImport(Glibc)
 import Glibc
@@ -34,6 +44,59 @@ struct InfoReport {
             for (field, value) in fields(of: name) { text += "\(field):\(value)\r\n" }
         }
         return text
+    }
+
+    /// INFO persistence: warm-up progress, the write-behind queue and the syncs. RDB and AOF
+    /// fields that tools commonly read are kept with their honest values (there is no RDB
+    /// file or AOF; the store is RocksDB).
+    private func persistenceFields() -> [(String, String)] {
+        let progress = server.warmUp
+        let loading = progress.loading.load(ordering: .relaxed)
+        let estimate = progress.estimatedRecords.load(ordering: .relaxed)
+        let scanned = progress.scannedRecords.load(ordering: .relaxed)
+        let percent = estimate > 0 ? min(100.0, Double(scanned) * 100 / Double(estimate)) : (loading ? 0 : 100)
+        let durable = server.configuration.namespaces.filter { $0.durability != .memory }
+        var fields: [(String, String)] = [
+            ("loading", loading ? "1" : "0"),
+            ("async_loading", loading ? "1" : "0"),
+            ("loading_loaded_keys", "\(progress.installedKeys.load(ordering: .relaxed))"),
+            ("loading_scanned_records", "\(scanned)"),
+            ("loading_records_estimate", "\(estimate)"),
+            ("loading_loaded_perc", String(format2: percent)),
+            ("loading_expired_records_dropped", "\(progress.expiredRecords.load(ordering: .relaxed))"),
+            ("loading_corrupt_records", "\(progress.corruptRecords.load(ordering: .relaxed))"),
+            ("loading_stopped_at_maxmemory", progress.stoppedForMemory.load(ordering: .relaxed) ? "1" : "0"),
+            ("loading_duration_ms", "\(max(0, (loading ? SystemClock.nowUnixMs() : progress.finishedUnixMs.load(ordering: .relaxed)) - progress.startedUnixMs.load(ordering: .relaxed)))"),
+            ("durable_namespaces", durable.map { "\($0.name)=\($0.durability.rawValue)" }.joined(separator: ",")),
+        ]
+        guard let storage = server.database.storage else {
+            fields += [("storage_engine", "none"), ("rdb_changes_since_last_save", "0"), ("rdb_bgsave_in_progress", "0"), ("aof_enabled", "0")]
+            return fields
+        }
+        let statistics = storage.statisticsSnapshot()
+        let histogram = statistics.syncLatency
+        fields += [
+            ("storage_engine", RocksDBStore.engineName),
+            ("data_dir", server.dataDirectory),
+            ("pending_write_back_bytes", "\(statistics.pendingBytes)"),
+            ("pending_keys", "\(statistics.pendingKeys)"),
+            ("rdb_changes_since_last_save", "\(statistics.pendingKeys)"),
+            ("rdb_bgsave_in_progress", "0"),
+            ("rdb_last_save_time", "\((statistics.lastSyncUnixMs > 0 ? statistics.lastSyncUnixMs : server.startUnixMs) / 1000)"),
+            ("aof_enabled", "0"),
+            ("last_sync_unix_ms", "\(statistics.lastSyncUnixMs)"),
+            ("last_sync_ms_ago", statistics.lastSyncUnixMs > 0 ? "\(SystemClock.nowUnixMs() - statistics.lastSyncUnixMs)" : "-1"),
+            ("last_sync_us", "\(statistics.lastSyncMicroseconds)"),
+            ("syncs", "\(statistics.flushes)"),
+            ("synced_states", "\(statistics.flushedStates)"),
+            ("synced_bytes", "\(statistics.flushedBytes)"),
+            ("sync_latency_us", "p50=\(histogram.quantileMicroseconds(0.5)),p99=\(histogram.quantileMicroseconds(0.99)),p999=\(histogram.quantileMicroseconds(0.999)),max=\(histogram.maxMicroseconds),mean=\(histogram.meanMicroseconds)"),
+            ("write_back_late_flushes", "\(statistics.lateFlushes)"),
+            ("disk_reads", "\(server.diskReader?.reads.load(ordering: .relaxed) ?? 0)"),
+            ("disk_reads_shared", "\(server.diskReader?.sharedReads.load(ordering: .relaxed) ?? 0)"),
+            ("storage_failure", statistics.failure ?? ""),
+        ]
+        return fields
     }
 
     private func fields(of section: String) -> [(String, String)] {
@@ -80,14 +143,7 @@ struct InfoReport {
                 ("entry_overhead_bytes", "\(Limits.entryOverheadBytes)"),
             ]
         case "persistence":
-            // Durable storage arrives with its own issue; until then every namespace lives in
-            // memory only, and INFO says so rather than reporting RDB/AOF fields.
-            return [
-                ("loading", "0"),
-                ("durable_storage", "none"),
-                ("rdb_changes_since_last_save", "0"),
-                ("aof_enabled", "0"),
-            ]
+            return persistenceFields()
         case "stats":
             let counters = database.namespaceCounters()
             return [

@@ -82,6 +82,12 @@ public final class MeridianNode: Sendable {
             usleep(10_000)
         }
         try? group.syncShutdownGracefully()
+        // Connections are gone: write what write-back still holds, then close the store.
+        context.diskReader?.shutdown()
+        if let storage = context.database.storage {
+            storage.shutdown()
+            context.logger.info("durable store flushed and closed")
+        }
         context.logger.info("stopped")
     }
 

@@ -18,8 +18,43 @@ extension CommandExecutor {
             syntaxError(into: &out)
             return
         }
-        database.removeAll()
+        // The reply waits until the disk is cleared too (the clear is synced like a
+        // write-through write), so a FLUSHALL that was answered cannot come back after a crash.
+        syncSequence = max(syncSequence, database.removeAll())
         out.writeSimpleString("OK")
+    }
+
+    // MARK: Persistence
+
+    /// SAVE: makes every pending write-back state due now and replies once all of it is
+    /// synced. There is no snapshot file: durable namespaces are always on disk, so SAVE only
+    /// closes the write-back window early. Without durable namespaces there is nothing to save.
+    mutating func save(into out: inout ByteBuffer) {
+        if let storage = database.storage {
+            syncSequence = max(syncSequence, storage.flushNow())
+        }
+        out.writeSimpleString("OK")
+    }
+
+    /// BGSAVE [SCHEDULE]: like SAVE, but replies at once.
+    mutating func bgsave(_ a: [ByteBuffer], into out: inout ByteBuffer) {
+        if a.count > 2 || (a.count == 2 && !Self.matches(a[1], Array("SCHEDULE".utf8))) {
+            syntaxError(into: &out)
+            return
+        }
+        guard let storage = database.storage else {
+            error("ERR no namespace is durable: there is nothing to save (every namespace has durability: memory)", into: &out)
+            return
+        }
+        storage.flushNow()
+        out.writeSimpleString("Background saving started")
+    }
+
+    /// LASTSAVE: the Unix time in seconds of the last completed sync (the start time when
+    /// there was none, as Redis answers with its start time before the first save).
+    mutating func lastsave(into out: inout ByteBuffer) {
+        let lastSyncMs = database.storage?.statisticsSnapshot().lastSyncUnixMs ?? 0
+        out.writeIntegerReply(Int((lastSyncMs > 0 ? lastSyncMs : server.startUnixMs) / 1000))
     }
 
     /// INFO [section ...]

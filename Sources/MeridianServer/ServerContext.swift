@@ -1,5 +1,6 @@
 import Logging
 import MeridianCore
+import MeridianStorage
 import NIOConcurrencyHelpers
 import Synchronization
 
@@ -17,8 +18,12 @@ public final class ServerContext: Sendable {
     public let listenAddress: NIOLockedValueBox<HostPort>
     /// The configuration file, if any.
     public let configFile: String?
-    /// The data directory (persistence arrives with durable storage).
+    /// The data directory (the RocksDB store lives in its `store` subdirectory).
     public let dataDirectory: String
+    /// How far reloading the durable namespaces has come.
+    public let warmUp: WarmUpProgress
+    /// Loads keys from disk for commands that miss in memory; nil without durable namespaces.
+    public let diskReader: DiskReader?
     public let startUnixMs: Int64
     public let startMonotonicNs: UInt64
     public let processID: Int
@@ -31,14 +36,20 @@ public final class ServerContext: Sendable {
     public init(
         configuration: MeridianConfiguration, nodeName: String, datacenterName: String, origin: ReplicaID,
         listenAddress: HostPort, configFile: String?, dataDirectory: String, processID: Int, logger: Logger,
-        eventLoopCount: Int
+        eventLoopCount: Int, storage: StorageEngine? = nil
     ) {
         self.configuration = configuration
         self.eventLoopCount = max(1, eventLoopCount)
-        self.database = Database(
+        let fullDatacenters = configuration.cluster.datacenters.filter { !$0.witness }.count
+        let database = Database(
             namespaces: NamespaceTable(configuration.namespaces),
             partitions: configuration.cluster.partitions, origin: origin,
-            maxmemoryBytes: configuration.maxmemoryBytes, eventLoopCount: max(1, eventLoopCount))
+            maxmemoryBytes: configuration.maxmemoryBytes, eventLoopCount: max(1, eventLoopCount),
+            storage: storage, keepsTombstones: fullDatacenters > 1)
+        let warmUp = WarmUpProgress()
+        self.database = database
+        self.warmUp = warmUp
+        self.diskReader = storage == nil ? nil : DiskReader(database: database, progress: warmUp, logger: logger)
         self.nodeName = nodeName
         self.datacenterName = datacenterName
         self.listenAddress = NIOLockedValueBox(listenAddress)

@@ -4,6 +4,7 @@ import Logging
 import MeridianConfig
 import MeridianCore
 import MeridianServer
+import MeridianStorage
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -81,10 +82,26 @@ struct MeridianServerCommand: ParsableCommand {
         let bindPort = port ?? client.port
         guard (0...65535).contains(bindPort) else { throw ValidationError("--port must be 0...65535") }
 
-        for namespace in configuration.namespaces where namespace.durability != .memory {
-            logger.warning(
-                "durability is not implemented yet: the namespace keeps its data in memory only",
-                metadata: ["namespace": "\(namespace.name)", "durability": "\(namespace.durability.rawValue)"])
+        // The store is opened only when some namespace is durable: `memory` never touches disk.
+        var storage: StorageEngine?
+        if configuration.namespaces.contains(where: { $0.durability != .memory }) {
+            let storePath = dataDir + "/store"
+            do {
+                try Self.makeDirectories(dataDir)
+                let store = try RocksDBStore(path: storePath)
+                let fatalLogger = logger
+                storage = StorageEngine(store: store, logger: logger) { reason in
+                    // A write that may not be on disk is never acknowledged: stop the node.
+                    fatalLogger.critical("stopping: the disk cannot be trusted with acknowledged writes", metadata: ["error": "\(reason)"])
+                    Glibc.exit(70)
+                }
+            } catch {
+                throw ValidationError("data directory \(dataDir): \(error)")
+            }
+            logger.info("durable store open", metadata: [
+                "path": "\(storePath)",
+                "namespaces": "\(configuration.namespaces.filter { $0.durability != .memory }.map { "\($0.name)=\($0.durability.rawValue)" }.joined(separator: ","))",
+            ])
         }
 
         // Signals are taken over before the listener opens, so a SIGTERM that arrives right
@@ -109,8 +126,14 @@ struct MeridianServerCommand: ParsableCommand {
             origin: ReplicaID(datacenter: UInt16(located.datacenter), node: UInt16(located.node)),
             listenAddress: HostPort(host: bindHost, port: bindPort), configFile: config,
             dataDirectory: dataDir, processID: Int(getpid()), logger: logger,
-            eventLoopCount: threads ?? System.coreCount)
-        let node = try MeridianNode(context: context, bind: bindHost, port: bindPort)
+            eventLoopCount: threads ?? System.coreCount, storage: storage)
+        let node: MeridianNode
+        do {
+            node = try MeridianNode(context: context, bind: bindHost, port: bindPort)
+        } catch {
+            storage?.shutdown()
+            throw error
+        }
         running.withLockedValue { $0 = node }
         logger.info(
             "ready to accept connections",
@@ -119,9 +142,26 @@ struct MeridianServerCommand: ParsableCommand {
                 "namespaces": "\(configuration.namespaces.map(\.name).joined(separator: ","))",
                 "maxmemory": "\(configuration.maxmemoryBytes)",
             ])
+        // The node serves while it reloads the durable namespaces; misses ask the disk meanwhile.
+        if let reader = context.diskReader {
+            WarmUp.start(database: context.database, progress: context.warmUp, reader: reader, logger: logger)
+        }
         try node.waitUntilClosed()
         // Only reached when the listener closes without a signal: wait for the handler to exit.
         while true { pause() }
+    }
+}
+
+extension MeridianServerCommand {
+    /// `mkdir -p`.
+    static func makeDirectories(_ path: String) throws {
+        var current = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw ValidationError("cannot create \(current): \(String(cString: strerror(errno)))")
+            }
+        }
     }
 }
 

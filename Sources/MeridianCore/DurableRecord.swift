@@ -1,0 +1,187 @@
+/// The state of one key as the storage engine keeps it on disk: the whole LWW register (value
+/// or tombstone, both stamps, the expiry), so that replication can be rebuilt from disk.
+///
+/// Encoding, version 1, little-endian, `DurableRecord.headerBytes` of header:
+///
+/// | offset | bytes | field                                          |
+/// |-------:|------:|------------------------------------------------|
+/// | 0      | 1     | format version (1)                             |
+/// | 1      | 1     | flags: bit 0 = tombstone                       |
+/// | 2      | 1     | encoding hint (OBJECT ENCODING)                |
+/// | 3      | 1     | reserved, 0                                    |
+/// | 4      | 8     | value stamp: HLC timestamp                     |
+/// | 12     | 4     | value stamp: origin data center, node (2 + 2)  |
+/// | 16     | 8     | expiry, Unix ms (0 = none)                     |
+/// | 24     | 8     | expiry stamp: HLC timestamp                    |
+/// | 32     | 4     | expiry stamp: origin data center, node (2 + 2) |
+/// | 36     | 4     | value length n                                 |
+/// | 40     | n     | value                                          |
+/// | 40 + n | 4     | CRC-32C of bytes 0 ..< 40 + n                  |
+///
+/// A record that fails any check decodes to a `DurableRecordError`, never to a wrong value.
+public struct DurableRecord: Sendable, Equatable {
+    /// The value, or nil for a tombstone.
+    public var value: [UInt8]?
+    public var valueStamp: LWWStamp
+    /// Absolute expiry in Unix milliseconds; `Entry.noExpiry` for none.
+    public var expiryUnixMs: Int64
+    public var expiryStamp: LWWStamp
+    public var encoding: EncodingHint
+
+    /// The only format version this build writes and reads.
+    public static let formatVersion: UInt8 = 1
+    /// Bytes before the value.
+    public static let headerBytes = 40
+    /// Bytes after the value (the checksum).
+    public static let trailerBytes = 4
+
+    public init(value: [UInt8]?, valueStamp: LWWStamp, expiryUnixMs: Int64, expiryStamp: LWWStamp, encoding: EncodingHint) {
+        self.value = value
+        self.valueStamp = valueStamp
+        self.expiryUnixMs = expiryUnixMs
+        self.expiryStamp = expiryStamp
+        self.encoding = encoding
+    }
+
+    /// The record of a live entry.
+    public init(_ entry: Entry) {
+        self.init(
+            value: entry.value, valueStamp: entry.valueStamp, expiryUnixMs: entry.expiryUnixMs,
+            expiryStamp: entry.expiryStamp, encoding: entry.encoding)
+    }
+
+    /// A tombstone: the key was deleted by a write stamped `stamp`.
+    public static func tombstone(stamp: LWWStamp) -> DurableRecord {
+        DurableRecord(value: nil, valueStamp: stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: stamp, encoding: .byContent)
+    }
+
+    public var isTombstone: Bool { value == nil }
+
+    /// Whether the record's key is expired at `nowUnixMs`.
+    public func isExpired(atUnixMs nowUnixMs: Int64) -> Bool {
+        expiryUnixMs != Entry.noExpiry && expiryUnixMs <= nowUnixMs
+    }
+
+    /// The entry to install in memory (nil for a tombstone).
+    public func entry(namespaceIndex: Int, lastAccessUnixMs: Int64) -> Entry? {
+        guard let value else { return nil }
+        var entry = Entry(
+            value: value, valueStamp: valueStamp, expiryUnixMs: expiryUnixMs, expiryStamp: expiryStamp,
+            lastAccessUnixMs: lastAccessUnixMs, namespaceIndex: namespaceIndex)
+        entry.encoding = encoding
+        return entry
+    }
+
+    // MARK: Encoding
+
+    /// The record's bytes.
+    public func encoded() -> [UInt8] {
+        let valueCount = value?.count ?? 0
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Self.headerBytes + valueCount + Self.trailerBytes)
+        bytes.append(Self.formatVersion)
+        bytes.append(isTombstone ? 1 : 0)
+        bytes.append(encoding.rawValue)
+        bytes.append(0)
+        Self.append(valueStamp, to: &bytes)
+        Self.append(UInt64(bitPattern: expiryUnixMs), to: &bytes)
+        Self.append(expiryStamp, to: &bytes)
+        Self.append(UInt32(valueCount), to: &bytes)
+        if let value { bytes.append(contentsOf: value) }
+        Self.append(CRC32C.checksum(bytes), to: &bytes)
+        precondition(bytes.count == Self.headerBytes + valueCount + Self.trailerBytes)
+        return bytes
+    }
+
+    /// Decodes a record, checking its length, version, flags and checksum.
+    public init(decoding bytes: UnsafeRawBufferPointer) throws(DurableRecordError) {
+        guard bytes.count >= Self.headerBytes + Self.trailerBytes else {
+            throw .truncated(byteCount: bytes.count)
+        }
+        guard bytes[0] == Self.formatVersion else { throw .unknownVersion(bytes[0]) }
+        let stored = Self.readUInt32(bytes, at: bytes.count - Self.trailerBytes)
+        let computed = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<(bytes.count - Self.trailerBytes)]))
+        guard stored == computed else { throw .checksumMismatch(stored: stored, computed: computed) }
+        let flags = bytes[1]
+        guard flags & ~1 == 0 else { throw .unknownFlags(flags) }
+        guard let encoding = EncodingHint(rawValue: bytes[2]) else { throw .unknownEncoding(bytes[2]) }
+        let valueCount = Int(Self.readUInt32(bytes, at: 36))
+        guard valueCount <= Limits.valueBytesMax else { throw .valueTooLarge(byteCount: valueCount) }
+        guard Self.headerBytes + valueCount + Self.trailerBytes == bytes.count else {
+            throw .lengthMismatch(declared: valueCount, byteCount: bytes.count)
+        }
+        let tombstone = flags & 1 == 1
+        guard !tombstone || valueCount == 0 else { throw .tombstoneWithValue }
+        self.value = tombstone ? nil : Array(UnsafeRawBufferPointer(rebasing: bytes[Self.headerBytes..<(Self.headerBytes + valueCount)]))
+        self.valueStamp = Self.readStamp(bytes, at: 4)
+        self.expiryUnixMs = Int64(bitPattern: Self.readUInt64(bytes, at: 16))
+        self.expiryStamp = Self.readStamp(bytes, at: 24)
+        self.encoding = encoding
+    }
+
+    /// Decodes a record from a byte array.
+    public init(decoding bytes: [UInt8]) throws(DurableRecordError) {
+        let result = bytes.withUnsafeBytes { raw in
+            Result { () throws(DurableRecordError) -> DurableRecord in try DurableRecord(decoding: raw) }
+        }
+        self = try result.get()
+    }
+
+    private static func append(_ value: UInt32, to bytes: inout [UInt8]) {
+        for shift in stride(from: 0, to: 32, by: 8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
+    }
+
+    private static func append(_ value: UInt64, to bytes: inout [UInt8]) {
+        for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+    }
+
+    private static func append(_ stamp: LWWStamp, to bytes: inout [UInt8]) {
+        append(stamp.timestamp.rawValue, to: &bytes)
+        append(UInt32(stamp.origin.datacenter) | UInt32(stamp.origin.node) << 16, to: &bytes)
+    }
+
+    private static func readUInt32(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {
+        var value: UInt32 = 0
+        for index in 0..<4 { value |= UInt32(bytes[offset + index]) << UInt32(8 * index) }
+        return value
+    }
+
+    private static func readUInt64(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for index in 0..<8 { value |= UInt64(bytes[offset + index]) << UInt64(8 * index) }
+        return value
+    }
+
+    private static func readStamp(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> LWWStamp {
+        let origin = readUInt32(bytes, at: offset + 8)
+        return LWWStamp(
+            timestamp: HLCTimestamp(rawValue: readUInt64(bytes, at: offset)),
+            origin: ReplicaID(datacenter: UInt16(truncatingIfNeeded: origin), node: UInt16(truncatingIfNeeded: origin >> 16)))
+    }
+}
+
+/// Why a stored record could not be decoded. Each case is an operating error: the node logs
+/// it with the key, counts it and treats the key as absent; it never crashes on bad bytes.
+public enum DurableRecordError: Error, Equatable, CustomStringConvertible {
+    case truncated(byteCount: Int)
+    case unknownVersion(UInt8)
+    case checksumMismatch(stored: UInt32, computed: UInt32)
+    case unknownFlags(UInt8)
+    case unknownEncoding(UInt8)
+    case valueTooLarge(byteCount: Int)
+    case lengthMismatch(declared: Int, byteCount: Int)
+    case tombstoneWithValue
+
+    public var description: String {
+        switch self {
+        case .truncated(let count): "record truncated: \(count) bytes, a record has at least \(DurableRecord.headerBytes + DurableRecord.trailerBytes)"
+        case .unknownVersion(let version): "record format version \(version) is not known to this build (it reads version \(DurableRecord.formatVersion))"
+        case .checksumMismatch(let stored, let computed): "record checksum mismatch: stored \(String(stored, radix: 16)), computed \(String(computed, radix: 16))"
+        case .unknownFlags(let flags): "record flags \(flags) are not known to this build"
+        case .unknownEncoding(let encoding): "record encoding hint \(encoding) is not known to this build"
+        case .valueTooLarge(let count): "record value of \(count) bytes exceeds the \(Limits.valueBytesMax)-byte limit"
+        case .lengthMismatch(let declared, let count): "record declares a \(declared)-byte value but holds \(count) bytes in all"
+        case .tombstoneWithValue: "record is a tombstone but carries a value"
+        }
+    }
+}

@@ -1,0 +1,95 @@
+/// What the node needs of a disk: point reads, atomic batches that may be synced, and a scan
+/// in key order. `RocksDBStore` is the backend the server runs on; `InMemoryStore` stands in
+/// for it where a test (or the simulator) wants a disk it can inspect and make fail.
+///
+/// Keys are user keys; values are encoded `DurableRecord`s. A store knows nothing of
+/// namespaces, stamps or TTLs: those are decided above it.
+public protocol DurableStore: AnyObject, Sendable {
+    /// The record stored under `key`, or nil.
+    func read(key: [UInt8]) throws(StorageError) -> [UInt8]?
+    /// Applies `batch` atomically: after a crash either all of it is there or none. With
+    /// `sync`, returns only once the batch is on stable storage (the WAL is fsynced).
+    func apply(_ batch: StoreBatch, sync: Bool) throws(StorageError)
+    /// Up to `limit` records in key order, starting after `key` (from the first when nil).
+    func scan(after key: [UInt8]?, limit: Int) throws(StorageError) -> [(key: [UInt8], record: [UInt8])]
+    /// An estimate of the number of records (for warm-up progress).
+    var estimatedRecordCount: Int { get }
+    /// Releases the store; no call may follow.
+    func close()
+}
+
+/// One atomic write: an optional clear of everything, then puts and deletes (of distinct keys).
+public struct StoreBatch: Sendable {
+    /// Remove every record before applying the rest (FLUSHALL).
+    public var clearAll = false
+    public var puts: [(key: [UInt8], record: [UInt8])] = []
+    public var deletes: [[UInt8]] = []
+
+    public init(clearAll: Bool = false, puts: [(key: [UInt8], record: [UInt8])] = [], deletes: [[UInt8]] = []) {
+        self.clearAll = clearAll
+        self.puts = puts
+        self.deletes = deletes
+    }
+
+    public var isEmpty: Bool { !clearAll && puts.isEmpty && deletes.isEmpty }
+}
+
+/// A disk operation that failed. Open errors are reported to the operator and stop the node
+/// from starting; a failed write is fatal to a running node (see `StorageEngine`).
+public enum StorageError: Error, Equatable, CustomStringConvertible {
+    case open(path: String, reason: String)
+    case read(reason: String)
+    case write(reason: String)
+    case incompatibleFormat(path: String, found: String)
+
+    public var description: String {
+        switch self {
+        case .open(let path, let reason): "cannot open the data directory's store at \(path): \(reason)"
+        case .read(let reason): "disk read failed: \(reason)"
+        case .write(let reason): "disk write failed: \(reason)"
+        case .incompatibleFormat(let path, let found): "the store at \(path) has format '\(found)'; this build reads format '\(RocksDBStore.formatMarker)'"
+        }
+    }
+}
+
+/// A store in memory with injectable write failures: for tests of the engine above it.
+public final class InMemoryStore: DurableStore, @unchecked Sendable {
+    private let lock = Mutex()
+    private var records: [[UInt8]: [UInt8]] = [:]
+    private var failWrites: String?
+    /// Batches applied, and how many of them were synced.
+    public private(set) var appliedBatches = 0
+    public private(set) var syncedBatches = 0
+
+    public init() {}
+
+    /// Makes every later write fail with `reason` (nil: succeed again).
+    public func failWrites(_ reason: String?) { lock.withLock { failWrites = reason } }
+
+    public func read(key: [UInt8]) throws(StorageError) -> [UInt8]? { lock.withLock { records[key] } }
+
+    public func apply(_ batch: StoreBatch, sync: Bool) throws(StorageError) {
+        let failure: String? = lock.withLock {
+            if let failWrites { return failWrites }
+            if batch.clearAll { records.removeAll() }
+            for put in batch.puts { records[put.key] = put.record }
+            for key in batch.deletes { records[key] = nil }
+            appliedBatches += 1
+            if sync { syncedBatches += 1 }
+            return nil
+        }
+        if let failure { throw .write(reason: failure) }
+    }
+
+    public func scan(after key: [UInt8]?, limit: Int) throws(StorageError) -> [(key: [UInt8], record: [UInt8])] {
+        lock.withLock {
+            let keys = records.keys.filter { key == nil || key!.lexicographicallyPrecedes($0) }
+                .sorted { $0.lexicographicallyPrecedes($1) }
+            return keys.prefix(limit).map { ($0, records[$0]!) }
+        }
+    }
+
+    public var estimatedRecordCount: Int { lock.withLock { records.count } }
+
+    public func close() {}
+}
