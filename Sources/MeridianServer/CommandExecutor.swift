@@ -12,6 +12,16 @@ public enum CommandOutcome: Sendable {
     case loadFromDisk(keys: [[UInt8]])
 }
 
+/// What a command's reply waits for on disk.
+enum DiskWait: Equatable {
+    case nothing
+    /// The command read or wrote a `write-through` key: wait for every write-through state
+    /// queued so far (its own included) to be synced.
+    case writeThroughSync
+    /// The write-behind queue is over its bound: wait for everything queued so far.
+    case everythingQueued
+}
+
 /// Per-connection state that commands read and change (HELLO, CLIENT SETNAME, RESET, ...).
 public struct SessionState: Sendable {
     public var clientID: Int
@@ -90,6 +100,9 @@ public struct CommandExecutor {
             error("ERR wrong number of arguments for '\(CommandTable.spec(id).name)' command", into: &out)
             return .keepOpen
         }
+        // What the reply must wait for on disk, decided before the command runs and read
+        // after it, so that the command's own state is covered.
+        var waitsFor: DiskWait = .nothing
         if shape.firstKey > 0 {
             guard checkKeys(shape, arguments, into: &out) else { return .keepOpen }
             if let storage = database.storage {
@@ -99,14 +112,10 @@ public struct CommandExecutor {
                     return .loadFromDisk(keys: missing)
                 }
                 if database.hasWriteThroughNamespaces && touchesWriteThrough(shape, arguments) {
-                    // Ordered after the command, so its own state (if it wrote) is covered.
-                    defer { syncSequence = max(syncSequence, storage.enqueuedSyncSequence.load(ordering: .acquiring)) }
-                    return dispatch(id, arguments, into: &out)
-                }
-                if shape.flags.contains(.write) && storage.isBacklogged {
+                    waitsFor = .writeThroughSync
+                } else if shape.flags.contains(.write) && storage.isBacklogged {
                     // The disk is behind: this writer waits for the flush instead of the queue growing.
-                    defer { syncSequence = max(syncSequence, storage.enqueuedSequence.load(ordering: .acquiring)) }
-                    return dispatch(id, arguments, into: &out)
+                    waitsFor = .everythingQueued
                 }
             }
         }
@@ -116,6 +125,15 @@ public struct CommandExecutor {
                 error("OOM command not allowed when used memory > 'maxmemory'.", into: &out)
                 return .keepOpen
             }
+        }
+        if waitsFor != .nothing, let storage = database.storage {
+            defer {
+                let sequence = waitsFor == .writeThroughSync
+                    ? storage.enqueuedSyncSequence.load(ordering: .acquiring)
+                    : storage.enqueuedSequence.load(ordering: .acquiring)
+                syncSequence = max(syncSequence, sequence)
+            }
+            return dispatch(id, arguments, into: &out)
         }
         switch id {
         case .hello, .client, .reset: sessionChanged = true

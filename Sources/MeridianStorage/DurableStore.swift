@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// What the node needs of a disk: point reads, atomic batches that may be synced, and a scan
 /// in key order. `RocksDBStore` is the backend the server runs on; `InMemoryStore` stands in
 /// for it where a test (or the simulator) wants a disk it can inspect and make fail.
@@ -44,7 +50,10 @@ public enum StorageError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .open(let path, let reason): "cannot open the data directory's store at \(path): \(reason)"
+        case .open(let path, let reason):
+            reason.contains("lock file")
+                ? "cannot open the data directory's store at \(path): another process holds its lock (is a second meridian-server using this --data-dir?): \(reason)"
+                : "cannot open the data directory's store at \(path): \(reason)"
         case .read(let reason): "disk read failed: \(reason)"
         case .write(let reason): "disk write failed: \(reason)"
         case .incompatibleFormat(let path, let found): "the store at \(path) has format '\(found)'; this build reads format '\(RocksDBStore.formatMarker)'"
@@ -61,7 +70,12 @@ public final class InMemoryStore: DurableStore, @unchecked Sendable {
     public private(set) var appliedBatches = 0
     public private(set) var syncedBatches = 0
 
-    public init() {}
+    /// How long a synced batch takes, as a disk's fsync would (microseconds).
+    private let syncLatencyMicroseconds: UInt32
+
+    public init(syncLatencyMicroseconds: UInt32 = 0) {
+        self.syncLatencyMicroseconds = syncLatencyMicroseconds
+    }
 
     /// Makes every later write fail with `reason` (nil: succeed again).
     public func failWrites(_ reason: String?) { lock.withLock { failWrites = reason } }
@@ -79,6 +93,7 @@ public final class InMemoryStore: DurableStore, @unchecked Sendable {
             return nil
         }
         if let failure { throw .write(reason: failure) }
+        if sync && syncLatencyMicroseconds > 0 { usleep(syncLatencyMicroseconds) }
     }
 
     public func scan(after key: [UInt8]?, limit: Int) throws(StorageError) -> [(key: [UInt8], record: [UInt8])] {

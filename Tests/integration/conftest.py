@@ -189,6 +189,20 @@ class MeridianProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def kill9(self) -> float:
+        """SIGKILL, as a crash: no handler runs. Returns time.monotonic() taken just before the
+        signal (no reply the server sends after it can have been acknowledged earlier)."""
+        assert self.proc is not None
+        moment = time.monotonic()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.returncode = self.proc.returncode
+        self.proc = None
+        return moment
+
+    def info(self, section: str) -> dict:
+        return self.client().info(section)
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then wait; returns the exit code (killing and returning None if it hangs)."""
         if self.proc is None:
