@@ -147,6 +147,7 @@ class MeridianProcess:
 
     def start(self, timeout: float = 15.0) -> "MeridianProcess":
         assert os.path.exists(MERIDIAN_SERVER), f"server binary not found: {MERIDIAN_SERVER}"
+        self.stopped = False  # a restarted server is the fixture's to stop again
         for attempt in range(3):  # a port that was free can be taken before we bind it
             port = free_port()
             with open(self.log_path, "wb") as log:
