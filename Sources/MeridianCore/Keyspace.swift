@@ -189,15 +189,23 @@ public struct Keyspace: Sendable {
 
     /// The slot of `key`, expired or not.
     public func slot(of key: Key) -> Int? {
-        key.bytes.withUnsafeReadableBytes { bytes in
-            // Through the buffer pointer the slot is borrowed, not copied: no retain and
-            // release of its key and value arrays (which would touch their cache lines).
-            slots.withUnsafeBufferPointer { storage in
-                index.find(hash: KeyIndex.hash(bytes)) { slot in
-                    storage[slot].key.withUnsafeBytes { bytesEqual($0, bytes) }
-                }
+        key.bytes.withUnsafeReadableBytes { slot(ofBytes: $0) }
+    }
+
+    /// The slot of the key with these bytes, expired or not.
+    public func slot(ofBytes bytes: UnsafeRawBufferPointer) -> Int? {
+        // Through the buffer pointer the slot is borrowed, not copied: no retain and
+        // release of its key and value arrays (which would touch their cache lines).
+        slots.withUnsafeBufferPointer { storage in
+            index.find(hash: KeyIndex.hash(bytes)) { slot in
+                storage[slot].key.withUnsafeBytes { bytesEqual($0, bytes) }
             }
         }
+    }
+
+    /// The slot of the key with these bytes, expired or not.
+    public func slot(ofBytes bytes: [UInt8]) -> Int? {
+        bytes.withUnsafeBytes { slot(ofBytes: $0) }
     }
 
     /// Calls `body` with the value bytes of a live slot, without copying the entry.
@@ -233,9 +241,15 @@ public struct Keyspace: Sendable {
     /// `logged: false` is for keys loaded from disk, whose state is already there.
     @discardableResult
     public mutating func insert(_ key: Key, entry: Entry, logged: Bool = true) -> Int {
-        precondition(slot(of: key) == nil, "insert of a key that is present")
-        let hash = key.bytes.withUnsafeReadableBytes { KeyIndex.hash($0) }
-        let stored = Slot(key: key.bytes.withUnsafeReadableBytes { StoredKey($0) }, hash: hash, entry: entry)
+        key.bytes.withUnsafeReadableBytes { insert(bytes: $0, entry: entry, logged: logged) }
+    }
+
+    /// `insert` for a key given as bytes.
+    @discardableResult
+    public mutating func insert(bytes key: UnsafeRawBufferPointer, entry: Entry, logged: Bool = true) -> Int {
+        precondition(slot(ofBytes: key) == nil, "insert of a key that is present")
+        let hash = KeyIndex.hash(key)
+        let stored = Slot(key: StoredKey(key), hash: hash, entry: entry)
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = Int(free)

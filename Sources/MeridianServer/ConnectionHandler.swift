@@ -63,8 +63,15 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var snapshotRefreshedUnixMs: Int64 = 0
 
-    init(server: ServerContext, clientID: Int, remote: String, local: String, seed: UInt64, loopCounters: LoopCounters) {
+    /// This event loop's connections waiting for syncs (set in `handlerAdded` when not given).
+    private var syncWaiters: LoopSyncWaiters?
+
+    init(
+        server: ServerContext, clientID: Int, remote: String, local: String, seed: UInt64, loopCounters: LoopCounters,
+        syncWaiters: LoopSyncWaiters? = nil
+    ) {
         self.server = server
+        self.syncWaiters = syncWaiters
         self.batch = BatchState(
             executor: CommandExecutor(
                 server: server, session: SessionState(clientID: clientID), seed: seed, loopCounters: loopCounters),
@@ -80,6 +87,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if syncWaiters == nil { syncWaiters = LoopSyncWaiters(loop: context.eventLoop) }
         self.shutdownBox.eventLoop = context.eventLoop
     }
 
@@ -263,10 +271,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         waitingForStorage = true
-        let loop = context.eventLoop
-        let handler = NIOLoopBound(self, eventLoop: loop)
-        let waiting = storage.whenDurable(batch!.executor.syncSequence) {
-            loop.execute { handler.value.resumeAfterStorage() }
+        let waiting = syncWaiters!.wait(for: batch!.executor.syncSequence, storage: storage) { [self] in
+            resumeAfterStorage()
         }
         if !waiting {
             waitingForStorage = false
@@ -334,10 +340,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         if waitingForStorage { return }  // resumeAfterStorage comes back here
         if let storage = server.database.storage, repliesWaitForSync(batch!.executor) {
             waitingForStorage = true
-            let loop = context.eventLoop
-            let handler = NIOLoopBound(self, eventLoop: loop)
-            let waiting = storage.whenDurable(batch!.executor.syncSequence) {
-                loop.execute { handler.value.resumeAfterStorage() }
+            let waiting = syncWaiters!.wait(for: batch!.executor.syncSequence, storage: storage) { [self] in
+                resumeAfterStorage()
             }
             if waiting { return }
             waitingForStorage = false

@@ -408,7 +408,7 @@ extension Database {
             if changes[(position + 1)...].contains(where: { $0.key == change.key }) { continue }
             guard var urgency = durableUrgency[Int(change.namespaceIndex)] else { continue }
             let state: StorageEngine.State
-            if let slot = shard.keyspace.slot(of: Key(change.key)) {
+            if let slot = shard.keyspace.slot(ofBytes: change.key) {
                 state = .record(DurableRecord(shard.keyspace.entry(at: slot)).encoded())
             } else {
                 switch change.kind {

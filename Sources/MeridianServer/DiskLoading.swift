@@ -28,45 +28,103 @@ extension Database {
         progress: WarmUpProgress, logger: Logger
     ) -> InstallOutcome {
         guard let storage else { return .absent }
-        let shard = shards[key.withUnsafeBytes { partitioner.partition(of: $0) } & (Self.shardCount - 1)]
+        let shard = shards[shardIndex(ofBytes: key)]
+        let decoded = decodeForInstall(key: key, record: record, progress: progress, logger: logger)
         shard.lock.lock()
         defer {
             shard.publishUsedBytes()
             shard.lock.unlock()
         }
         guard storage.isCurrent(key: key, token: token) else { return .stale }
-        if shard.keyspace.slot(of: Key(key)) != nil { return .alreadyInMemory }
-        guard let record else { return .absent }
-        let decoded: DurableRecord
+        return installLocked(key: key, decoded: decoded, into: shard, storage: storage, nowUnixMs: nowUnixMs, progress: progress)
+    }
+
+    /// Installs a chunk of scanned records (all read with `token`), taking each shard's lock
+    /// and the engine's lock once per shard rather than once per record. Returns the keys
+    /// that changed since the scan (to be read again).
+    func installChunk(
+        _ records: [(key: [UInt8], record: [UInt8])], token: StorageEngine.ReadToken, nowUnixMs: Int64,
+        progress: WarmUpProgress, logger: Logger
+    ) -> (installed: Int, stale: [[UInt8]]) {
+        guard let storage else { return (0, []) }
+        // Decoding (checksums, copies) happens before any lock is taken.
+        var byShard = [[(key: [UInt8], decoded: DecodedRecord)]](repeating: [], count: Self.shardCount)
+        for (key, record) in records {
+            byShard[shardIndex(ofBytes: key)].append((key, decodeForInstall(key: key, record: record, progress: progress, logger: logger)))
+        }
+        var installed = 0
+        var stale: [[UInt8]] = []
+        for (index, group) in byShard.enumerated() where !group.isEmpty {
+            let shard = shards[index]
+            shard.lock.lock()
+            let current = storage.areCurrent(keys: group.map(\.key), token: token)
+            for (position, item) in group.enumerated() {
+                guard current[position] else {
+                    stale.append(item.key)
+                    continue
+                }
+                if installLocked(key: item.key, decoded: item.decoded, into: shard, storage: storage, nowUnixMs: nowUnixMs, progress: progress) == .installed {
+                    installed += 1
+                }
+            }
+            shard.publishUsedBytes()
+            shard.lock.unlock()
+        }
+        return (installed, stale)
+    }
+
+    /// A stored record decoded for installing, or why it cannot be.
+    enum DecodedRecord {
+        case none
+        case corrupt
+        case record(DurableRecord, namespace: Int)
+    }
+
+    private func decodeForInstall(key: [UInt8], record: [UInt8]?, progress: WarmUpProgress, logger: Logger) -> DecodedRecord {
+        guard let record else { return .none }
         do {
-            decoded = try DurableRecord(decoding: record)
+            let decoded = try DurableRecord(decoding: record)
+            return .record(decoded, namespace: key.withUnsafeBytes { namespaces.index(of: $0) })
         } catch {
             progress.corruptRecords.add(1, ordering: .relaxed)
             logger.error("corrupt record on disk; the key is treated as absent", metadata: [
                 "key": "\(String(decoding: key.prefix(64), as: UTF8.self))", "error": "\(error)",
             ])
-            return .absent
+            return .corrupt
         }
-        let namespace = key.withUnsafeBytes { namespaces.index(of: $0) }
+    }
+
+    /// The part of installing that needs the shard's lock (held) and a current read.
+    private func installLocked(
+        key: [UInt8], decoded: DecodedRecord, into shard: Shard, storage: StorageEngine, nowUnixMs: Int64,
+        progress: WarmUpProgress
+    ) -> InstallOutcome {
+        if shard.keyspace.slot(ofBytes: key) != nil { return .alreadyInMemory }
+        guard case .record(let record, let namespace) = decoded else { return .absent }
         guard durableUrgency[namespace] != nil else {
             // The namespace is memory-only now: its old records are not data any more.
             storage.enqueue(key: key, state: .absent, urgency: .lazy)
             progress.droppedRecords.add(1, ordering: .relaxed)
             return .absent
         }
-        if decoded.isTombstone {
+        if record.isTombstone {
             if !keepsTombstones { storage.enqueue(key: key, state: .absent, urgency: .lazy) }
             return .absent
         }
-        if decoded.isExpired(atUnixMs: nowUnixMs) {
+        if record.isExpired(atUnixMs: nowUnixMs) {
             // Expired while the node was down (or since): gone, and its record too.
             storage.enqueue(key: key, state: .absent, urgency: .lazy)
             progress.expiredRecords.add(1, ordering: .relaxed)
             return .absent
         }
-        guard let entry = decoded.entry(namespaceIndex: namespace, lastAccessUnixMs: nowUnixMs) else { return .absent }
-        shard.keyspace.insert(Key(key), entry: entry, logged: false)
+        guard let entry = record.entry(namespaceIndex: namespace, lastAccessUnixMs: nowUnixMs) else { return .absent }
+        _ = key.withUnsafeBytes { shard.keyspace.insert(bytes: $0, entry: entry, logged: false) }
         return .installed
+    }
+
+    /// The shard index of a key given as bytes.
+    func shardIndex(ofBytes key: [UInt8]) -> Int {
+        key.withUnsafeBytes { partitioner.partition(of: $0) } & (Self.shardCount - 1)
     }
 
     /// Reads `key` through the storage engine and installs it, reading again while the key
@@ -232,16 +290,15 @@ public enum WarmUp {
             }
             if step.records.isEmpty { break }
             let now = SystemClock.nowUnixMs()
-            for (key, record) in step.records {
-                var outcome = database.install(key: key, record: record, token: step.token, nowUnixMs: now, progress: progress, logger: logger)
-                if outcome == .stale {
-                    outcome = (try? database.loadKey(key, progress: progress, logger: logger)) ?? .stale
-                }
-                switch outcome {
+            let chunk = database.installChunk(step.records, token: step.token, nowUnixMs: now, progress: progress, logger: logger)
+            progress.installedKeys.add(chunk.installed, ordering: .relaxed)
+            for key in chunk.stale {
+                // Changed since the scan: read it again, alone.
+                switch (try? database.loadKey(key, progress: progress, logger: logger)) ?? .stale {
                 case .installed: progress.installedKeys.add(1, ordering: .relaxed)
                 case .stale:
                     // Could not settle it: its shard keeps asking the disk on a miss.
-                    skippedShards.insert(key.withUnsafeBytes { database.partitioner.partition(of: $0) } & (Database.shardCount - 1))
+                    skippedShards.insert(database.shardIndex(ofBytes: key))
                 case .absent, .alreadyInMemory: break
                 }
             }

@@ -24,8 +24,13 @@ public final class MeridianNode: Sendable {
         let server = context
         // Each loop gets its own counters block; connections find theirs by their loop.
         var loopIndexes: [ObjectIdentifier: Int] = [:]
-        for (index, loop) in group.makeIterator().enumerated() { loopIndexes[ObjectIdentifier(loop)] = index }
+        var syncWaiters: [ObjectIdentifier: LoopSyncWaiters] = [:]
+        for (index, loop) in group.makeIterator().enumerated() {
+            loopIndexes[ObjectIdentifier(loop)] = index
+            syncWaiters[ObjectIdentifier(loop)] = LoopSyncWaiters(loop: loop)
+        }
         let countersByLoop = loopIndexes
+        let syncWaitersByLoop = syncWaiters
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -44,7 +49,8 @@ public final class MeridianNode: Sendable {
                     remote: channel.remoteAddress.map(Self.describe) ?? "?",
                     local: channel.localAddress.map(Self.describe) ?? "?",
                     seed: UInt64(id) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(bitPattern: SystemClock.nowUnixMs()),
-                    loopCounters: server.database.statistics.loops[countersByLoop[ObjectIdentifier(channel.eventLoop)] ?? 0])
+                    loopCounters: server.database.statistics.loops[countersByLoop[ObjectIdentifier(channel.eventLoop)] ?? 0],
+                    syncWaiters: syncWaitersByLoop[ObjectIdentifier(channel.eventLoop)])
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }

@@ -89,20 +89,27 @@ public final class RocksDBStore: DurableStore, @unchecked Sendable {
                 }
             }
         }
-        for put in batch.puts {
-            let key = Self.recordKey(put.key)
-            key.withUnsafeBytes { k in
-                put.record.withUnsafeBytes { v in
-                    rocksdb_writebatch_put(
-                        writeBatch, k.baseAddress!.assumingMemoryBound(to: CChar.self), k.count,
-                        v.baseAddress?.assumingMemoryBound(to: CChar.self), v.count)
+        // The stored key is the prefix byte followed by the user key, passed as two parts so
+        // that no combined copy is made.
+        withUnsafePointer(to: Self.recordPrefix) { prefix in
+            let prefixPointer = UnsafeRawPointer(prefix).assumingMemoryBound(to: CChar.self)
+            for put in batch.puts {
+                put.key.withUnsafeBytes { k in
+                    put.record.withUnsafeBytes { v in
+                        let keyParts: [UnsafePointer<CChar>?] = [prefixPointer, k.baseAddress?.assumingMemoryBound(to: CChar.self)]
+                        let keySizes: [Int] = [1, k.count]
+                        var valuePointer: UnsafePointer<CChar>? = v.baseAddress?.assumingMemoryBound(to: CChar.self)
+                        var valueSize = v.count
+                        rocksdb_writebatch_putv(writeBatch, 2, keyParts, keySizes, 1, &valuePointer, &valueSize)
+                    }
                 }
             }
-        }
-        for deleted in batch.deletes {
-            let key = Self.recordKey(deleted)
-            key.withUnsafeBytes { k in
-                rocksdb_writebatch_delete(writeBatch, k.baseAddress!.assumingMemoryBound(to: CChar.self), k.count)
+            for deleted in batch.deletes {
+                deleted.withUnsafeBytes { k in
+                    let keyParts: [UnsafePointer<CChar>?] = [prefixPointer, k.baseAddress?.assumingMemoryBound(to: CChar.self)]
+                    let keySizes: [Int] = [1, k.count]
+                    rocksdb_writebatch_deletev(writeBatch, 2, keyParts, keySizes)
+                }
             }
         }
         var error: UnsafeMutablePointer<CChar>?

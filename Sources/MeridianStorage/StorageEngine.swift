@@ -80,6 +80,9 @@ public final class StorageEngine: @unchecked Sendable {
     public static let pendingBytesMax = 64 << 20
     /// Housekeeping states wait at most this long.
     static let lazyWindowMs: Int64 = 1000
+    /// Bounds of the group-commit gathering wait (see `runWriter`).
+    static let gatherNsMin: UInt64 = 50_000
+    static let gatherNsMax: UInt64 = 1_000_000
 
     private struct Pending {
         var sequence: UInt64
@@ -91,17 +94,27 @@ public final class StorageEngine: @unchecked Sendable {
         var bytes: Int
     }
 
+    /// A key of the queue. Hashing `[UInt8]` as a sequence feeds the hasher one byte at a
+    /// time; this feeds it the bytes in one call.
+    private struct QueueKey: Hashable {
+        let bytes: [UInt8]
+
+        func hash(into hasher: inout Hasher) {
+            bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
+    }
+
     private let store: DurableStore
     private let logger: Logger
     private let onFatalError: @Sendable (String) -> Void
     private let mutex = Mutex()
 
     // Guarded by `mutex`.
-    private var pending: [[UInt8]: Pending] = [:]
+    private var pending: [QueueKey: Pending] = [:]
     private var pendingBytes = 0
     private var pendingFlushByNs: UInt64 = .max
     private var pendingClear = false
-    private var inFlight: [[UInt8]: Pending] = [:]
+    private var inFlight: [QueueKey: Pending] = [:]
     private var inFlightClear = false
     private var lastSequence: UInt64 = 0
     private var completedFlushes: UInt64 = 0
@@ -109,6 +122,12 @@ public final class StorageEngine: @unchecked Sendable {
     private var waiters: [(sequence: UInt64, callback: @Sendable () -> Void)] = []
     private var stopping = false
     private var stopped = false
+    /// Group commit: how many waiters the last flush released (connections likely to come
+    /// back with their next write), whether the writer is waiting for them, and until when.
+    private var releasedByLastFlush = 0
+    private var gathering = false
+    private var gatherUntilNs: UInt64 = 0
+    private var lastSyncNs: UInt64 = 0
     private var statistics = Statistics()
 
     /// The last sequence handed out (any urgency).
@@ -152,13 +171,14 @@ public final class StorageEngine: @unchecked Sendable {
         lastSequence += 1
         let sequence = lastSequence
         var entry = Pending(sequence: sequence, state: state, flushByNs: flushByNs, durableByNs: durableByNs, bytes: bytes)
-        if let previous = pending[key] {
+        let queueKey = QueueKey(bytes: key)
+        if let previous = pending[queueKey] {
             // The earlier state was acknowledged under its own deadline; the new one keeps it.
             entry.flushByNs = min(entry.flushByNs, previous.flushByNs)
             entry.durableByNs = min(entry.durableByNs, previous.durableByNs)
             pendingBytes -= previous.bytes
         }
-        pending[key] = entry
+        pending[queueKey] = entry
         pendingBytes += bytes
         let wake = entry.flushByNs < pendingFlushByNs || pendingBytes >= Self.flushBytesThreshold
         pendingFlushByNs = min(pendingFlushByNs, entry.flushByNs)
@@ -214,6 +234,7 @@ public final class StorageEngine: @unchecked Sendable {
         defer { mutex.unlock() }
         if durableSequence.load(ordering: .acquiring) >= sequence { return false }
         waiters.append((sequence, callback))
+        if gathering && waiters.count >= releasedByLastFlush { mutex.broadcast() }
         return true
     }
 
@@ -222,9 +243,10 @@ public final class StorageEngine: @unchecked Sendable {
     /// The newest state of `key`: queued, being written, or stored. Blocks on the store: call
     /// it off the event loops.
     public func read(key: [UInt8]) throws(StorageError) -> (record: [UInt8]?, token: ReadToken) {
+        let queueKey = QueueKey(bytes: key)
         mutex.lock()
         var token = ReadToken(completedFlushes: completedFlushes, clears: clears, sequence: 0)
-        if let queued = pending[key] ?? (pendingClear ? nil : inFlight[key]) {
+        if let queued = pending[queueKey] ?? (pendingClear ? nil : inFlight[queueKey]) {
             token.sequence = queued.sequence
             mutex.unlock()
             return (Self.record(of: queued.state), token)
@@ -257,8 +279,24 @@ public final class StorageEngine: @unchecked Sendable {
         mutex.lock()
         defer { mutex.unlock() }
         guard completedFlushes == token.completedFlushes, clears == token.clears else { return false }
-        let queued = pending[key] ?? (pendingClear ? nil : inFlight[key])
+        let queueKey = QueueKey(bytes: key)
+        let queued = pending[queueKey] ?? (pendingClear ? nil : inFlight[queueKey])
         return (queued?.sequence ?? 0) == token.sequence
+    }
+
+    /// `isCurrent` for several keys read with one token, under one lock (warm-up installs a
+    /// scanned chunk shard by shard).
+    public func areCurrent(keys: [[UInt8]], token: ReadToken) -> [Bool] {
+        mutex.lock()
+        defer { mutex.unlock() }
+        guard completedFlushes == token.completedFlushes, clears == token.clears else {
+            return Array(repeating: false, count: keys.count)
+        }
+        return keys.map { key in
+            let queueKey = QueueKey(bytes: key)
+            let queued = pending[queueKey] ?? (pendingClear ? nil : inFlight[queueKey])
+            return (queued?.sequence ?? 0) == token.sequence
+        }
     }
 
     // MARK: Lifecycle
@@ -304,11 +342,29 @@ public final class StorageEngine: @unchecked Sendable {
                 continue
             }
             let now = monotonicNowNs()
-            let due = stopping || pendingClear || pendingFlushByNs <= now || pendingBytes >= Self.flushBytesThreshold
+            let urgent = stopping || pendingClear || pendingBytes >= Self.flushBytesThreshold
+            let due = urgent || pendingFlushByNs <= now
             if !due {
                 mutex.wait(untilMonotonicNs: pendingFlushByNs)
                 continue
             }
+            // Group commit: the connections the last sync released are usually on their way
+            // back with their next write. Starting the sync on the first of them would leave
+            // the rest for the sync after; waiting until as many wait as were released (or a
+            // fraction of a sync's time at most) lets one sync carry them all. One writer
+            // alone is never delayed: it is all the last sync released.
+            if !urgent && waiters.count < releasedByLastFlush {
+                if gatherUntilNs == 0 {
+                    gatherUntilNs = now + min(Self.gatherNsMax, max(Self.gatherNsMin, lastSyncNs))
+                }
+                if now < gatherUntilNs {
+                    gathering = true
+                    mutex.wait(untilMonotonicNs: gatherUntilNs)
+                    gathering = false
+                    continue
+                }
+            }
+            gatherUntilNs = 0
             inFlight = pending
             inFlightClear = pendingClear
             pending = [:]
@@ -320,10 +376,11 @@ public final class StorageEngine: @unchecked Sendable {
             let batchSequence = lastSequence
             var batch = StoreBatch(clearAll: inFlightClear)
             var durableByNs = UInt64.max
+            batch.puts.reserveCapacity(inFlight.count)
             for (key, entry) in inFlight {
                 switch entry.state {
-                case .record(let bytes): batch.puts.append((key, bytes))
-                case .absent: batch.deletes.append(key)
+                case .record(let bytes): batch.puts.append((key.bytes, bytes))
+                case .absent: batch.deletes.append(key.bytes)
                 }
                 durableByNs = min(durableByNs, entry.durableByNs)
             }
@@ -353,6 +410,7 @@ public final class StorageEngine: @unchecked Sendable {
             statistics.flushedBytes += UInt64(batchBytes)
             statistics.syncLatency.record(microseconds: microseconds)
             statistics.lastSyncMicroseconds = microseconds
+            lastSyncNs = finished - started
             statistics.lastSyncUnixMs = wallClockNowMs()
             let late = finished > durableByNs
             if late { statistics.lateFlushes += 1 }
@@ -365,6 +423,9 @@ public final class StorageEngine: @unchecked Sendable {
                 }
                 waiters = kept
             }
+            // Everyone who waited when the sync ended: those released come back, the others
+            // are already here; the next sync should carry all of them.
+            releasedByLastFlush = ready.count + waiters.count
             mutex.unlock()
             if late {
                 logger.warning("a write-back flush ended after its window", metadata: [
