@@ -73,8 +73,12 @@ public final class StorageEngine: @unchecked Sendable {
         public var durableSequence: UInt64 = 0
     }
 
-    /// A flush starts early once this many bytes are queued.
-    public static let flushBytesThreshold = 8 << 20
+    /// A flush starts early once this many bytes or states are queued. A flush's time grows
+    /// with its size (each state is a memtable insert), so under a heavy write-back load
+    /// smaller, more frequent flushes keep every state well inside its window; measured in
+    /// docs/PERFORMANCE.md (`write_back_late_flushes`).
+    public static let flushBytesThreshold = 1 << 20
+    public static let flushStatesThreshold = 1024
     /// Above this many queued bytes, writers wait for the flush (backpressure instead of
     /// unbounded memory): see `isBacklogged`.
     public static let pendingBytesMax = 64 << 20
@@ -181,6 +185,7 @@ public final class StorageEngine: @unchecked Sendable {
         pending[queueKey] = entry
         pendingBytes += bytes
         let wake = entry.flushByNs < pendingFlushByNs || pendingBytes >= Self.flushBytesThreshold
+            || pending.count == Self.flushStatesThreshold
         pendingFlushByNs = min(pendingFlushByNs, entry.flushByNs)
         enqueuedSequence.store(sequence, ordering: .releasing)
         if urgency == .sync { enqueuedSyncSequence.store(sequence, ordering: .releasing) }
@@ -343,6 +348,7 @@ public final class StorageEngine: @unchecked Sendable {
             }
             let now = monotonicNowNs()
             let urgent = stopping || pendingClear || pendingBytes >= Self.flushBytesThreshold
+                || pending.count >= Self.flushStatesThreshold
             let due = urgent || pendingFlushByNs <= now
             if !due {
                 mutex.wait(untilMonotonicNs: pendingFlushByNs)
@@ -385,6 +391,9 @@ public final class StorageEngine: @unchecked Sendable {
                 durableByNs = min(durableByNs, entry.durableByNs)
             }
             mutex.unlock()
+            // In key order, consecutive memtable inserts land next to each other and RocksDB's
+            // skip list reuses its last insert position instead of searching from the top.
+            batch.puts.sort { $0.key.lexicographicallyPrecedes($1.key) }
 
             let started = monotonicNowNs()
             do {

@@ -93,7 +93,10 @@ struct MeridianServerCommand: ParsableCommand {
                 storage = StorageEngine(store: store, logger: logger) { reason in
                     // A write that may not be on disk is never acknowledged: stop the node.
                     fatalLogger.critical("stopping: the disk cannot be trusted with acknowledged writes", metadata: ["error": "\(reason)"])
-                    Glibc.exit(70)
+                    // _exit: no atexit handlers or static destructors, which could block on
+                    // the store's threads; nothing may be flushed to a disk that just failed.
+                    fflush(nil)
+                    Glibc._exit(70)
                 }
             } catch {
                 throw ValidationError("data directory \(dataDir): \(error)")

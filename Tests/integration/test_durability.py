@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import threading
 import time
@@ -341,3 +342,38 @@ def test_reads_during_warm_up_are_correct(start_meridian):
     wait_for(lambda: client.info("persistence")["loading"] == 0, timeout=30, what="warm-up")
     assert client.dbsize() == total
     print(f"reads overlapped warm-up: {saw_loading}")
+
+
+def compile_failsync(tmp_path) -> str:
+    """Builds the LD_PRELOAD shim with the C compiler that comes with the Swift toolchain."""
+    compiler = shutil.which("clang") or shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "no C compiler (the Swift toolchain ships clang)"
+    library = tmp_path / "libfailsync.so"
+    source = os.path.join(os.path.dirname(__file__), "support", "failsync.c")
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(library), source, "-ldl"], check=True)
+    return str(library)
+
+
+def test_a_failed_fsync_stops_the_node_without_acknowledging(start_meridian, tmp_path):
+    library = compile_failsync(tmp_path)
+    trigger = tmp_path / "fail-now"
+    os.environ["LD_PRELOAD"] = library
+    os.environ["FAILSYNC_TRIGGER"] = str(trigger)
+    try:
+        server = start_meridian(make_config(NAMESPACES))
+    finally:
+        del os.environ["LD_PRELOAD"], os.environ["FAILSYNC_TRIGGER"]
+    client = server.client()
+    assert client.set("wt:before", "1") is True  # syncs work until the disk "fails"
+    trigger.touch()
+    with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+        client.set("wt:after", "2")  # never acknowledged: the node exits instead
+    wait_for(lambda: not server.alive(), timeout=10, what="the node to stop")
+    assert server.proc.returncode == 70
+    log = server.log()
+    assert "disk write failed" in log and "critical" in log, log[-2000:]
+    server.proc = None
+    server.stopped = True
+    # Restarted on a healthy disk, what was acknowledged is there.
+    server.start()
+    assert server.client().get("wt:before") == "1"

@@ -1,0 +1,157 @@
+// Proves the database's side of durability on an in-memory store it can inspect: changes to
+// durable keys reach the engine as whole records in memory's order (and memory namespaces
+// never do), deletes without peers remove the record, loading from disk installs live
+// records and drops expired, corrupt and tombstoned ones without crashing, and a disk read
+// that raced a write is never installed over it (no resurrection of a deleted key).
+import Logging
+import MeridianCore
+import MeridianStorage
+import NIOCore
+import Testing
+
+@testable import MeridianServer
+
+@Suite struct DurableDatabaseTests {
+    static let logger = Logger(label: "test")
+    static let stamp = LWWStamp(timestamp: HLCTimestamp(physicalMs: 1_000, logical: 0), origin: ReplicaID(datacenter: 0, node: 0))
+
+    /// A database with a `durable:` write-back namespace (60 s window: nothing is flushed
+    /// unless asked) over `store`; everything else is memory-only.
+    static func makeDatabase(store: InMemoryStore) -> (Database, StorageEngine) {
+        let engine = StorageEngine(store: store, logger: logger) { reason in Issue.record("storage failed: \(reason)") }
+        let namespaces = NamespaceTable([
+            NamespaceConfig(name: "default", prefix: [], durability: .memory),
+            NamespaceConfig(name: "durable", prefix: Array("durable:".utf8), durability: .writeBack, writeBackWindowMs: 60_000),
+        ])
+        let database = Database(
+            namespaces: namespaces, partitions: 1024, origin: ReplicaID(datacenter: 0, node: 0),
+            maxmemoryBytes: 0, eventLoopCount: 1, storage: engine)
+        return (database, engine)
+    }
+
+    static func set(_ database: Database, _ key: String, _ value: String, expiryUnixMs: Int64 = Entry.noExpiry) {
+        let buffer = ByteBuffer(string: key)
+        database.withShard(of: buffer) { keyspace in
+            let entry = Entry(value: Array(value.utf8), valueStamp: stamp, expiryUnixMs: expiryUnixMs, expiryStamp: stamp, lastAccessUnixMs: 0, namespaceIndex: key.hasPrefix("durable:") ? 1 : 0)
+            if let slot = keyspace.slot(of: Key(borrowing: buffer)) {
+                keyspace.setValue(at: slot, entry.value, stamp: stamp)
+            } else {
+                keyspace.insert(Key(borrowing: buffer), entry: entry)
+            }
+        }
+    }
+
+    static func delete(_ database: Database, _ key: String) {
+        let buffer = ByteBuffer(string: key)
+        database.withShard(of: buffer) { keyspace in
+            if let slot = keyspace.slot(of: Key(borrowing: buffer)) { keyspace.remove(slot: slot) }
+        }
+    }
+
+    static func flush(_ engine: StorageEngine) {
+        let sequence = engine.flushNow()
+        while engine.durableSequence.load(ordering: .acquiring) < sequence { usleep(500) }
+    }
+
+    static func stored(_ store: InMemoryStore, _ key: String) throws -> DurableRecord? {
+        try store.read(key: Array(key.utf8)).map { try DurableRecord(decoding: $0) }
+    }
+
+    @Test func durableChangesReachTheDiskAsWholeRecords() throws {
+        let store = InMemoryStore()
+        let (database, engine) = Self.makeDatabase(store: store)
+        defer { engine.shutdown() }
+        Self.set(database, "durable:a", "1")
+        Self.set(database, "durable:a", "2")
+        Self.set(database, "durable:b", "x", expiryUnixMs: 9_999_999_999_999)
+        Self.set(database, "cache:c", "memory only")
+        Self.flush(engine)
+        #expect(try Self.stored(store, "durable:a")?.value == Array("2".utf8))
+        let b = try Self.stored(store, "durable:b")
+        #expect(b?.expiryUnixMs == 9_999_999_999_999 && b?.valueStamp == Self.stamp)
+        #expect(try store.read(key: Array("cache:c".utf8)) == nil)
+        Self.delete(database, "durable:a")
+        Self.flush(engine)
+        // One full data center: nobody needs a tombstone, the record goes.
+        #expect(try store.read(key: Array("durable:a".utf8)) == nil)
+    }
+
+    @Test func loadingInstallsLiveRecordsAndDropsTheRest() throws {
+        let store = InMemoryStore()
+        let live = DurableRecord(value: Array("v".utf8), valueStamp: Self.stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: Self.stamp, encoding: .byContent)
+        let expired = DurableRecord(value: Array("old".utf8), valueStamp: Self.stamp, expiryUnixMs: 5, expiryStamp: Self.stamp, encoding: .byContent)
+        var corrupt = live.encoded()
+        corrupt[DurableRecord.headerBytes] ^= 0xFF
+        try store.apply(StoreBatch(puts: [
+            (Array("durable:live".utf8), live.encoded()),
+            (Array("durable:expired".utf8), expired.encoded()),
+            (Array("durable:corrupt".utf8), corrupt),
+            (Array("durable:tombstone".utf8), DurableRecord.tombstone(stamp: Self.stamp).encoded()),
+            (Array("cache:was-durable".utf8), live.encoded()),
+        ]), sync: true)
+        let (database, engine) = Self.makeDatabase(store: store)
+        defer { engine.shutdown() }
+        let progress = WarmUpProgress()
+        #expect(try database.loadKey(Array("durable:live".utf8), progress: progress, logger: Self.logger) == .installed)
+        #expect(try database.loadKey(Array("durable:live".utf8), progress: progress, logger: Self.logger) == .alreadyInMemory)
+        #expect(try database.loadKey(Array("durable:expired".utf8), progress: progress, logger: Self.logger) == .absent)
+        #expect(try database.loadKey(Array("durable:corrupt".utf8), progress: progress, logger: Self.logger) == .absent)
+        #expect(try database.loadKey(Array("durable:tombstone".utf8), progress: progress, logger: Self.logger) == .absent)
+        #expect(try database.loadKey(Array("cache:was-durable".utf8), progress: progress, logger: Self.logger) == .absent)
+        #expect(try database.loadKey(Array("durable:never".utf8), progress: progress, logger: Self.logger) == .absent)
+        let corruptCount = progress.corruptRecords.load(ordering: .relaxed)
+        let expiredCount = progress.expiredRecords.load(ordering: .relaxed)
+        #expect(corruptCount == 1)
+        #expect(expiredCount == 1)
+        #expect(database.keyCount == 1)
+        Self.flush(engine)
+        // Expired records, tombstones (no peers) and records of a memory namespace are cleaned
+        // up; the corrupt record is left for an operator to look at.
+        #expect(try store.read(key: Array("durable:expired".utf8)) == nil)
+        #expect(try store.read(key: Array("durable:tombstone".utf8)) == nil)
+        #expect(try store.read(key: Array("cache:was-durable".utf8)) == nil)
+        #expect(try store.read(key: Array("durable:corrupt".utf8)) != nil)
+    }
+
+    @Test func aReadThatRacedAWriteIsNotInstalled() throws {
+        let store = InMemoryStore()
+        let old = DurableRecord(value: Array("old".utf8), valueStamp: Self.stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: Self.stamp, encoding: .byContent)
+        try store.apply(StoreBatch(puts: [(Array("durable:k".utf8), old.encoded())]), sync: true)
+        let (database, engine) = Self.makeDatabase(store: store)
+        defer { engine.shutdown() }
+        let progress = WarmUpProgress()
+        // A read starts, sees the old record...
+        let read = try engine.read(key: Array("durable:k".utf8))
+        // ...then the key is written and deleted in memory before the read is installed.
+        Self.set(database, "durable:k", "new")
+        Self.delete(database, "durable:k")
+        let outcome = database.install(
+            key: Array("durable:k".utf8), record: read.record, token: read.token, nowUnixMs: 2_000,
+            progress: progress, logger: Self.logger)
+        #expect(outcome == .stale)
+        // Read again: the queued delete wins; the deleted key stays deleted.
+        #expect(try database.loadKey(Array("durable:k".utf8), progress: progress, logger: Self.logger) == .absent)
+        #expect(database.keyCount == 0)
+    }
+
+    @Test func flushAllClearsMemoryAndDiskAndTheDiskOnlyMarks() throws {
+        let store = InMemoryStore()
+        let (database, engine) = Self.makeDatabase(store: store)
+        defer { engine.shutdown() }
+        Self.set(database, "durable:a", "1")
+        Self.flush(engine)
+        database.diskOnlyKeysPossible.store(true, ordering: .relaxed)
+        for shard in database.shards { shard.mayHaveDiskOnlyKeys.store(true, ordering: .relaxed) }
+        let sequence = database.removeAll()
+        #expect(sequence > 0)
+        while engine.durableSequence.load(ordering: .acquiring) < sequence { usleep(500) }
+        #expect(try store.read(key: Array("durable:a".utf8)) == nil)
+        let diskOnly = database.diskOnlyKeysPossible.load(ordering: .relaxed)
+        #expect(!diskOnly)
+        #expect(database.keyCount == 0)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
