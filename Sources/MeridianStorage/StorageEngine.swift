@@ -391,9 +391,6 @@ public final class StorageEngine: @unchecked Sendable {
                 durableByNs = min(durableByNs, entry.durableByNs)
             }
             mutex.unlock()
-            // In key order, consecutive memtable inserts land next to each other and RocksDB's
-            // skip list reuses its last insert position instead of searching from the top.
-            batch.puts.sort { $0.key.lexicographicallyPrecedes($1.key) }
 
             let started = monotonicNowNs()
             do {
