@@ -8,7 +8,7 @@
 # process start until `INFO persistence` says loading:0 (and until it answers PING), and
 # Redis reloading the same keys from its AOF.
 #
-# Usage: Benchmarks/durability-side-by-side.sh [--rounds N] [--requests N] [--clients N]
+# Usage: Benchmarks/durability-side-by-side.sh [--rounds N] [--requests N] [--clients N] [--threads N]
 #                                              [--restart-keys N] [--skip-restart] [--dir DIR]
 # The data directories go under --dir (default: a fresh directory under /var/tmp, which must
 # be a real disk, not tmpfs: fsync is the point). Needs redis-server, redis-benchmark,
@@ -21,6 +21,7 @@ clients=50
 restart_keys=1000000
 skip_restart=""
 base_dir=/var/tmp
+threads=
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     --clients) clients=$2; shift 2 ;;
     --restart-keys) restart_keys=$2; shift 2 ;;
     --skip-restart) skip_restart=1; shift ;;
+    --threads) threads=$2; shift 2 ;;
     --dir) base_dir=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -45,6 +47,12 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # What a server logged at warning level or above (a late write-back flush, a crash).
+  for log in "$work"/meridian-*.log; do
+    if grep -qiE 'warning|error|critical|crashed' "$log" 2>/dev/null; then
+      echo "== $(basename "$log"):"; grep -iE 'warning|error|critical|crashed' "$log" | head -5
+    fi
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -68,7 +76,8 @@ cluster:
 namespaces:
   - { name: default, prefix: "", consistency: eventual, durability: $durability, eviction: none }
 YAML
-  "$binary" --config "$work/$name.yaml" --data-dir "$work/$name" --log-level warning >/dev/null 2>"$work/$name.log" &
+  "$binary" --config "$work/$name.yaml" --data-dir "$work/$name" --log-level warning ${threads:+--threads "$threads"} \
+    >/dev/null 2>"$work/$name.log" &
   pids+=($!)
   wait_ping "$port"
 }

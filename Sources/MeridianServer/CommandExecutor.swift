@@ -60,6 +60,10 @@ public struct CommandExecutor {
     /// Set by the connection while it executes a command again after loading its keys from
     /// disk: the keys are in memory now (or do not exist), so it does not ask again.
     public var keysJustLoaded = false
+    /// Set when a write found the storage engine backlogged: the connection stops executing
+    /// the rest of its input until the flush is done (a pipelined bulk load would otherwise
+    /// queue a whole read's worth of writes first).
+    public var pausedForDiskBacklog = false
 
     /// The counters of the event loop this connection runs on.
     let loopCounters: LoopCounters
@@ -116,6 +120,7 @@ public struct CommandExecutor {
                 } else if shape.flags.contains(.write) && storage.isBacklogged {
                     // The disk is behind: this writer waits for the flush instead of the queue growing.
                     waitsFor = .everythingQueued
+                    pausedForDiskBacklog = true
                 }
             }
         }

@@ -138,8 +138,19 @@ final class ConnectionHandler: ChannelInboundHandler {
         if !pausedForBackpressure { processPending(context: context) }
     }
 
-    /// Executes every complete command in `pending`.
+    /// Executes every complete command in `pending`; when the disk is backlogged, in steps
+    /// that each end by answering (or waiting for the flush the answers depend on).
     private func processPending(context: ChannelHandlerContext) {
+        while processPendingUntilBacklog(context: context) {
+            finishBatch(context: context)
+            if waitingForStorage || pending == nil || closing || pausedForBackpressure { break }
+        }
+    }
+
+    /// Executes complete commands in `pending` until the input ends or a write finds the
+    /// disk backlogged (then returns true).
+    private func processPendingUntilBacklog(context: ChannelHandlerContext) -> Bool {
+        var stoppedForBacklog = false
         var buffer = pending!
         pending = nil
         var state = batch!
@@ -172,6 +183,12 @@ final class ConnectionHandler: ChannelInboundHandler {
             // Drop the slices before the buffer can be appended to again.
             state.arguments.removeAll(keepingCapacity: true)
             if closing || waitingForStorage { break }
+            if state.executor.pausedForDiskBacklog {
+                // The disk is behind: the rest of the input waits for the flush.
+                state.executor.pausedForDiskBacklog = false
+                stoppedForBacklog = true
+                break
+            }
             if state.outbound.readableBytes >= Self.outboundFlushBytes {
                 if repliesWaitForSync(state.executor) {
                     // These replies may not leave before the sync: stop here; the batch goes
@@ -196,7 +213,11 @@ final class ConnectionHandler: ChannelInboundHandler {
             pending = buffer
         }
         batch = state
-        if closing || (shutdownRequested && !pausedForBackpressure && !waitingForStorage) { finishAndClose(context: context) }
+        if closing || (shutdownRequested && !pausedForBackpressure && !waitingForStorage) {
+            finishAndClose(context: context)
+            return false
+        }
+        return stoppedForBacklog
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

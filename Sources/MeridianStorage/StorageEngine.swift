@@ -79,9 +79,14 @@ public final class StorageEngine: @unchecked Sendable {
     /// docs/PERFORMANCE.md (`write_back_late_flushes`).
     public static let flushBytesThreshold = 1 << 20
     public static let flushStatesThreshold = 1024
-    /// Above this many queued bytes, writers wait for the flush (backpressure instead of
-    /// unbounded memory): see `isBacklogged`.
-    public static let pendingBytesMax = 64 << 20
+    /// Above this many queued bytes or states, writers wait for the flush (see
+    /// `isBacklogged`). Without it, a writer thread that falls behind (a bulk load arriving
+    /// faster than the disk takes it) would let batches grow until one flush takes longer
+    /// than the write-back window, breaking its promise; with it, a flush carries at most a
+    /// few thousand states (about 20 ms here, docs/PERFORMANCE.md) and the load slows to
+    /// the disk's pace instead.
+    public static let pendingBytesMax = 4 << 20
+    public static let pendingStatesMax = 4096
     /// Housekeeping states wait at most this long.
     static let lazyWindowMs: Int64 = 1000
     /// Bounds of the group-commit gathering wait (see `runWriter`).
@@ -126,9 +131,11 @@ public final class StorageEngine: @unchecked Sendable {
     private var waiters: [(sequence: UInt64, callback: @Sendable () -> Void)] = []
     private var stopping = false
     private var stopped = false
-    /// Group commit: how many waiters the last flush released (connections likely to come
-    /// back with their next write), whether the writer is waiting for them, and until when.
-    private var releasedByLastFlush = 0
+    /// Group commit: how many write-through states the last flush carried (their writers are
+    /// likely to come back with the next ones), how many are queued now, whether the writer
+    /// is waiting for more, and until when.
+    private var syncStatesInLastFlush = 0
+    private var pendingSyncStates = 0
     private var gathering = false
     private var gatherUntilNs: UInt64 = 0
     private var lastSyncNs: UInt64 = 0
@@ -140,8 +147,9 @@ public final class StorageEngine: @unchecked Sendable {
     public let enqueuedSyncSequence = Atomic<UInt64>(0)
     /// Every state up to this sequence is synced.
     public let durableSequence = Atomic<UInt64>(0)
-    /// Queued bytes (not yet flushed), for backpressure.
+    /// Queued bytes and states (not yet flushed), for backpressure.
     private let queuedBytes = Atomic<Int>(0)
+    private let queuedStates = Atomic<Int>(0)
 
     /// Starts the writer thread over `store`.
     public init(store: DurableStore, logger: Logger, onFatalError: @escaping @Sendable (String) -> Void) {
@@ -184,12 +192,17 @@ public final class StorageEngine: @unchecked Sendable {
         }
         pending[queueKey] = entry
         pendingBytes += bytes
-        let wake = entry.flushByNs < pendingFlushByNs || pendingBytes >= Self.flushBytesThreshold
+        var wake = entry.flushByNs < pendingFlushByNs || pendingBytes >= Self.flushBytesThreshold
             || pending.count == Self.flushStatesThreshold
         pendingFlushByNs = min(pendingFlushByNs, entry.flushByNs)
+        if urgency == .sync {
+            pendingSyncStates += 1
+            if gathering && pendingSyncStates >= syncStatesInLastFlush { wake = true }
+        }
         enqueuedSequence.store(sequence, ordering: .releasing)
         if urgency == .sync { enqueuedSyncSequence.store(sequence, ordering: .releasing) }
         queuedBytes.store(pendingBytes, ordering: .relaxed)
+        queuedStates.store(pending.count, ordering: .relaxed)
         mutex.unlock()
         if wake { mutex.broadcast() }
         return sequence
@@ -211,6 +224,7 @@ public final class StorageEngine: @unchecked Sendable {
         enqueuedSequence.store(sequence, ordering: .releasing)
         enqueuedSyncSequence.store(sequence, ordering: .releasing)
         queuedBytes.store(0, ordering: .relaxed)
+        queuedStates.store(0, ordering: .relaxed)
         mutex.unlock()
         mutex.broadcast()
         return sequence
@@ -229,7 +243,10 @@ public final class StorageEngine: @unchecked Sendable {
     }
 
     /// Whether so much is queued that writers should wait for the next flush.
-    public var isBacklogged: Bool { queuedBytes.load(ordering: .relaxed) >= Self.pendingBytesMax }
+    public var isBacklogged: Bool {
+        queuedBytes.load(ordering: .relaxed) >= Self.pendingBytesMax
+            || queuedStates.load(ordering: .relaxed) >= Self.pendingStatesMax
+    }
 
     /// Runs `callback` (on the writer thread) once every state up to `sequence` is synced.
     /// Returns false, without keeping the callback, when that is already so.
@@ -239,7 +256,6 @@ public final class StorageEngine: @unchecked Sendable {
         defer { mutex.unlock() }
         if durableSequence.load(ordering: .acquiring) >= sequence { return false }
         waiters.append((sequence, callback))
-        if gathering && waiters.count >= releasedByLastFlush { mutex.broadcast() }
         return true
     }
 
@@ -354,12 +370,12 @@ public final class StorageEngine: @unchecked Sendable {
                 mutex.wait(untilMonotonicNs: pendingFlushByNs)
                 continue
             }
-            // Group commit: the connections the last sync released are usually on their way
-            // back with their next write. Starting the sync on the first of them would leave
-            // the rest for the sync after; waiting until as many wait as were released (or a
-            // fraction of a sync's time at most) lets one sync carry them all. One writer
-            // alone is never delayed: it is all the last sync released.
-            if !urgent && waiters.count < releasedByLastFlush {
+            // Group commit: the writers the last sync released are usually on their way back
+            // with their next write. Starting the sync on the first of them would leave the
+            // rest for the sync after; waiting until as many write-through states are queued
+            // as the last sync carried (or one sync's time at most) lets one sync carry them
+            // all. One writer alone is never delayed: it is all the last sync carried.
+            if !urgent && pendingSyncStates > 0 && pendingSyncStates < syncStatesInLastFlush {
                 if gatherUntilNs == 0 {
                     gatherUntilNs = now + min(Self.gatherNsMax, max(Self.gatherNsMin, lastSyncNs))
                 }
@@ -376,9 +392,12 @@ public final class StorageEngine: @unchecked Sendable {
             pending = [:]
             pendingClear = false
             pendingFlushByNs = .max
+            if pendingSyncStates > 0 { syncStatesInLastFlush = pendingSyncStates }
+            pendingSyncStates = 0
             let batchBytes = pendingBytes
             pendingBytes = 0
             queuedBytes.store(0, ordering: .relaxed)
+            queuedStates.store(0, ordering: .relaxed)
             let batchSequence = lastSequence
             var batch = StoreBatch(clearAll: inFlightClear)
             var durableByNs = UInt64.max
@@ -429,9 +448,6 @@ public final class StorageEngine: @unchecked Sendable {
                 }
                 waiters = kept
             }
-            // Everyone who waited when the sync ended: those released come back, the others
-            // are already here; the next sync should carry all of them.
-            releasedByLastFlush = ready.count + waiters.count
             mutex.unlock()
             if late {
                 logger.warning("a write-back flush ended after its window", metadata: [
