@@ -2,13 +2,14 @@
 # Durable writes side by side with redis-server on the same disk, alternating round by round:
 #   Meridian write-through  vs  redis-server --appendonly yes --appendfsync always
 #   Meridian write-back     vs  redis-server --appendonly yes --appendfsync everysec
-# with `redis-benchmark -t set -n N -c 50 -d 100` (random keys over 100000), and prints each
+# with `redis-benchmark -t set -n N -c 50 -d 100 -r 100000` (`--keyspace 0`: without -r, the
+# issue's exact command, where every SET writes the one key `key:__rand_int__`), and prints each
 # round's requests per second, the medians and the Meridian/Redis ratios. Then, unless
 # --skip-restart, it measures restart time with 1,000,000 keys of 100 bytes: Meridian from
 # process start until `INFO persistence` says loading:0 (and until it answers PING), and
 # Redis reloading the same keys from its AOF.
 #
-# Usage: Benchmarks/durability-side-by-side.sh [--rounds N] [--requests N] [--clients N] [--threads N]
+# Usage: Benchmarks/durability-side-by-side.sh [--rounds N] [--requests N] [--clients N] [--threads N] [--keyspace N]
 #                                              [--restart-keys N] [--skip-restart] [--dir DIR]
 # The data directories go under --dir (default: a fresh directory under /var/tmp, which must
 # be a real disk, not tmpfs: fsync is the point). Needs redis-server, redis-benchmark,
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     --restart-keys) restart_keys=$2; shift 2 ;;
     --skip-restart) skip_restart=1; shift ;;
     --threads) threads=$2; shift 2 ;;
+    --keyspace) keyspace=$2; shift 2 ;;
     --dir) base_dir=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -94,7 +96,9 @@ start_redis() {
 }
 
 run() {
-  redis-benchmark -h 127.0.0.1 -p "$1" -t set -n "$requests" -c "$clients" -d 100 -r 100000 --csv 2>/dev/null \
+  local random=()
+  [ "$keyspace" -gt 0 ] && random=(-r "$keyspace")
+  redis-benchmark -h 127.0.0.1 -p "$1" -t set -n "$requests" -c "$clients" -d 100 "${random[@]}" --csv 2>/dev/null \
     | awk -F'","' 'NR>1 {gsub(/"/,"",$2); print $2; exit}'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -104,7 +108,7 @@ start_meridian meridian-wb write-back; m_wb=$port
 start_redis redis-always always; r_always=$port
 start_redis redis-everysec everysec; r_everysec=$port
 
-echo "redis-benchmark -t set -n $requests -c $clients -d 100 -r 100000, $rounds alternating rounds"
+echo "redis-benchmark -t set -n $requests -c $clients -d 100$([ "$keyspace" -gt 0 ] && echo " -r $keyspace"), $rounds alternating rounds"
 declare -a wt=() always=() wb=() everysec=()
 for round in $(seq "$rounds"); do
   a=$(run "$m_wt"); b=$(run "$r_always"); c=$(run "$m_wb"); d=$(run "$r_everysec")
