@@ -83,6 +83,7 @@ let package = Package(
             dependencies: [
                 "MeridianServer", "MeridianCore", "MeridianStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -72,15 +72,27 @@ public final class InMemoryStore: DurableStore, @unchecked Sendable {
 
     /// How long a synced batch takes, as a disk's fsync would (microseconds).
     private let syncLatencyMicroseconds: UInt32
+    /// How long a point read takes (microseconds).
+    private let readLatencyMicroseconds: UInt32
+    /// Point reads served.
+    public var reads: Int { lock.withLock { readCount } }
+    private var readCount = 0
 
-    public init(syncLatencyMicroseconds: UInt32 = 0) {
+    public init(syncLatencyMicroseconds: UInt32 = 0, readLatencyMicroseconds: UInt32 = 0) {
         self.syncLatencyMicroseconds = syncLatencyMicroseconds
+        self.readLatencyMicroseconds = readLatencyMicroseconds
     }
 
     /// Makes every later write fail with `reason` (nil: succeed again).
     public func failWrites(_ reason: String?) { lock.withLock { failWrites = reason } }
 
-    public func read(key: [UInt8]) throws(StorageError) -> [UInt8]? { lock.withLock { records[key] } }
+    public func read(key: [UInt8]) throws(StorageError) -> [UInt8]? {
+        if readLatencyMicroseconds > 0 { usleep(readLatencyMicroseconds) }
+        return lock.withLock {
+            readCount += 1
+            return records[key]
+        }
+    }
 
     public func apply(_ batch: StoreBatch, sync: Bool) throws(StorageError) {
         let failure: String? = lock.withLock {

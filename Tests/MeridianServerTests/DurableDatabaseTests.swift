@@ -2,11 +2,13 @@
 // durable keys reach the engine as whole records in memory's order (and memory namespaces
 // never do), deletes without peers remove the record, loading from disk installs live
 // records and drops expired, corrupt and tombstoned ones without crashing, and a disk read
-// that raced a write is never installed over it (no resurrection of a deleted key).
+// that raced a write is never installed over it (no resurrection of a deleted key), and
+// concurrent misses on one key share one disk read.
 import Logging
 import MeridianCore
 import MeridianStorage
 import NIOCore
+import NIOPosix
 import Testing
 
 @testable import MeridianServer
@@ -132,6 +134,28 @@ import Testing
         // Read again: the queued delete wins; the deleted key stays deleted.
         #expect(try database.loadKey(Array("durable:k".utf8), progress: progress, logger: Self.logger) == .absent)
         #expect(database.keyCount == 0)
+    }
+
+    @Test func concurrentMissesOnOneKeyShareOneRead() throws {
+        // A slow disk (200 ms per read), so that all the misses arrive while the first reads.
+        let store = InMemoryStore(readLatencyMicroseconds: 200_000)
+        let record = DurableRecord(value: Array("v".utf8), valueStamp: Self.stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: Self.stamp, encoding: .byContent)
+        try store.apply(StoreBatch(puts: [(Array("durable:hot".utf8), record.encoded())]), sync: true)
+        let (database, engine) = Self.makeDatabase(store: store)
+        defer { engine.shutdown() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { try? group.syncShutdownGracefully() }
+        let reader = DiskReader(database: database, progress: WarmUpProgress(), logger: Self.logger)
+        defer { reader.shutdown() }
+        let futures = (0..<10).map { _ in
+            reader.load([Array("durable:hot".utf8)], on: group.any())
+        }
+        for future in futures { try future.wait() }
+        #expect(store.reads == 1)
+        let reads = reader.reads.load(ordering: .relaxed)
+        let shared = reader.sharedReads.load(ordering: .relaxed)
+        #expect(reads == 1 && shared == 9)
+        #expect(database.keyCount == 1)
     }
 
     @Test func flushAllClearsMemoryAndDiskAndTheDiskOnlyMarks() throws {
