@@ -22,7 +22,8 @@ clients=50
 restart_keys=1000000
 skip_restart=""
 base_dir=/var/tmp
-threads=
+threads=""
+keyspace=100000
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;

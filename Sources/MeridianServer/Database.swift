@@ -409,11 +409,11 @@ extension Database {
             guard var urgency = durableUrgency[Int(change.namespaceIndex)] else { continue }
             let state: StorageEngine.State
             if let slot = shard.keyspace.slot(ofBytes: change.key) {
-                state = .record(DurableRecord(shard.keyspace.entry(at: slot)).encoded())
+                state = .register(DurableRecord(shard.keyspace.entry(at: slot)))
             } else {
                 switch change.kind {
                 case .deleted:
-                    state = keepsTombstones ? .record(DurableRecord.tombstone(stamp: stamp(nowUnixMs: nowUnixMs)).encoded()) : .absent
+                    state = keepsTombstones ? .register(DurableRecord.tombstone(stamp: stamp(nowUnixMs: nowUnixMs))) : .absent
                 case .expired:
                     // Every replica expires the key alike and a reload skips it: no hurry.
                     state = .absent

@@ -34,6 +34,10 @@ public final class StorageEngine: @unchecked Sendable {
     public enum State: Sendable, Equatable {
         /// An encoded `DurableRecord` (a value or a tombstone).
         case record([UInt8])
+        /// A record not encoded yet: the writer thread encodes it (checksum included) when it
+        /// flushes, so a key rewritten many times within a flush is encoded once, off the
+        /// event loop. Its value array is shared with memory, not copied.
+        case register(DurableRecord)
         /// No record at all (an expired key, or a delete without peers that need a tombstone).
         case absent
     }
@@ -405,6 +409,7 @@ public final class StorageEngine: @unchecked Sendable {
             for (key, entry) in inFlight {
                 switch entry.state {
                 case .record(let bytes): batch.puts.append((key.bytes, bytes))
+                case .register(let record): batch.puts.append((key.bytes, record.encoded()))
                 case .absent: batch.deletes.append(key.bytes)
                 }
                 durableByNs = min(durableByNs, entry.durableByNs)
@@ -465,6 +470,7 @@ public final class StorageEngine: @unchecked Sendable {
     private static func byteCount(_ state: State) -> Int {
         switch state {
         case .record(let bytes): bytes.count
+        case .register(let record): DurableRecord.headerBytes + (record.value?.count ?? 0) + DurableRecord.trailerBytes
         case .absent: 0
         }
     }
@@ -472,6 +478,7 @@ public final class StorageEngine: @unchecked Sendable {
     private static func record(of state: State) -> [UInt8]? {
         switch state {
         case .record(let bytes): bytes
+        case .register(let record): record.encoded()
         case .absent: nil
         }
     }
