@@ -43,6 +43,13 @@ let package = Package(
             name: "MeridianStorage",
             dependencies: ["MeridianCore", "CRocksDB", .product(name: "Logging", package: "swift-log")]
         ),
+        // zstd's C API (Debian: libzstd-dev).
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        // The peer protocol: frames, delta-batch codec, zstd. Bytes in, values out; no IO.
+        .target(
+            name: "MeridianWire",
+            dependencies: ["MeridianCore", "CZstd", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         // The NIO shell: listeners, command execution, the sharded keyspace, INFO.
         .target(
             name: "MeridianServer",
@@ -74,6 +81,10 @@ let package = Package(
         .testTarget(name: "MeridianCoreTests", dependencies: ["MeridianCore"]),
         .testTarget(name: "MeridianConfigTests", dependencies: ["MeridianConfig"]),
         .testTarget(name: "MeridianStorageTests", dependencies: ["MeridianStorage", "MeridianCore"]),
+        .testTarget(
+            name: "MeridianWireTests",
+            dependencies: ["MeridianWire", "MeridianCore", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .testTarget(
             name: "MeridianRESPTests",
             dependencies: ["MeridianRESP", .product(name: "NIOCore", package: "swift-nio")]
