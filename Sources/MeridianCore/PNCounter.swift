@@ -16,6 +16,13 @@ public struct PNCounter: Equatable, Sendable {
         public var observed: Int64
 
         public var net: Int64 { Int64(bitPattern: p &- n) }
+
+        public init(origin: ReplicaID, p: UInt64, n: UInt64, observed: Int64) {
+            self.origin = origin
+            self.p = p
+            self.n = n
+            self.observed = observed
+        }
     }
 
     /// The value the last reset wrote.
@@ -25,6 +32,16 @@ public struct PNCounter: Equatable, Sendable {
     public private(set) var contributions: [Contribution] = []
 
     public init() {}
+
+    /// A counter from its parts (a decoded delta). `contributions` must be sorted by origin,
+    /// one per origin.
+    public init(base: Int64, resetStamp: LWWStamp, contributions: [Contribution]) {
+        precondition(zip(contributions, contributions.dropFirst()).allSatisfy { $0.origin < $1.origin },
+                     "contributions sorted by origin, one per origin")
+        self.base = base
+        self.resetStamp = resetStamp
+        self.contributions = contributions
+    }
 
     /// The counter's value.
     public var value: Int64 {

@@ -55,6 +55,7 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
     case tooLarge(declared: Int, limit: Int)
     case checksumMismatch
     case compression(String)
+    case malformed(String)
 
     public var description: String {
         switch self {
@@ -64,6 +65,7 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
         case .tooLarge(let declared, let limit): "frame of \(declared) bytes exceeds the \(limit)-byte limit"
         case .checksumMismatch: "frame checksum mismatch"
         case .compression(let reason): "compressed payload refused: \(reason)"
+        case .malformed(let reason): "malformed payload: \(reason)"
         }
     }
 }
