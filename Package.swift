@@ -50,6 +50,8 @@ let package = Package(
             name: "MeridianWire",
             dependencies: ["MeridianCore", "CZstd", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // Deterministic simulations that drive Core's state machines with seeded faults.
+        .target(name: "MeridianSimulation", dependencies: ["MeridianCore", "MeridianWire"]),
         // The NIO shell: listeners, command execution, the sharded keyspace, INFO.
         .target(
             name: "MeridianServer",
@@ -81,6 +83,7 @@ let package = Package(
         .testTarget(name: "MeridianCoreTests", dependencies: ["MeridianCore"]),
         .testTarget(name: "MeridianConfigTests", dependencies: ["MeridianConfig"]),
         .testTarget(name: "MeridianStorageTests", dependencies: ["MeridianStorage", "MeridianCore"]),
+        .testTarget(name: "SimulationTests", dependencies: ["MeridianSimulation"]),
         .testTarget(
             name: "MeridianWireTests",
             dependencies: ["MeridianWire", "MeridianCore", .product(name: "NIOCore", package: "swift-nio")]
