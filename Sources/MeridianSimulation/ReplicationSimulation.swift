@@ -25,6 +25,12 @@ public struct ReplicationSimulation {
         /// Retained bytes per outbound log: small, so laggards get snapshots.
         public var logBytesMax = 2_000
         public var clockSkewMsMax: UInt64 = 200
+        /// Chance per step that a data center crashes and restarts: it loses what it had in
+        /// flight and its link state, and keeps its store, version vector and outbound log
+        /// (durable namespaces keep all three on disk).
+        public var crashPercent = 1
+        /// Counter keys (the `INCR` family) besides the register keys.
+        public var counterKeys = 3
 
         public init() {}
     }
@@ -38,17 +44,20 @@ public struct ReplicationSimulation {
         public var batchesLost = 0
         public var snapshots = 0
         public var conflicts = 0
+        public var crashes = 0
         public var steps = 0
 
         public var description: String {
-            "converged=\(converged) writes=\(writes) batches=\(batchesSent) lost=\(batchesLost) snapshots=\(snapshots) conflicts=\(conflicts) steps=\(steps)"
+            "converged=\(converged) writes=\(writes) batches=\(batchesSent) lost=\(batchesLost) snapshots=\(snapshots) conflicts=\(conflicts) crashes=\(crashes) steps=\(steps)"
                 + (problem.map { " problem: \($0)" } ?? "")
         }
     }
 
-    /// A key's state at one replica: the register and the dot of the write that made it.
+    /// A key's state at one replica: a register with the dot of the write that made it, or a
+    /// counter (whose merge needs no dot).
     struct Held: Equatable {
-        var record: DurableRecord
+        var record: DurableRecord?
+        var counter: PNCounter?
         var dot: Dot
         var previous: Dot?
     }
@@ -87,6 +96,8 @@ public struct ReplicationSimulation {
     var downUntil: [Int: Int] = [:]
     var step = 0
     var outcome = Outcome(converged: false)
+    /// Every increment made, per counter key: what each counter must add up to.
+    var incrementTotals: [[UInt8]: Int64] = [:]
 
     public init(seed: UInt64, options: Options = Options()) {
         self.seed = seed
@@ -106,7 +117,10 @@ public struct ReplicationSimulation {
     public mutating func run() -> Outcome {
         for _ in 0..<options.writeSteps {
             step += 1
-            if Int.random(in: 0..<100, using: &random) < 60 { write() }
+            if Int.random(in: 0..<100, using: &random) < 60 {
+                if Int.random(in: 0..<4, using: &random) == 0 && options.counterKeys > 0 { increment() } else { write() }
+            }
+            if Int.random(in: 0..<100, using: &random) < options.crashPercent { crash(Int.random(in: 0..<replicas.count, using: &random)) }
             if Int.random(in: 0..<100, using: &random) < options.partitionPercent {
                 let link = Int.random(in: 0..<(options.datacenters * options.datacenters), using: &random)
                 downUntil[link] = step + Int.random(in: 10...120, using: &random)
@@ -142,11 +156,41 @@ public struct ReplicationSimulation {
             : DurableRecord(value: Array("v\(step)@\(index)".utf8), valueStamp: stamp, expiryUnixMs: 0, expiryStamp: stamp, encoding: .byContent)
         let dot = replicas[index].log.nextDot
         let previous = replicas[index].store[key]?.dot
-        replicas[index].store[key] = Held(record: record, dot: dot, previous: previous)
+        replicas[index].store[key] = Held(record: record, counter: nil, dot: dot, previous: previous)
         replicas[index].versionVector.advance(replicas[index].id, to: dot.sequence)
         let delta = Delta(dot: dot, previousDot: previous, key: key, state: .register(record))
         replicas[index].log.append(delta, bytes: key.count + record.encoded().count + 16)
         outcome.writes += 1
+    }
+
+    /// `INCRBY` on a counter key: the delta carries the whole counter state.
+    mutating func increment() {
+        let index = Int.random(in: 0..<replicas.count, using: &random)
+        let key = Array("c\(Int.random(in: 0..<options.counterKeys, using: &random))".utf8)
+        let amount = Int64.random(in: -3...5, using: &random)
+        var counter = replicas[index].store[key]?.counter ?? PNCounter()
+        counter.add(amount, origin: replicas[index].id)
+        incrementTotals[key, default: 0] += amount
+        let dot = replicas[index].log.nextDot
+        replicas[index].store[key] = Held(record: nil, counter: counter, dot: Self.counterDot, previous: nil)
+        replicas[index].versionVector.advance(replicas[index].id, to: dot.sequence)
+        replicas[index].log.append(Delta(dot: dot, previousDot: nil, key: key, state: .counter(counter)), bytes: key.count + 64)
+        outcome.writes += 1
+    }
+
+    /// What a counter key holds in place of a dot: a counter's merge needs none, and a fixed
+    /// value keeps held states comparable.
+    static let counterDot = Dot(origin: ReplicaID(datacenter: 0, node: 0), sequence: 1)
+
+    /// A crash and restart: messages to and from the node are lost, and so is its link state.
+    mutating func crash(_ index: Int) {
+        outcome.crashes += 1
+        network.removeAll { $0.to == index }
+        replicas[index].sentThrough = [:]
+        replicas[index].lastProgressStep = [:]
+        for other in replicas.indices where other != index {
+            replicas[other].sentThrough[index] = nil
+        }
     }
 
     // MARK: Network
@@ -213,8 +257,14 @@ public struct ReplicationSimulation {
                 return
             }
             for delta in batch.deltas {
-                guard case .register(let record) = delta.state else { continue }
-                merge(Held(record: record, dot: delta.dot, previous: delta.previousDot), key: delta.key, into: to, countConflicts: true)
+                switch delta.state {
+                case .register(let record):
+                    merge(Held(record: record, counter: nil, dot: delta.dot, previous: delta.previousDot), key: delta.key, into: to, countConflicts: true)
+                case .counter(let counter):
+                    var merged = replicas[to].store[delta.key]?.counter ?? PNCounter()
+                    merged.merge(counter)
+                    replicas[to].store[delta.key] = Held(record: nil, counter: merged, dot: Self.counterDot, previous: nil)
+                }
                 replicas[to].versionVector.record(delta.dot)
             }
             transmit(.ack(from: to, origin: from, through: replicas[to].versionVector[replicas[from].id]), from: to, to: from, faults: false)
@@ -234,14 +284,32 @@ public struct ReplicationSimulation {
     }
 
     mutating func merge(_ incoming: Held, key: [UInt8], into index: Int, countConflicts: Bool) {
-        guard let local = replicas[index].store[key] else {
+        // The receiver's clock moves past every stamp it applies, so that its own later writes
+        // are stamped above what it has seen: otherwise an overwrite made here after a write
+        // from a faster clock would lose to it under LWW, and the data centers would diverge
+        // (seed 57 showed exactly that before this line existed).
+        if let stamp = incoming.record?.valueStamp {
+            let physical = UInt64(step) * 10 + replicas[index].skewMs
+            do {
+                _ = try replicas[index].clock.receive(stamp.timestamp, physicalMs: physical)
+            } catch {
+                outcome.problem = "seed \(seed): clock bound refused a stamp within the simulated skew: \(error)"
+            }
+        }
+        if let counter = incoming.counter {
+            var merged = replicas[index].store[key]?.counter ?? PNCounter()
+            merged.merge(counter)
+            replicas[index].store[key] = Held(record: nil, counter: merged, dot: Self.counterDot, previous: nil)
+            return
+        }
+        guard let local = replicas[index].store[key], let localRecord = local.record, let incomingRecord = incoming.record else {
             replicas[index].store[key] = incoming
             return
         }
         if countConflicts && DeltaRelation.of(incoming: incoming.dot, previous: incoming.previous, localDot: local.dot, localPrevious: local.previous) == .concurrent {
             replicas[index].conflicts += 1
         }
-        if incoming.record.valueStamp > local.record.valueStamp {
+        if incomingRecord.valueStamp > localRecord.valueStamp {
             replicas[index].store[key] = incoming
         }
     }
@@ -262,9 +330,16 @@ public struct ReplicationSimulation {
             }
             for key in Set(first.store.keys).union(replica.store.keys).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
                 let a = first.store[key], b = replica.store[key]
-                if a?.record != b?.record || a?.dot != b?.dot {
+                if a != b {
                     return "seed \(seed): key \(String(decoding: key, as: UTF8.self)) differs: \(String(describing: a)) vs \(String(describing: b))"
                 }
+            }
+        }
+        // Counters add up every increment made anywhere (none is ever reset here).
+        for (key, total) in incrementTotals.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+            let value = first.store[key]?.counter?.value ?? 0
+            if value != total {
+                return "seed \(seed): counter \(String(decoding: key, as: UTF8.self)) is \(value), increments add up to \(total)"
             }
         }
         return nil

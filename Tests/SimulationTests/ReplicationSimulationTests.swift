@@ -22,6 +22,14 @@ import Testing
         #expect(conflicts > 0)
     }
 
+    /// Seed 57 diverged while receivers did not advance their HLC past applied stamps: an
+    /// overwrite made after seeing a write from a faster clock got a smaller stamp and lost.
+    @Test func regressionSeed57ReceiversAdvanceTheirClocks() {
+        var simulation = ReplicationSimulation(seed: 57)
+        let outcome = simulation.run()
+        #expect(outcome.converged, "\(outcome)")
+    }
+
     @Test func withoutFaultsToo() {
         var options = ReplicationSimulation.Options()
         options.lossPercent = 0
