@@ -37,7 +37,7 @@ public enum ConfigurationLoader {
         guard let root, let top = root.mapping else {
             throw ConfigurationError(field: "", problem: "expected a mapping with `cluster`, `namespaces` and `limits`")
         }
-        try checkKeys(top, allowed: ["cluster", "namespaces", "limits"], at: "")
+        try checkKeys(top, allowed: ["cluster", "namespaces", "limits", "replication"], at: "")
 
         guard let clusterNode = top["cluster"] else {
             throw ConfigurationError(field: "cluster", problem: "missing")
@@ -56,7 +56,58 @@ public enum ConfigurationLoader {
                 maxmemory = bytes
             }
         }
-        return MeridianConfiguration(cluster: cluster, namespaces: namespaces, maxmemoryBytes: maxmemory)
+        let replication = try parseReplication(top["replication"])
+        return MeridianConfiguration(cluster: cluster, namespaces: namespaces, maxmemoryBytes: maxmemory, replication: replication)
+    }
+
+    private static func parseReplication(_ node: Node?) throws(ConfigurationError) -> ReplicationConfig {
+        var config = ReplicationConfig()
+        guard let node else { return config }
+        guard let mapping = node.mapping else { throw ConfigurationError(field: "replication", problem: "expected a mapping") }
+        try checkKeys(mapping, allowed: ["batch_bytes_max", "batch_delay", "zstd_level", "log_bytes_max", "max_clock_offset", "reconnect_backoff"], at: "replication")
+        func bytes(_ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+            guard let value = mapping[name] else { return nil }
+            let text = try scalar(value, at: "replication.\(name)")
+            guard let parsed = Units.parseBytes(text), range.contains(parsed) else {
+                throw ConfigurationError(field: "replication.\(name)", problem: "expected a size from \(range.lowerBound) to \(range.upperBound) bytes (such as 1mb), got '\(text)'")
+            }
+            return parsed
+        }
+        func duration(_ text: String, _ field: String, _ range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64 {
+            guard let parsed = Units.parseDurationMs(text), range.contains(parsed) else {
+                throw ConfigurationError(field: field, problem: "expected a duration from \(range.lowerBound)ms to \(range.upperBound)ms (such as 2ms or 5s), got '\(text)'")
+            }
+            return parsed
+        }
+        if let value = try bytes("batch_bytes_max", ReplicationConfig.batchBytesRange) { config.batchBytesMax = value }
+        if let value = try bytes("log_bytes_max", ReplicationConfig.logBytesRange) { config.logBytesMax = value }
+        if let node = mapping["batch_delay"] {
+            config.batchDelayMs = try duration(try scalar(node, at: "replication.batch_delay"), "replication.batch_delay", ReplicationConfig.batchDelayMsRange)
+        }
+        if let node = mapping["max_clock_offset"] {
+            config.maxClockOffsetMs = try duration(try scalar(node, at: "replication.max_clock_offset"), "replication.max_clock_offset", ReplicationConfig.maxClockOffsetMsRange)
+        }
+        if let node = mapping["zstd_level"] {
+            let text = try scalar(node, at: "replication.zstd_level")
+            guard let level = Int(text), ReplicationConfig.zstdLevelRange.contains(level) else {
+                throw ConfigurationError(field: "replication.zstd_level", problem: "expected a level from 1 to 19, got '\(text)'")
+            }
+            config.zstdLevel = level
+        }
+        if let node = mapping["reconnect_backoff"] {
+            let field = "replication.reconnect_backoff"
+            let text = try scalar(node, at: field)
+            guard let separator = text.firstRange(of: "..") else {
+                throw ConfigurationError(field: field, problem: "expected MIN..MAX such as 100ms..5s, got '\(text)'")
+            }
+            let parts = [String(text[..<separator.lowerBound]), String(text[separator.upperBound...])]
+            let low = try duration(parts[0], field, ReplicationConfig.reconnectBackoffMsRange)
+            let high = try duration(parts[1], field, ReplicationConfig.reconnectBackoffMsRange)
+            guard low <= high else { throw ConfigurationError(field: field, problem: "the minimum \(parts[0]) is above the maximum \(parts[1])") }
+            config.reconnectBackoffMinMs = low
+            config.reconnectBackoffMaxMs = high
+        }
+        return config
     }
 
     /// Reads and parses a configuration file.

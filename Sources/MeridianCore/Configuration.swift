@@ -78,11 +78,14 @@ public struct MeridianConfiguration: Sendable {
     public var namespaces: [NamespaceConfig]
     /// `limits.maxmemory` in bytes; 0 means no limit.
     public var maxmemoryBytes: Int
+    /// The `replication` section (docs/REPLICATION.md); defaults when absent.
+    public var replication: ReplicationConfig
 
-    public init(cluster: ClusterConfig, namespaces: [NamespaceConfig], maxmemoryBytes: Int) {
+    public init(cluster: ClusterConfig, namespaces: [NamespaceConfig], maxmemoryBytes: Int, replication: ReplicationConfig = ReplicationConfig()) {
         self.cluster = cluster
         self.namespaces = namespaces
         self.maxmemoryBytes = maxmemoryBytes
+        self.replication = replication
     }
 
     /// The port a configuration-less node listens on.
@@ -109,4 +112,32 @@ public struct MeridianConfiguration: Sendable {
         }
         return nil
     }
+}
+
+/// How delta streams between data centers are batched, compressed and retried
+/// (docs/REPLICATION.md, "Configuration"). Parsed and validated now; used once the
+/// replication links land.
+public struct ReplicationConfig: Sendable, Equatable {
+    /// Raw bytes per batch (`batch_bytes_max`): 4 KiB to 1 MiB.
+    public var batchBytesMax = 1 << 20
+    /// How long a batch waits to fill (`batch_delay`): 0 to 1 s.
+    public var batchDelayMs: Int64 = 2
+    /// zstd level (`zstd_level`): 1 to 19.
+    public var zstdLevel = 3
+    /// In-memory outbound log before a lagging peer needs a snapshot (`log_bytes_max`): 1 MiB to 16 GiB.
+    public var logBytesMax = 64 << 20
+    /// Incoming stamps further ahead than this are refused (`max_clock_offset`): 1 ms to 60 s.
+    public var maxClockOffsetMs: Int64 = 500
+    /// Reconnect backoff bounds (`reconnect_backoff: 100ms..5s`).
+    public var reconnectBackoffMinMs: Int64 = 100
+    public var reconnectBackoffMaxMs: Int64 = 5_000
+
+    public static let batchBytesRange = 4096...(1 << 20)
+    public static let batchDelayMsRange: ClosedRange<Int64> = 0...1_000
+    public static let zstdLevelRange = 1...19
+    public static let logBytesRange = (1 << 20)...(16 << 30)
+    public static let maxClockOffsetMsRange: ClosedRange<Int64> = 1...60_000
+    public static let reconnectBackoffMsRange: ClosedRange<Int64> = 1...600_000
+
+    public init() {}
 }

@@ -71,6 +71,17 @@ import Testing
         #expect(configuration.maxmemoryBytes == 0)
     }
 
+    @Test func parsesTheReplicationSection() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: Self.base + """
+            replication: { batch_bytes_max: 512kb, batch_delay: 5ms, zstd_level: 6, log_bytes_max: 128mb, max_clock_offset: 250ms, reconnect_backoff: 50ms..2s }
+            """)
+        let replication = configuration.replication
+        #expect(replication.batchBytesMax == 512 * 1024 && replication.batchDelayMs == 5 && replication.zstdLevel == 6)
+        #expect(replication.logBytesMax == 128 << 20 && replication.maxClockOffsetMs == 250)
+        #expect(replication.reconnectBackoffMinMs == 50 && replication.reconnectBackoffMaxMs == 2_000)
+        #expect(try ConfigurationLoader.parse(yaml: Self.base).replication == ReplicationConfig())
+    }
+
     static let base = "cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }\n"
 
     @Test(arguments: [
@@ -83,6 +94,14 @@ import Testing
         (base + "namespaces: [ { name: x, prefix: \"a\" }, { name: x, prefix: \"b\" } ]", "namespaces[1].name"),
         (base + "limits: { maxmemory: lots }", "limits.maxmemory"),
         (base + "limits: { maxmem: 1mb }", "limits.maxmem"),
+        (base + "replication: { batch_bytes_max: 2mb }", "replication.batch_bytes_max"),
+        (base + "replication: { batch_delay: forever }", "replication.batch_delay"),
+        (base + "replication: { zstd_level: 30 }", "replication.zstd_level"),
+        (base + "replication: { log_bytes_max: 1kb }", "replication.log_bytes_max"),
+        (base + "replication: { max_clock_offset: 0ms }", "replication.max_clock_offset"),
+        (base + "replication: { reconnect_backoff: 5s..100ms }", "replication.reconnect_backoff"),
+        (base + "replication: { reconnect_backoff: 5s }", "replication.reconnect_backoff"),
+        (base + "replication: { batch_size: 1 }", "replication.batch_size"),
         ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"nohost\" } ] } ] }", "cluster.datacenters[0].nodes[0].client"),
         ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" }, { name: a1, client: \"127.0.0.1:2\" } ] } ] }", "cluster.datacenters[0].nodes[1].name"),
         ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" }, { name: a2, client: \"127.0.0.1:1\" } ] } ] }", "cluster.datacenters[0].nodes[1].client"),
