@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "MeridianServer",
             dependencies: [
-                "MeridianCore", "MeridianConfig", "MeridianRESP", "MeridianStorage",
+                "MeridianCore", "MeridianConfig", "MeridianRESP", "MeridianStorage", "MeridianWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -66,8 +66,9 @@ let package = Package(
         .executableTarget(
             name: "meridian-server",
             dependencies: [
-                "MeridianServer", "MeridianConfig",
+                "MeridianServer", "MeridianConfig", "MeridianStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

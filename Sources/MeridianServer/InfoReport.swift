@@ -158,7 +158,13 @@ struct InfoReport {
                 ("active_expire_cycles", "\(statistics.activeExpiryCycles.load(ordering: .relaxed))"),
             ]
         case "replication":
-            return [("role", "master"), ("connected_slaves", "0"), ("peer_datacenters", "0")]
+            var fields = [("role", "master"), ("connected_slaves", "0")]
+            if let links = server.peerLinks.withLockedValue({ $0 }) {
+                fields += links.infoFields()
+            } else {
+                fields.append(("peer_links", "0"))
+            }
+            return fields
         case "cpu":
             var usage = rusage()
             getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)

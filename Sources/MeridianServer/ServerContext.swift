@@ -24,6 +24,8 @@ public final class ServerContext: Sendable {
     public let warmUp: WarmUpProgress
     /// Loads keys from disk for commands that miss in memory; nil without durable namespaces.
     public let diskReader: DiskReader?
+    /// Links to other data centers' nodes, when the configuration has any (set at start).
+    public let peerLinks = NIOLockedValueBox<PeerLinks?>(nil)
     public let startUnixMs: Int64
     public let startMonotonicNs: UInt64
     public let processID: Int

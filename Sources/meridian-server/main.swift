@@ -7,6 +7,7 @@ import MeridianServer
 import MeridianStorage
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -72,8 +73,28 @@ struct MeridianServerCommand: ParsableCommand {
             located = serving[0]
         }
         let datacenter = configuration.cluster.datacenters[located.datacenter]
+        let hasPeers = configuration.cluster.datacenters.enumerated().contains { $0.offset != located.datacenter && $0.element.nodes.contains { $0.peer != nil } }
         if datacenter.witness {
-            throw ValidationError("--node \(located.config.name) is a witness; witnesses take part in strong namespaces, which this version does not run yet")
+            // A witness serves no clients and stores no user data: it keeps its peer links and
+            // idles until strong namespaces (the Paxos issue) give it votes to cast.
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let links = PeerLinks(configuration: configuration, datacenter: located.datacenter, node: located.node, group: group, logger: logger)
+            try links.start(peerAddress: located.config.peer)
+            logger.info("witness ready: peer links only; it idles until strong namespaces arrive", metadata: ["node": "\(located.config.name)"])
+            for signalNumber in [SIGTERM, SIGINT] { signal(signalNumber, SIG_IGN) }
+            let queue = DispatchQueue(label: "meridian.signals")
+            var witnessSources: [DispatchSourceSignal] = []
+            for signalNumber in [SIGTERM, SIGINT] {
+                let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+                source.setEventHandler {
+                    links.stop()
+                    logger.info("stopped")
+                    Glibc.exit(0)
+                }
+                source.resume()
+                witnessSources.append(source)
+            }
+            while true { pause() }
         }
         guard let client = located.config.client else {
             throw ValidationError("--node \(located.config.name) has no client address")
@@ -145,6 +166,14 @@ struct MeridianServerCommand: ParsableCommand {
                 "namespaces": "\(configuration.namespaces.map(\.name).joined(separator: ","))",
                 "maxmemory": "\(configuration.maxmemoryBytes)",
             ])
+        // Links to the other data centers (handshake and liveness; deltas do not flow yet).
+        if hasPeers {
+            let links = PeerLinks(
+                configuration: configuration, datacenter: located.datacenter, node: located.node,
+                group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger)
+            try links.start(peerAddress: located.config.peer)
+            context.peerLinks.withLockedValue { $0 = links }
+        }
         // The node serves while it reloads the durable namespaces; misses ask the disk meanwhile.
         if let reader = context.diskReader {
             WarmUp.start(database: context.database, progress: context.warmUp, reader: reader, logger: logger)
