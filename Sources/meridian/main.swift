@@ -2,13 +2,13 @@ import ArgumentParser
 import MeridianConfig
 import MeridianCore
 
-/// `meridian`: the operator's command line. Cluster launch, export and audit arrive with
-/// their issues; today it validates configuration files.
+/// `meridian`: the operator's command line: validates configuration files and runs a local
+/// cluster (`dev-cluster`). Export and audit arrive with their issues.
 struct Meridian: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meridian",
         abstract: "Meridian's operator tool.",
-        subcommands: [Config.self, Version.self])
+        subcommands: [Config.self, DevCluster.self, Version.self])
 }
 
 extension Meridian {
