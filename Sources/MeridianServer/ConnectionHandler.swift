@@ -367,7 +367,6 @@ final class ConnectionHandler: ChannelInboundHandler {
             if waiting { return }
             waitingForStorage = false
         }
-        if parkedCommand != nil { return }
         let channel = context.channel
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(batch!.outbound), promise: written)

@@ -403,9 +403,12 @@ extension Database {
         let changes = shard.keyspace.takeDurableChanges()
         guard let storage else { return }
         let nowNs = SystemClock.monotonicNs()
-        for (position, change) in changes.enumerated() {
-            // Several changes to one key in one locked section: the last one speaks for all.
-            if changes[(position + 1)...].contains(where: { $0.key == change.key }) { continue }
+        // Several changes to one key in one locked section: the last one speaks for all, so walk
+        // from the end and skip keys already handled (linear, whatever MSET's size; no set is
+        // built for the usual single change).
+        var handled: Set<[UInt8]>? = changes.count > 1 ? Set(minimumCapacity: changes.count) : nil
+        for change in changes.reversed() {
+            if handled != nil && !handled!.insert(change.key).inserted { continue }
             guard var urgency = durableUrgency[Int(change.namespaceIndex)] else { continue }
             let state: StorageEngine.State
             if let slot = shard.keyspace.slot(ofBytes: change.key) {

@@ -65,6 +65,7 @@ struct InfoReport {
             ("loading_loaded_perc", String(format2: percent)),
             ("loading_expired_records_dropped", "\(progress.expiredRecords.load(ordering: .relaxed))"),
             ("loading_corrupt_records", "\(progress.corruptRecords.load(ordering: .relaxed))"),
+            ("loading_dropped_records", "\(progress.droppedRecords.load(ordering: .relaxed))"),
             ("loading_stopped_at_maxmemory", progress.stoppedForMemory.load(ordering: .relaxed) ? "1" : "0"),
             ("loading_duration_ms", "\(max(0, (loading ? SystemClock.nowUnixMs() : progress.finishedUnixMs.load(ordering: .relaxed)) - progress.startedUnixMs.load(ordering: .relaxed)))"),
             ("durable_namespaces", durable.map { "\($0.name)=\($0.durability.rawValue)" }.joined(separator: ",")),

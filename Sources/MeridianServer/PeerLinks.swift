@@ -289,14 +289,12 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         links.logger.info("peer link up", metadata: ["peer": "\(peer)", "side": "\(dialing ? "dialer" : "listener")"])
         let channel = context.channel
         let loop = context.eventLoop
-        let handler = NIOLoopBound(self, eventLoop: loop)
         pingTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(PeerLinks.pingIntervalMs)) { _ in
             var payload: [UInt8] = []
             let now = SystemClock.monotonicNs()
             for index in 0..<8 { payload.append(UInt8(truncatingIfNeeded: now >> UInt64(8 * index))) }
             var buffer = channel.allocator.buffer(capacity: Frame.headerBytes + 8)
             Frame(type: .ping, payload: payload).write(into: &buffer)
-            _ = handler
             channel.writeAndFlush(buffer, promise: nil)
         }
     }

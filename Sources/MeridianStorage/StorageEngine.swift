@@ -73,8 +73,6 @@ public final class StorageEngine: @unchecked Sendable {
         /// Flushes that ended after the window of a write-back state they carried.
         public var lateFlushes: UInt64 = 0
         public var failure: String?
-        public var enqueuedSequence: UInt64 = 0
-        public var durableSequence: UInt64 = 0
     }
 
     /// A flush starts early once this many bytes or states are queued. A flush's time grows
@@ -347,8 +345,6 @@ public final class StorageEngine: @unchecked Sendable {
         var snapshot = statistics
         snapshot.pendingKeys = pending.count + inFlight.count
         snapshot.pendingBytes = pendingBytes + inFlight.values.reduce(0) { $0 + $1.bytes }
-        snapshot.enqueuedSequence = lastSequence
-        snapshot.durableSequence = durableSequence.load(ordering: .relaxed)
         return snapshot
     }
 
