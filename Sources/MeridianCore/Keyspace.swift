@@ -16,10 +16,14 @@ public struct Entry: Sendable {
     /// What OBJECT ENCODING reports: Redis's encoding depends on how a value was written,
     /// not only on its bytes.
     public var encoding: EncodingHint = .byContent
+    /// Origin of the dot of the last replicated write to this key (see `dot`).
+    public var dotOrigin = ReplicaID(datacenter: 0, node: 0)
     /// Position of this entry's slot in `Keyspace.expiring`, or -1.
     fileprivate var expiringPosition: Int32 = -1
     /// Position of this entry's slot in `Keyspace.evictable`, or -1.
     fileprivate var evictablePosition: Int32 = -1
+    /// Sequence of the dot of the last replicated write to this key (0: none, see `dot`).
+    public var dotSequence: UInt64 = 0
 
     /// The sentinel `expiryUnixMs` of a key without a TTL.
     public static let noExpiry: Int64 = 0
@@ -46,6 +50,16 @@ public struct Entry: Sendable {
         expiryUnixMs != Entry.noExpiry && expiryUnixMs <= nowUnixMs
     }
 
+    /// The dot of the write that produced this state (nil: not replicated, or loaded from
+    /// disk), for telling concurrent writes from overwrites (docs/REPLICATION.md, "Conflicts").
+    public var dot: Dot? {
+        get { dotSequence == 0 ? nil : Dot(origin: dotOrigin, sequence: dotSequence) }
+        set {
+            dotOrigin = newValue?.origin ?? ReplicaID(datacenter: 0, node: 0)
+            dotSequence = newValue?.sequence ?? 0
+        }
+    }
+
     /// The entry as an LWW register, for merging with a replica's copy.
     public var register: LWWRegister<[UInt8]> {
         LWWRegister(
@@ -57,7 +71,7 @@ public struct Entry: Sendable {
 /// A change to a key of a durable namespace, as the keyspace logs it. It names the key, not
 /// the new state: whoever drains the log reads the key's current state, so several changes
 /// to one key in one locked section cost one disk write.
-public struct DurableChange: Sendable, Equatable {
+public struct KeyChange: Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
         /// The value or the expiry was written: the key's current state goes to disk.
         case written
@@ -132,15 +146,15 @@ public struct Keyspace: Sendable {
     /// Which namespaces allow eviction, by namespace index.
     private let evictableNamespaces: [Bool]
     /// Which namespaces keep their keys on disk, by namespace index: changes to their keys
-    /// are logged in `durableChanges` for the storage engine.
-    private let durableNamespaces: [Bool]
+    /// are logged in `keyChanges` for the storage engine.
+    private let loggedNamespaces: [Bool]
     /// Whether any namespace is durable (one test instead of an array lookup per change).
-    private let anyDurable: Bool
+    private let anyLogged: Bool
 
-    /// Changes to keys of durable namespaces since the last `takeDurableChanges()`, in the
+    /// Changes to keys of durable namespaces since the last `takeKeyChanges()`, in the
     /// order they happened. The node drains them before it releases the shard's lock, so the
     /// order in which states reach the storage engine is the order they had in memory.
-    public private(set) var durableChanges: [DurableChange] = []
+    public private(set) var keyChanges: [KeyChange] = []
 
     /// Accounted bytes of all entries.
     public private(set) var usedBytes = 0
@@ -161,12 +175,12 @@ public struct Keyspace: Sendable {
 
     /// Creates an empty keyspace for namespaces whose eviction policies are `evictable`
     /// (indexed like the node's `NamespaceTable`).
-    public init(evictableNamespaces: [Bool], durableNamespaces: [Bool] = []) {
+    public init(evictableNamespaces: [Bool], loggedNamespaces: [Bool] = []) {
         self.evictableNamespaces = evictableNamespaces
-        self.durableNamespaces = durableNamespaces.isEmpty
-            ? Array(repeating: false, count: evictableNamespaces.count) : durableNamespaces
-        precondition(self.durableNamespaces.count == evictableNamespaces.count, "one durability flag per namespace")
-        self.anyDurable = durableNamespaces.contains(true)
+        self.loggedNamespaces = loggedNamespaces.isEmpty
+            ? Array(repeating: false, count: evictableNamespaces.count) : loggedNamespaces
+        precondition(self.loggedNamespaces.count == evictableNamespaces.count, "one durability flag per namespace")
+        self.anyLogged = loggedNamespaces.contains(true)
         self.namespaceCounters = Array(repeating: NamespaceCounters(), count: evictableNamespaces.count)
     }
 
@@ -325,7 +339,7 @@ public struct Keyspace: Sendable {
     }
 
     /// Removes a live key, logging the removal as `change` (nil: not at all).
-    private mutating func remove(slot: Int, logging change: DurableChange.Kind?) -> Entry {
+    private mutating func remove(slot: Int, logging change: KeyChange.Kind?) -> Entry {
         if let change { logChange(slot: slot, change) }
         let removed = slots[slot]
         let namespace = Int(removed.entry.namespaceIndex)
@@ -371,7 +385,8 @@ public struct Keyspace: Sendable {
     /// Removes every key; counters of expirations and evictions are kept. Nothing is logged:
     /// the caller clears the disk as a whole.
     public mutating func removeAll() {
-        durableChanges = []
+        keyChanges = []
+        tombstones = [:]
         index.removeAll()
         slots = []
         freeSlots = []
@@ -443,28 +458,159 @@ public struct Keyspace: Sendable {
 
     // MARK: Durable change log
 
-    /// Whether changes wait in `durableChanges`.
+    /// Whether changes wait in `keyChanges`.
     @inlinable
-    public var hasDurableChanges: Bool { !durableChanges.isEmpty }
+    public var hasKeyChanges: Bool { !keyChanges.isEmpty }
 
     /// Hands the logged changes over and empties the log (keeping its capacity).
-    public mutating func takeDurableChanges() -> [DurableChange] {
-        let taken = durableChanges
-        durableChanges.removeAll(keepingCapacity: true)
+    public mutating func takeKeyChanges() -> [KeyChange] {
+        let taken = keyChanges
+        keyChanges.removeAll(keepingCapacity: true)
         return taken
     }
 
     /// Whether the namespace at `index` is durable.
-    public func isDurable(namespaceIndex index: Int) -> Bool { durableNamespaces[index] }
+    public func isLogged(namespaceIndex index: Int) -> Bool { loggedNamespaces[index] }
+
+    // MARK: Replication (docs/REPLICATION.md)
+
+    /// A deleted key's tombstone: the delete's stamp and dot. It stays after the key left the
+    /// index so that an older write arriving late from another data center cannot bring the
+    /// key back, until every full data center has seen the delete (invariant 7).
+    public struct Tombstone: Sendable, Equatable {
+        public var stamp: LWWStamp
+        public var dot: Dot?
+
+        public init(stamp: LWWStamp, dot: Dot?) {
+            self.stamp = stamp
+            self.dot = dot
+        }
+    }
+
+    /// Tombstones of replicated keys, by key. Commands never see them: a deleted key is absent.
+    public private(set) var tombstones: [[UInt8]: Tombstone] = [:]
+
+    /// Sets the dot of the write that produced a live slot's state (not a change: not logged).
+    public mutating func setDot(at slot: Int, _ dot: Dot?) {
+        slots[slot].entry.dot = dot
+    }
+
+    /// Records a delete of `key` (a newer tombstone replaces an older one).
+    public mutating func recordTombstone(key: [UInt8], stamp: LWWStamp, dot: Dot?) {
+        if let existing = tombstones[key], existing.stamp >= stamp { return }
+        tombstones[key] = Tombstone(stamp: stamp, dot: dot)
+    }
+
+    /// Drops the tombstones `isCovered` accepts (every data center has seen them); returns how
+    /// many went.
+    public mutating func dropTombstones(where isCovered: (Tombstone) -> Bool) -> [[UInt8]] {
+        var dropped: [[UInt8]] = []
+        for (key, tombstone) in tombstones where isCovered(tombstone) { dropped.append(key) }
+        for key in dropped { tombstones[key] = nil }
+        return dropped
+    }
+
+    /// The outcome of merging one key's state from another data center.
+    public struct RemoteMerge: Sendable, Equatable {
+        /// How the incoming write relates to what this data center held.
+        public var relation: DeltaRelation
+        /// Whether the value or the expiry here changed.
+        public var changed: Bool
+        /// For concurrent writes: the winning value stamp, and the losing side's value stamp
+        /// and value (nil: a tombstone).
+        public var winnerStamp: LWWStamp?
+        public var loserStamp: LWWStamp?
+        public var loserValue: [UInt8]?
+    }
+
+    /// Merges `record`, another data center's state of `key` written by the write `dot`
+    /// (which replaced `previousDot` at its origin), into this keyspace: the value field by the
+    /// larger value stamp, the expiry field by the larger expiry stamp, each independently; a
+    /// tombstone that wins removes the key and is kept. Changes are logged like commands' (for
+    /// the disk); the caller does not ship them again. A state that is expired at `nowUnixMs`
+    /// is not installed (every replica expires it alike).
+    public mutating func mergeRemote(
+        key: [UInt8], record: DurableRecord, dot: Dot?, previousDot: Dot?, namespaceIndex: Int, nowUnixMs: Int64
+    ) -> RemoteMerge {
+        if let slot = slot(ofBytes: key) {
+            let local = slots[slot].entry
+            let relation = dot.map { DeltaRelation.of(incoming: $0, previous: previousDot, localDot: local.dot, localPrevious: nil) } ?? .overwrite
+            var merge = RemoteMerge(relation: relation, changed: false)
+            let incomingWins = record.valueStamp > local.valueStamp
+            if relation == .concurrent {
+                merge.winnerStamp = incomingWins ? record.valueStamp : local.valueStamp
+                merge.loserStamp = incomingWins ? local.valueStamp : record.valueStamp
+                merge.loserValue = incomingWins ? local.value : record.value
+            }
+            if incomingWins {
+                merge.changed = true
+                guard let value = record.value else {
+                    remove(slot: slot)
+                    recordTombstone(key: key, stamp: record.valueStamp, dot: dot)
+                    return merge
+                }
+                setValue(at: slot, value, stamp: record.valueStamp)
+                if record.encoding != .byContent { setEncoding(at: slot, record.encoding) }
+                setDot(at: slot, dot)
+            }
+            // A tombstone that lost says nothing about the expiry of the value that beat it.
+            if record.value != nil && record.expiryStamp > local.expiryStamp {
+                merge.changed = true
+                setExpiry(at: slot, unixMs: record.expiryUnixMs, stamp: record.expiryStamp)
+                if !incomingWins { setDot(at: slot, dot) }
+            }
+            return merge
+        }
+        let tombstone = tombstones[key]
+        let relation = dot.map { DeltaRelation.of(incoming: $0, previous: previousDot, localDot: tombstone?.dot, localPrevious: nil) } ?? .overwrite
+        var merge = RemoteMerge(relation: tombstone == nil ? .overwrite : relation, changed: false)
+        if let tombstone, tombstone.stamp >= record.valueStamp {
+            if merge.relation == .concurrent {
+                merge.winnerStamp = tombstone.stamp
+                merge.loserStamp = record.valueStamp
+                merge.loserValue = record.value
+            }
+            return merge
+        }
+        if merge.relation == .concurrent, let tombstone {
+            merge.winnerStamp = record.valueStamp
+            merge.loserStamp = tombstone.stamp
+        }
+        guard record.value != nil else {
+            recordTombstone(key: key, stamp: record.valueStamp, dot: dot)
+            merge.changed = true
+            return merge
+        }
+        guard !record.isExpired(atUnixMs: nowUnixMs),
+              var entry = record.entry(namespaceIndex: namespaceIndex, lastAccessUnixMs: nowUnixMs) else { return merge }
+        entry.dot = dot
+        tombstones[key] = nil
+        key.withUnsafeBytes { _ = insert(bytes: $0, entry: entry) }
+        merge.changed = true
+        return merge
+    }
+
+    /// Calls `body` with every live (unexpired) key and its state, then every tombstone: what a
+    /// snapshot of this keyspace sends another data center.
+    public func forEachReplicatedState(
+        nowUnixMs: Int64, _ body: (_ key: [UInt8], _ namespaceIndex: Int?, _ record: DurableRecord, _ dot: Dot?) -> Void
+    ) {
+        for slot in slots.indices where slots[slot].hash != 0 && !slots[slot].entry.isExpired(atUnixMs: nowUnixMs) {
+            body(slots[slot].key.bytes, Int(slots[slot].entry.namespaceIndex), DurableRecord(slots[slot].entry), slots[slot].entry.dot)
+        }
+        for (key, tombstone) in tombstones {
+            body(key, nil, .tombstone(stamp: tombstone.stamp), tombstone.dot)
+        }
+    }
 
     // MARK: Private
 
     @inline(__always)
-    private mutating func logChange(slot: Int, _ kind: DurableChange.Kind) {
-        guard anyDurable else { return }
+    private mutating func logChange(slot: Int, _ kind: KeyChange.Kind) {
+        guard anyLogged else { return }
         let namespace = slots[slot].entry.namespaceIndex
-        guard durableNamespaces[Int(namespace)] else { return }
-        durableChanges.append(DurableChange(key: slots[slot].key.bytes, namespaceIndex: namespace, kind: kind))
+        guard loggedNamespaces[Int(namespace)] else { return }
+        keyChanges.append(KeyChange(key: slots[slot].key.bytes, namespaceIndex: namespace, kind: kind))
     }
 
     private mutating func adjustBytes(slot: Int, by delta: Int) {

@@ -26,9 +26,9 @@ public final class Shard: @unchecked Sendable {
     /// Set (under `lock`) once eviction dropped a durable key here; only FLUSHALL clears it.
     var evictedDurableKeys = false
 
-    init(evictableNamespaces: [Bool], durableNamespaces: [Bool]) {
+    init(evictableNamespaces: [Bool], loggedNamespaces: [Bool]) {
         storage = UnsafeMutablePointer<Keyspace>.allocate(capacity: 1)
-        storage.initialize(to: Keyspace(evictableNamespaces: evictableNamespaces, durableNamespaces: durableNamespaces))
+        storage.initialize(to: Keyspace(evictableNamespaces: evictableNamespaces, loggedNamespaces: loggedNamespaces))
     }
 
     deinit {
@@ -128,6 +128,11 @@ public final class Database: Sendable {
     /// data center has seen it; with a single full data center that is at once, so deletes
     /// then remove the record instead.
     let keepsTombstones: Bool
+    /// Eventual replication to other data centers; nil when there are none (or this node is a witness).
+    public let replicator: Replicator?
+    /// Per namespace index: whether its writes are shipped to other data centers (eventual
+    /// namespaces, when there is a replicator).
+    let replicatedNamespaces: [Bool]
     /// Whether any shard may have keys on disk only (`Shard.mayHaveDiskOnlyKeys`): one load
     /// on the common path instead of one per shard.
     public let diskOnlyKeysPossible = Synchronization.Atomic<Bool>(false)
@@ -143,7 +148,7 @@ public final class Database: Sendable {
 
     public init(
         namespaces: NamespaceTable, partitions: Int, origin: ReplicaID, maxmemoryBytes: Int, eventLoopCount: Int,
-        storage: StorageEngine? = nil, keepsTombstones: Bool = false
+        storage: StorageEngine? = nil, keepsTombstones: Bool = false, replicator: Replicator? = nil
     ) {
         self.statistics = NodeStatistics(loopCount: eventLoopCount)
         let evictable = namespaces.namespaces.map { $0.eviction == .lru }
@@ -158,8 +163,11 @@ public final class Database: Sendable {
             }
         }
         self.hasWriteThroughNamespaces = storage != nil && namespaces.namespaces.contains { $0.durability == .writeThrough }
-        let durable = durableUrgency.map { $0 != nil }
-        self.shards = (0..<Self.shardCount).map { _ in Shard(evictableNamespaces: evictable, durableNamespaces: durable) }
+        self.replicator = replicator
+        let replicated = namespaces.namespaces.map { replicator != nil && $0.consistency == .eventual }
+        self.replicatedNamespaces = replicated
+        let logged = zip(durableUrgency, replicated).map { $0 != nil || $1 }
+        self.shards = (0..<Self.shardCount).map { _ in Shard(evictableNamespaces: evictable, loggedNamespaces: logged) }
         self.namespaces = namespaces
         self.partitioner = Partitioner(partitionCount: partitions)
         self.origin = origin
@@ -188,6 +196,13 @@ public final class Database: Sendable {
             if exchanged { return LWWStamp(timestamp: next, origin: origin) }
             last = original
         }
+    }
+
+    /// The last timestamp issued (for moving it past stamps from other data centers).
+    var lastTimestampValue: UInt64 { lastTimestamp.load(ordering: .relaxed) }
+
+    func compareExchangeLastTimestamp(expected: UInt64, desired: UInt64) -> (exchanged: Bool, original: UInt64) {
+        lastTimestamp.compareExchange(expected: expected, desired: desired, ordering: .relaxed)
     }
 
     // MARK: Memory
@@ -297,7 +312,7 @@ public final class Database: Sendable {
                 shard.lock.lock()
                 let round = shard.keyspace.expireSample(
                     nowUnixMs: nowUnixMs, samples: Self.expirySamplesPerRound, using: &generator)
-                if shard.keyspace.hasDurableChanges { drainDurableChanges(of: shard, nowUnixMs: nowUnixMs) }
+                if shard.keyspace.hasKeyChanges { drainKeyChanges(of: shard, nowUnixMs: nowUnixMs) }
                 shard.publishUsedBytes()
                 shard.lock.unlock()
                 removed += round.expired
@@ -377,7 +392,7 @@ extension Database {
         shard.lock.lock()
         defer { shard.lock.unlock() }
         let result = body(&shard.keyspace)
-        if shard.keyspace.hasDurableChanges { drainDurableChanges(of: shard, nowUnixMs: SystemClock.nowUnixMs()) }
+        if shard.keyspace.hasKeyChanges { drainKeyChanges(of: shard, nowUnixMs: SystemClock.nowUnixMs()) }
         shard.publishUsedBytes()
         return result
     }
@@ -390,18 +405,20 @@ extension Database {
         let result = body { self.shards[self.shardIndex(of: $0)] }
         let now = SystemClock.nowUnixMs()
         for index in indexes.reversed() {
-            if shards[index].keyspace.hasDurableChanges { drainDurableChanges(of: shards[index], nowUnixMs: now) }
+            if shards[index].keyspace.hasKeyChanges { drainKeyChanges(of: shards[index], nowUnixMs: now) }
             shards[index].publishUsedBytes()
             shards[index].lock.unlock()
         }
         return result
     }
 
-    /// Hands the shard's logged changes to the storage engine as the keys' current states.
-    /// Called with the shard's lock held, so the engine receives states in memory's order.
-    func drainDurableChanges(of shard: Shard, nowUnixMs: Int64) {
-        let changes = shard.keyspace.takeDurableChanges()
-        guard let storage else { return }
+    /// Hands the shard's logged changes on as the keys' current states: to the storage engine
+    /// (durable namespaces) and, for local writes (`fromPeer: false`), to the outbound log of
+    /// deltas (replicated namespaces). Called with the shard's lock held, so both receive
+    /// states in memory's order.
+    func drainKeyChanges(of shard: Shard, nowUnixMs: Int64, fromPeer: Bool = false) {
+        let changes = shard.keyspace.takeKeyChanges()
+        guard storage != nil || replicator != nil else { return }
         let nowNs = SystemClock.monotonicNs()
         // Several changes to one key in one locked section: the last one speaks for all, so walk
         // from the end and skip keys already handled (linear, whatever MSET's size; no set is
@@ -409,14 +426,40 @@ extension Database {
         var handled: Set<[UInt8]>? = changes.count > 1 ? Set(minimumCapacity: changes.count) : nil
         for change in changes.reversed() {
             if handled != nil && !handled!.insert(change.key).inserted { continue }
-            guard var urgency = durableUrgency[Int(change.namespaceIndex)] else { continue }
+            let namespace = Int(change.namespaceIndex)
+            let slot = shard.keyspace.slot(ofBytes: change.key)
+            // Replication first: a delete's tombstone gets its stamp here, and the disk keeps the same.
+            var tombstone: DurableRecord?
+            if let replicator, replicatedNamespaces[namespace] {
+                if let slot {
+                    if !fromPeer {
+                        let entry = shard.keyspace.entry(at: slot)
+                        let dot = replicator.appendLocal(key: change.key, state: .register(DurableRecord(entry)), previousDot: entry.dot)
+                        shard.keyspace.setDot(at: slot, dot)
+                    }
+                } else if change.kind == .deleted {
+                    if fromPeer {
+                        tombstone = shard.keyspace.tombstones[change.key].map { DurableRecord.tombstone(stamp: $0.stamp) }
+                    } else {
+                        let record = DurableRecord.tombstone(stamp: stamp(nowUnixMs: nowUnixMs))
+                        let dot = replicator.appendLocal(key: change.key, state: .register(record), previousDot: nil)
+                        shard.keyspace.recordTombstone(key: change.key, stamp: record.valueStamp, dot: dot)
+                        tombstone = record
+                    }
+                }
+            }
+            guard let storage, var urgency = durableUrgency[namespace] else { continue }
             let state: StorageEngine.State
-            if let slot = shard.keyspace.slot(ofBytes: change.key) {
+            if let slot {
                 state = .register(DurableRecord(shard.keyspace.entry(at: slot)))
             } else {
                 switch change.kind {
                 case .deleted:
-                    state = keepsTombstones ? .register(DurableRecord.tombstone(stamp: stamp(nowUnixMs: nowUnixMs))) : .absent
+                    if keepsTombstones {
+                        state = .register(tombstone ?? DurableRecord.tombstone(stamp: stamp(nowUnixMs: nowUnixMs)))
+                    } else {
+                        state = .absent
+                    }
                 case .expired:
                     // Every replica expires the key alike and a reload skips it: no hurry.
                     state = .absent

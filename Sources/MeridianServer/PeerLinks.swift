@@ -10,8 +10,10 @@ import NIOPosix
 /// whose `ReplicaID` is larger than ours (so each pair has one link), the `HELLO` / `WELCOME` /
 /// `REFUSE` handshake, `PING` / `PONG` liveness, and reconnection with doubling backoff.
 ///
-/// What it does not do yet: stream deltas. A link that is up carries no data; `INFO
-/// replication` says so (`streaming=0`).
+/// A link between two full nodes streams each side's deltas to the other (`PeerStream` in
+/// `PeerConnectionHandler`): batches, acknowledgements by version vector, snapshots for a
+/// peer the outbound log no longer covers. Links to witnesses carry only the handshake and
+/// liveness until strong namespaces arrive.
 public final class PeerLinks: Sendable {
     /// The state of one peer, for INFO.
     public struct PeerState: Sendable {
@@ -37,13 +39,27 @@ public final class PeerLinks: Sendable {
     let myRole: PeerRole
     let logger: Logger
     let group: EventLoopGroup
+    /// The data this node replicates, and its replication state (nil on a witness).
+    let database: Database?
+    let diskReader: DiskReader?
+    let warmUp: WarmUpProgress?
+    private let garbageCollection: NIOLockedValueBox<RepeatedTask?> = NIOLockedValueBox(nil)
     /// Peer name → state.
     let states: NIOLockedValueBox<[String: PeerState]>
     private let listener: NIOLockedValueBox<Channel?> = NIOLockedValueBox(nil)
     private let stopped = NIOLockedValueBox(false)
 
-    public init(configuration: MeridianConfiguration, datacenter: Int, node: Int, group: EventLoopGroup, logger: Logger) {
+    /// How often tombstones every data center has seen are dropped.
+    static let tombstoneCollectionIntervalMs: Int64 = 1000
+
+    public init(
+        configuration: MeridianConfiguration, datacenter: Int, node: Int, group: EventLoopGroup, logger: Logger,
+        database: Database? = nil, diskReader: DiskReader? = nil, warmUp: WarmUpProgress? = nil
+    ) {
         self.configuration = configuration
+        self.database = database
+        self.diskReader = diskReader
+        self.warmUp = warmUp
         self.me = ReplicaID(datacenter: UInt16(datacenter), node: UInt16(node))
         let dc = configuration.cluster.datacenters[datacenter]
         self.myName = dc.nodes[node].name
@@ -92,11 +108,20 @@ public final class PeerLinks: Sendable {
         for peer in peers where me < peer.id {
             dial(peer.node, immediately: true)
         }
+        if let database, let replicator = database.replicator {
+            let task = group.next().scheduleRepeatedTask(
+                initialDelay: .milliseconds(Self.tombstoneCollectionIntervalMs), delay: .milliseconds(Self.tombstoneCollectionIntervalMs)
+            ) { _ in
+                database.collectTombstones(replicator: replicator)
+            }
+            garbageCollection.withLockedValue { $0 = task }
+        }
     }
 
     /// Closes the listener and stops reconnecting.
     public func stop() {
         stopped.withLockedValue { $0 = true }
+        garbageCollection.withLockedValue { $0?.cancel() }
         if let channel = listener.withLockedValue({ $0 }) { try? channel.close().wait() }
     }
 
@@ -165,151 +190,52 @@ public final class PeerLinks: Sendable {
     }
 
     var hello: Handshake {
-        Handshake(cluster: configuration.cluster.name, node: myName, datacenter: myDatacenter, role: myRole, versionVector: VersionVector())
+        Handshake(
+            cluster: configuration.cluster.name, node: myName, datacenter: myDatacenter, role: myRole,
+            versionVector: database?.replicator?.versionVector ?? VersionVector())
     }
 
-    /// INFO replication lines: one per peer data center (the first of its nodes).
+    /// The `ReplicaID` of a peer node, by name.
+    func replicaID(of node: String) -> ReplicaID? {
+        peers.first { $0.node.name == node }?.id
+    }
+
+    /// INFO replication lines: this node's replication state, then one line per peer data
+    /// center (the first of its nodes), in Redis's `key:k=v,...` form.
     public func infoFields() -> [(String, String)] {
         let states = states.withLockedValue { $0 }.values.sorted { ($0.datacenter, $0.node) < ($1.datacenter, $1.node) }
         var fields: [(String, String)] = [("node_role", myRole == .witness ? "witness" : "full"), ("peer_links", "\(states.count)")]
+        let replicator = database?.replicator
+        if let replicator {
+            let retained = replicator.retainedDeltas
+            fields.append(("replication_origin", "\(me)"))
+            fields.append(("replication_last_sequence", "\(replicator.lastSequence)"))
+            fields.append(("replication_version_vector", "\(replicator.versionVector)"))
+            fields.append(("replication_log_deltas", "\(retained.count)"))
+            fields.append(("replication_log_bytes", "\(retained.bytes)"))
+            fields.append(("replication_conflicts_kept", "\(replicator.conflicts.count)"))
+        }
+        let nowMs = SystemClock.nowUnixMs()
         var seen = Set<String>()
         for state in states where seen.insert(state.datacenter).inserted {
-            fields.append(("peer_\(state.datacenter)", [
-                "node=\(state.node)", "connected=\(state.connected ? 1 : 0)", "witness=\(state.witness ? 1 : 0)",
-                "streaming=0", "lag_ms=-1", "deltas_sent=0", "deltas_applied=0", "bytes_raw=0", "bytes_wire=0",
-                "conflicts=0", "rtt_us=\(state.lastRoundTripUs)", "refusals=\(state.refusals)",
-            ].joined(separator: ",")))
+            var parts = ["node=\(state.node)", "connected=\(state.connected ? 1 : 0)", "witness=\(state.witness ? 1 : 0)"]
+            if !state.witness, let report = replicator?.report(peer: state.datacenter) {
+                let counters = report.counters
+                let lag = report.oldestUnacknowledgedPhysicalMs.map { max(0, nowMs - Int64($0)) } ?? 0
+                parts += [
+                    "streaming=\(state.connected ? 1 : 0)", "lag_ms=\(lag)", "deltas_sent=\(counters.deltasSent)",
+                    "deltas_applied=\(counters.deltasApplied)", "bytes_raw=\(counters.bytesRaw)", "bytes_wire=\(counters.bytesWire)",
+                    "conflicts=\(counters.conflicts)", "acked=\(report.acknowledged)", "snapshots_sent=\(counters.snapshotsSent)",
+                    "snapshots_applied=\(counters.snapshotsApplied)", "batches_refused=\(counters.batchesRefused)",
+                    "apply_lag_p50_us=\(counters.applyLag.quantileMicroseconds(0.5))",
+                    "apply_lag_p99_us=\(counters.applyLag.quantileMicroseconds(0.99))",
+                ]
+            } else {
+                parts += ["streaming=0", "lag_ms=-1", "deltas_sent=0", "deltas_applied=0", "bytes_raw=0", "bytes_wire=0", "conflicts=0"]
+            }
+            parts += ["rtt_us=\(state.lastRoundTripUs)", "refusals=\(state.refusals)"]
+            fields.append(("peer_\(state.datacenter)", parts.joined(separator: ",")))
         }
         return fields
-    }
-}
-
-/// One peer connection: frames in and out, the handshake, and PING/PONG. Dialer and listener
-/// sides differ only in who says `HELLO`.
-final class PeerConnectionHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    private let links: PeerLinks
-    /// The peer this side dialed (nil on the listener side until `HELLO` names it).
-    private var peer: String?
-    private let dialing: Bool
-    private var decoder = FrameDecoder()
-    private var buffered = ByteBuffer()
-    private var established = false
-    private var pingTask: RepeatedTask?
-
-    init(links: PeerLinks, dialing: String?) {
-        self.links = links
-        self.peer = dialing
-        self.dialing = dialing != nil
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        if dialing { send(Frame(type: .hello, payload: links.hello.encoded()), context: context) }
-        context.fireChannelActive()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        pingTask?.cancel()
-        if established, let peer {
-            links.record(peer) { $0.connected = false }
-            links.logger.notice("peer link down", metadata: ["peer": "\(peer)"])
-        }
-        context.fireChannelInactive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        buffered.writeBuffer(&incoming)
-        do {
-            while let frame = try decoder.decode(&buffered) { try handle(frame, context: context) }
-            buffered.discardReadBytes()
-        } catch {
-            links.logger.warning("peer link closed: \(error)", metadata: ["peer": "\(peer ?? "?")", "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
-            if let peer { links.record(peer) { $0.lastProblem = "\(error)" } }
-            context.close(promise: nil)
-        }
-    }
-
-    private func handle(_ frame: Frame, context: ChannelHandlerContext) throws {
-        switch frame.type {
-        case .hello where !dialing && !established:
-            let hello = try Handshake(decoding: frame.payload)
-            if let reason = links.refusal(of: hello) {
-                links.logger.warning("refused a peer", metadata: ["peer": "\(hello.node)", "reason": "\(reason)"])
-                links.record(hello.node) { $0.refusals += 1 }
-                context.writeAndFlush(wrapOutboundOut(encode(Frame(type: .refuse, payload: Array(reason.utf8)), context: context)))
-                    .whenComplete { _ in context.close(promise: nil) }
-                return
-            }
-            peer = hello.node
-            send(Frame(type: .welcome, payload: links.hello.encoded()), context: context)
-            established(context: context)
-        case .welcome where dialing && !established:
-            let welcome = try Handshake(decoding: frame.payload)
-            guard welcome.node == peer, welcome.cluster == links.configuration.cluster.name else {
-                throw WireError.malformed("welcomed by '\(welcome.node)' of cluster '\(welcome.cluster)'")
-            }
-            established(context: context)
-        case .refuse:
-            let reason = String(decoding: frame.payload, as: UTF8.self)
-            links.logger.warning("peer refused this node", metadata: ["peer": "\(peer ?? "?")", "reason": "\(reason)"])
-            if let peer {
-                links.record(peer) {
-                    $0.lastProblem = "refused: \(reason)"
-                    $0.refusals += 1
-                    $0.failures += 1
-                }
-            }
-            context.close(promise: nil)
-        case .ping where established:
-            send(Frame(type: .pong, payload: frame.payload), context: context)
-        case .pong where established:
-            var reader = frame.payload
-            guard reader.count == 8 else { throw WireError.malformed("pong of \(reader.count) bytes") }
-            var sentNs: UInt64 = 0
-            for index in 0..<8 { sentNs |= UInt64(reader.removeFirst()) << UInt64(8 * index) }
-            let rtt = Int64((SystemClock.monotonicNs() &- sentNs) / 1000)
-            if let peer { links.record(peer) { $0.lastRoundTripUs = rtt } }
-        default:
-            throw WireError.malformed("unexpected \(frame.type) \(established ? "after" : "before") the handshake")
-        }
-    }
-
-    private func established(context: ChannelHandlerContext) {
-        established = true
-        guard let peer else { return }
-        links.record(peer) {
-            $0.connected = true
-            $0.connectedSinceUnixMs = SystemClock.nowUnixMs()
-            $0.lastProblem = ""
-            $0.failures = 0
-        }
-        links.logger.info("peer link up", metadata: ["peer": "\(peer)", "side": "\(dialing ? "dialer" : "listener")"])
-        let channel = context.channel
-        let loop = context.eventLoop
-        pingTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(PeerLinks.pingIntervalMs)) { _ in
-            var payload: [UInt8] = []
-            let now = SystemClock.monotonicNs()
-            for index in 0..<8 { payload.append(UInt8(truncatingIfNeeded: now >> UInt64(8 * index))) }
-            var buffer = channel.allocator.buffer(capacity: Frame.headerBytes + 8)
-            Frame(type: .ping, payload: payload).write(into: &buffer)
-            channel.writeAndFlush(buffer, promise: nil)
-        }
-    }
-
-    private func encode(_ frame: Frame, context: ChannelHandlerContext) -> ByteBuffer {
-        var buffer = context.channel.allocator.buffer(capacity: Frame.headerBytes + frame.payload.count)
-        frame.write(into: &buffer)
-        return buffer
-    }
-
-    private func send(_ frame: Frame, context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(encode(frame, context: context)), promise: nil)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        context.close(promise: nil)
     }
 }

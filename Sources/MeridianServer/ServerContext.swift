@@ -43,11 +43,22 @@ public final class ServerContext: Sendable {
         self.configuration = configuration
         self.eventLoopCount = max(1, eventLoopCount)
         let fullDatacenters = configuration.cluster.datacenters.filter { !$0.witness }.count
+        // Deltas flow to every other full data center that has a node with a peer address.
+        let datacenters = configuration.cluster.datacenters
+        let peerDatacenters = datacenters.enumerated().filter { index, dc in
+            index != Int(origin.datacenter) && !dc.witness && dc.nodes.contains { $0.peer != nil }
+        }.map(\.element.name)
+        let isFullNode = Int(origin.datacenter) < datacenters.count && !datacenters[Int(origin.datacenter)].witness
+        let replicator: Replicator? = peerDatacenters.isEmpty || !isFullNode ? nil : Replicator(
+            me: origin, peerDatacenters: peerDatacenters,
+            datacenterNames: Dictionary(uniqueKeysWithValues: datacenters.enumerated().map { (UInt16($0.offset), $0.element.name) }),
+            logBytesMax: configuration.replication.logBytesMax, maxClockOffsetMs: configuration.replication.maxClockOffsetMs,
+            firstSequence: Replicator.startingSequence(nowUnixMs: SystemClock.nowUnixMs()))
         let database = Database(
             namespaces: NamespaceTable(configuration.namespaces),
             partitions: configuration.cluster.partitions, origin: origin,
             maxmemoryBytes: configuration.maxmemoryBytes, eventLoopCount: max(1, eventLoopCount),
-            storage: storage, keepsTombstones: fullDatacenters > 1)
+            storage: storage, keepsTombstones: fullDatacenters > 1, replicator: replicator)
         let warmUp = WarmUpProgress()
         self.database = database
         self.warmUp = warmUp

@@ -15,8 +15,10 @@ public struct DeltaBatch: Equatable, Sendable {
     public var origin: ReplicaID
     public var deltas: [Delta]
 
-    /// Most raw bytes in one batch (the bound, ≤ 1 MiB).
-    public static let rawBytesMax = 1 << 20
+    /// Most raw bytes in one batch: batches are cut at `batch_bytes_max` (≤ 1 MiB), but one
+    /// delta whose value is near the 1 MiB value limit travels alone, so a batch may exceed
+    /// 1 MiB by one key and its headers.
+    public static let rawBytesMax = (1 << 20) + 4096
     static let headerBytes = 4 + 8 + 4 + 4 + 4
     static let countersContributionsMax = 4096
 

@@ -166,11 +166,12 @@ struct MeridianServerCommand: ParsableCommand {
                 "namespaces": "\(configuration.namespaces.map(\.name).joined(separator: ","))",
                 "maxmemory": "\(configuration.maxmemoryBytes)",
             ])
-        // Links to the other data centers (handshake and liveness; deltas do not flow yet).
+        // Links to the other data centers: deltas flow both ways between full nodes.
         if hasPeers {
             let links = PeerLinks(
                 configuration: configuration, datacenter: located.datacenter, node: located.node,
-                group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger)
+                group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger,
+                database: context.database, diskReader: context.diskReader, warmUp: context.warmUp)
             try links.start(peerAddress: located.config.peer)
             context.peerLinks.withLockedValue { $0 = links }
         }

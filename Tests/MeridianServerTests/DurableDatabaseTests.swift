@@ -59,7 +59,7 @@ import Testing
         try store.read(key: Array(key.utf8)).map { try DurableRecord(decoding: $0) }
     }
 
-    @Test func durableChangesReachTheDiskAsWholeRecords() throws {
+    @Test func keyChangesReachTheDiskAsWholeRecords() throws {
         let store = InMemoryStore()
         let (database, engine) = Self.makeDatabase(store: store)
         defer { engine.shutdown() }

@@ -101,7 +101,8 @@ def test_the_demo_topology_links_up_and_stops_cleanly(cluster):
     wait_for(lambda: linked(cluster, "west-1", "east") and linked(cluster, "west-1", "central"), timeout=15, what="west's links")
     east = cluster.replication("east-1")
     assert east["node_role"] == "full" and east["peer_links"] == 2
-    assert east["peer_west"]["node"] == "west-1" and east["peer_west"]["streaming"] == 0
+    assert east["peer_west"]["node"] == "west-1" and east["peer_west"]["streaming"] == 1
+    assert east["peer_central"]["streaming"] == 0
     assert east["peer_central"]["witness"] == 1
     wait_for(lambda: cluster.replication("east-1")["peer_west"]["rtt_us"] > 0, timeout=5, what="a PING round trip")
     # The witness serves no clients: it has no client address at all.

@@ -1,0 +1,174 @@
+import MeridianCore
+import MeridianWire
+
+/// A delta stamped further ahead of this node's clock than `max_clock_offset` allows
+/// (docs/REPLICATION.md, invariant 5): the batch is refused, not applied.
+public struct ClockBoundError: Error, CustomStringConvertible {
+    public var stampMs: UInt64
+    public var nowUnixMs: Int64
+    public var boundMs: Int64
+
+    public var description: String {
+        "a delta is stamped \(Int64(stampMs) - nowUnixMs) ms ahead of this node's clock (max_clock_offset \(boundMs) ms)"
+    }
+}
+
+/// Merging what other data centers send (docs/REPLICATION.md): deltas and snapshot states go
+/// through `Keyspace.mergeRemote` under their shard's lock; what changed reaches the disk like
+/// a command's change, and is not shipped again.
+extension Database {
+    /// What applying a batch did.
+    struct RemoteApply {
+        var applied = 0
+        var skipped = 0
+        var conflicts: [Replicator.ConflictRecord] = []
+        /// Per applied delta: now minus its write's wall-clock time, in microseconds.
+        var lagMicroseconds: [UInt64] = []
+    }
+
+    /// Checks every stamp of `states` against the clock bound, then moves this node's clock
+    /// past the newest (invariant 6), so later local writes are stamped above what arrived.
+    func observeRemoteStamps(_ states: [Delta.State], nowUnixMs: Int64, maxClockOffsetMs: Int64) throws(ClockBoundError) {
+        var newest = HLCTimestamp.zero
+        for state in states {
+            switch state {
+            case .register(let record):
+                newest = max(newest, record.valueStamp.timestamp, record.expiryStamp.timestamp)
+            case .counter(let counter):
+                newest = max(newest, counter.resetStamp.timestamp)
+            }
+        }
+        if Int64(newest.physicalMs) > nowUnixMs + maxClockOffsetMs {
+            throw ClockBoundError(stampMs: newest.physicalMs, nowUnixMs: nowUnixMs, boundMs: maxClockOffsetMs)
+        }
+        observe(newest)
+    }
+
+    /// Keys of `states` that may be on disk but not in memory (a durable namespace, in a shard
+    /// warm-up has not finished or eviction thinned): they must be loaded before a merge, or
+    /// an older incoming state could overwrite a newer record on disk.
+    func keysToLoadBeforeMerging(_ keys: [[UInt8]]) -> [[UInt8]] {
+        guard storage != nil, diskOnlyKeysPossible.load(ordering: .relaxed) else { return [] }
+        var missing: [[UInt8]] = []
+        for key in keys {
+            let namespace = key.withUnsafeBytes { namespaces.index(of: $0) }
+            guard durableUrgency[namespace] != nil else { continue }
+            let shard = shards[shardIndex(ofBytes: key)]
+            guard shard.mayHaveDiskOnlyKeys.load(ordering: .relaxed) else { continue }
+            shard.lock.lock()
+            let present = shard.keyspace.slot(ofBytes: key) != nil || shard.keyspace.tombstones[key] != nil
+            shard.lock.unlock()
+            if !present { missing.append(key) }
+        }
+        return missing
+    }
+
+    /// Merges a peer's deltas (dots already applied here are skipped) and reports what happened.
+    func applyRemote(deltas: [Delta], replicator: Replicator, nowUnixMs: Int64) -> RemoteApply {
+        var result = RemoteApply()
+        var appliedDots: [Dot] = []
+        appliedDots.reserveCapacity(deltas.count)
+        for delta in deltas {
+            if replicator.isApplied(delta.dot) {
+                result.skipped += 1
+                continue
+            }
+            guard case .register(let record) = delta.state else {
+                // Counters travel as registers of their decimal value for now (see docs/REPLICATION.md, "Status").
+                appliedDots.append(delta.dot)
+                continue
+            }
+            if let conflict = merge(key: delta.key, record: record, dot: delta.dot, previousDot: delta.previousDot, nowUnixMs: nowUnixMs) {
+                result.conflicts.append(conflict)
+            }
+            appliedDots.append(delta.dot)
+            result.applied += 1
+            let writtenMs = Int64(Replicator.physicalMs(of: delta.state))
+            result.lagMicroseconds.append(UInt64(max(0, nowUnixMs - writtenMs)) * 1000)
+        }
+        replicator.recordApplied(appliedDots)
+        return result
+    }
+
+    /// Merges a chunk of a peer's snapshot (no conflicts are counted: a snapshot says what a
+    /// data center holds, not which write came first).
+    func applyRemote(snapshot states: [SnapshotState], nowUnixMs: Int64) -> Int {
+        var applied = 0
+        for state in states {
+            guard case .register(let record) = state.state else { continue }
+            _ = merge(key: state.key, record: record, dot: state.dot, previousDot: nil, nowUnixMs: nowUnixMs, countConflicts: false)
+            applied += 1
+        }
+        return applied
+    }
+
+    /// Merges one key's incoming state under its shard's lock; returns the conflict, if any.
+    private func merge(
+        key: [UInt8], record: DurableRecord, dot: Dot?, previousDot: Dot?, nowUnixMs: Int64, countConflicts: Bool = true
+    ) -> Replicator.ConflictRecord? {
+        let namespace = key.withUnsafeBytes { namespaces.index(of: $0) }
+        // Only eventual namespaces replicate this way; strong keys are the Paxos issue's.
+        guard replicatedNamespaces[namespace], !key.withUnsafeBytes({ namespaces.isStrong($0, namespaceIndex: namespace) }) else { return nil }
+        let shard = shards[shardIndex(ofBytes: key)]
+        shard.lock.lock()
+        let merged = shard.keyspace.mergeRemote(
+            key: key, record: record, dot: dot, previousDot: previousDot, namespaceIndex: namespace, nowUnixMs: nowUnixMs)
+        if shard.keyspace.hasKeyChanges { drainKeyChanges(of: shard, nowUnixMs: nowUnixMs, fromPeer: true) }
+        shard.publishUsedBytes()
+        shard.lock.unlock()
+        guard countConflicts, merged.relation == .concurrent, let winner = merged.winnerStamp, let loser = merged.loserStamp else { return nil }
+        return Replicator.ConflictRecord(
+            key: key, winner: winner, loser: loser,
+            loserDigest: merged.loserValue.map { SHA256.digest($0) } ?? [], recordedUnixMs: nowUnixMs)
+    }
+
+    /// The states of one shard's replicated keys (live keys and tombstones), for a snapshot.
+    func snapshotStates(shard index: Int, nowUnixMs: Int64) -> [SnapshotState] {
+        var states: [SnapshotState] = []
+        let shard = shards[index]
+        shard.lock.lock()
+        shard.keyspace.forEachReplicatedState(nowUnixMs: nowUnixMs) { key, namespaceIndex, record, dot in
+            let namespace = namespaceIndex ?? key.withUnsafeBytes { namespaces.index(of: $0) }
+            guard replicatedNamespaces[namespace] else { return }
+            states.append(SnapshotState(key: key, dot: dot, state: .register(record)))
+        }
+        shard.lock.unlock()
+        return states
+    }
+
+    /// Drops tombstones every full data center has seen (invariant 7), in memory and on disk.
+    /// Returns how many went.
+    @discardableResult
+    func collectTombstones(replicator: Replicator) -> Int {
+        let everywhere = replicator.seenEverywhere()
+        let nowNs = SystemClock.monotonicNs()
+        var dropped = 0
+        for shard in shards {
+            shard.lock.lock()
+            if !shard.keyspace.tombstones.isEmpty {
+                let keys = shard.keyspace.dropTombstones { tombstone in tombstone.dot.map { everywhere.covers($0) } ?? true }
+                dropped += keys.count
+                if let storage {
+                    for key in keys {
+                        let namespace = key.withUnsafeBytes { namespaces.index(of: $0) }
+                        if durableUrgency[namespace] != nil, shard.keyspace.slot(ofBytes: key) == nil {
+                            storage.enqueue(key: key, state: .absent, urgency: .lazy, nowNs: nowNs)
+                        }
+                    }
+                }
+            }
+            shard.lock.unlock()
+        }
+        return dropped
+    }
+
+    /// Moves the clock that stamps local writes past `timestamp` (never back).
+    func observe(_ timestamp: HLCTimestamp) {
+        var last = lastTimestampValue
+        while last < timestamp.rawValue {
+            let (exchanged, original) = compareExchangeLastTimestamp(expected: last, desired: timestamp.rawValue)
+            if exchanged { return }
+            last = original
+        }
+    }
+}

@@ -1,0 +1,399 @@
+import Logging
+import MeridianCore
+import MeridianWire
+import NIOCore
+
+/// One peer connection: frames in and out, the handshake, `PING`/`PONG`, and — between two
+/// full nodes — both directions of delta streaming (docs/REPLICATION.md, "Messages").
+///
+/// Sending: after the handshake the stream starts after what the peer's vector says it has
+/// (`sentThrough`); new local deltas wake it, and it sends after `batch_delay` as many batches
+/// as the socket takes (it stops while the channel is not writable and resumes when it is).
+/// A peer the outbound log no longer covers gets a snapshot, shard by shard, then the stream
+/// continues after the snapshot's sequence.
+///
+/// Receiving: frames are handled strictly in order. A frame whose keys may be on disk only is
+/// held (reading pauses) until they are loaded, then merged; every batch and every snapshot
+/// end is acknowledged with this node's whole vector.
+final class PeerConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let links: PeerLinks
+    /// The peer this side dialed (nil on the listener side until `HELLO` names it).
+    private var peer: String?
+    private var peerDatacenter = ""
+    private var peerID: ReplicaID?
+    private let dialing: Bool
+    private var decoder = FrameDecoder()
+    private var buffered = ByteBuffer()
+    private var established = false
+    private var pingTask: RepeatedTask?
+
+    // Streaming (both ends full nodes).
+    private var replicator: Replicator?
+    private var stream: Replicator.Stream?
+    /// The last sequence of this node's stream sent (or known to be at the peer) on this link.
+    private var sentThrough: UInt64 = 0
+    /// A snapshot being sent: the sequence it covers and the next shard to send.
+    private var outgoingSnapshot: (through: UInt64, nextShard: Int)?
+    /// The snapshot being received: the sequence it covers.
+    private var incomingSnapshot: UInt64?
+    /// Work received but not done yet, in order: frames, and acknowledgements of batches that
+    /// waited for the disk (an ACK must follow its batch's merge).
+    private enum Pending {
+        case frame(Frame)
+        case acknowledge
+    }
+    private var pending: [Pending] = []
+    private var waitingForDisk = false
+    private var closed = false
+
+    init(links: PeerLinks, dialing: String?) {
+        self.links = links
+        self.peer = dialing
+        self.dialing = dialing != nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if dialing { send(Frame(type: .hello, payload: links.hello.encoded()), context: context) }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        pingTask?.cancel()
+        if let stream, let replicator { replicator.unregister(stream) }
+        if established, let peer {
+            links.record(peer) { $0.connected = false }
+            links.logger.notice("peer link down", metadata: ["peer": "\(peer)"])
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && stream != nil { pump(context: context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        buffered.writeBuffer(&incoming)
+        do {
+            while let frame = try decoder.decode(&buffered) { pending.append(.frame(frame)) }
+            buffered.discardReadBytes()
+        } catch {
+            fail(error, context: context)
+            return
+        }
+        handlePending(context: context)
+    }
+
+    /// Handles queued frames in order until one must wait for the disk.
+    private func handlePending(context: ChannelHandlerContext) {
+        while !waitingForDisk && !closed && !pending.isEmpty {
+            let next = pending.removeFirst()
+            do {
+                switch next {
+                case .frame(let frame): try handle(frame, context: context)
+                case .acknowledge: acknowledge(context: context)
+                }
+            } catch {
+                fail(error, context: context)
+                return
+            }
+        }
+        // Stop reading while frames wait: TCP then holds the peer back.
+        let reading = !waitingForDisk
+        context.channel.setOption(ChannelOptions.autoRead, value: reading).whenComplete { _ in }
+    }
+
+    private func fail(_ error: Error, context: ChannelHandlerContext) {
+        links.logger.warning("peer link closed: \(error)", metadata: ["peer": "\(peer ?? "?")", "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+        if let peer { links.record(peer) { $0.lastProblem = "\(error)" } }
+        closed = true
+        context.close(promise: nil)
+    }
+
+    private func handle(_ frame: Frame, context: ChannelHandlerContext) throws {
+        switch frame.type {
+        case .hello where !dialing && !established:
+            let hello = try Handshake(decoding: frame.payload)
+            if let reason = links.refusal(of: hello) {
+                links.logger.warning("refused a peer", metadata: ["peer": "\(hello.node)", "reason": "\(reason)"])
+                links.record(hello.node) { $0.refusals += 1 }
+                context.writeAndFlush(wrapOutboundOut(encode(Frame(type: .refuse, payload: Array(reason.utf8)), context: context)))
+                    .whenComplete { _ in context.close(promise: nil) }
+                return
+            }
+            peer = hello.node
+            send(Frame(type: .welcome, payload: links.hello.encoded()), context: context)
+            established(context: context, peerVector: hello.versionVector, peerRole: hello.role)
+        case .welcome where dialing && !established:
+            let welcome = try Handshake(decoding: frame.payload)
+            guard welcome.node == peer, welcome.cluster == links.configuration.cluster.name else {
+                throw WireError.malformed("welcomed by '\(welcome.node)' of cluster '\(welcome.cluster)'")
+            }
+            established(context: context, peerVector: welcome.versionVector, peerRole: welcome.role)
+        case .refuse:
+            let reason = String(decoding: frame.payload, as: UTF8.self)
+            links.logger.warning("peer refused this node", metadata: ["peer": "\(peer ?? "?")", "reason": "\(reason)"])
+            if let peer {
+                links.record(peer) {
+                    $0.lastProblem = "refused: \(reason)"
+                    $0.refusals += 1
+                    $0.failures += 1
+                }
+            }
+            closed = true
+            context.close(promise: nil)
+        case .ping where established:
+            send(Frame(type: .pong, payload: frame.payload), context: context)
+        case .pong where established:
+            var reader = frame.payload
+            guard reader.count == 8 else { throw WireError.malformed("pong of \(reader.count) bytes") }
+            var sentNs: UInt64 = 0
+            for index in 0..<8 { sentNs |= UInt64(reader.removeFirst()) << UInt64(8 * index) }
+            let rtt = Int64((SystemClock.monotonicNs() &- sentNs) / 1000)
+            if let peer { links.record(peer) { $0.lastRoundTripUs = rtt } }
+        case .batch where established && replicator != nil:
+            try receiveBatch(frame.payload, context: context)
+        case .snapshotBegin where established && replicator != nil:
+            let marker = try SnapshotMarker(decoding: frame.payload)
+            guard marker.origin == peerID else { throw WireError.malformed("a snapshot of \(marker.origin) from \(peerID.map { "\($0)" } ?? "?")") }
+            incomingSnapshot = marker.through
+        case .snapshotChunk where established && replicator != nil && incomingSnapshot != nil:
+            let chunk = try SnapshotChunk(decoding: frame.payload)
+            try receive(states: chunk.states.map(\.state), keys: chunk.states.map(\.key), context: context) { database, now in
+                _ = database.applyRemote(snapshot: chunk.states, nowUnixMs: now)
+            }
+        case .snapshotEnd where established && replicator != nil:
+            let marker = try SnapshotMarker(decoding: frame.payload)
+            guard marker.origin == peerID, marker.through == incomingSnapshot else {
+                throw WireError.malformed("a snapshot end that matches no snapshot begun")
+            }
+            incomingSnapshot = nil
+            replicator!.recordSnapshot(origin: marker.origin, through: marker.through)
+            replicator!.count(peer: peerDatacenter) { $0.snapshotsApplied += 1 }
+            links.logger.info("applied a snapshot", metadata: ["peer": "\(peer ?? "?")", "through": "\(marker.through)"])
+            acknowledge(context: context)
+        case .ack where established && replicator != nil:
+            let ack = try Acknowledgement(decoding: frame.payload)
+            replicator!.acknowledge(peer: peerDatacenter, vector: ack.versionVector)
+        default:
+            throw WireError.malformed("unexpected \(frame.type) \(established ? "after" : "before") the handshake")
+        }
+    }
+
+    // MARK: Receiving
+
+    private func receiveBatch(_ payload: [UInt8], context: ChannelHandlerContext) throws {
+        let batch = try DeltaBatch(decoding: payload)
+        guard batch.origin == peerID else {
+            throw WireError.malformed("a batch of origin \(batch.origin) on the link to \(peerID.map { "\($0)" } ?? "?")")
+        }
+        let peerDatacenter = self.peerDatacenter
+        try receive(states: batch.deltas.map(\.state), keys: batch.deltas.map(\.key), context: context) { [replicator] database, now in
+            guard let replicator else { return }
+            let result = database.applyRemote(deltas: batch.deltas, replicator: replicator, nowUnixMs: now)
+            for conflict in result.conflicts { replicator.recordConflict(conflict) }
+            replicator.count(peer: peerDatacenter) { counters in
+                counters.deltasApplied += result.applied
+                counters.conflicts += result.conflicts.count
+                for lag in result.lagMicroseconds { counters.applyLag.record(microseconds: lag) }
+            }
+        }
+        acknowledgeWhenApplied(context: context)
+    }
+
+    /// Checks the clock bound, loads keys that may be on disk only (holding later frames until
+    /// they are in memory), then runs `apply`.
+    private func receive(
+        states: [Delta.State], keys: [[UInt8]], context: ChannelHandlerContext, apply: @escaping (Database, Int64) -> Void
+    ) throws {
+        guard let database = links.database, let replicator else { return }
+        let now = SystemClock.nowUnixMs()
+        do {
+            try database.observeRemoteStamps(states, nowUnixMs: now, maxClockOffsetMs: replicator.maxClockOffsetMs)
+        } catch {
+            replicator.count(peer: peerDatacenter) { $0.batchesRefused += 1 }
+            throw error
+        }
+        let missing = database.keysToLoadBeforeMerging(keys)
+        guard !missing.isEmpty, let reader = links.diskReader else {
+            apply(database, now)
+            return
+        }
+        waitingForDisk = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        reader.load(missing, on: context.eventLoop).whenComplete { result in
+            let (handler, context) = bound.value
+            handler.waitingForDisk = false
+            guard !handler.closed else { return }
+            if case .failure(let error) = result {
+                handler.fail(error, context: context)
+                return
+            }
+            apply(database, SystemClock.nowUnixMs())
+            handler.handlePending(context: context)
+        }
+    }
+
+    /// Acknowledges a batch: at once, or after the disk loads it waits for (the ack is queued
+    /// as a frame of its own so it follows the apply).
+    private func acknowledgeWhenApplied(context: ChannelHandlerContext) {
+        if waitingForDisk {
+            pending.insert(.acknowledge, at: 0)
+            return
+        }
+        acknowledge(context: context)
+    }
+
+    private func acknowledge(context: ChannelHandlerContext) {
+        guard let replicator else { return }
+        let ack = Acknowledgement(versionVector: replicator.versionVector, clock: HLCTimestamp(rawValue: links.database?.lastTimestampValue ?? 0))
+        send(Frame(type: .ack, payload: ack.encoded()), context: context)
+    }
+
+    // MARK: Sending
+
+    private func established(context: ChannelHandlerContext, peerVector: VersionVector, peerRole: PeerRole) {
+        established = true
+        guard let peer else { return }
+        let state = links.states.withLockedValue { $0[peer] }
+        peerDatacenter = state?.datacenter ?? ""
+        peerID = links.replicaID(of: peer)
+        links.record(peer) {
+            $0.connected = true
+            $0.connectedSinceUnixMs = SystemClock.nowUnixMs()
+            $0.lastProblem = ""
+            $0.failures = 0
+        }
+        links.logger.info("peer link up", metadata: ["peer": "\(peer)", "side": "\(dialing ? "dialer" : "listener")"])
+        let channel = context.channel
+        let loop = context.eventLoop
+        pingTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(PeerLinks.pingIntervalMs)) { _ in
+            var payload: [UInt8] = []
+            let now = SystemClock.monotonicNs()
+            for index in 0..<8 { payload.append(UInt8(truncatingIfNeeded: now >> UInt64(8 * index))) }
+            var buffer = channel.allocator.buffer(capacity: Frame.headerBytes + 8)
+            Frame(type: .ping, payload: payload).write(into: &buffer)
+            channel.writeAndFlush(buffer, promise: nil)
+        }
+        guard let replicator = links.database?.replicator, peerRole == .full, state?.witness == false, peerID != nil else { return }
+        self.replicator = replicator
+        replicator.acknowledge(peer: peerDatacenter, vector: peerVector)
+        sentThrough = peerVector[replicator.me]
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let delay = TimeAmount.milliseconds(links.configuration.replication.batchDelayMs)
+        let stream = Replicator.Stream {
+            loop.scheduleTask(in: delay) {
+                let (handler, context) = bound.value
+                handler.pump(context: context)
+            }
+        }
+        self.stream = stream
+        replicator.register(stream)
+        pump(context: context)
+    }
+
+    /// Sends what the peer lacks while the socket takes it.
+    private func pump(context: ChannelHandlerContext) {
+        guard let replicator, let stream, !closed else { return }
+        stream.scheduled.store(false, ordering: .sequentiallyConsistent)
+        let config = links.configuration.replication
+        var wrote = false
+        defer { if wrote { context.flush() } }
+        while context.channel.isWritable {
+            if let snapshot = outgoingSnapshot {
+                if links.warmUp?.loading.load(ordering: .relaxed) == true {
+                    // A snapshot taken before warm-up ends would miss keys still on disk.
+                    let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                    context.eventLoop.scheduleTask(in: .milliseconds(50)) {
+                        let (handler, context) = bound.value
+                        handler.pump(context: context)
+                    }
+                    return
+                }
+                sendSnapshotShard(snapshot, context: context)
+                wrote = true
+                continue
+            }
+            switch replicator.nextSend(to: peerDatacenter, after: sentThrough, maxBytes: min(config.batchBytesMax, 1 << 20)) {
+            case .upToDate:
+                return
+            case .deltas(let deltas):
+                let batch = DeltaBatch(origin: replicator.me, deltas: deltas)
+                let (payload, rawBytes) = batch.encoded(level: Int32(config.zstdLevel))
+                write(Frame(type: .batch, payload: payload), context: context)
+                wrote = true
+                sentThrough = batch.lastSequence
+                replicator.count(peer: peerDatacenter) {
+                    $0.deltasSent += deltas.count
+                    $0.bytesRaw += rawBytes
+                    $0.bytesWire += payload.count + Frame.headerBytes
+                }
+            case .snapshot(let through):
+                links.logger.info("sending a snapshot", metadata: ["peer": "\(peer ?? "?")", "through": "\(through)", "peer_had": "\(sentThrough)"])
+                write(Frame(type: .snapshotBegin, payload: SnapshotMarker(origin: replicator.me, through: through).encoded()), context: context)
+                wrote = true
+                outgoingSnapshot = (through, 0)
+                replicator.count(peer: peerDatacenter) { $0.snapshotsSent += 1 }
+            }
+        }
+    }
+
+    /// Sends one shard of the snapshot in progress (in chunks under the raw batch bound), or
+    /// its end once every shard went.
+    private func sendSnapshotShard(_ snapshot: (through: UInt64, nextShard: Int), context: ChannelHandlerContext) {
+        guard let database = links.database, let replicator else { return }
+        let level = Int32(links.configuration.replication.zstdLevel)
+        guard snapshot.nextShard < Database.shardCount else {
+            write(Frame(type: .snapshotEnd, payload: SnapshotMarker(origin: replicator.me, through: snapshot.through).encoded()), context: context)
+            outgoingSnapshot = nil
+            sentThrough = snapshot.through
+            return
+        }
+        let states = database.snapshotStates(shard: snapshot.nextShard, nowUnixMs: SystemClock.nowUnixMs())
+        var chunk: [SnapshotState] = []
+        var chunkBytes = 0
+        func flushChunk() {
+            guard !chunk.isEmpty else { return }
+            let (payload, rawBytes) = SnapshotChunk(states: chunk).encoded(level: level)
+            write(Frame(type: .snapshotChunk, payload: payload), context: context)
+            replicator.count(peer: peerDatacenter) {
+                $0.bytesRaw += rawBytes
+                $0.bytesWire += payload.count + Frame.headerBytes
+            }
+            chunk = []
+            chunkBytes = 0
+        }
+        for state in states {
+            let bytes = SnapshotChunk.rawBytes(of: state)
+            if !chunk.isEmpty && chunkBytes + bytes > (1 << 20) { flushChunk() }
+            chunk.append(state)
+            chunkBytes += bytes
+        }
+        flushChunk()
+        outgoingSnapshot = (snapshot.through, snapshot.nextShard + 1)
+    }
+
+    private func encode(_ frame: Frame, context: ChannelHandlerContext) -> ByteBuffer {
+        var buffer = context.channel.allocator.buffer(capacity: Frame.headerBytes + frame.payload.count)
+        frame.write(into: &buffer)
+        return buffer
+    }
+
+    private func write(_ frame: Frame, context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(encode(frame, context: context)), promise: nil)
+    }
+
+    private func send(_ frame: Frame, context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(encode(frame, context: context)), promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        closed = true
+        context.close(promise: nil)
+    }
+}
