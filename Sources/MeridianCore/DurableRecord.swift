@@ -6,7 +6,7 @@
 /// | offset | bytes | field                                          |
 /// |-------:|------:|------------------------------------------------|
 /// | 0      | 1     | format version (1)                             |
-/// | 1      | 1     | flags: bit 0 = tombstone                       |
+/// | 1      | 1     | flags: bit 0 = tombstone, bit 1 = counter      |
 /// | 2      | 1     | encoding hint (OBJECT ENCODING)                |
 /// | 3      | 1     | reserved, 0                                    |
 /// | 4      | 8     | value stamp: HLC timestamp                     |
@@ -16,7 +16,12 @@
 /// | 32     | 4     | expiry stamp: origin data center, node (2 + 2) |
 /// | 36     | 4     | value length n                                 |
 /// | 40     | n     | value                                          |
-/// | 40 + n | 4     | CRC-32C of bytes 0 ..< 40 + n                  |
+/// | 40 + n | 4 + c | only with flag bit 1: counter length c, counter |
+/// | end    | 4     | CRC-32C of every byte before it                 |
+///
+/// The counter (a key of the `INCR` family in a replicated namespace, see `PNCounter`) is:
+/// base (8), reset stamp (8 + 4), contribution count (2), then per origin: origin (4), p (8),
+/// n (8), observed (8).
 ///
 /// A record that fails any check decodes to a `DurableRecordError`, never to a wrong value.
 public struct DurableRecord: Sendable, Equatable {
@@ -27,6 +32,8 @@ public struct DurableRecord: Sendable, Equatable {
     public var expiryUnixMs: Int64
     public var expiryStamp: LWWStamp
     public var encoding: EncodingHint
+    /// The counter state of an `INCR`-family key in a replicated namespace (nil otherwise).
+    public var counter: PNCounter?
 
     /// The only format version this build writes and reads.
     public static let formatVersion: UInt8 = 1
@@ -35,7 +42,11 @@ public struct DurableRecord: Sendable, Equatable {
     /// Bytes after the value (the checksum).
     public static let trailerBytes = 4
 
-    public init(value: [UInt8]?, valueStamp: LWWStamp, expiryUnixMs: Int64, expiryStamp: LWWStamp, encoding: EncodingHint) {
+    public init(
+        value: [UInt8]?, valueStamp: LWWStamp, expiryUnixMs: Int64, expiryStamp: LWWStamp, encoding: EncodingHint,
+        counter: PNCounter? = nil
+    ) {
+        self.counter = counter
         self.value = value
         self.valueStamp = valueStamp
         self.expiryUnixMs = expiryUnixMs
@@ -47,12 +58,12 @@ public struct DurableRecord: Sendable, Equatable {
     public init(_ entry: Entry) {
         self.init(
             value: entry.value, valueStamp: entry.valueStamp, expiryUnixMs: entry.expiryUnixMs,
-            expiryStamp: entry.expiryStamp, encoding: entry.encoding)
+            expiryStamp: entry.expiryStamp, encoding: entry.encoding, counter: entry.counter)
     }
 
     /// A tombstone: the key was deleted by a write stamped `stamp`.
-    public static func tombstone(stamp: LWWStamp) -> DurableRecord {
-        DurableRecord(value: nil, valueStamp: stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: stamp, encoding: .byContent)
+    public static func tombstone(stamp: LWWStamp, counter: PNCounter? = nil) -> DurableRecord {
+        DurableRecord(value: nil, valueStamp: stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: stamp, encoding: .byContent, counter: counter)
     }
 
     public var isTombstone: Bool { value == nil }
@@ -69,6 +80,7 @@ public struct DurableRecord: Sendable, Equatable {
             value: value, valueStamp: valueStamp, expiryUnixMs: expiryUnixMs, expiryStamp: expiryStamp,
             lastAccessUnixMs: lastAccessUnixMs, namespaceIndex: namespaceIndex)
         entry.encoding = encoding
+        entry.counter = counter
         return entry
     }
 
@@ -80,7 +92,7 @@ public struct DurableRecord: Sendable, Equatable {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Self.headerBytes + valueCount + Self.trailerBytes)
         bytes.append(Self.formatVersion)
-        bytes.append(isTombstone ? 1 : 0)
+        bytes.append((isTombstone ? 1 : 0) | (counter == nil ? 0 : 2))
         bytes.append(encoding.rawValue)
         bytes.append(0)
         Self.append(valueStamp, to: &bytes)
@@ -88,8 +100,22 @@ public struct DurableRecord: Sendable, Equatable {
         Self.append(expiryStamp, to: &bytes)
         Self.append(UInt32(valueCount), to: &bytes)
         if let value { bytes.append(contentsOf: value) }
+        if let counter {
+            let lengthAt = bytes.count
+            Self.append(UInt32(0), to: &bytes)
+            Self.append(UInt64(bitPattern: counter.base), to: &bytes)
+            Self.append(counter.resetStamp, to: &bytes)
+            Self.append(UInt16(counter.contributions.count), to: &bytes)
+            for contribution in counter.contributions {
+                Self.append(UInt32(contribution.origin.datacenter) | UInt32(contribution.origin.node) << 16, to: &bytes)
+                Self.append(contribution.p, to: &bytes)
+                Self.append(contribution.n, to: &bytes)
+                Self.append(UInt64(bitPattern: contribution.observed), to: &bytes)
+            }
+            let length = UInt32(bytes.count - lengthAt - 4)
+            for index in 0..<4 { bytes[lengthAt + index] = UInt8(truncatingIfNeeded: length >> UInt32(8 * index)) }
+        }
         Self.append(CRC32C.checksum(bytes), to: &bytes)
-        precondition(bytes.count == Self.headerBytes + valueCount + Self.trailerBytes)
         return bytes
     }
 
@@ -103,11 +129,19 @@ public struct DurableRecord: Sendable, Equatable {
         let computed = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<(bytes.count - Self.trailerBytes)]))
         guard stored == computed else { throw .checksumMismatch(stored: stored, computed: computed) }
         let flags = bytes[1]
-        guard flags & ~1 == 0 else { throw .unknownFlags(flags) }
+        guard flags & ~3 == 0 else { throw .unknownFlags(flags) }
         guard let encoding = EncodingHint(rawValue: bytes[2]) else { throw .unknownEncoding(bytes[2]) }
         let valueCount = Int(Self.readUInt32(bytes, at: 36))
         guard valueCount <= Limits.valueBytesMax else { throw .valueTooLarge(byteCount: valueCount) }
-        guard Self.headerBytes + valueCount + Self.trailerBytes == bytes.count else {
+        let hasCounter = flags & 2 == 2
+        var counterBytes = 0
+        if hasCounter {
+            guard Self.headerBytes + valueCount + 4 + Self.trailerBytes <= bytes.count else {
+                throw .lengthMismatch(declared: valueCount, byteCount: bytes.count)
+            }
+            counterBytes = 4 + Int(Self.readUInt32(bytes, at: Self.headerBytes + valueCount))
+        }
+        guard Self.headerBytes + valueCount + counterBytes + Self.trailerBytes == bytes.count else {
             throw .lengthMismatch(declared: valueCount, byteCount: bytes.count)
         }
         let tombstone = flags & 1 == 1
@@ -117,6 +151,28 @@ public struct DurableRecord: Sendable, Equatable {
         self.expiryUnixMs = Int64(bitPattern: Self.readUInt64(bytes, at: 16))
         self.expiryStamp = Self.readStamp(bytes, at: 24)
         self.encoding = encoding
+        self.counter = hasCounter ? try Self.readCounter(bytes, from: Self.headerBytes + valueCount + 4, to: bytes.count - Self.trailerBytes) : nil
+    }
+
+    private static func readCounter(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(DurableRecordError) -> PNCounter {
+        guard end - start >= 22 else { throw .malformedCounter }
+        let base = Int64(bitPattern: readUInt64(bytes, at: start))
+        let stamp = readStamp(bytes, at: start + 8)
+        let count = Int(bytes[start + 20]) | Int(bytes[start + 21]) << 8
+        guard end - start == 22 + 28 * count else { throw .malformedCounter }
+        var contributions: [PNCounter.Contribution] = []
+        contributions.reserveCapacity(count)
+        var offset = start + 22
+        for _ in 0..<count {
+            let packed = readUInt32(bytes, at: offset)
+            let origin = ReplicaID(datacenter: UInt16(truncatingIfNeeded: packed), node: UInt16(truncatingIfNeeded: packed >> 16))
+            if let last = contributions.last, !(last.origin < origin) { throw .malformedCounter }
+            contributions.append(PNCounter.Contribution(
+                origin: origin, p: readUInt64(bytes, at: offset + 4), n: readUInt64(bytes, at: offset + 12),
+                observed: Int64(bitPattern: readUInt64(bytes, at: offset + 20))))
+            offset += 28
+        }
+        return PNCounter(base: base, resetStamp: stamp, contributions: contributions)
     }
 
     /// Decodes a record from a byte array.
@@ -125,6 +181,11 @@ public struct DurableRecord: Sendable, Equatable {
             Result { () throws(DurableRecordError) -> DurableRecord in try DurableRecord(decoding: raw) }
         }
         self = try result.get()
+    }
+
+    private static func append(_ value: UInt16, to bytes: inout [UInt8]) {
+        bytes.append(UInt8(truncatingIfNeeded: value))
+        bytes.append(UInt8(truncatingIfNeeded: value >> 8))
     }
 
     private static func append(_ value: UInt32, to bytes: inout [UInt8]) {
@@ -171,6 +232,7 @@ public enum DurableRecordError: Error, Equatable, CustomStringConvertible {
     case valueTooLarge(byteCount: Int)
     case lengthMismatch(declared: Int, byteCount: Int)
     case tombstoneWithValue
+    case malformedCounter
 
     public var description: String {
         switch self {
@@ -182,6 +244,7 @@ public enum DurableRecordError: Error, Equatable, CustomStringConvertible {
         case .valueTooLarge(let count): "record value of \(count) bytes exceeds the \(Limits.valueBytesMax)-byte limit"
         case .lengthMismatch(let declared, let count): "record declares a \(declared)-byte value but holds \(count) bytes in all"
         case .tombstoneWithValue: "record is a tombstone but carries a value"
+        case .malformedCounter: "record's counter state is malformed"
         }
     }
 }

@@ -24,6 +24,22 @@ public struct Entry: Sendable {
     fileprivate var evictablePosition: Int32 = -1
     /// Sequence of the dot of the last replicated write to this key (0: none, see `dot`).
     public var dotSequence: UInt64 = 0
+    /// The counter state of an `INCR`-family key in a replicated namespace, boxed so that keys
+    /// without one pay a pointer, not the whole state.
+    private var counterBox: CounterBox?
+
+    /// The key's PN-counter (docs/REPLICATION.md, "Counters"): when its reset is at least as
+    /// new as the value's stamp, the value is the counter's, in decimal.
+    public var counter: PNCounter? {
+        get { counterBox?.counter }
+        set { counterBox = newValue.map(CounterBox.init) }
+    }
+
+    /// Whether the value shows the counter (rather than a newer plain write).
+    public var showsCounter: Bool {
+        guard let counter else { return false }
+        return counter.resetStamp >= valueStamp
+    }
 
     /// The sentinel `expiryUnixMs` of a key without a TTL.
     public static let noExpiry: Int64 = 0
@@ -66,6 +82,12 @@ public struct Entry: Sendable {
             value: value, valueStamp: valueStamp,
             expiryUnixMs: hasExpiry ? expiryUnixMs : nil, expiryStamp: expiryStamp)
     }
+}
+
+/// An immutable box for an entry's counter (copy on write by replacement).
+final class CounterBox: Sendable {
+    let counter: PNCounter
+    init(_ counter: PNCounter) { self.counter = counter }
 }
 
 /// A change to a key of a durable namespace, as the keyspace logs it. It names the key, not
@@ -342,6 +364,10 @@ public struct Keyspace: Sendable {
     private mutating func remove(slot: Int, logging change: KeyChange.Kind?) -> Entry {
         if let change { logChange(slot: slot, change) }
         let removed = slots[slot]
+        if change == .deleted, let counter = removed.entry.counter {
+            // The delete's own tombstone (stamped by whoever drains the change) keeps this.
+            recordTombstone(key: removed.key.bytes, stamp: removed.entry.valueStamp, dot: nil, counter: counter)
+        }
         let namespace = Int(removed.entry.namespaceIndex)
         if removed.entry.expiringPosition >= 0 { removeFromExpiring(slot) }
         if removed.entry.evictablePosition >= 0 {
@@ -480,10 +506,14 @@ public struct Keyspace: Sendable {
     public struct Tombstone: Sendable, Equatable {
         public var stamp: LWWStamp
         public var dot: Dot?
+        /// A deleted counter's state: its per-origin totals must never go back, or a later
+        /// increment would be counted against totals other data centers still hold.
+        public var counter: PNCounter?
 
-        public init(stamp: LWWStamp, dot: Dot?) {
+        public init(stamp: LWWStamp, dot: Dot?, counter: PNCounter? = nil) {
             self.stamp = stamp
             self.dot = dot
+            self.counter = counter
         }
     }
 
@@ -495,10 +525,42 @@ public struct Keyspace: Sendable {
         slots[slot].entry.dot = dot
     }
 
-    /// Records a delete of `key` (a newer tombstone replaces an older one).
-    public mutating func recordTombstone(key: [UInt8], stamp: LWWStamp, dot: Dot?) {
-        if let existing = tombstones[key], existing.stamp >= stamp { return }
-        tombstones[key] = Tombstone(stamp: stamp, dot: dot)
+    /// Records a delete of `key` (a newer tombstone replaces an older one; counter states merge).
+    public mutating func recordTombstone(key: [UInt8], stamp: LWWStamp, dot: Dot?, counter: PNCounter? = nil) {
+        var counter = counter
+        if let existing = tombstones[key] {
+            counter = Self.merged(existing.counter, counter)
+            if existing.stamp >= stamp {
+                tombstones[key]!.counter = counter
+                return
+            }
+        }
+        tombstones[key] = Tombstone(stamp: stamp, dot: dot, counter: counter)
+    }
+
+    /// Sets a live slot's counter state (its value follows when it shows the counter).
+    /// `logged: false` when the caller is already handing the key's state on.
+    public mutating func setCounter(at slot: Int, _ counter: PNCounter?, logged: Bool = true) {
+        slots[slot].entry.counter = counter
+        materializeCounter(at: slot)
+        if logged { logChange(slot: slot, .written) }
+    }
+
+    /// Makes a slot's value the counter's decimal value when it shows the counter.
+    private mutating func materializeCounter(at slot: Int) {
+        guard slots[slot].entry.showsCounter, let counter = slots[slot].entry.counter else { return }
+        let decimal = PNCounter.decimalBytes(counter.value)
+        guard decimal != slots[slot].entry.value else { return }
+        let delta = decimal.count - slots[slot].entry.value.count
+        slots[slot].entry.value = decimal
+        slots[slot].entry.encoding = .byContent
+        adjustBytes(slot: slot, by: delta)
+    }
+
+    static func merged(_ a: PNCounter?, _ b: PNCounter?) -> PNCounter? {
+        guard var a else { return b }
+        if let b { a.merge(b) }
+        return a
     }
 
     /// Drops the tombstones `isCovered` accepts (every data center has seen them); returns how
@@ -546,7 +608,7 @@ public struct Keyspace: Sendable {
                 merge.changed = true
                 guard let value = record.value else {
                     remove(slot: slot)
-                    recordTombstone(key: key, stamp: record.valueStamp, dot: dot)
+                    recordTombstone(key: key, stamp: record.valueStamp, dot: dot, counter: record.counter)
                     return merge
                 }
                 setValue(at: slot, value, stamp: record.valueStamp)
@@ -559,12 +621,22 @@ public struct Keyspace: Sendable {
                 setExpiry(at: slot, unixMs: record.expiryUnixMs, stamp: record.expiryStamp)
                 if !incomingWins { setDot(at: slot, dot) }
             }
+            let counter = Self.merged(local.counter, record.counter)
+            // A new value over a counter must show the counter again if the counter is newer.
+            if counter != slots[slot].entry.counter || (incomingWins && counter != nil) {
+                if counter != slots[slot].entry.counter { merge.changed = true }
+                setCounter(at: slot, counter)
+            }
             return merge
         }
         let tombstone = tombstones[key]
         let relation = dot.map { DeltaRelation.of(incoming: $0, previous: previousDot, localDot: tombstone?.dot, localPrevious: nil) } ?? .overwrite
         var merge = RemoteMerge(relation: tombstone == nil ? .overwrite : relation, changed: false)
         if let tombstone, tombstone.stamp >= record.valueStamp {
+            if let counter = record.counter, Self.merged(tombstone.counter, counter) != tombstone.counter {
+                tombstones[key]!.counter = Self.merged(tombstone.counter, counter)
+                merge.changed = true
+            }
             if merge.relation == .concurrent {
                 merge.winnerStamp = tombstone.stamp
                 merge.loserStamp = record.valueStamp
@@ -577,15 +649,17 @@ public struct Keyspace: Sendable {
             merge.loserStamp = tombstone.stamp
         }
         guard record.value != nil else {
-            recordTombstone(key: key, stamp: record.valueStamp, dot: dot)
+            recordTombstone(key: key, stamp: record.valueStamp, dot: dot, counter: record.counter)
             merge.changed = true
             return merge
         }
         guard !record.isExpired(atUnixMs: nowUnixMs),
               var entry = record.entry(namespaceIndex: namespaceIndex, lastAccessUnixMs: nowUnixMs) else { return merge }
         entry.dot = dot
+        entry.counter = Self.merged(tombstone?.counter, record.counter)
         tombstones[key] = nil
-        key.withUnsafeBytes { _ = insert(bytes: $0, entry: entry) }
+        let slot = key.withUnsafeBytes { insert(bytes: $0, entry: entry) }
+        materializeCounter(at: slot)
         merge.changed = true
         return merge
     }
@@ -599,7 +673,7 @@ public struct Keyspace: Sendable {
             body(slots[slot].key.bytes, Int(slots[slot].entry.namespaceIndex), DurableRecord(slots[slot].entry), slots[slot].entry.dot)
         }
         for (key, tombstone) in tombstones {
-            body(key, nil, .tombstone(stamp: tombstone.stamp), tombstone.dot)
+            body(key, nil, .tombstone(stamp: tombstone.stamp, counter: tombstone.counter), tombstone.dot)
         }
     }
 

@@ -109,3 +109,36 @@ public struct PNCounter: Equatable, Sendable {
         return low
     }
 }
+
+extension PNCounter {
+    /// The decimal text of `value` (what GET returns for a counter).
+    public static func decimalBytes(_ value: Int64) -> [UInt8] {
+        Array(String(value).utf8)
+    }
+
+    /// `bytes` as a Redis integer: optional `-`, digits without a leading zero, within Int64.
+    public static func parseDecimal(_ bytes: [UInt8]) -> Int64? {
+        guard !bytes.isEmpty, bytes.count <= 20 else { return nil }
+        var index = 0
+        let negative = bytes[0] == UInt8(ascii: "-")
+        if negative { index = 1 }
+        guard index < bytes.count else { return nil }
+        if bytes[index] == UInt8(ascii: "0") && (bytes.count - index > 1 || negative) { return nil }
+        var magnitude: UInt64 = 0
+        while index < bytes.count {
+            let digit = bytes[index] &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            let (times, overflowA) = magnitude.multipliedReportingOverflow(by: 10)
+            let (sum, overflowB) = times.addingReportingOverflow(UInt64(digit))
+            guard !overflowA && !overflowB else { return nil }
+            magnitude = sum
+            index += 1
+        }
+        if negative {
+            guard magnitude <= UInt64(Int64.max) + 1 else { return nil }
+            return magnitude == UInt64(Int64.max) + 1 ? Int64.min : -Int64(magnitude)
+        }
+        guard magnitude <= UInt64(Int64.max) else { return nil }
+        return Int64(magnitude)
+    }
+}

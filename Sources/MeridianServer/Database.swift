@@ -433,15 +433,25 @@ extension Database {
             if let replicator, replicatedNamespaces[namespace] {
                 if let slot {
                     if !fromPeer {
-                        let entry = shard.keyspace.entry(at: slot)
+                        var entry = shard.keyspace.entry(at: slot)
+                        // A plain write of an integer to a counter resets it, absorbing exactly
+                        // the increments this data center has seen (docs/REPLICATION.md, "Counters").
+                        if var counter = entry.counter, entry.valueStamp > counter.resetStamp,
+                           let integer = PNCounter.parseDecimal(entry.value) {
+                            counter.reset(to: integer, stamp: entry.valueStamp)
+                            shard.keyspace.setCounter(at: slot, counter, logged: false)
+                            entry = shard.keyspace.entry(at: slot)
+                        }
                         let dot = replicator.appendLocal(key: change.key, state: .register(DurableRecord(entry)), previousDot: entry.dot)
                         shard.keyspace.setDot(at: slot, dot)
                     }
                 } else if change.kind == .deleted {
                     if fromPeer {
-                        tombstone = shard.keyspace.tombstones[change.key].map { DurableRecord.tombstone(stamp: $0.stamp) }
+                        tombstone = shard.keyspace.tombstones[change.key].map { DurableRecord.tombstone(stamp: $0.stamp, counter: $0.counter) }
                     } else {
-                        let record = DurableRecord.tombstone(stamp: stamp(nowUnixMs: nowUnixMs))
+                        // A deleted counter's totals stay with its tombstone (the keyspace kept them).
+                        let record = DurableRecord.tombstone(
+                            stamp: stamp(nowUnixMs: nowUnixMs), counter: shard.keyspace.tombstones[change.key]?.counter)
                         let dot = replicator.appendLocal(key: change.key, state: .register(record), previousDot: nil)
                         shard.keyspace.recordTombstone(key: change.key, stamp: record.valueStamp, dot: dot)
                         tombstone = record

@@ -552,9 +552,14 @@ extension CommandExecutor {
         let namespace = namespaceIndex(of: key)
         let defaultExpiry = defaultExpiry(namespaceIndex: namespace, nowUnixMs: now)
         let stamp = database.stamp(nowUnixMs: now)
-        enum Result { case value(Int64), notInteger, overflow }
-        let result: Result = database.withShard(of: key) { keyspace in
+        let replicated = database.replicatedNamespaces[namespace]
+        let result: IncrementResult = database.withShard(of: key) { keyspace in
             let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now)
+            if replicated {
+                return Self.incrementCounter(
+                    &keyspace, key: key, slot: slot, amount: amount, origin: database.origin, namespaceIndex: namespace,
+                    defaultExpiryUnixMs: defaultExpiry, stamp: stamp, nowUnixMs: now)
+            }
             var current: Int64 = 0
             if let slot {
                 guard let parsed = keyspace.withValue(at: slot, { Self.parseInt64(bytes: $0) }) else { return .notInteger }
@@ -577,6 +582,49 @@ extension CommandExecutor {
         case .notInteger: notInteger(into: &out)
         case .overflow: error("ERR increment or decrement would overflow", into: &out)
         }
+    }
+
+    enum IncrementResult { case value(Int64), notInteger, overflow }
+
+    /// `INCRBY` on a key of a replicated namespace: the key's PN-counter gets the amount as
+    /// this node's contribution, so increments made concurrently in other data centers all
+    /// count (docs/REPLICATION.md, "Counters"). A key whose value is a newer plain write starts
+    /// a counter from that value; a deleted key's counter continues from its kept totals.
+    static func incrementCounter(
+        _ keyspace: inout Keyspace, key: ByteBuffer, slot: Int?, amount: Int64, origin: ReplicaID, namespaceIndex: Int,
+        defaultExpiryUnixMs: Int64, stamp: LWWStamp, nowUnixMs: Int64
+    ) -> IncrementResult {
+        var counter: PNCounter
+        var valueStamp = stamp
+        if let slot {
+            let entry = keyspace.entry(at: slot)
+            if entry.showsCounter, let existing = entry.counter {
+                counter = existing
+                valueStamp = entry.valueStamp
+            } else {
+                guard let parsed = PNCounter.parseDecimal(entry.value) else { return .notInteger }
+                counter = entry.counter ?? PNCounter()
+                counter.reset(to: parsed, stamp: stamp)
+            }
+        } else {
+            counter = keyspace.tombstones[Array(buffer: key)]?.counter ?? PNCounter()
+            counter.reset(to: 0, stamp: stamp)
+        }
+        let (sum, overflow) = counter.value.addingReportingOverflow(amount)
+        if overflow { return .overflow }
+        counter.add(amount, origin: origin)
+        let decimal = PNCounter.decimalBytes(sum)
+        if let slot {
+            keyspace.setValue(at: slot, decimal, stamp: valueStamp)
+            keyspace.setCounter(at: slot, counter)
+            keyspace.touch(slot: slot, nowUnixMs: nowUnixMs)
+        } else {
+            store(
+                &keyspace, key: key, existing: nil, value: decimal, expiry: .clear, namespaceIndex: namespaceIndex,
+                defaultExpiryUnixMs: defaultExpiryUnixMs, stamp: stamp, nowUnixMs: nowUnixMs)
+            if let newSlot = keyspace.slot(of: Key(borrowing: key)) { keyspace.setCounter(at: newSlot, counter) }
+        }
+        return .value(sum)
     }
 
     /// INCRBYFLOAT key amount → the new value as a bulk string.

@@ -26,6 +26,29 @@ import Testing
         #expect(decoded.entry(namespaceIndex: 0, lastAccessUnixMs: 0) == nil)
     }
 
+    @Test func counterStateRoundTripsAndDamageIsRefused() throws {
+        var counter = PNCounter()
+        counter.add(7, origin: ReplicaID(datacenter: 0, node: 0))
+        counter.add(-2, origin: ReplicaID(datacenter: 1, node: 0))
+        counter.reset(to: 40, stamp: Self.stamp)
+        counter.add(1, origin: ReplicaID(datacenter: 2, node: 3))
+        for record in [
+            DurableRecord(value: Array("41".utf8), valueStamp: Self.stamp, expiryUnixMs: 5, expiryStamp: Self.expiryStamp, encoding: .byContent, counter: counter),
+            DurableRecord.tombstone(stamp: Self.stamp, counter: counter),
+        ] {
+            let bytes = record.encoded()
+            #expect(try DurableRecord(decoding: bytes) == record)
+            for length in 0..<bytes.count {
+                #expect(throws: DurableRecordError.self) { try DurableRecord(decoding: Array(bytes.prefix(length))) }
+            }
+            for position in 0..<bytes.count {
+                var damaged = bytes
+                damaged[position] ^= 0x10
+                #expect(throws: DurableRecordError.self) { try DurableRecord(decoding: damaged) }
+            }
+        }
+    }
+
     @Test func emptyValueIsNotATombstone() throws {
         let record = DurableRecord(value: [], valueStamp: Self.stamp, expiryUnixMs: 0, expiryStamp: .zero, encoding: .byContent)
         #expect(try DurableRecord(decoding: record.encoded()).value == [])

@@ -71,3 +71,26 @@ import Testing
         #expect(try DeltaBatch(decoding: encoded.payload).deltas == deltas)
     }
 }
+
+@Suite struct SnapshotChunkTests {
+    @Test func roundTripAndCorruptionRefused() throws {
+        let origin = ReplicaID(datacenter: 1, node: 0)
+        let stamp = LWWStamp(timestamp: HLCTimestamp(physicalMs: 77, logical: 2), origin: origin)
+        var counter = PNCounter()
+        counter.add(5, origin: origin)
+        let states = [
+            SnapshotState(key: Array("a".utf8), dot: Dot(origin: origin, sequence: 9), state: .register(DurableRecord(
+                value: Array("value".utf8), valueStamp: stamp, expiryUnixMs: 123, expiryStamp: stamp, encoding: .raw, counter: counter))),
+            SnapshotState(key: Array("gone".utf8), dot: nil, state: .register(.tombstone(stamp: stamp))),
+        ]
+        let (payload, raw) = SnapshotChunk(states: states).encoded()
+        #expect(raw > 0)
+        #expect(try SnapshotChunk(decoding: payload).states == states)
+        var corrupt = payload
+        corrupt[9] ^= 0x40
+        #expect(throws: WireError.self) { try SnapshotChunk(decoding: corrupt) }
+        let marker = SnapshotMarker(origin: origin, through: 1 << 40)
+        #expect(try SnapshotMarker(decoding: marker.encoded()) == marker)
+        #expect(throws: WireError.self) { try SnapshotMarker(decoding: marker.encoded() + [0]) }
+    }
+}
