@@ -5,7 +5,8 @@ What it proves: every pair of nodes in different data centers links up through t
 WELCOME handshake, and INFO replication says so per peer data center; a witness starts,
 serves no clients and keeps its links; a node of another cluster is refused with a log line
 naming the reason; a link comes back after its peer is killed with SIGKILL and restarted; every
-node exits 0 on SIGTERM. Deltas do not flow yet (`streaming=0`), which INFO also says.
+node exits 0 on SIGTERM. Links between full nodes stream (`streaming=1`), links to the
+witness do not (test_replication.py covers what flows).
 """
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ import pytest
 from conftest import MERIDIAN_SERVER, client_for, free_port, ping_ok, wait_for
 
 
-def topology(cluster: str, ports: dict[str, int]) -> str:
+MEMORY_ONLY = "  - { name: default, prefix: \"\", durability: memory }\n"
+
+
+def topology(cluster: str, ports: dict[str, int], namespaces: str = MEMORY_ONLY) -> str:
     return (
         "cluster:\n"
         f"  name: {cluster}\n"
@@ -35,17 +39,17 @@ def topology(cluster: str, ports: dict[str, int]) -> str:
         "      nodes:\n"
         f"        - {{ name: central-w, peer: \"127.0.0.1:{ports['central-peer']}\" }}\n"
         "namespaces:\n"
-        "  - { name: default, prefix: \"\", durability: memory }\n"
+        + namespaces
     )
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, cluster: str = "demo"):
+    def __init__(self, tmp_path: Path, cluster: str = "demo", namespaces: str = MEMORY_ONLY):
         self.tmp = tmp_path
         self.ports = {name: free_port() for name in
                       ("east-client", "east-peer", "west-client", "west-peer", "central-peer")}
         self.config = tmp_path / f"{cluster}.yaml"
-        self.config.write_text(topology(cluster, self.ports))
+        self.config.write_text(topology(cluster, self.ports, namespaces))
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, node: str, config: Path | None = None) -> subprocess.Popen:
