@@ -6,7 +6,7 @@
 /// | offset | bytes | field                                          |
 /// |-------:|------:|------------------------------------------------|
 /// | 0      | 1     | format version (1)                             |
-/// | 1      | 1     | flags: bit 0 = tombstone, bit 1 = counter      |
+/// | 1      | 1     | flags: bit 0 = tombstone, bit 1 = counter, bit 2 = dot, bit 3 = expiry dot |
 /// | 2      | 1     | encoding hint (OBJECT ENCODING)                |
 /// | 3      | 1     | reserved, 0                                    |
 /// | 4      | 8     | value stamp: HLC timestamp                     |
@@ -17,6 +17,8 @@
 /// | 36     | 4     | value length n                                 |
 /// | 40     | n     | value                                          |
 /// | 40 + n | 4 + c | only with flag bit 1: counter length c, counter |
+/// | …      | 12    | only with flag bit 2: dot origin (2 + 2), dot sequence (8) |
+/// | …      | 12    | only with flag bit 3: expiry dot, likewise      |
 /// | end    | 4     | CRC-32C of every byte before it                 |
 ///
 /// The counter (a key of the `INCR` family in a replicated namespace, see `PNCounter`) is:
@@ -34,6 +36,10 @@ public struct DurableRecord: Sendable, Equatable {
     public var encoding: EncodingHint
     /// The counter state of an `INCR`-family key in a replicated namespace (nil otherwise).
     public var counter: PNCounter?
+    /// The dot of the write that produced the value field (nil: not replicated, or unknown).
+    public var dot: Dot?
+    /// The dot of the write that produced the expiry field (nil: unknown).
+    public var expiryDot: Dot?
 
     /// The only format version this build writes and reads.
     public static let formatVersion: UInt8 = 1
@@ -44,9 +50,11 @@ public struct DurableRecord: Sendable, Equatable {
 
     public init(
         value: [UInt8]?, valueStamp: LWWStamp, expiryUnixMs: Int64, expiryStamp: LWWStamp, encoding: EncodingHint,
-        counter: PNCounter? = nil
+        counter: PNCounter? = nil, dot: Dot? = nil, expiryDot: Dot? = nil
     ) {
         self.counter = counter
+        self.dot = dot
+        self.expiryDot = expiryDot
         self.value = value
         self.valueStamp = valueStamp
         self.expiryUnixMs = expiryUnixMs
@@ -58,7 +66,8 @@ public struct DurableRecord: Sendable, Equatable {
     public init(_ entry: Entry) {
         self.init(
             value: entry.value, valueStamp: entry.valueStamp, expiryUnixMs: entry.expiryUnixMs,
-            expiryStamp: entry.expiryStamp, encoding: entry.encoding, counter: entry.counter)
+            expiryStamp: entry.expiryStamp, encoding: entry.encoding, counter: entry.counter, dot: entry.dot,
+            expiryDot: entry.expiryDot)
     }
 
     /// A tombstone: the key was deleted by a write stamped `stamp`.
@@ -67,6 +76,31 @@ public struct DurableRecord: Sendable, Equatable {
     }
 
     public var isTombstone: Bool { value == nil }
+
+    /// This state merged with another replica's, field by field: the value field (value and
+    /// encoding) by the larger value stamp, the expiry field by the larger expiry stamp, the
+    /// counters by `PNCounter.merge`. Commutative, associative and idempotent.
+    public func merged(with other: DurableRecord) -> DurableRecord {
+        var result = self
+        if other.valueStamp > valueStamp {
+            result.value = other.value
+            result.valueStamp = other.valueStamp
+            result.encoding = other.encoding
+            result.dot = other.dot
+        }
+        if other.expiryStamp > expiryStamp {
+            result.expiryUnixMs = other.expiryUnixMs
+            result.expiryStamp = other.expiryStamp
+            result.expiryDot = other.expiryDot
+        }
+        if var counter = counter, let theirs = other.counter {
+            counter.merge(theirs)
+            result.counter = counter
+        } else if counter == nil {
+            result.counter = other.counter
+        }
+        return result
+    }
 
     /// Whether the record's key is expired at `nowUnixMs`.
     public func isExpired(atUnixMs nowUnixMs: Int64) -> Bool {
@@ -81,6 +115,8 @@ public struct DurableRecord: Sendable, Equatable {
             lastAccessUnixMs: lastAccessUnixMs, namespaceIndex: namespaceIndex)
         entry.encoding = encoding
         entry.counter = counter
+        entry.dot = dot
+        entry.expiryDot = expiryDot
         return entry
     }
 
@@ -92,7 +128,7 @@ public struct DurableRecord: Sendable, Equatable {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Self.headerBytes + valueCount + Self.trailerBytes)
         bytes.append(Self.formatVersion)
-        bytes.append((isTombstone ? 1 : 0) | (counter == nil ? 0 : 2))
+        bytes.append((isTombstone ? 1 : 0) | (counter == nil ? 0 : 2) | (dot == nil ? 0 : 4) | (expiryDot == nil ? 0 : 8))
         bytes.append(encoding.rawValue)
         bytes.append(0)
         Self.append(valueStamp, to: &bytes)
@@ -115,6 +151,10 @@ public struct DurableRecord: Sendable, Equatable {
             let length = UInt32(bytes.count - lengthAt - 4)
             for index in 0..<4 { bytes[lengthAt + index] = UInt8(truncatingIfNeeded: length >> UInt32(8 * index)) }
         }
+        for dot in [dot, expiryDot].compactMap({ $0 }) {
+            Self.append(UInt32(dot.origin.datacenter) | UInt32(dot.origin.node) << 16, to: &bytes)
+            Self.append(dot.sequence, to: &bytes)
+        }
         Self.append(CRC32C.checksum(bytes), to: &bytes)
         return bytes
     }
@@ -129,7 +169,7 @@ public struct DurableRecord: Sendable, Equatable {
         let computed = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<(bytes.count - Self.trailerBytes)]))
         guard stored == computed else { throw .checksumMismatch(stored: stored, computed: computed) }
         let flags = bytes[1]
-        guard flags & ~3 == 0 else { throw .unknownFlags(flags) }
+        guard flags & ~15 == 0 else { throw .unknownFlags(flags) }
         guard let encoding = EncodingHint(rawValue: bytes[2]) else { throw .unknownEncoding(bytes[2]) }
         let valueCount = Int(Self.readUInt32(bytes, at: 36))
         guard valueCount <= Limits.valueBytesMax else { throw .valueTooLarge(byteCount: valueCount) }
@@ -141,7 +181,8 @@ public struct DurableRecord: Sendable, Equatable {
             }
             counterBytes = 4 + Int(Self.readUInt32(bytes, at: Self.headerBytes + valueCount))
         }
-        guard Self.headerBytes + valueCount + counterBytes + Self.trailerBytes == bytes.count else {
+        let dotBytes = (flags & 4 == 4 ? 12 : 0) + (flags & 8 == 8 ? 12 : 0)
+        guard Self.headerBytes + valueCount + counterBytes + dotBytes + Self.trailerBytes == bytes.count else {
             throw .lengthMismatch(declared: valueCount, byteCount: bytes.count)
         }
         let tombstone = flags & 1 == 1
@@ -151,7 +192,19 @@ public struct DurableRecord: Sendable, Equatable {
         self.expiryUnixMs = Int64(bitPattern: Self.readUInt64(bytes, at: 16))
         self.expiryStamp = Self.readStamp(bytes, at: 24)
         self.encoding = encoding
-        self.counter = hasCounter ? try Self.readCounter(bytes, from: Self.headerBytes + valueCount + 4, to: bytes.count - Self.trailerBytes) : nil
+        let counterEnd = Self.headerBytes + valueCount + counterBytes
+        self.counter = hasCounter ? try Self.readCounter(bytes, from: Self.headerBytes + valueCount + 4, to: counterEnd) : nil
+        var dotAt = counterEnd
+        self.dot = flags & 4 == 4 ? try Self.readDot(bytes, at: &dotAt) : nil
+        self.expiryDot = flags & 8 == 8 ? try Self.readDot(bytes, at: &dotAt) : nil
+    }
+
+    private static func readDot(_ bytes: UnsafeRawBufferPointer, at offset: inout Int) throws(DurableRecordError) -> Dot {
+        let packed = readUInt32(bytes, at: offset)
+        let sequence = readUInt64(bytes, at: offset + 4)
+        offset += 12
+        guard sequence > 0 else { throw .malformedDot }
+        return Dot(origin: ReplicaID(datacenter: UInt16(truncatingIfNeeded: packed), node: UInt16(truncatingIfNeeded: packed >> 16)), sequence: sequence)
     }
 
     private static func readCounter(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(DurableRecordError) -> PNCounter {
@@ -233,6 +286,7 @@ public enum DurableRecordError: Error, Equatable, CustomStringConvertible {
     case lengthMismatch(declared: Int, byteCount: Int)
     case tombstoneWithValue
     case malformedCounter
+    case malformedDot
 
     public var description: String {
         switch self {
@@ -245,6 +299,7 @@ public enum DurableRecordError: Error, Equatable, CustomStringConvertible {
         case .lengthMismatch(let declared, let count): "record declares a \(declared)-byte value but holds \(count) bytes in all"
         case .tombstoneWithValue: "record is a tombstone but carries a value"
         case .malformedCounter: "record's counter state is malformed"
+        case .malformedDot: "record's dot has sequence 0"
         }
     }
 }

@@ -24,6 +24,9 @@ public struct Entry: Sendable {
     fileprivate var evictablePosition: Int32 = -1
     /// Sequence of the dot of the last replicated write to this key (0: none, see `dot`).
     public var dotSequence: UInt64 = 0
+    /// The dot of the write that produced the expiry field (see `expiryDot`).
+    public var expiryDotOrigin = ReplicaID(datacenter: 0, node: 0)
+    public var expiryDotSequence: UInt64 = 0
     /// The counter state of an `INCR`-family key in a replicated namespace, boxed so that keys
     /// without one pay a pointer, not the whole state.
     private var counterBox: CounterBox?
@@ -66,8 +69,18 @@ public struct Entry: Sendable {
         expiryUnixMs != Entry.noExpiry && expiryUnixMs <= nowUnixMs
     }
 
-    /// The dot of the write that produced this state (nil: not replicated, or loaded from
-    /// disk), for telling concurrent writes from overwrites (docs/REPLICATION.md, "Conflicts").
+    /// The dot of the write that produced the expiry field (nil: unknown). Tombstone GC waits
+    /// until every data center has seen it too.
+    public var expiryDot: Dot? {
+        get { expiryDotSequence == 0 ? nil : Dot(origin: expiryDotOrigin, sequence: expiryDotSequence) }
+        set {
+            expiryDotOrigin = newValue?.origin ?? ReplicaID(datacenter: 0, node: 0)
+            expiryDotSequence = newValue?.sequence ?? 0
+        }
+    }
+
+    /// The dot of the write that produced the value field (nil: not replicated, or unknown),
+    /// for telling concurrent writes from overwrites (docs/REPLICATION.md, "Conflicts").
     public var dot: Dot? {
         get { dotSequence == 0 ? nil : Dot(origin: dotOrigin, sequence: dotSequence) }
         set {
@@ -170,6 +183,8 @@ public struct Keyspace: Sendable {
     /// Which namespaces keep their keys on disk, by namespace index: changes to their keys
     /// are logged in `keyChanges` for the storage engine.
     private let loggedNamespaces: [Bool]
+    /// Which namespaces replicate to other data centers: their removed keys keep a dead state.
+    private let replicatedNamespaces: [Bool]
     /// Whether any namespace is durable (one test instead of an array lookup per change).
     private let anyLogged: Bool
 
@@ -197,7 +212,9 @@ public struct Keyspace: Sendable {
 
     /// Creates an empty keyspace for namespaces whose eviction policies are `evictable`
     /// (indexed like the node's `NamespaceTable`).
-    public init(evictableNamespaces: [Bool], loggedNamespaces: [Bool] = []) {
+    public init(evictableNamespaces: [Bool], loggedNamespaces: [Bool] = [], replicatedNamespaces: [Bool] = []) {
+        self.replicatedNamespaces = replicatedNamespaces.isEmpty
+            ? Array(repeating: false, count: evictableNamespaces.count) : replicatedNamespaces
         self.evictableNamespaces = evictableNamespaces
         self.loggedNamespaces = loggedNamespaces.isEmpty
             ? Array(repeating: false, count: evictableNamespaces.count) : loggedNamespaces
@@ -364,9 +381,10 @@ public struct Keyspace: Sendable {
     private mutating func remove(slot: Int, logging change: KeyChange.Kind?) -> Entry {
         if let change { logChange(slot: slot, change) }
         let removed = slots[slot]
-        if change == .deleted, let counter = removed.entry.counter {
-            // The delete's own tombstone (stamped by whoever drains the change) keeps this.
-            recordTombstone(key: removed.key.bytes, stamp: removed.entry.valueStamp, dot: nil, counter: counter)
+        if change != nil && replicatedNamespaces[Int(removed.entry.namespaceIndex)] {
+            // The key's last state stays as its dead state; a delete's own tombstone (stamped by
+            // whoever drains the change) merges over it.
+            tombstones[removed.key.bytes] = Tombstone(record: DurableRecord(removed.entry))
         }
         let namespace = Int(removed.entry.namespaceIndex)
         if removed.entry.expiringPosition >= 0 { removeFromExpiring(slot) }
@@ -500,42 +518,48 @@ public struct Keyspace: Sendable {
 
     // MARK: Replication (docs/REPLICATION.md)
 
-    /// A deleted key's tombstone: the delete's stamp and dot. It stays after the key left the
-    /// index so that an older write arriving late from another data center cannot bring the
-    /// key back, until every full data center has seen the delete (invariant 7).
+    /// The last replicated state of a key that is no longer in the index: deleted (the value
+    /// field is a tombstone) or expired (the whole record, value and expiry). It stays so that
+    /// a write arriving late from another data center merges with what this key was, instead
+    /// of bringing it back, until every full data center has seen it (invariant 7).
     public struct Tombstone: Sendable, Equatable {
-        public var stamp: LWWStamp
-        public var dot: Dot?
-        /// A deleted counter's state: its per-origin totals must never go back, or a later
-        /// increment would be counted against totals other data centers still hold.
-        public var counter: PNCounter?
+        /// The key's merged state: value field (with its dot), expiry field and counter.
+        public var record: DurableRecord
 
-        public init(stamp: LWWStamp, dot: Dot?, counter: PNCounter? = nil) {
-            self.stamp = stamp
-            self.dot = dot
-            self.counter = counter
+        public init(record: DurableRecord) {
+            self.record = record
         }
+
+        /// The dot of the write that produced the value field's state (nil when unknown).
+        public var dot: Dot? { record.dot }
+        public var stamp: LWWStamp { record.valueStamp }
+
+        /// Whether this dead state may go at `horizon` (`TombstoneHorizon`): every write that
+        /// produced one of its fields is past it. A state without dots (written before dots
+        /// existed) goes once the horizon has anything of its stamp's origin.
+        public func isCovered(by horizon: VersionVector) -> Bool {
+            let dots = [record.dot, record.expiryDot].compactMap { $0 }
+            return dots.isEmpty ? horizon[stamp.origin] > 0 : dots.allSatisfy { horizon.covers($0) }
+        }
+        public var counter: PNCounter? { record.counter }
     }
 
-    /// Tombstones of replicated keys, by key. Commands never see them: a deleted key is absent.
+    /// Tombstones of replicated keys, by key. Commands never see them: such a key is absent.
     public private(set) var tombstones: [[UInt8]: Tombstone] = [:]
 
-    /// Sets the dot of the write that produced a live slot's state (not a change: not logged).
-    public mutating func setDot(at slot: Int, _ dot: Dot?) {
-        slots[slot].entry.dot = dot
+    /// Sets the dots of the writes that produced a live slot's value and expiry fields (not a
+    /// change: not logged).
+    public mutating func setDots(at slot: Int, value: Dot?, expiry: Dot?) {
+        slots[slot].entry.dot = value
+        slots[slot].entry.expiryDot = expiry
     }
 
-    /// Records a delete of `key` (a newer tombstone replaces an older one; counter states merge).
+    /// Merges a delete stamped `stamp` (dot `dot`) into `key`'s dead state.
     public mutating func recordTombstone(key: [UInt8], stamp: LWWStamp, dot: Dot?, counter: PNCounter? = nil) {
-        var counter = counter
-        if let existing = tombstones[key] {
-            counter = Self.merged(existing.counter, counter)
-            if existing.stamp >= stamp {
-                tombstones[key]!.counter = counter
-                return
-            }
-        }
-        tombstones[key] = Tombstone(stamp: stamp, dot: dot, counter: counter)
+        var delete = DurableRecord.tombstone(stamp: stamp, counter: counter)
+        delete.dot = dot
+        delete.expiryDot = dot
+        tombstones[key] = Tombstone(record: tombstones[key].map { $0.record.merged(with: delete) } ?? delete)
     }
 
     /// Sets a live slot's counter state (its value follows when it shows the counter).
@@ -557,14 +581,14 @@ public struct Keyspace: Sendable {
         adjustBytes(slot: slot, by: delta)
     }
 
-    static func merged(_ a: PNCounter?, _ b: PNCounter?) -> PNCounter? {
-        guard var a else { return b }
-        if let b { a.merge(b) }
-        return a
+    /// Restores a key's dead state read from disk (a delete's tombstone, or an expired record)
+    /// so that older writes arriving after a restart still merge with it.
+    public mutating func restoreDeadState(key: [UInt8], record: DurableRecord) {
+        guard slot(ofBytes: key) == nil else { return }
+        tombstones[key] = Tombstone(record: tombstones[key].map { $0.record.merged(with: record) } ?? record)
     }
 
-    /// Drops the tombstones `isCovered` accepts (every data center has seen them); returns how
-    /// many went.
+    /// Drops the tombstones `isCovered` accepts (every data center has seen them); returns their keys.
     public mutating func dropTombstones(where isCovered: (Tombstone) -> Bool) -> [[UInt8]] {
         var dropped: [[UInt8]] = []
         for (key, tombstone) in tombstones where isCovered(tombstone) { dropped.append(key) }
@@ -576,7 +600,7 @@ public struct Keyspace: Sendable {
     public struct RemoteMerge: Sendable, Equatable {
         /// How the incoming write relates to what this data center held.
         public var relation: DeltaRelation
-        /// Whether the value or the expiry here changed.
+        /// Whether the key's state here changed.
         public var changed: Bool
         /// For concurrent writes: the winning value stamp, and the losing side's value stamp
         /// and value (nil: a tombstone).
@@ -586,82 +610,77 @@ public struct Keyspace: Sendable {
     }
 
     /// Merges `record`, another data center's state of `key` written by the write `dot`
-    /// (which replaced `previousDot` at its origin), into this keyspace: the value field by the
-    /// larger value stamp, the expiry field by the larger expiry stamp, each independently; a
-    /// tombstone that wins removes the key and is kept. Changes are logged like commands' (for
-    /// the disk); the caller does not ship them again. A state that is expired at `nowUnixMs`
-    /// is not installed (every replica expires it alike).
+    /// (which replaced `previousDot` at its origin), into this keyspace: field by field
+    /// (`DurableRecord.merged`) with the key's live entry or its dead state. The result is live
+    /// when its value field holds a value not expired at `nowUnixMs`; otherwise it is kept as
+    /// the key's tombstone. Changes are logged like commands' (for the disk); the caller does
+    /// not ship them again.
     public mutating func mergeRemote(
-        key: [UInt8], record: DurableRecord, dot: Dot?, previousDot: Dot?, namespaceIndex: Int, nowUnixMs: Int64
+        key: [UInt8], record incoming: DurableRecord, dot: Dot?, previousDot: Dot?, namespaceIndex: Int, nowUnixMs: Int64
     ) -> RemoteMerge {
-        if let slot = slot(ofBytes: key) {
-            let local = slots[slot].entry
-            let relation = dot.map { DeltaRelation.of(incoming: $0, previous: previousDot, localDot: local.dot, localPrevious: nil) } ?? .overwrite
-            var merge = RemoteMerge(relation: relation, changed: false)
-            let incomingWins = record.valueStamp > local.valueStamp
-            if relation == .concurrent {
-                merge.winnerStamp = incomingWins ? record.valueStamp : local.valueStamp
-                merge.loserStamp = incomingWins ? local.valueStamp : record.valueStamp
-                merge.loserValue = incomingWins ? local.value : record.value
-            }
-            if incomingWins {
-                merge.changed = true
-                guard let value = record.value else {
-                    remove(slot: slot)
-                    recordTombstone(key: key, stamp: record.valueStamp, dot: dot, counter: record.counter)
-                    return merge
-                }
-                setValue(at: slot, value, stamp: record.valueStamp)
-                if record.encoding != .byContent { setEncoding(at: slot, record.encoding) }
-                setDot(at: slot, dot)
-            }
-            // A tombstone that lost says nothing about the expiry of the value that beat it.
-            if record.value != nil && record.expiryStamp > local.expiryStamp {
-                merge.changed = true
-                setExpiry(at: slot, unixMs: record.expiryUnixMs, stamp: record.expiryStamp)
-                if !incomingWins { setDot(at: slot, dot) }
-            }
-            let counter = Self.merged(local.counter, record.counter)
-            // A new value over a counter must show the counter again if the counter is newer.
-            if counter != slots[slot].entry.counter || (incomingWins && counter != nil) {
-                if counter != slots[slot].entry.counter { merge.changed = true }
-                setCounter(at: slot, counter)
-            }
-            return merge
+        let record = incoming
+        let liveSlot = slot(ofBytes: key)
+        let local: DurableRecord?
+        let localDot: Dot?
+        if let liveSlot {
+            local = DurableRecord(slots[liveSlot].entry)
+            localDot = slots[liveSlot].entry.dot
+        } else {
+            local = tombstones[key]?.record
+            localDot = tombstones[key]?.dot
         }
-        let tombstone = tombstones[key]
-        let relation = dot.map { DeltaRelation.of(incoming: $0, previous: previousDot, localDot: tombstone?.dot, localPrevious: nil) } ?? .overwrite
-        var merge = RemoteMerge(relation: tombstone == nil ? .overwrite : relation, changed: false)
-        if let tombstone, tombstone.stamp >= record.valueStamp {
-            if let counter = record.counter, Self.merged(tombstone.counter, counter) != tombstone.counter {
-                tombstones[key]!.counter = Self.merged(tombstone.counter, counter)
-                merge.changed = true
-            }
-            if merge.relation == .concurrent {
-                merge.winnerStamp = tombstone.stamp
-                merge.loserStamp = record.valueStamp
-                merge.loserValue = record.value
-            }
-            return merge
-        }
-        if merge.relation == .concurrent, let tombstone {
-            merge.winnerStamp = record.valueStamp
-            merge.loserStamp = tombstone.stamp
-        }
-        guard record.value != nil else {
-            recordTombstone(key: key, stamp: record.valueStamp, dot: dot, counter: record.counter)
+        let relation = local == nil ? .overwrite
+            : dot.map { DeltaRelation.of(incoming: $0, previous: previousDot, localDot: localDot, localPrevious: nil) } ?? .overwrite
+        var merge = RemoteMerge(relation: relation, changed: false)
+        guard let local else {
+            install(key: key, record: record, namespaceIndex: namespaceIndex, nowUnixMs: nowUnixMs)
             merge.changed = true
             return merge
         }
+        let incomingWins = record.valueStamp > local.valueStamp
+        if relation == .concurrent && record.valueStamp != local.valueStamp {
+            merge.winnerStamp = incomingWins ? record.valueStamp : local.valueStamp
+            merge.loserStamp = incomingWins ? local.valueStamp : record.valueStamp
+            merge.loserValue = incomingWins ? local.value : record.value
+        }
+        let merged = local.merged(with: record)
+        guard merged != local else { return merge }
+        merge.changed = true
+        guard let slot = liveSlot else {
+            if merged.value != nil && !merged.isExpired(atUnixMs: nowUnixMs) {
+                tombstones[key] = nil
+                install(key: key, record: merged, namespaceIndex: namespaceIndex, nowUnixMs: nowUnixMs)
+            } else {
+                tombstones[key] = Tombstone(record: merged)
+            }
+            return merge
+        }
+        if merged.value == nil || merged.isExpired(atUnixMs: nowUnixMs) {
+            _ = remove(slot: slot, logging: merged.value == nil ? .deleted : .expired)
+            tombstones[key] = Tombstone(record: merged)
+            return merge
+        }
+        if merged.valueStamp != local.valueStamp {
+            setValue(at: slot, merged.value!, stamp: merged.valueStamp)
+            if merged.encoding != .byContent { setEncoding(at: slot, merged.encoding) }
+        }
+        if merged.expiryStamp != local.expiryStamp {
+            setExpiry(at: slot, unixMs: merged.expiryUnixMs, stamp: merged.expiryStamp)
+        }
+        setCounter(at: slot, merged.counter)
+        setDots(at: slot, value: merged.dot, expiry: merged.expiryDot)
+        return merge
+    }
+
+    /// Puts a merged live state in the index, or keeps it as the key's dead state.
+    private mutating func install(key: [UInt8], record: DurableRecord, namespaceIndex: Int, nowUnixMs: Int64) {
         guard !record.isExpired(atUnixMs: nowUnixMs),
-              var entry = record.entry(namespaceIndex: namespaceIndex, lastAccessUnixMs: nowUnixMs) else { return merge }
-        entry.dot = dot
-        entry.counter = Self.merged(tombstone?.counter, record.counter)
-        tombstones[key] = nil
+              let entry = record.entry(namespaceIndex: namespaceIndex, lastAccessUnixMs: nowUnixMs) else {
+            tombstones[key] = Tombstone(record: record)
+            return
+        }
         let slot = key.withUnsafeBytes { insert(bytes: $0, entry: entry) }
         materializeCounter(at: slot)
-        merge.changed = true
-        return merge
     }
 
     /// Calls `body` with every live (unexpired) key and its state, then every tombstone: what a
@@ -673,7 +692,7 @@ public struct Keyspace: Sendable {
             body(slots[slot].key.bytes, Int(slots[slot].entry.namespaceIndex), DurableRecord(slots[slot].entry), slots[slot].entry.dot)
         }
         for (key, tombstone) in tombstones {
-            body(key, nil, .tombstone(stamp: tombstone.stamp, counter: tombstone.counter), tombstone.dot)
+            body(key, nil, tombstone.record, tombstone.dot)
         }
     }
 

@@ -26,9 +26,10 @@ public final class Shard: @unchecked Sendable {
     /// Set (under `lock`) once eviction dropped a durable key here; only FLUSHALL clears it.
     var evictedDurableKeys = false
 
-    init(evictableNamespaces: [Bool], loggedNamespaces: [Bool]) {
+    init(evictableNamespaces: [Bool], loggedNamespaces: [Bool], replicatedNamespaces: [Bool]) {
         storage = UnsafeMutablePointer<Keyspace>.allocate(capacity: 1)
-        storage.initialize(to: Keyspace(evictableNamespaces: evictableNamespaces, loggedNamespaces: loggedNamespaces))
+        storage.initialize(to: Keyspace(
+            evictableNamespaces: evictableNamespaces, loggedNamespaces: loggedNamespaces, replicatedNamespaces: replicatedNamespaces))
     }
 
     deinit {
@@ -167,7 +168,7 @@ public final class Database: Sendable {
         let replicated = namespaces.namespaces.map { replicator != nil && $0.consistency == .eventual }
         self.replicatedNamespaces = replicated
         let logged = zip(durableUrgency, replicated).map { $0 != nil || $1 }
-        self.shards = (0..<Self.shardCount).map { _ in Shard(evictableNamespaces: evictable, loggedNamespaces: logged) }
+        self.shards = (0..<Self.shardCount).map { _ in Shard(evictableNamespaces: evictable, loggedNamespaces: logged, replicatedNamespaces: replicated) }
         self.namespaces = namespaces
         self.partitioner = Partitioner(partitionCount: partitions)
         self.origin = origin
@@ -431,31 +432,15 @@ extension Database {
             // Replication first: a delete's tombstone gets its stamp here, and the disk keeps the same.
             var tombstone: DurableRecord?
             if let replicator, replicatedNamespaces[namespace] {
-                if let slot {
-                    if !fromPeer {
-                        var entry = shard.keyspace.entry(at: slot)
-                        // A plain write of an integer to a counter resets it, absorbing exactly
-                        // the increments this data center has seen (docs/REPLICATION.md, "Counters").
-                        if var counter = entry.counter, entry.valueStamp > counter.resetStamp,
-                           let integer = PNCounter.parseDecimal(entry.value) {
-                            counter.reset(to: integer, stamp: entry.valueStamp)
-                            shard.keyspace.setCounter(at: slot, counter, logged: false)
-                            entry = shard.keyspace.entry(at: slot)
-                        }
-                        let dot = replicator.appendLocal(key: change.key, state: .register(DurableRecord(entry)), previousDot: entry.dot)
-                        shard.keyspace.setDot(at: slot, dot)
+                if fromPeer {
+                    if slot == nil, change.kind == .deleted {
+                        tombstone = shard.keyspace.tombstones[change.key]?.record
                     }
-                } else if change.kind == .deleted {
-                    if fromPeer {
-                        tombstone = shard.keyspace.tombstones[change.key].map { DurableRecord.tombstone(stamp: $0.stamp, counter: $0.counter) }
-                    } else {
-                        // A deleted counter's totals stay with its tombstone (the keyspace kept them).
-                        let record = DurableRecord.tombstone(
-                            stamp: stamp(nowUnixMs: nowUnixMs), counter: shard.keyspace.tombstones[change.key]?.counter)
-                        let dot = replicator.appendLocal(key: change.key, state: .register(record), previousDot: nil)
-                        shard.keyspace.recordTombstone(key: change.key, stamp: record.valueStamp, dot: dot)
-                        tombstone = record
+                } else if let delta = shard.keyspace.localDelta(key: change.key, kind: change.kind, deleteStamp: { stamp(nowUnixMs: nowUnixMs) }) {
+                    replicator.appendLocal(key: change.key, previousDot: delta.previousDot) { dot in
+                        shard.keyspace.recordLocalDot(dot, of: delta, key: change.key)
                     }
+                    if delta.slot == nil { tombstone = shard.keyspace.tombstones[change.key]?.record }
                 }
             }
             guard let storage, var urgency = durableUrgency[namespace] else { continue }

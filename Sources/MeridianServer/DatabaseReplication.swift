@@ -92,7 +92,7 @@ extension Database {
 
     /// Merges a chunk of a peer's snapshot (no conflicts are counted: a snapshot says what a
     /// data center holds, not which write came first).
-    func applyRemote(snapshot states: [SnapshotState], nowUnixMs: Int64) -> Int {
+    func applyRemote(snapshot states: [SnapshotState], replicator: Replicator, nowUnixMs: Int64) -> Int {
         var applied = 0
         for state in states {
             guard case .register(let record) = state.state else { continue }
@@ -140,13 +140,13 @@ extension Database {
     /// Returns how many went.
     @discardableResult
     func collectTombstones(replicator: Replicator) -> Int {
-        let everywhere = replicator.seenEverywhere()
+        let everywhere = replicator.tombstoneHorizon()
         let nowNs = SystemClock.monotonicNs()
         var dropped = 0
         for shard in shards {
             shard.lock.lock()
             if !shard.keyspace.tombstones.isEmpty {
-                let keys = shard.keyspace.dropTombstones { tombstone in tombstone.dot.map { everywhere.covers($0) } ?? true }
+                let keys = shard.keyspace.dropTombstones { $0.isCovered(by: everywhere) }
                 dropped += keys.count
                 if let storage {
                     for key in keys {

@@ -107,12 +107,21 @@ extension Database {
             progress.droppedRecords.add(1, ordering: .relaxed)
             return .absent
         }
+        // The clock restarts from nothing: it moves past every stamp read back, so a write to a
+        // key after a restart is stamped above the state it overwrites (a key's record is read
+        // before any command touches the key).
+        observe(max(record.valueStamp.timestamp, record.expiryStamp.timestamp))
+        // A replicated key's dead state (deleted, or expired) comes back as its tombstone, so a
+        // late write from another data center still merges with it (docs/REPLICATION.md).
+        let replicated = replicatedNamespaces[namespace]
         if record.isTombstone {
+            if replicated { shard.keyspace.restoreDeadState(key: key, record: record) }
             if !keepsTombstones { storage.enqueue(key: key, state: .absent, urgency: .lazy) }
             return .absent
         }
         if record.isExpired(atUnixMs: nowUnixMs) {
             // Expired while the node was down (or since): gone, and its record too.
+            if replicated { shard.keyspace.restoreDeadState(key: key, record: record) }
             storage.enqueue(key: key, state: .absent, urgency: .lazy)
             progress.expiredRecords.add(1, ordering: .relaxed)
             return .absent

@@ -164,8 +164,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             incomingSnapshot = marker.through
         case .snapshotChunk where established && replicator != nil && incomingSnapshot != nil:
             let chunk = try SnapshotChunk(decoding: frame.payload)
-            try receive(states: chunk.states.map(\.state), keys: chunk.states.map(\.key), context: context) { database, now in
-                _ = database.applyRemote(snapshot: chunk.states, nowUnixMs: now)
+            try receive(states: chunk.states.map(\.state), keys: chunk.states.map(\.key), context: context) { [replicator] database, now in
+                guard let replicator else { return }
+                _ = database.applyRemote(snapshot: chunk.states, replicator: replicator, nowUnixMs: now)
             }
         case .snapshotEnd where established && replicator != nil:
             let marker = try SnapshotMarker(decoding: frame.payload)
@@ -179,7 +180,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             acknowledge(context: context)
         case .ack where established && replicator != nil:
             let ack = try Acknowledgement(decoding: frame.payload)
-            replicator!.acknowledge(peer: peerDatacenter, vector: ack.versionVector)
+            replicator!.acknowledge(peer: peerDatacenter, node: peerID!, vector: ack.versionVector)
         default:
             throw WireError.malformed("unexpected \(frame.type) \(established ? "after" : "before") the handshake")
         }
@@ -282,7 +283,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         }
         guard let replicator = links.database?.replicator, peerRole == .full, state?.witness == false, peerID != nil else { return }
         self.replicator = replicator
-        replicator.acknowledge(peer: peerDatacenter, vector: peerVector)
+        replicator.acknowledge(peer: peerDatacenter, node: peerID!, vector: peerVector)
         sentThrough = peerVector[replicator.me]
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         let delay = TimeAmount.milliseconds(links.configuration.replication.batchDelayMs)

@@ -44,6 +44,7 @@ public final class Replicator: @unchecked Sendable {
         var counters: [String: PeerCounters]
         var conflicts: [ConflictRecord] = []
         var conflictsStart = 0
+        var horizon: TombstoneHorizon
     }
 
     /// Something that streams this node's deltas to one peer and must hear of new ones.
@@ -69,7 +70,10 @@ public final class Replicator: @unchecked Sendable {
     /// `firstSequence`: the sequence this run's dots start after. A restarted node must never
     /// reuse a dot of an earlier run, so the caller passes something above every earlier run's
     /// dots (`Replicator.startingSequence`); peers then catch up from a snapshot.
-    public init(me: ReplicaID, peerDatacenters: [String], datacenterNames: [UInt16: String], logBytesMax: Int, maxClockOffsetMs: Int64, firstSequence: UInt64) {
+    public init(
+        me: ReplicaID, peerDatacenters: [String], peerNodes: [ReplicaID], datacenterNames: [UInt16: String], logBytesMax: Int,
+        maxClockOffsetMs: Int64, firstSequence: UInt64
+    ) {
         self.me = me
         self.peerDatacenters = peerDatacenters
         self.datacenterNames = datacenterNames
@@ -80,7 +84,8 @@ public final class Replicator: @unchecked Sendable {
             log: OutboundLog(origin: me, peers: peerDatacenters, lastSequence: firstSequence, retainedBytesMax: logBytesMax),
             versionVector: vector,
             peerVectors: Dictionary(uniqueKeysWithValues: peerDatacenters.map { ($0, VersionVector()) }),
-            counters: Dictionary(uniqueKeysWithValues: peerDatacenters.map { ($0, PeerCounters()) }))
+            counters: Dictionary(uniqueKeysWithValues: peerDatacenters.map { ($0, PeerCounters()) }),
+            horizon: TombstoneHorizon(peers: peerNodes))
     }
 
     /// Where a run's dots start: the wall clock in milliseconds shifted left by 20 bits, so a
@@ -94,15 +99,16 @@ public final class Replicator: @unchecked Sendable {
 
     /// Appends the delta of a local write (called with the key's shard lock held, so deltas
     /// of one key enter the log in the order the writes happened) and returns its dot.
-    func appendLocal(key: [UInt8], state deltaState: Delta.State, previousDot: Dot?) -> Dot {
-        let bytes: Int
-        switch deltaState {
-        case .register(let record): bytes = key.count + DurableRecord.headerBytes + (record.value?.count ?? 0) + 24
-        case .counter(let counter): bytes = key.count + 40 + 32 * counter.contributions.count
-        }
+    /// `recording` puts the dot on the key (with the shard lock held) and returns the state to
+    /// ship; it runs under this lock, so dots enter the log in the order they are given.
+    @discardableResult
+    func appendLocal(key: [UInt8], previousDot: Dot?, recording: (Dot) -> DurableRecord) -> Dot {
         lock.lock()
         let dot = state.log.nextDot
-        state.log.append(Delta(dot: dot, previousDot: previousDot, key: key, state: deltaState), bytes: bytes)
+        let record = recording(dot)
+        let bytes = key.count + DurableRecord.headerBytes + (record.value?.count ?? 0) + 48
+            + (record.counter.map { 24 + 28 * $0.contributions.count } ?? 0)
+        state.log.append(Delta(dot: dot, previousDot: previousDot, key: key, state: .register(record)), bytes: bytes)
         state.versionVector.advance(me, to: dot.sequence)
         lock.unlock()
         if streamCount.load(ordering: .relaxed) > 0 { wakeStreams() }
@@ -137,11 +143,13 @@ public final class Replicator: @unchecked Sendable {
 
     var lastSequence: UInt64 { lock.withLock { state.log.lastSequence } }
 
-    /// Records a peer's acknowledgement (its whole vector).
-    func acknowledge(peer: String, vector: VersionVector) {
+    /// Records a peer's acknowledgement (its whole vector): the peer data center `peer`, whose
+    /// node `node` sent it.
+    func acknowledge(peer: String, node: ReplicaID, vector: VersionVector) {
         lock.withLock {
             state.log.acknowledge(peer: peer, through: vector[me])
             state.peerVectors[peer, default: VersionVector()].merge(vector)
+            state.horizon.record(peer: node, vector: vector)
         }
     }
 
@@ -187,17 +195,10 @@ public final class Replicator: @unchecked Sendable {
 
     // MARK: Tombstone GC
 
-    /// Whether every full data center has seen `dot` (this one and every peer, by their
-    /// latest acknowledgements): its tombstone may go (invariant 7).
-    func isSeenEverywhere(_ dot: Dot) -> Bool {
-        lock.withLock {
-            state.versionVector.covers(dot) && state.peerVectors.values.allSatisfy { $0.covers(dot) }
-        }
-    }
-
-    /// The vector every full data center covers (pointwise minimum), for GC sweeps.
-    func seenEverywhere() -> VersionVector {
-        lock.withLock { VersionVector.meet([state.versionVector] + Array(state.peerVectors.values)) }
+    /// The dots whose tombstones may go (`TombstoneHorizon`): every full data center has seen
+    /// them, and every write concurrent with them has arrived here.
+    func tombstoneHorizon() -> VersionVector {
+        lock.withLock { state.horizon.horizon(local: state.versionVector) }
     }
 
     // MARK: INFO

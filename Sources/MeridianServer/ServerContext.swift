@@ -48,9 +48,13 @@ public final class ServerContext: Sendable {
         let peerDatacenters = datacenters.enumerated().filter { index, dc in
             index != Int(origin.datacenter) && !dc.witness && dc.nodes.contains { $0.peer != nil }
         }.map(\.element.name)
+        let peerNodes = datacenters.enumerated().flatMap { index, dc in
+            index == Int(origin.datacenter) || dc.witness ? []
+                : dc.nodes.enumerated().filter { $0.element.peer != nil }.map { ReplicaID(datacenter: UInt16(index), node: UInt16($0.offset)) }
+        }
         let isFullNode = Int(origin.datacenter) < datacenters.count && !datacenters[Int(origin.datacenter)].witness
         let replicator: Replicator? = peerDatacenters.isEmpty || !isFullNode ? nil : Replicator(
-            me: origin, peerDatacenters: peerDatacenters,
+            me: origin, peerDatacenters: peerDatacenters, peerNodes: peerNodes,
             datacenterNames: Dictionary(uniqueKeysWithValues: datacenters.enumerated().map { (UInt16($0.offset), $0.element.name) }),
             logBytesMax: configuration.replication.logBytesMax, maxClockOffsetMs: configuration.replication.maxClockOffsetMs,
             firstSequence: Replicator.startingSequence(nowUnixMs: SystemClock.nowUnixMs()))

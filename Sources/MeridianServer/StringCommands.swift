@@ -587,44 +587,30 @@ extension CommandExecutor {
     enum IncrementResult { case value(Int64), notInteger, overflow }
 
     /// `INCRBY` on a key of a replicated namespace: the key's PN-counter gets the amount as
-    /// this node's contribution, so increments made concurrently in other data centers all
-    /// count (docs/REPLICATION.md, "Counters"). A key whose value is a newer plain write starts
-    /// a counter from that value; a deleted key's counter continues from its kept totals.
+    /// this node's contribution (`Keyspace.counterIncrement`), so increments made concurrently
+    /// in other data centers all count (docs/REPLICATION.md, "Counters in the server").
     static func incrementCounter(
         _ keyspace: inout Keyspace, key: ByteBuffer, slot: Int?, amount: Int64, origin: ReplicaID, namespaceIndex: Int,
         defaultExpiryUnixMs: Int64, stamp: LWWStamp, nowUnixMs: Int64
     ) -> IncrementResult {
-        var counter: PNCounter
-        var valueStamp = stamp
-        if let slot {
-            let entry = keyspace.entry(at: slot)
-            if entry.showsCounter, let existing = entry.counter {
-                counter = existing
-                valueStamp = entry.valueStamp
+        let keyBytes = Array(buffer: key)
+        switch keyspace.counterIncrement(key: keyBytes, slot: slot, amount: amount, origin: origin, stamp: stamp) {
+        case .notInteger: return .notInteger
+        case .overflow: return .overflow
+        case .value(let sum, let counter, let valueStamp):
+            let decimal = PNCounter.decimalBytes(sum)
+            if let slot {
+                keyspace.setValue(at: slot, decimal, stamp: valueStamp)
+                keyspace.setCounter(at: slot, counter)
+                keyspace.touch(slot: slot, nowUnixMs: nowUnixMs)
             } else {
-                guard let parsed = PNCounter.parseDecimal(entry.value) else { return .notInteger }
-                counter = entry.counter ?? PNCounter()
-                counter.reset(to: parsed, stamp: stamp)
+                store(
+                    &keyspace, key: key, existing: nil, value: decimal, expiry: .clear, namespaceIndex: namespaceIndex,
+                    defaultExpiryUnixMs: defaultExpiryUnixMs, stamp: stamp, nowUnixMs: nowUnixMs)
+                if let newSlot = keyspace.slot(ofBytes: keyBytes) { keyspace.setCounter(at: newSlot, counter) }
             }
-        } else {
-            counter = keyspace.tombstones[Array(buffer: key)]?.counter ?? PNCounter()
-            counter.reset(to: 0, stamp: stamp)
+            return .value(sum)
         }
-        let (sum, overflow) = counter.value.addingReportingOverflow(amount)
-        if overflow { return .overflow }
-        counter.add(amount, origin: origin)
-        let decimal = PNCounter.decimalBytes(sum)
-        if let slot {
-            keyspace.setValue(at: slot, decimal, stamp: valueStamp)
-            keyspace.setCounter(at: slot, counter)
-            keyspace.touch(slot: slot, nowUnixMs: nowUnixMs)
-        } else {
-            store(
-                &keyspace, key: key, existing: nil, value: decimal, expiry: .clear, namespaceIndex: namespaceIndex,
-                defaultExpiryUnixMs: defaultExpiryUnixMs, stamp: stamp, nowUnixMs: nowUnixMs)
-            if let newSlot = keyspace.slot(of: Key(borrowing: key)) { keyspace.setCounter(at: newSlot, counter) }
-        }
-        return .value(sum)
     }
 
     /// INCRBYFLOAT key amount → the new value as a bulk string.

@@ -35,6 +35,10 @@ import Testing
         for record in [
             DurableRecord(value: Array("41".utf8), valueStamp: Self.stamp, expiryUnixMs: 5, expiryStamp: Self.expiryStamp, encoding: .byContent, counter: counter),
             DurableRecord.tombstone(stamp: Self.stamp, counter: counter),
+            DurableRecord(
+                value: Array("v".utf8), valueStamp: Self.stamp, expiryUnixMs: 0, expiryStamp: Self.stamp, encoding: .raw,
+                dot: Dot(origin: ReplicaID(datacenter: 1, node: 2), sequence: 1 << 40),
+                expiryDot: Dot(origin: ReplicaID(datacenter: 3, node: 0), sequence: 7)),
         ] {
             let bytes = record.encoded()
             #expect(try DurableRecord(decoding: bytes) == record)
