@@ -77,6 +77,19 @@ public struct DurableRecord: Sendable, Equatable {
 
     public var isTombstone: Bool { value == nil }
 
+    /// The length of `encoded()`, without encoding.
+    public var encodedByteCount: Int {
+        Self.headerBytes + (value?.count ?? 0) + Self.trailerBytes
+            + (counter.map { 4 + 22 + 28 * $0.contributions.count } ?? 0)
+            + (dot == nil ? 0 : 12) + (expiryDot == nil ? 0 : 12)
+    }
+
+    private static func larger(_ a: Dot?, _ b: Dot?) -> Dot? {
+        guard let a else { return b }
+        guard let b else { return a }
+        return max(a, b)
+    }
+
     /// This state merged with another replica's, field by field: the value field (value and
     /// encoding) by the larger value stamp, the expiry field by the larger expiry stamp, the
     /// counters by `PNCounter.merge`. Commutative, associative and idempotent.
@@ -87,11 +100,21 @@ public struct DurableRecord: Sendable, Equatable {
             result.valueStamp = other.valueStamp
             result.encoding = other.encoding
             result.dot = other.dot
+        } else if other.valueStamp == valueStamp {
+            // One stamp, one write, one value — but a counter's increments keep the stamp and
+            // move the dot (and the decimal text): the larger of each, so the merge stays
+            // order-independent byte for byte.
+            result.dot = Self.larger(dot, other.dot)
+            if let theirs = other.value, let mine = value, mine.lexicographicallyPrecedes(theirs) {
+                result.value = theirs
+            }
         }
         if other.expiryStamp > expiryStamp {
             result.expiryUnixMs = other.expiryUnixMs
             result.expiryStamp = other.expiryStamp
             result.expiryDot = other.expiryDot
+        } else if other.expiryStamp == expiryStamp {
+            result.expiryDot = Self.larger(expiryDot, other.expiryDot)
         }
         if var counter = counter, let theirs = other.counter {
             counter.merge(theirs)

@@ -315,6 +315,12 @@ public struct Keyspace: Sendable {
         slots[slot].entry.expiringPosition = -1
         slots[slot].entry.evictablePosition = -1
         let namespace = Int(entry.namespaceIndex)
+        if replicatedNamespaces[namespace], !tombstones.isEmpty, let dead = takeTombstone(Array(key)) {
+            // The key comes back: its counter's totals continue (they never go back), and its
+            // dead state is replaced by the live one.
+            slots[slot].entry.counter = Self.merged(dead.record.counter, entry.counter)
+            materializeCounter(at: slot)
+        }
         let bytes = Self.accountedBytes(keyCount: key.count, valueCount: entry.value.count)
         usedBytes += bytes
         namespaceCounters[namespace].keys += 1
@@ -384,7 +390,9 @@ public struct Keyspace: Sendable {
         if change != nil && replicatedNamespaces[Int(removed.entry.namespaceIndex)] {
             // The key's last state stays as its dead state; a delete's own tombstone (stamped by
             // whoever drains the change) merges over it.
-            tombstones[removed.key.bytes] = Tombstone(record: DurableRecord(removed.entry))
+            let key = removed.key.bytes
+            let record = DurableRecord(removed.entry)
+            setTombstone(key, record: takeTombstone(key).map { $0.record.merged(with: record) } ?? record)
         }
         let namespace = Int(removed.entry.namespaceIndex)
         if removed.entry.expiringPosition >= 0 { removeFromExpiring(slot) }
@@ -431,6 +439,7 @@ public struct Keyspace: Sendable {
     public mutating func removeAll() {
         keyChanges = []
         tombstones = [:]
+        tombstoneBytes = 0
         index.removeAll()
         slots = []
         freeSlots = []
@@ -546,6 +555,28 @@ public struct Keyspace: Sendable {
 
     /// Tombstones of replicated keys, by key. Commands never see them: such a key is absent.
     public private(set) var tombstones: [[UInt8]: Tombstone] = [:]
+    /// Bytes the dead states hold (keys and encoded records); not part of `usedBytes`, which
+    /// `maxmemory` bounds: dead states cannot be evicted, only collected.
+    public private(set) var tombstoneBytes = 0
+
+    private mutating func setTombstone(_ key: [UInt8], record: DurableRecord) {
+        if let old = tombstones[key] { tombstoneBytes -= key.count + old.record.encodedByteCount }
+        tombstones[key] = Tombstone(record: record)
+        tombstoneBytes += key.count + record.encodedByteCount
+    }
+
+    private mutating func takeTombstone(_ key: [UInt8]) -> Tombstone? {
+        guard let old = tombstones.removeValue(forKey: key) else { return nil }
+        tombstoneBytes -= key.count + old.record.encodedByteCount
+        return old
+    }
+
+    /// Logs a change of a key's dead state so that it reaches the disk (the drainer writes the
+    /// tombstone record).
+    private mutating func logDeadState(_ key: [UInt8], namespaceIndex: Int) {
+        guard anyLogged, loggedNamespaces[namespaceIndex] else { return }
+        keyChanges.append(KeyChange(key: key, namespaceIndex: UInt16(namespaceIndex), kind: .deleted))
+    }
 
     /// Sets the dots of the writes that produced a live slot's value and expiry fields (not a
     /// change: not logged).
@@ -559,7 +590,7 @@ public struct Keyspace: Sendable {
         var delete = DurableRecord.tombstone(stamp: stamp, counter: counter)
         delete.dot = dot
         delete.expiryDot = dot
-        tombstones[key] = Tombstone(record: tombstones[key].map { $0.record.merged(with: delete) } ?? delete)
+        setTombstone(key, record: tombstones[key].map { $0.record.merged(with: delete) } ?? delete)
     }
 
     /// Sets a live slot's counter state (its value follows when it shows the counter).
@@ -585,14 +616,20 @@ public struct Keyspace: Sendable {
     /// so that older writes arriving after a restart still merge with it.
     public mutating func restoreDeadState(key: [UInt8], record: DurableRecord) {
         guard slot(ofBytes: key) == nil else { return }
-        tombstones[key] = Tombstone(record: tombstones[key].map { $0.record.merged(with: record) } ?? record)
+        setTombstone(key, record: tombstones[key].map { $0.record.merged(with: record) } ?? record)
+    }
+
+    static func merged(_ a: PNCounter?, _ b: PNCounter?) -> PNCounter? {
+        guard var a else { return b }
+        if let b { a.merge(b) }
+        return a
     }
 
     /// Drops the tombstones `isCovered` accepts (every data center has seen them); returns their keys.
     public mutating func dropTombstones(where isCovered: (Tombstone) -> Bool) -> [[UInt8]] {
         var dropped: [[UInt8]] = []
         for (key, tombstone) in tombstones where isCovered(tombstone) { dropped.append(key) }
-        for key in dropped { tombstones[key] = nil }
+        for key in dropped { _ = takeTombstone(key) }
         return dropped
     }
 
@@ -648,16 +685,18 @@ public struct Keyspace: Sendable {
         merge.changed = true
         guard let slot = liveSlot else {
             if merged.value != nil && !merged.isExpired(atUnixMs: nowUnixMs) {
-                tombstones[key] = nil
+                _ = takeTombstone(key)
                 install(key: key, record: merged, namespaceIndex: namespaceIndex, nowUnixMs: nowUnixMs)
             } else {
-                tombstones[key] = Tombstone(record: merged)
+                setTombstone(key, record: merged)
+                logDeadState(key, namespaceIndex: namespaceIndex)
             }
             return merge
         }
         if merged.value == nil || merged.isExpired(atUnixMs: nowUnixMs) {
-            _ = remove(slot: slot, logging: merged.value == nil ? .deleted : .expired)
-            tombstones[key] = Tombstone(record: merged)
+            // Logged as a delete either way: the disk keeps the dead state, not nothing.
+            _ = remove(slot: slot, logging: .deleted)
+            setTombstone(key, record: merged)
             return merge
         }
         if merged.valueStamp != local.valueStamp {
@@ -676,19 +715,21 @@ public struct Keyspace: Sendable {
     private mutating func install(key: [UInt8], record: DurableRecord, namespaceIndex: Int, nowUnixMs: Int64) {
         guard !record.isExpired(atUnixMs: nowUnixMs),
               let entry = record.entry(namespaceIndex: namespaceIndex, lastAccessUnixMs: nowUnixMs) else {
-            tombstones[key] = Tombstone(record: record)
+            setTombstone(key, record: record)
+            logDeadState(key, namespaceIndex: namespaceIndex)
             return
         }
         let slot = key.withUnsafeBytes { insert(bytes: $0, entry: entry) }
         materializeCounter(at: slot)
     }
 
-    /// Calls `body` with every live (unexpired) key and its state, then every tombstone: what a
-    /// snapshot of this keyspace sends another data center.
+    /// Calls `body` with every key in the index and its state (expired ones too: a peer must
+    /// learn of an expiry field it missed), then every dead state: what a snapshot of this
+    /// keyspace sends another data center. `namespaceIndex` is nil for dead states.
     public func forEachReplicatedState(
-        nowUnixMs: Int64, _ body: (_ key: [UInt8], _ namespaceIndex: Int?, _ record: DurableRecord, _ dot: Dot?) -> Void
+        _ body: (_ key: [UInt8], _ namespaceIndex: Int?, _ record: DurableRecord, _ dot: Dot?) -> Void
     ) {
-        for slot in slots.indices where slots[slot].hash != 0 && !slots[slot].entry.isExpired(atUnixMs: nowUnixMs) {
+        for slot in slots.indices where slots[slot].hash != 0 {
             body(slots[slot].key.bytes, Int(slots[slot].entry.namespaceIndex), DurableRecord(slots[slot].entry), slots[slot].entry.dot)
         }
         for (key, tombstone) in tombstones {

@@ -91,6 +91,24 @@ public struct OutboundLog: Sendable {
         compact()
     }
 
+    /// Says `peer` has only what `sequence` covers, after it restarted and lost what it had
+    /// acknowledged (the log keeps what it still retains; older deltas need a snapshot).
+    public mutating func peerRestarted(_ peer: String, through sequence: UInt64) {
+        guard let known = acknowledged[peer], sequence < known else { return }
+        acknowledged[peer] = sequence
+    }
+
+    /// Continues the stream after `sequence` (above `lastSequence`), dropping what is retained:
+    /// for a node whose dots must jump (a peer holds dots of this origin above `lastSequence`,
+    /// which happens only if the clock went back across a restart). Peers then get a snapshot.
+    public mutating func jump(to sequence: UInt64) {
+        precondition(sequence > lastSequence, "a jump moves forward")
+        retained = []
+        retainedStart = 0
+        retainedBytes = 0
+        lastSequence = sequence
+    }
+
     /// Number of retained deltas.
     public var retainedCount: Int { retained.count - retainedStart }
 

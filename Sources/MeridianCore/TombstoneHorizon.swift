@@ -32,6 +32,14 @@ public struct TombstoneHorizon: Sendable {
         if pending[peer]!.count > pendingMax { pending[peer]!.removeFirst() }
     }
 
+    /// Forgets what `peer` acknowledged (it restarted, or a new link came up): until it
+    /// acknowledges again, and that becomes stable, the horizon does not pass its vector.
+    public mutating func reset(peer: ReplicaID) {
+        guard pending[peer] != nil else { return }
+        pending[peer] = []
+        stable[peer] = VersionVector()
+    }
+
     /// Promotes acknowledgements that became stable given this node's vector `local`, and
     /// returns the horizon.
     public mutating func horizon(local: VersionVector) -> VersionVector {

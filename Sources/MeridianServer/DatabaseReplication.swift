@@ -127,7 +127,7 @@ extension Database {
         var states: [SnapshotState] = []
         let shard = shards[index]
         shard.lock.lock()
-        shard.keyspace.forEachReplicatedState(nowUnixMs: nowUnixMs) { key, namespaceIndex, record, dot in
+        shard.keyspace.forEachReplicatedState { key, namespaceIndex, record, dot in
             let namespace = namespaceIndex ?? key.withUnsafeBytes { namespaces.index(of: $0) }
             guard replicatedNamespaces[namespace] else { return }
             states.append(SnapshotState(key: key, dot: dot, state: .register(record)))
@@ -160,6 +160,20 @@ extension Database {
             shard.lock.unlock()
         }
         return dropped
+    }
+
+    /// Dead states held (deleted and expired keys waiting for the tombstone horizon) and the
+    /// bytes they take; not part of `used_memory`.
+    public func deadStates() -> (count: Int, bytes: Int) {
+        var count = 0
+        var bytes = 0
+        for shard in shards {
+            shard.lock.lock()
+            count += shard.keyspace.tombstones.count
+            bytes += shard.keyspace.tombstoneBytes
+            shard.lock.unlock()
+        }
+        return (count, bytes)
     }
 
     /// Moves the clock that stamps local writes past `timestamp` (never back).

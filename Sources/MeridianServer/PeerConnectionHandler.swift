@@ -48,6 +48,10 @@ final class PeerConnectionHandler: ChannelInboundHandler {
     private var pending: [Pending] = []
     private var waitingForDisk = false
     private var closed = false
+    /// A retry of the pump is scheduled (a snapshot waiting for warm-up to end).
+    private var retryScheduled = false
+    /// When the last bytes arrived (liveness).
+    private var lastReceivedNs = SystemClock.monotonicNs()
 
     init(links: PeerLinks, dialing: String?) {
         self.links = links
@@ -64,9 +68,16 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         closed = true
         pingTask?.cancel()
         if let stream, let replicator { replicator.unregister(stream) }
-        if established, let peer {
-            links.record(peer) { $0.connected = false }
-            links.logger.notice("peer link down", metadata: ["peer": "\(peer)"])
+        if let peer {
+            // Only the connection that holds the link releases it (a refused duplicate does not).
+            let me = ObjectIdentifier(self)
+            links.record(peer) {
+                if $0.owner == me {
+                    $0.owner = nil
+                    $0.connected = false
+                }
+            }
+            if established { links.logger.notice("peer link down", metadata: ["peer": "\(peer)"]) }
         }
         context.fireChannelInactive()
     }
@@ -78,6 +89,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
+        lastReceivedNs = SystemClock.monotonicNs()
         buffered.writeBuffer(&incoming)
         do {
             while let frame = try decoder.decode(&buffered) { pending.append(.frame(frame)) }
@@ -119,7 +131,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         switch frame.type {
         case .hello where !dialing && !established:
             let hello = try Handshake(decoding: frame.payload)
-            if let reason = links.refusal(of: hello) {
+            if let reason = links.refusal(of: hello, owner: ObjectIdentifier(self)) {
                 links.logger.warning("refused a peer", metadata: ["peer": "\(hello.node)", "reason": "\(reason)"])
                 links.record(hello.node) { $0.refusals += 1 }
                 context.writeAndFlush(wrapOutboundOut(encode(Frame(type: .refuse, payload: Array(reason.utf8)), context: context)))
@@ -250,10 +262,23 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         acknowledge(context: context)
     }
 
+    /// Sends this node's vector as it is now, once what it covers is on disk (docs/REPLICATION.md,
+    /// invariant 3): a peer collects tombstones by acknowledgements, so an acknowledged delete
+    /// must survive a crash of this node.
     private func acknowledge(context: ChannelHandlerContext) {
         guard let replicator else { return }
         let ack = Acknowledgement(versionVector: replicator.versionVector, clock: HLCTimestamp(rawValue: links.database?.lastTimestampValue ?? 0))
-        send(Frame(type: .ack, payload: ack.encoded()), context: context)
+        let channel = context.channel
+        let send: @Sendable () -> Void = {
+            var buffer = channel.allocator.buffer(capacity: Frame.headerBytes + 64)
+            Frame(type: .ack, payload: ack.encoded()).write(into: &buffer)
+            channel.writeAndFlush(buffer, promise: nil)
+        }
+        if let storage = links.database?.storage {
+            let loop = context.eventLoop
+            if storage.whenDurable(storage.enqueuedSequence.load(ordering: .acquiring), { loop.execute(send) }) { return }
+        }
+        send()
     }
 
     // MARK: Sending
@@ -264,7 +289,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         let state = links.states.withLockedValue { $0[peer] }
         peerDatacenter = state?.datacenter ?? ""
         peerID = links.replicaID(of: peer)
+        let me = ObjectIdentifier(self)
         links.record(peer) {
+            $0.owner = $0.owner ?? me
             $0.connected = true
             $0.connectedSinceUnixMs = SystemClock.nowUnixMs()
             $0.lastProblem = ""
@@ -273,7 +300,16 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         links.logger.info("peer link up", metadata: ["peer": "\(peer)", "side": "\(dialing ? "dialer" : "listener")"])
         let channel = context.channel
         let loop = context.eventLoop
+        let liveness = NIOLoopBound(self, eventLoop: loop)
+        let logger = links.logger
         pingTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(PeerLinks.pingIntervalMs)) { _ in
+            let handler = liveness.value
+            let silentMs = Int64((SystemClock.monotonicNs() &- handler.lastReceivedNs) / 1_000_000)
+            if silentMs > PeerLinks.silenceLimitMs {
+                logger.warning("peer link silent, closing it", metadata: ["peer": "\(peer)", "silent_ms": "\(silentMs)"])
+                channel.close(promise: nil)
+                return
+            }
             var payload: [UInt8] = []
             let now = SystemClock.monotonicNs()
             for index in 0..<8 { payload.append(UInt8(truncatingIfNeeded: now >> UInt64(8 * index))) }
@@ -283,7 +319,12 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         }
         guard let replicator = links.database?.replicator, peerRole == .full, state?.witness == false, peerID != nil else { return }
         self.replicator = replicator
-        replicator.acknowledge(peer: peerDatacenter, node: peerID!, vector: peerVector)
+        let link = replicator.linkEstablished(peer: peerDatacenter, node: peerID!, vector: peerVector)
+        if link.jumped {
+            links.logger.error(
+                "a peer holds dots of this node above the last one issued (did the clock go back across a restart?); this node's stream jumps past them and the peers get a snapshot",
+                metadata: ["peer": "\(peer)", "peer_has": "\(peerVector[replicator.me])", "now_at": "\(link.sequence)"])
+        }
         sentThrough = peerVector[replicator.me]
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         let delay = TimeAmount.milliseconds(links.configuration.replication.batchDelayMs)
@@ -308,11 +349,16 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         while context.channel.isWritable {
             if let snapshot = outgoingSnapshot {
                 if links.warmUp?.loading.load(ordering: .relaxed) == true {
-                    // A snapshot taken before warm-up ends would miss keys still on disk.
-                    let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-                    context.eventLoop.scheduleTask(in: .milliseconds(50)) {
-                        let (handler, context) = bound.value
-                        handler.pump(context: context)
+                    // A snapshot taken before warm-up ends would miss keys still on disk: look
+                    // again shortly (one retry at a time, however often writes wake the pump).
+                    if !retryScheduled {
+                        retryScheduled = true
+                        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                        context.eventLoop.scheduleTask(in: .milliseconds(50)) {
+                            let (handler, context) = bound.value
+                            handler.retryScheduled = false
+                            handler.pump(context: context)
+                        }
                     }
                     return
                 }

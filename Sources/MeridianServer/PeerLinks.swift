@@ -21,6 +21,9 @@ public final class PeerLinks: Sendable {
         public var datacenter: String
         public var witness: Bool
         public var connected = false
+        /// The connection that holds the link to this peer (one at a time), from the moment
+        /// its `HELLO` was accepted.
+        var owner: ObjectIdentifier?
         public var connectedSinceUnixMs: Int64 = 0
         public var lastRoundTripUs: Int64 = -1
         public var refusals = 0
@@ -31,6 +34,9 @@ public final class PeerLinks: Sendable {
     }
 
     static let pingIntervalMs: Int64 = 1000
+    /// A link on which nothing arrived for this long is closed (a peer that vanished without a
+    /// FIN would otherwise hold the link, and refuse its own reconnection, until TCP gives up).
+    static let silenceLimitMs: Int64 = 3 * pingIntervalMs
 
     let configuration: MeridianConfiguration
     let me: ReplicaID
@@ -171,8 +177,9 @@ public final class PeerLinks: Sendable {
         }
     }
 
-    /// Why a `HELLO` is refused, or nil to welcome it.
-    func refusal(of hello: Handshake) -> String? {
+    /// Why a `HELLO` is refused, or nil to welcome it — in which case the link is reserved for
+    /// `owner` at once, so two `HELLO`s racing on different event loops cannot both pass.
+    func refusal(of hello: Handshake, owner: ObjectIdentifier) -> String? {
         if hello.protocolVersion != Frame.protocolVersion {
             return "protocol version \(hello.protocolVersion) is not \(Frame.protocolVersion)"
         }
@@ -185,8 +192,12 @@ public final class PeerLinks: Sendable {
         if peer.datacenter != hello.datacenter {
             return "node '\(hello.node)' belongs to data center '\(peer.datacenter)', not '\(hello.datacenter)'"
         }
-        if peer.connected { return "duplicate link: '\(hello.node)' is already connected" }
-        return nil
+        _ = peer
+        return states.withLockedValue { states -> String? in
+            if states[hello.node]?.owner != nil { return "duplicate link: '\(hello.node)' is already connected" }
+            states[hello.node]?.owner = owner
+            return nil
+        }
     }
 
     var hello: Handshake {
@@ -214,6 +225,10 @@ public final class PeerLinks: Sendable {
             fields.append(("replication_log_deltas", "\(retained.count)"))
             fields.append(("replication_log_bytes", "\(retained.bytes)"))
             fields.append(("replication_conflicts_kept", "\(replicator.conflicts.count)"))
+            if let dead = database?.deadStates() {
+                fields.append(("replication_dead_states", "\(dead.count)"))
+                fields.append(("replication_dead_state_bytes", "\(dead.bytes)"))
+            }
         }
         let nowMs = SystemClock.nowUnixMs()
         var seen = Set<String>()
@@ -226,7 +241,8 @@ public final class PeerLinks: Sendable {
                     "streaming=\(state.connected ? 1 : 0)", "lag_ms=\(lag)", "deltas_sent=\(counters.deltasSent)",
                     "deltas_applied=\(counters.deltasApplied)", "bytes_raw=\(counters.bytesRaw)", "bytes_wire=\(counters.bytesWire)",
                     "conflicts=\(counters.conflicts)", "acked=\(report.acknowledged)", "snapshots_sent=\(counters.snapshotsSent)",
-                    "snapshots_applied=\(counters.snapshotsApplied)", "batches_refused=\(counters.batchesRefused)",
+                    "snapshots_applied=\(counters.snapshotsApplied)", "snapshot_needed=\(report.needsSnapshot ? 1 : 0)",
+                    "batches_refused=\(counters.batchesRefused)",
                     "apply_lag_p50_us=\(counters.applyLag.quantileMicroseconds(0.5))",
                     "apply_lag_p99_us=\(counters.applyLag.quantileMicroseconds(0.99))",
                 ]

@@ -1,4 +1,5 @@
 import MeridianCore
+import MeridianWire
 import NIOConcurrencyHelpers
 import Synchronization
 
@@ -105,10 +106,8 @@ public final class Replicator: @unchecked Sendable {
     func appendLocal(key: [UInt8], previousDot: Dot?, recording: (Dot) -> DurableRecord) -> Dot {
         lock.lock()
         let dot = state.log.nextDot
-        let record = recording(dot)
-        let bytes = key.count + DurableRecord.headerBytes + (record.value?.count ?? 0) + 48
-            + (record.counter.map { 24 + 28 * $0.contributions.count } ?? 0)
-        state.log.append(Delta(dot: dot, previousDot: previousDot, key: key, state: .register(record)), bytes: bytes)
+        let delta = Delta(dot: dot, previousDot: previousDot, key: key, state: .register(recording(dot)))
+        state.log.append(delta, bytes: DeltaBatch.rawBytes(of: delta))
         state.versionVector.advance(me, to: dot.sequence)
         lock.unlock()
         if streamCount.load(ordering: .relaxed) > 0 { wakeStreams() }
@@ -142,6 +141,27 @@ public final class Replicator: @unchecked Sendable {
     }
 
     var lastSequence: UInt64 { lock.withLock { state.log.lastSequence } }
+
+    /// A link to `node` (of data center `peer`) came up, the peer saying it has `vector`:
+    /// its acknowledgements start over (it may have restarted and lost what it had), and a
+    /// peer holding dots of this node above the last one issued (this node's clock went back
+    /// across a restart) makes this node's stream jump past them.
+    func linkEstablished(peer: String, node: ReplicaID, vector: VersionVector) -> (jumped: Bool, sequence: UInt64) {
+        lock.withLock {
+            state.horizon.reset(peer: node)
+            state.log.peerRestarted(peer, through: vector[me])
+            var jumped = false
+            if vector[me] > state.log.lastSequence {
+                state.log.jump(to: vector[me] + (1 << 20))
+                state.versionVector.advance(me, to: state.log.lastSequence)
+                jumped = true
+            }
+            state.log.acknowledge(peer: peer, through: vector[me])
+            state.peerVectors[peer] = vector
+            state.horizon.record(peer: node, vector: vector)
+            return (jumped, state.log.lastSequence)
+        }
+    }
 
     /// Records a peer's acknowledgement (its whole vector): the peer data center `peer`, whose
     /// node `node` sent it.
@@ -207,6 +227,8 @@ public final class Replicator: @unchecked Sendable {
         public var counters: PeerCounters
         public var acknowledged: UInt64
         public var oldestUnacknowledgedPhysicalMs: UInt64?
+        /// The peer needs deltas the log no longer holds: it gets (or is getting) a snapshot.
+        public var needsSnapshot: Bool
     }
 
     /// Counters and acknowledgement state of `peer`.
@@ -214,10 +236,17 @@ public final class Replicator: @unchecked Sendable {
         lock.withLock {
             guard let counters = state.counters[peer], let acknowledged = state.log.acknowledged[peer] else { return nil }
             var oldest: UInt64?
-            if case .deltas(let deltas) = state.log.nextSend(after: acknowledged, maxDeltas: 1, maxBytes: 1), let first = deltas.first {
-                oldest = Self.physicalMs(of: first.state)
+            var needsSnapshot = false
+            switch state.log.nextSend(after: acknowledged, maxDeltas: 1, maxBytes: 1) {
+            case .deltas(let deltas): oldest = deltas.first.map { Self.physicalMs(of: $0.state) }
+            case .snapshot:
+                needsSnapshot = true
+                if case .deltas(let deltas) = state.log.nextSend(after: state.log.oldestRetained - 1, maxDeltas: 1, maxBytes: 1) {
+                    oldest = deltas.first.map { Self.physicalMs(of: $0.state) }
+                }
+            case .upToDate: break
             }
-            return PeerReport(counters: counters, acknowledged: acknowledged, oldestUnacknowledgedPhysicalMs: oldest)
+            return PeerReport(counters: counters, acknowledged: acknowledged, oldestUnacknowledgedPhysicalMs: oldest, needsSnapshot: needsSnapshot)
         }
     }
 

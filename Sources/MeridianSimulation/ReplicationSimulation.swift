@@ -278,7 +278,7 @@ public struct ReplicationSimulation {
         var reloaded = Keyspace(evictableNamespaces: [false], loggedNamespaces: [true], replicatedNamespaces: [true])
         var clock = HybridLogicalClock(maxClockOffsetMs: options.maxClockOffsetMs)
         let now = nowMs(index)
-        replicas[index].keyspace.forEachReplicatedState(nowUnixMs: 0) { key, namespace, record, _ in
+        replicas[index].keyspace.forEachReplicatedState { key, namespace, record, _ in
             _ = try? clock.receive(max(record.valueStamp.timestamp, record.expiryStamp.timestamp), physicalMs: now + options.maxClockOffsetMs)
             if namespace != nil, !record.isExpired(atUnixMs: Int64(now)), let entry = record.entry(namespaceIndex: 0, lastAccessUnixMs: Int64(now)) {
                 key.withUnsafeBytes { _ = reloaded.insert(bytes: $0, entry: entry, logged: false) }
@@ -358,7 +358,7 @@ public struct ReplicationSimulation {
             case .snapshot(let through):
                 outcome.snapshots += 1
                 var states: [SnapshotState] = []
-                replicas[index].keyspace.forEachReplicatedState(nowUnixMs: 0) { key, _, record, dot in
+                replicas[index].keyspace.forEachReplicatedState { key, _, record, dot in
                     states.append(SnapshotState(key: key, dot: dot, state: .register(record)))
                 }
                 transmit(.snapshot(from: index, through: through, states: states), from: index, to: peer, faults: faults)
@@ -450,8 +450,8 @@ public struct ReplicationSimulation {
     /// that matters), as comparable text.
     func liveState(_ index: Int, nowUnixMs: Int64) -> [String: String] {
         var state: [String: String] = [:]
-        replicas[index].keyspace.forEachReplicatedState(nowUnixMs: nowUnixMs) { key, namespace, record, _ in
-            guard namespace != nil else { return }
+        replicas[index].keyspace.forEachReplicatedState { key, namespace, record, _ in
+            guard namespace != nil, !record.isExpired(atUnixMs: nowUnixMs) else { return }
             state[String(decoding: key, as: UTF8.self)] = "\(String(decoding: record.value ?? [], as: UTF8.self)) value@\(record.valueStamp) expiry=\(record.expiryUnixMs)@\(record.expiryStamp) counter=\(record.counter.map { "\($0.value)" } ?? "-")"
         }
         return state
@@ -462,7 +462,7 @@ public struct ReplicationSimulation {
         var lines: [String] = []
         for replica in replicas {
             var found = "absent"
-            replica.keyspace.forEachReplicatedState(nowUnixMs: 0) { k, namespace, record, dot in
+            replica.keyspace.forEachReplicatedState { k, namespace, record, dot in
                 if k == Array(key.utf8) { found = "\(namespace == nil ? "dead" : "live") \(record) dot \(dot.map { "\($0)" } ?? "nil")" }
             }
             lines.append("\(replica.id): \(found)")

@@ -33,6 +33,16 @@ public struct DeltaBatch: Equatable, Sendable {
         self.deltas = deltas
     }
 
+    /// Raw bytes `delta` takes in a batch, exactly (the outbound log cuts batches with it).
+    public static func rawBytes(of delta: Delta) -> Int {
+        let body: Int
+        switch delta.state {
+        case .register(let record): body = record.encodedByteCount
+        case .counter(let counter): body = 22 + 28 * counter.contributions.count
+        }
+        return 2 + delta.key.count + 1 + (delta.previousDot == nil ? 0 : 12) + 1 + 4 + body
+    }
+
     public var firstSequence: UInt64 { deltas[0].dot.sequence }
     public var lastSequence: UInt64 { deltas[deltas.count - 1].dot.sequence }
 

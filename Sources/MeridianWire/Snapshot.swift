@@ -28,14 +28,14 @@ public struct SnapshotChunk: Equatable, Sendable {
         self.states = states
     }
 
-    /// Raw bytes a state takes in a chunk (to cut chunks under `DeltaBatch.rawBytesMax`).
+    /// Raw bytes a state takes in a chunk, exactly (chunks are cut under `DeltaBatch.rawBytesMax`).
     public static func rawBytes(of state: SnapshotState) -> Int {
         let body: Int
         switch state.state {
-        case .register(let record): body = DurableRecord.headerBytes + (record.value?.count ?? 0) + DurableRecord.trailerBytes
-        case .counter(let counter): body = 24 + 32 * counter.contributions.count
+        case .register(let record): body = record.encodedByteCount
+        case .counter(let counter): body = 22 + 28 * counter.contributions.count
         }
-        return 2 + state.key.count + 13 + 5 + body
+        return 2 + state.key.count + 1 + (state.dot == nil ? 0 : 12) + 1 + 4 + body
     }
 
     public func encoded(level: Int32 = Zstd.levelDefault) -> (payload: [UInt8], rawBytes: Int) {

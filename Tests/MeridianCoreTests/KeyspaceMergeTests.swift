@@ -186,7 +186,7 @@ import Testing
         }
         func state(_ keyspace: Keyspace) -> [String] {
             var lines: [String] = []
-            keyspace.forEachReplicatedState(nowUnixMs: 1_000) { key, _, record, _ in
+            keyspace.forEachReplicatedState { key, _, record, _ in
                 lines.append("\(String(decoding: key, as: UTF8.self)) \(record)")
             }
             return lines.sorted()
