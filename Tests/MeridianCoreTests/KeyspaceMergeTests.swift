@@ -149,6 +149,32 @@ import Testing
         #expect(keyspace.tombstones[Array("c".utf8)]?.counter?.contributions.first { $0.origin == Self.west }?.p == 11)
     }
 
+    @Test func aKeyWrittenAgainAfterADeleteKeepsItsCountersTotals() {
+        var keyspace = Keyspace(evictableNamespaces: [false], loggedNamespaces: [true], replicatedNamespaces: [true])
+        var counter = PNCounter()
+        counter.add(100, origin: Self.east)
+        var record = Self.record("100", at: 10, Self.east)
+        record.counter = counter
+        record.valueStamp = .zero
+        Self.merge(&keyspace, "c", record)
+        let slot = keyspace.slot(ofBytes: Array("c".utf8))!
+        keyspace.remove(slot: slot)
+        #expect(keyspace.tombstones[Array("c".utf8)]?.counter?.value == 100)
+        #expect(keyspace.tombstoneBytes > 0)
+        // SET c 5 here: the dead state's totals come back with the key, so a later INCR
+        // resets from 5 with them observed instead of counting them again elsewhere.
+        let entry = Entry(value: Array("5".utf8), valueStamp: Self.stamp(50, Self.east), expiryUnixMs: 0, expiryStamp: Self.stamp(50, Self.east), lastAccessUnixMs: 0, namespaceIndex: 0)
+        let live = Array("c".utf8).withUnsafeBytes { keyspace.insert(bytes: $0, entry: entry) }
+        #expect(keyspace.tombstones.isEmpty && keyspace.tombstoneBytes == 0)
+        #expect(keyspace.entry(at: live).counter?.contributions.first?.p == 100)
+        #expect(!keyspace.entry(at: live).showsCounter, "the plain write is newer than the counter's reset")
+        guard case .value(let sum, _, _) = keyspace.counterIncrement(key: Array("c".utf8), slot: live, amount: 1, origin: Self.east, stamp: Self.stamp(60, Self.east)) else {
+            Issue.record("INCR failed")
+            return
+        }
+        #expect(sum == 6)
+    }
+
     /// Random writes (values, deletes, expiries, counter states) from three data centers, each
     /// delivered to three replicas in its own random order with duplicates: every replica ends
     /// with the same keys, values, stamps, expiries, counters and tombstones.

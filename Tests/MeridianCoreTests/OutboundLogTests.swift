@@ -101,3 +101,42 @@ import Testing
         }
     }
 }
+
+@Suite struct OutboundLogRestartTests {
+    @Test func aRestartedPeerIsBehindAgainAndAJumpLeavesAGapForASnapshot() {
+        var log = OutboundLog(origin: OutboundLogTests.origin, peers: ["west"], retainedBytesMax: 1 << 20)
+        for sequence in 1...10 { log.append(OutboundLogTests.delta(UInt64(sequence)), bytes: 10) }
+        log.acknowledge(peer: "west", through: 8)
+        #expect(log.oldestRetained == 9)
+        // West restarted with nothing: what it acknowledged no longer counts; the log cannot
+        // give it deltas 1...8 any more, so it needs a snapshot.
+        log.peerRestarted("west", through: 0)
+        #expect(log.acknowledged["west"] == 0)
+        #expect(log.nextSend(after: 0, maxDeltas: 10, maxBytes: 1000) == .snapshot(through: 10))
+        // A jump (dots above the last issued exist somewhere) drops the retained deltas.
+        log.jump(to: 1_000)
+        #expect(log.nextDot == Dot(origin: OutboundLogTests.origin, sequence: 1_001))
+        #expect(log.retainedCount == 0 && log.retainedBytes == 0)
+        #expect(log.nextSend(after: 10, maxDeltas: 10, maxBytes: 1000) == .snapshot(through: 1_000))
+    }
+}
+
+@Suite struct TombstoneHorizonTests {
+    static let me = ReplicaID(datacenter: 0, node: 0)
+    static let west = ReplicaID(datacenter: 1, node: 0)
+
+    @Test func anAcknowledgementCountsOnceThisNodeHasThePeersWritesUpToIt() {
+        var horizon = TombstoneHorizon(peers: [Self.west])
+        let local = VersionVector([(Self.me, 10), (Self.west, 5)])
+        // West has seen our 10, and wrote up to 7 before saying so: a write of west's
+        // concurrent with our deletes may be among 6...7, which we have not applied yet.
+        horizon.record(peer: Self.west, vector: VersionVector([(Self.me, 10), (Self.west, 7)]))
+        #expect(horizon.horizon(local: local) == VersionVector())
+        // Once we have west's stream up to 7, its acknowledgement is stable.
+        let caughtUp = VersionVector([(Self.me, 10), (Self.west, 7)])
+        #expect(horizon.horizon(local: caughtUp) == VersionVector([(Self.me, 10), (Self.west, 7)]))
+        // A new link (west may have restarted) starts over.
+        horizon.reset(peer: Self.west)
+        #expect(horizon.horizon(local: caughtUp) == VersionVector())
+    }
+}

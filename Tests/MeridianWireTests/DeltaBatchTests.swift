@@ -43,6 +43,8 @@ import Testing
         let decoded = try DeltaBatch(decoding: encoded.payload)
         #expect(decoded == batch)
         #expect(decoded.firstSequence == batch.firstSequence && decoded.lastSequence == batch.lastSequence)
+        // The outbound log cuts batches by these sizes: they must be exact.
+        #expect(encoded.rawBytes == batch.deltas.map(DeltaBatch.rawBytes(of:)).reduce(0, +))
     }
 
     @Test func everyDamagedByteIsRefused() {
@@ -84,7 +86,7 @@ import Testing
             SnapshotState(key: Array("gone".utf8), dot: nil, state: .register(.tombstone(stamp: stamp))),
         ]
         let (payload, raw) = SnapshotChunk(states: states).encoded()
-        #expect(raw > 0)
+        #expect(raw == states.map(SnapshotChunk.rawBytes(of:)).reduce(0, +), "chunks are cut by exact sizes")
         #expect(try SnapshotChunk(decoding: payload).states == states)
         var corrupt = payload
         corrupt[9] ^= 0x40

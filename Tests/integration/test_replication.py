@@ -162,3 +162,20 @@ def test_sigkill_mid_stream_then_everything_converges(cluster):
         assert (east.ttl(key) > 0) == (west.ttl(key) > 0), key
     assert peer(cluster, "east-1", "west")["snapshots_sent"] >= 1 or peer(cluster, "west-1", "east")["snapshots_applied"] >= 1
     assert "applied a snapshot" in cluster.log("west-1")
+
+
+def test_a_silent_peer_link_is_closed_and_comes_back(cluster):
+    """A peer that stops answering (SIGSTOP: no FIN, the socket stays open) is detected by
+    silence and its link closed, so the link can come back once the peer answers again."""
+    import signal as signals
+    start_all(cluster)
+    east, _ = clients(cluster)
+    cluster.procs["west-1"].send_signal(signals.SIGSTOP)
+    try:
+        wait_for(lambda: "peer link silent" in cluster.log("east-1"), timeout=10, what="east noticing west's silence")
+        east.set("written-while-west-stopped", "yes")
+    finally:
+        cluster.procs["west-1"].send_signal(signals.SIGCONT)
+    wait_for(lambda: linked(cluster, "east-1", "west") and linked(cluster, "west-1", "east"), timeout=20, what="the link back")
+    west = client_for(cluster.ports["west-client"])
+    wait_for(lambda: west.get("written-while-west-stopped") == "yes", timeout=10, what="the write made meanwhile")
