@@ -77,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "meridian",
             dependencies: [
-                "MeridianCore", "MeridianConfig",
+                "MeridianCore", "MeridianConfig", "MeridianWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

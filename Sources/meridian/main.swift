@@ -2,13 +2,14 @@ import ArgumentParser
 import MeridianConfig
 import MeridianCore
 
-/// `meridian`: the operator's command line: validates configuration files and runs a local
-/// cluster (`dev-cluster`). Export and audit arrive with their issues.
+/// `meridian`: the operator's command line: validates configuration files, runs a local
+/// cluster (`dev-cluster`) and verifies audit exports (`audit verify`). Export arrives with
+/// the audit log (docs/AUDIT.md).
 struct Meridian: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meridian",
         abstract: "Meridian's operator tool.",
-        subcommands: [Config.self, DevCluster.self, Version.self])
+        subcommands: [Config.self, DevCluster.self, Audit.self, Version.self])
 }
 
 extension Meridian {

@@ -96,3 +96,38 @@ import Testing
         #expect(throws: WireError.self) { try SnapshotMarker(decoding: marker.encoded() + [0]) }
     }
 }
+
+@Suite struct ZstdStreamTests {
+    @Test func streamsRoundTripAndDamageIsRefused() throws {
+        var random = SplitMix64(seed: 9)
+        var plain: [UInt8] = []
+        for line in 0..<5_000 { plain += Array("{\"line\":\(line),\"value\":\"\(random.next() % 1000)\"}\n".utf8) }
+        let compressor = ZstdCompressor()
+        var compressed: [UInt8] = []
+        var offset = 0
+        while offset < plain.count {
+            let end = min(plain.count, offset + Int(random.next() % 5000) + 1)
+            compressed += compressor.compress(Array(plain[offset..<end]))
+            offset = end
+        }
+        compressed += compressor.finish()
+        #expect(compressed.count * 3 < plain.count)
+        func decompress(_ bytes: [UInt8], piece: Int) throws -> [UInt8] {
+            let decompressor = ZstdDecompressor()
+            var out: [UInt8] = []
+            var at = 0
+            while at < bytes.count {
+                out += try decompressor.decompress(Array(bytes[at..<min(bytes.count, at + piece)]))
+                at += piece
+            }
+            try decompressor.finish()
+            return out
+        }
+        #expect(try decompress(compressed, piece: 1000) == plain)
+        #expect(try decompress(compressed, piece: 7) == plain)
+        #expect(throws: WireError.self) { try decompress(Array(compressed.dropLast(5)), piece: 1000) }
+        var damaged = compressed
+        damaged[damaged.count / 2] ^= 0x20
+        #expect(throws: WireError.self) { try decompress(damaged, piece: 1000) }
+    }
+}

@@ -1,0 +1,159 @@
+/// The audit export's lines (docs/AUDIT.md): JSON objects with their keys in a fixed order,
+/// each ending with the hash chain `,"prev":"…","hash":"…"}`. Pure: the node that exports and
+/// `meridian audit verify` share it; files, sockets and compression are the callers'.
+public enum AuditFormat {
+    public static let version = 1
+    /// `prev` of the first line.
+    public static let chainStart = [UInt8](repeating: 0, count: 32)
+
+    /// Builds one line: append fields in order, then `finish` with the previous line's hash.
+    public struct LineBuilder {
+        var bytes: [UInt8] = [UInt8(ascii: "{")]
+        var first = true
+
+        public init(type: String) {
+            string("type", type)
+        }
+
+        mutating func key(_ name: String) {
+            if !first { bytes.append(UInt8(ascii: ",")) }
+            first = false
+            AuditFormat.appendJSONString(name, to: &bytes)
+            bytes.append(UInt8(ascii: ":"))
+        }
+
+        public mutating func string(_ name: String, _ value: String?) {
+            key(name)
+            if let value { AuditFormat.appendJSONString(value, to: &bytes) } else { bytes += Array("null".utf8) }
+        }
+
+        public mutating func number(_ name: String, _ value: Int) {
+            key(name)
+            bytes += Array(String(value).utf8)
+        }
+
+        public mutating func bool(_ name: String, _ value: Bool) {
+            key(name)
+            bytes += Array((value ? "true" : "false").utf8)
+        }
+
+        public mutating func strings(_ name: String, _ values: [String]) {
+            key(name)
+            bytes.append(UInt8(ascii: "["))
+            for (index, value) in values.enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                AuditFormat.appendJSONString(value, to: &bytes)
+            }
+            bytes.append(UInt8(ascii: "]"))
+        }
+
+        /// A version vector as `{"<dc>.<node>":"<sequence>",...}`.
+        public mutating func vector(_ name: String, _ vector: VersionVector) {
+            key(name)
+            bytes.append(UInt8(ascii: "{"))
+            for (index, entry) in vector.entries.enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                AuditFormat.appendJSONString("\(entry.origin.datacenter).\(entry.origin.node)", to: &bytes)
+                bytes.append(UInt8(ascii: ":"))
+                AuditFormat.appendJSONString(String(entry.sequence), to: &bytes)
+            }
+            bytes.append(UInt8(ascii: "}"))
+        }
+
+        /// Closes the line with the chain: returns its bytes (with the final newline) and its hash.
+        public consuming func finish(prev: [UInt8]) -> (line: [UInt8], hash: [UInt8]) {
+            string("prev", AuditFormat.hex(prev))
+            let hash = SHA256.digest(bytes)
+            string("hash", AuditFormat.hex(hash))
+            bytes.append(UInt8(ascii: "}"))
+            bytes.append(UInt8(ascii: "\n"))
+            return (bytes, hash)
+        }
+    }
+
+    // MARK: Text
+
+    /// Appends `text` as a JSON string (RFC 8259 escapes).
+    public static func appendJSONString(_ text: String, to bytes: inout [UInt8]) {
+        let digits = Array("0123456789abcdef".utf8)
+        bytes.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case 0x0A: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case 0x0D: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case 0x09: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0..<0x20:
+                bytes += Array("\\u00".utf8)
+                bytes.append(digits[Int(byte >> 4)])
+                bytes.append(digits[Int(byte & 15)])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    public static func hex(_ bytes: [UInt8]) -> String { SHA256.hex(bytes) }
+
+    /// Standard base64 with padding (RFC 4648).
+    public static func base64(_ bytes: [UInt8]) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var index = 0
+        while index + 3 <= bytes.count {
+            let n = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
+            for shift in [18, 12, 6, 0] as [UInt32] { out.append(alphabet[Int((n >> shift) & 63)]) }
+            index += 3
+        }
+        let rest = bytes.count - index
+        if rest > 0 {
+            let n = UInt32(bytes[index]) << 16 | (rest == 2 ? UInt32(bytes[index + 1]) << 8 : 0)
+            out.append(alphabet[Int((n >> 18) & 63)])
+            out.append(alphabet[Int((n >> 12) & 63)])
+            out.append(rest == 2 ? alphabet[Int((n >> 6) & 63)] : UInt8(ascii: "="))
+            out.append(UInt8(ascii: "="))
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Unix milliseconds as RFC 3339 UTC with milliseconds: `2026-11-29T07:02:23.123Z`.
+    public static func rfc3339(unixMs: Int64) -> String {
+        let ms = ((unixMs % 1000) + 1000) % 1000
+        let seconds = (unixMs - ms) / 1000
+        let secondOfDay = ((seconds % 86_400) + 86_400) % 86_400
+        let days = (seconds - secondOfDay) / 86_400
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        func pad(_ value: Int64, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(ms, 3))Z"
+    }
+
+    // MARK: Chain
+
+    /// Splits a line (without its newline) into the bytes its hash covers and the hash it
+    /// states, or nil when it does not end like a chained line.
+    public static func chainParts(of line: ArraySlice<UInt8>) -> (covered: ArraySlice<UInt8>, stated: String)? {
+        let marker = Array(",\"hash\":\"".utf8)
+        // `,"hash":"` + 64 hex digits + `"}`.
+        let tail = marker.count + 64 + 2
+        guard line.count >= tail else { return nil }
+        let start = line.endIndex - tail
+        guard Array(line[start..<(start + marker.count)]) == marker,
+              line[line.endIndex - 2] == UInt8(ascii: "\""), line[line.endIndex - 1] == UInt8(ascii: "}") else { return nil }
+        let stated = String(decoding: line[(start + marker.count)..<(line.endIndex - 2)], as: UTF8.self)
+        return (line[line.startIndex..<start], stated)
+    }
+}
