@@ -118,8 +118,12 @@ public enum AuditFormat {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// The range RFC 3339 can write (years 0001 to 9999); times outside are clamped to it.
+    public static let rfc3339UnixMsRange: ClosedRange<Int64> = -62_135_596_800_000...253_402_300_799_999
+
     /// Unix milliseconds as RFC 3339 UTC with milliseconds: `2026-11-29T07:02:23.123Z`.
-    public static func rfc3339(unixMs: Int64) -> String {
+    public static func rfc3339(unixMs unclamped: Int64) -> String {
+        let unixMs = min(max(unclamped, rfc3339UnixMsRange.lowerBound), rfc3339UnixMsRange.upperBound)
         let ms = ((unixMs % 1000) + 1000) % 1000
         let seconds = (unixMs - ms) / 1000
         let secondOfDay = ((seconds % 86_400) + 86_400) % 86_400

@@ -14,6 +14,32 @@ extension AuditFormat {
 
     public static let operations: Set<String> = ["set", "delete", "expire", "counter", "strong-commit"]
 
+    /// What a field may hold.
+    enum FieldType { case string, optionalString, number, bool, strings, vector }
+
+    static let fieldTypes: [String: FieldType] = [
+        "type": .string, "format": .number, "cluster": .string, "node": .string, "since": .vector, "until": .vector,
+        "namespaces": .strings, "digest_only": .bool, "namespace": .string, "key": .string, "op": .string,
+        "value": .optionalString, "value_sha256": .optionalString, "counter": .optionalString, "hlc": .string,
+        "time": .string, "origin_dc": .string, "origin_node": .string, "dot": .string, "expiry": .optionalString,
+        "winner_hlc": .string, "winner_origin": .string, "loser_hlc": .string, "loser_origin": .string,
+        "loser_value_sha256": .optionalString, "detected_at": .string, "deltas": .number, "conflicts": .number,
+        "chain_head": .string, "prev": .string, "hash": .string,
+    ]
+
+    /// Whether `value` has the type the format gives `field`.
+    static func hasDocumentedType(_ value: JSONValue, field: String) -> Bool {
+        switch (fieldTypes[field], value) {
+        case (.string, .string), (.optionalString, .string), (.optionalString, .null), (.bool, .bool): return true
+        case (.number, .number(let text)): return Int(text) != nil && !text.hasPrefix("-")
+        case (.strings, .array(let items)): return items.allSatisfy { $0.stringValue != nil }
+        case (.vector, .object(let members)): return members.allSatisfy { member in
+            member.value.stringValue.map { UInt64($0) != nil } ?? false
+        }
+        default: return false
+        }
+    }
+
     public static func header(
         cluster: String, node: String, since: VersionVector, until: VersionVector, namespaces: [String], digestOnly: Bool
     ) -> LineBuilder {
@@ -127,6 +153,14 @@ public struct AuditVerifier {
         guard json.keys == expected else {
             throw problem("\(type) line with keys \(json.keys.joined(separator: ",")), expected \(expected.joined(separator: ","))")
         }
+        if case .object(let members) = json, let bad = members.first(where: { !AuditFormat.hasDocumentedType($0.value, field: $0.key) }) {
+            throw problem("\(bad.key) is not of the documented type")
+        }
+        // The line must be written exactly as the format writes it (no whitespace, the same
+        // escapes), so that what was hashed is what a reader parses.
+        var canonical: [UInt8] = []
+        json.canonicalBytes(into: &canonical)
+        guard canonical.elementsEqual(line) else { throw problem("the line is not in the format's canonical form") }
         if lineNumber == 1 {
             guard type == "header" else { throw problem("the first line is a \(type), not the header") }
             guard json["format"]?.intValue == AuditFormat.version else {
@@ -139,6 +173,11 @@ public struct AuditVerifier {
         }
         if type == "delta", let operation = json["op"]?.stringValue, !AuditFormat.operations.contains(operation) {
             throw problem("unknown operation \(operation)")
+        }
+        for field in ["prev", "hash"] {
+            guard let text = json[field]?.stringValue, text.utf8.count == 64, text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }) else {
+                throw problem("\(field) is not 64 lowercase hex digits")
+            }
         }
         guard let parts = AuditFormat.chainParts(of: line) else { throw problem("the line does not end with the hash chain") }
         guard json["prev"]?.stringValue == previousHash else {

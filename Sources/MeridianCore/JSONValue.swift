@@ -39,6 +39,39 @@ public indirect enum JSONValue: Equatable, Sendable {
         return nil
     }
 
+    /// The value written the way the audit writer writes it: no whitespace, keys in their
+    /// order, strings escaped as `AuditFormat.appendJSONString` does, numbers as they were.
+    public func canonicalBytes(into bytes: inout [UInt8]) {
+        switch self {
+        case .null: bytes += Array("null".utf8)
+        case .bool(let value): bytes += Array((value ? "true" : "false").utf8)
+        case .number(let text): bytes += Array(text.utf8)
+        case .string(let text): AuditFormat.appendJSONString(text, to: &bytes)
+        case .array(let items):
+            bytes.append(UInt8(ascii: "["))
+            for (index, item) in items.enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                item.canonicalBytes(into: &bytes)
+            }
+            bytes.append(UInt8(ascii: "]"))
+        case .object(let members):
+            bytes.append(UInt8(ascii: "{"))
+            for (index, member) in members.enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                AuditFormat.appendJSONString(member.key, to: &bytes)
+                bytes.append(UInt8(ascii: ":"))
+                member.value.canonicalBytes(into: &bytes)
+            }
+            bytes.append(UInt8(ascii: "}"))
+        }
+    }
+
+    /// An object's members as a dictionary (for comparing version vectors in any key order).
+    public var members: [String: JSONValue] {
+        guard case .object(let members) = self else { return [:] }
+        return Dictionary(members.map { ($0.key, $0.value) }, uniquingKeysWith: { first, _ in first })
+    }
+
     /// The keys of an object, in order.
     public var keys: [String] {
         if case .object(let members) = self { return members.map(\.key) }
@@ -120,18 +153,53 @@ public indirect enum JSONValue: Equatable, Sendable {
             }
         }
 
+        /// RFC 8259's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
         mutating func number() throws(ParseError) -> String {
             let start = offset
-            if offset < bytes.endIndex, bytes[offset] == UInt8(ascii: "-") { offset += 1 }
-            var digits = 0
-            while offset < bytes.endIndex, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[offset]) || [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E"), UInt8(ascii: "+"), UInt8(ascii: "-")].contains(bytes[offset]) {
-                offset += 1
-                digits += 1
+            func isDigit(_ index: Int) -> Bool {
+                index < bytes.endIndex && (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index])
             }
-            guard digits > 0 else { throw error("unexpected byte") }
-            let text = String(decoding: bytes[start..<offset], as: UTF8.self)
-            guard Double(text) != nil else { throw error("malformed number") }
-            return text
+            func digits() throws(ParseError) {
+                guard isDigit(offset) else { throw error("malformed number") }
+                while isDigit(offset) { offset += 1 }
+            }
+            if offset < bytes.endIndex, bytes[offset] == UInt8(ascii: "-") { offset += 1 }
+            guard isDigit(offset) else { throw error(offset == start ? "unexpected byte" : "malformed number") }
+            if bytes[offset] == UInt8(ascii: "0") {
+                offset += 1
+                if isDigit(offset) { throw error("a number with a leading zero") }
+            } else {
+                try digits()
+            }
+            if offset < bytes.endIndex, bytes[offset] == UInt8(ascii: ".") {
+                offset += 1
+                try digits()
+            }
+            if offset < bytes.endIndex, bytes[offset] == UInt8(ascii: "e") || bytes[offset] == UInt8(ascii: "E") {
+                offset += 1
+                if offset < bytes.endIndex, bytes[offset] == UInt8(ascii: "+") || bytes[offset] == UInt8(ascii: "-") { offset += 1 }
+                try digits()
+            }
+            return String(decoding: bytes[start..<offset], as: UTF8.self)
+        }
+
+        /// Four hex digits of a `\u` escape, exactly.
+        mutating func hexQuad() throws(ParseError) -> UInt32 {
+            guard bytes.endIndex - offset >= 4 else { throw error("malformed \\u escape") }
+            var value: UInt32 = 0
+            for _ in 0..<4 {
+                let byte = bytes[offset]
+                let digit: UInt8
+                switch byte {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
+                default: throw error("malformed \\u escape")
+                }
+                value = value << 4 | UInt32(digit)
+                offset += 1
+            }
+            return value
         }
 
         mutating func string() throws(ParseError) -> String {
@@ -157,11 +225,17 @@ public indirect enum JSONValue: Equatable, Sendable {
                     case UInt8(ascii: "b"): out.append(0x08)
                     case UInt8(ascii: "f"): out.append(0x0C)
                     case UInt8(ascii: "u"):
-                        guard bytes.endIndex - offset >= 4, let code = UInt32(String(decoding: bytes[offset..<(offset + 4)], as: UTF8.self), radix: 16) else {
-                            throw error("malformed \\u escape")
+                        var code = try hexQuad()
+                        if (0xD800...0xDBFF).contains(code) {
+                            // A surrogate pair: the low half must follow as another escape.
+                            guard bytes.endIndex - offset >= 2, bytes[offset] == UInt8(ascii: "\\"), bytes[offset + 1] == UInt8(ascii: "u") else {
+                                throw error("a lone surrogate")
+                            }
+                            offset += 2
+                            let low = try hexQuad()
+                            guard (0xDC00...0xDFFF).contains(low) else { throw error("a lone surrogate") }
+                            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
                         }
-                        offset += 4
-                        // Surrogate pairs are not produced by the audit writer; refuse them.
                         guard let scalar = Unicode.Scalar(code) else { throw error("a \\u escape that is not a scalar") }
                         out += Array(String(Character(scalar)).utf8)
                     default: throw error("unknown escape")

@@ -56,31 +56,47 @@ public final class ZstdDecompressor {
 
     /// Decompresses `bytes`; returns the bytes they complete.
     public func decompress(_ bytes: [UInt8]) throws(WireError) -> [UInt8] {
-        if !bytes.isEmpty { sawInput = true }
         var result: [UInt8] = []
-        var failure: String?
+        try decompress(bytes) { result += $0 }
+        return result
+    }
+
+    /// Decompresses `bytes`, handing the output to `consume` one buffer (at most 128 KiB) at a
+    /// time, so that a caller can bound what it keeps however much a piece expands.
+    public func decompress(_ bytes: [UInt8], _ consume: (ArraySlice<UInt8>) throws(WireError) -> Void) throws(WireError) {
+        if !bytes.isEmpty { sawInput = true }
+        var failure: WireError?
         bytes.withUnsafeBytes { source in
             var input = ZSTD_inBuffer(src: source.baseAddress, size: source.count, pos: 0)
-            while input.pos < input.size || failure == nil {
-                let (code, produced): (Int, Int) = output.withUnsafeMutableBytes { destination in
+            while true {
+                var produced = 0
+                let code: Int = output.withUnsafeMutableBytes { destination in
                     var out = ZSTD_outBuffer(dst: destination.baseAddress, size: destination.count, pos: 0)
                     let code = ZSTD_decompressStream(context, &out, &input)
-                    if ZSTD_isError(code) == 0 {
-                        result.append(contentsOf: UnsafeRawBufferPointer(rebasing: destination[0..<out.pos]))
-                    }
-                    return (code, out.pos)
+                    produced = out.pos
+                    return code
                 }
                 if ZSTD_isError(code) != 0 {
-                    failure = String(cString: ZSTD_getErrorName(code))
+                    failure = .compression(String(cString: ZSTD_getErrorName(code)))
                     return
                 }
+                if produced > 0 {
+                    do throws(WireError) {
+                        try consume(output[0..<produced])
+                    } catch {
+                        failure = error
+                        return
+                    }
+                }
                 lastHint = code
+                // A frame ended and the input is used up: stop here (another call would start
+                // reading a next frame's header and forget that this one was complete).
+                if code == 0 && input.pos == input.size { return }
                 // Done with this piece once the input is used up and zstd has no more output.
                 if input.pos == input.size && produced < output.count { return }
             }
         }
-        if let failure { throw .compression(failure) }
-        return result
+        if let failure { throw failure }
     }
 
     /// Checks that the input ended at the end of a frame (not truncated).

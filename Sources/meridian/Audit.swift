@@ -37,7 +37,7 @@ extension Meridian.Audit {
                     printError("\(file): \(failure.message)")
                     throw ExitCode(1)
                 }
-                if let previous, previous.until != summary.since {
+                if let previous, previous.until.members != summary.since.members {
                     printError("\(file): line 1: its range starts at \(Self.text(summary.since)), but \(previous.file) ended at \(Self.text(previous.until)): an export is missing between them")
                     throw ExitCode(1)
                 }
@@ -55,35 +55,51 @@ extension Meridian.Audit {
             defer { fclose(handle) }
             let decompressor = ZstdDecompressor()
             var verifier = AuditVerifier()
+            // Bytes of the line being assembled; lines are checked as soon as they end, so
+            // memory stays bounded by the longest line whatever the file's size.
             var pending: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 1 << 16)
             var lines = 0
+            var problem: String?
+            var chunk = [UInt8](repeating: 0, count: 1 << 16)
+            func take(_ plain: ArraySlice<UInt8>) throws(WireError) {
+                var start = plain.startIndex
+                while let newline = plain[start...].firstIndex(of: 0x0A) {
+                    pending += plain[start..<newline]
+                    start = newline + 1
+                    lines += 1
+                    if pending.count > lineBytesMax {
+                        problem = "line \(lines): longer than \(lineBytesMax) bytes"
+                        throw .malformed("line too long")
+                    }
+                    do {
+                        try verifier.consume(pending[...])
+                    } catch {
+                        problem = "\(error)"
+                        throw .malformed("bad line")
+                    }
+                    pending.removeAll(keepingCapacity: true)
+                }
+                pending += plain[start...]
+                if pending.count > lineBytesMax {
+                    problem = "line \(lines + 1): longer than \(lineBytesMax) bytes"
+                    throw .malformed("line too long")
+                }
+            }
+            var total = 0
             while true {
                 let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, handle) }
                 if count == 0 {
                     if ferror(handle) != 0 { throw Failure(message: "read error") }
                     break
                 }
-                let plain: [UInt8]
+                total += count
                 do {
-                    plain = try decompressor.decompress(Array(chunk[0..<count]))
+                    try decompressor.decompress(Array(chunk[0..<count]), take)
                 } catch {
-                    throw Failure(message: "line \(lines + 1): the compressed data is damaged (\(error))")
+                    throw Failure(message: problem ?? "line \(lines + 1): the compressed data is damaged (\(error))")
                 }
-                pending += plain
-                var start = 0
-                while let newline = pending[start...].firstIndex(of: 0x0A) {
-                    lines += 1
-                    do {
-                        try verifier.consume(pending[start..<newline])
-                    } catch {
-                        throw Failure(message: "\(error)")
-                    }
-                    start = newline + 1
-                }
-                pending.removeFirst(start)
-                if pending.count > lineBytesMax { throw Failure(message: "line \(lines + 1): longer than \(lineBytesMax) bytes") }
             }
+            if total == 0 { throw Failure(message: "the file is empty") }
             do {
                 try decompressor.finish()
             } catch {

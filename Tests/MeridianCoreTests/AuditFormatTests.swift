@@ -26,6 +26,12 @@ import Testing
             #expect(try JSONValue(parsing: bytes[...]) == .string(text))
         }
         #expect(throws: JSONValue.ParseError.self) { try JSONValue(parsing: Array("{\"a\":1} x".utf8)[...]) }
+        for bad in ["01", "-01", "+1", "1.", ".5", "1.e5", "1-2", "--1", "1e", "\"\\u+041\"", "\"\\ud83d\"", "\"\\u12\""] {
+            #expect(throws: JSONValue.ParseError.self, "\(bad)") { try JSONValue(parsing: Array(bad.utf8)[...]) }
+        }
+        for (good, value) in [("0", JSONValue.number("0")), ("-0.5e+3", .number("-0.5e+3")), ("\"\\ud83d\\ude00\"", .string("😀")), ("\"\\u0041\"", .string("A"))] {
+            #expect(try JSONValue(parsing: Array(good.utf8)[...]) == value, "\(good)")
+        }
         #expect(throws: JSONValue.ParseError.self) { try JSONValue(parsing: Array("{\"a\":".utf8)[...]) }
     }
 
@@ -133,6 +139,26 @@ import Testing
         #expect(truncated.message.contains("no trailer"))
     }
 
+    @Test func onlyTheCanonicalFormIsAccepted() {
+        let lines = Self.export()
+        // Whitespace, a CRLF ending, an empty line, a field of the wrong type: each refused on its line.
+        var spaced = lines
+        spaced[2] = Array(String(decoding: lines[2], as: UTF8.self).replacingFirst("\",\"op\":", with: "\", \"op\":").utf8)
+        var crlf = lines
+        crlf[2].insert(0x0D, at: crlf[2].count - 1)
+        var empty = lines
+        empty.insert([0x0A], at: 3)
+        var typed = lines
+        typed[2] = Array(String(decoding: lines[2], as: UTF8.self).replacingFirst("\"op\":\"delete\"", with: "\"op\":null").utf8)
+        for (name, damaged, line) in [("whitespace", spaced, 3), ("CRLF", crlf, 3), ("empty line", empty, 4), ("wrong type", typed, 3)] {
+            guard case .failure(let problem) = Self.verify(damaged) else {
+                Issue.record("\(name) went unnoticed")
+                continue
+            }
+            #expect(problem.line == line, "\(name): \(problem)")
+        }
+    }
+
     @Test func countsMustMatch() {
         var lines = Self.export()
         // A trailer that claims one delta more, correctly chained: the counts catch it.
@@ -151,5 +177,18 @@ import Testing
             return
         }
         #expect(problem.line == lines.count && problem.message.contains("6 deltas"))
+    }
+}
+
+extension String {
+    /// The string with the first occurrence of `target` replaced (the test must find it).
+    func replacingFirst(_ target: String, with replacement: String) -> String {
+        let characters = Array(self)
+        let pattern = Array(target)
+        for start in 0...(characters.count - pattern.count) where Array(characters[start..<(start + pattern.count)]) == pattern {
+            return String(characters[..<start]) + replacement + String(characters[(start + pattern.count)...])
+        }
+        Issue.record("\(target) not found")
+        return self
     }
 }

@@ -129,5 +129,14 @@ import Testing
         var damaged = compressed
         damaged[damaged.count / 2] ^= 0x20
         #expect(throws: WireError.self) { try decompress(damaged, piece: 1000) }
+        // Content of exactly one and two output buffers (128 KiB each): a frame that ends as the
+        // buffer fills is complete, not truncated. Two frames in a row decompress as one stream.
+        for size in [1 << 17, 2 << 17] {
+            let exact = [UInt8](repeating: 0x61, count: size)
+            let one = ZstdCompressor()
+            let frame = one.compress(exact) + one.finish()
+            #expect(try decompress(frame, piece: 1 << 16) == exact)
+            #expect(try decompress(frame + frame, piece: 3000) == exact + exact)
+        }
     }
 }

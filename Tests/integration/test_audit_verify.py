@@ -97,6 +97,13 @@ def test_tampering_is_refused_with_the_line(tmp_path):
     refused(verify(tmp_path / "cut.zst"), None, "truncated")
 
 
+def test_continuity_does_not_depend_on_key_order(tmp_path):
+    first = write(tmp_path / "1.zst", export_lines({}, {"0.0": "6", "1.0": "5"}))
+    second = write(tmp_path / "2.zst", export_lines({"1.0": "5", "0.0": "6"}, {"0.0": "9", "1.0": "5"}))
+    result = verify(first, second)
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_gap_between_exports_is_refused(tmp_path):
     first = write(tmp_path / "1.zst", export_lines({}, {"0.0": "6"}))
     third = write(tmp_path / "3.zst", export_lines({"0.0": "12"}, {"0.0": "18"}))
