@@ -723,6 +723,21 @@ public struct Keyspace: Sendable {
         materializeCounter(at: slot)
     }
 
+    /// Up to `limit` keys in the index from slot position `from` on, with their states, and the
+    /// position to continue from (nil: the slots are done). Slots never move while their key
+    /// lives, so a walk in steps sees every key present for the whole walk.
+    public func replicatedStates(fromSlot from: Int, limit: Int) -> (states: [(key: [UInt8], namespaceIndex: Int, record: DurableRecord)], next: Int?) {
+        var states: [(key: [UInt8], namespaceIndex: Int, record: DurableRecord)] = []
+        var slot = from
+        while slot < slots.count && states.count < limit {
+            if slots[slot].hash != 0 {
+                states.append((slots[slot].key.bytes, Int(slots[slot].entry.namespaceIndex), DurableRecord(slots[slot].entry)))
+            }
+            slot += 1
+        }
+        return (states, slot < slots.count ? slot : nil)
+    }
+
     /// Calls `body` with every key in the index and its state (expired ones too: a peer must
     /// learn of an expiry field it missed), then every dead state: what a snapshot of this
     /// keyspace sends another data center. `namespaceIndex` is nil for dead states.

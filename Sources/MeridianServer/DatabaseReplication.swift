@@ -123,17 +123,30 @@ extension Database {
     }
 
     /// The states of one shard's replicated keys (live keys and tombstones), for a snapshot.
-    func snapshotStates(shard index: Int, nowUnixMs: Int64) -> [SnapshotState] {
-        var states: [SnapshotState] = []
+    /// One step of a snapshot of shard `index`: up to `limit` live keys of replicated
+    /// namespaces from slot `from` on, and where to continue (nil: the shard's live keys are
+    /// done). The shard's lock is held for one step only.
+    func snapshotStates(shard index: Int, fromSlot from: Int, limit: Int) -> (states: [SnapshotState], next: Int?) {
         let shard = shards[index]
         shard.lock.lock()
-        shard.keyspace.forEachReplicatedState { key, namespaceIndex, record, dot in
-            let namespace = namespaceIndex ?? key.withUnsafeBytes { namespaces.index(of: $0) }
-            guard replicatedNamespaces[namespace] else { return }
-            states.append(SnapshotState(key: key, dot: dot, state: .register(record)))
-        }
+        let step = shard.keyspace.replicatedStates(fromSlot: from, limit: limit)
         shard.lock.unlock()
-        return states
+        let states = step.states.filter { replicatedNamespaces[$0.namespaceIndex] }
+            .map { SnapshotState(key: $0.key, dot: $0.record.dot, state: .register($0.record)) }
+        return (states, step.next)
+    }
+
+    /// The dead states of shard `index` in replicated namespaces (the last step of a shard's
+    /// snapshot; there are few: they are collected within seconds once peers acknowledge).
+    func snapshotDeadStates(shard index: Int) -> [SnapshotState] {
+        let shard = shards[index]
+        shard.lock.lock()
+        let dead = shard.keyspace.tombstones
+        shard.lock.unlock()
+        return dead.compactMap { key, tombstone in
+            replicatedNamespaces[key.withUnsafeBytes { namespaces.index(of: $0) }]
+                ? SnapshotState(key: key, dot: tombstone.dot, state: .register(tombstone.record)) : nil
+        }
     }
 
     /// Drops tombstones every full data center has seen (invariant 7), in memory and on disk.

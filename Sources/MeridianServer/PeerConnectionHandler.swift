@@ -35,8 +35,12 @@ final class PeerConnectionHandler: ChannelInboundHandler {
     private var stream: Replicator.Stream?
     /// The last sequence of this node's stream sent (or known to be at the peer) on this link.
     private var sentThrough: UInt64 = 0
-    /// A snapshot being sent: the sequence it covers and the next shard to send.
-    private var outgoingSnapshot: (through: UInt64, nextShard: Int)?
+    /// A snapshot being sent: the sequence it covers, and where it is (shard, slot position in
+    /// it; nil slot: the shard's dead states are next).
+    private var outgoingSnapshot: (through: UInt64, shard: Int, slot: Int?)?
+    /// Keys per snapshot step (one chunk each, well under the 1 MiB raw bound for small values;
+    /// larger values cut the chunk earlier).
+    static let snapshotKeysPerStep = 1024
     /// The snapshot being received: the sequence it covers.
     private var incomingSnapshot: UInt64?
     /// Work received but not done yet, in order: frames, and acknowledgements of batches that
@@ -362,7 +366,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
                     }
                     return
                 }
-                sendSnapshotShard(snapshot, context: context)
+                sendSnapshotStep(snapshot, context: context)
                 wrote = true
                 continue
             }
@@ -384,24 +388,36 @@ final class PeerConnectionHandler: ChannelInboundHandler {
                 links.logger.info("sending a snapshot", metadata: ["peer": "\(peer ?? "?")", "through": "\(through)", "peer_had": "\(sentThrough)"])
                 write(Frame(type: .snapshotBegin, payload: SnapshotMarker(origin: replicator.me, through: through).encoded()), context: context)
                 wrote = true
-                outgoingSnapshot = (through, 0)
+                outgoingSnapshot = (through, 0, 0)
                 replicator.count(peer: peerDatacenter) { $0.snapshotsSent += 1 }
             }
         }
     }
 
-    /// Sends one shard of the snapshot in progress (in chunks under the raw batch bound), or
-    /// its end once every shard went.
-    private func sendSnapshotShard(_ snapshot: (through: UInt64, nextShard: Int), context: ChannelHandlerContext) {
+    /// Sends one step of the snapshot in progress — a bounded slice of one shard's keys (its
+    /// lock held only while they are copied), or that shard's dead states — as chunks under the
+    /// raw batch bound, or the snapshot's end once every shard went. The pump calls it again
+    /// while the channel is writable, so a large keyspace never stalls the loop or piles up in
+    /// the channel.
+    private func sendSnapshotStep(_ snapshot: (through: UInt64, shard: Int, slot: Int?), context: ChannelHandlerContext) {
         guard let database = links.database, let replicator else { return }
         let level = Int32(links.configuration.replication.zstdLevel)
-        guard snapshot.nextShard < Database.shardCount else {
+        guard snapshot.shard < Database.shardCount else {
             write(Frame(type: .snapshotEnd, payload: SnapshotMarker(origin: replicator.me, through: snapshot.through).encoded()), context: context)
             outgoingSnapshot = nil
             sentThrough = snapshot.through
             return
         }
-        let states = database.snapshotStates(shard: snapshot.nextShard, nowUnixMs: SystemClock.nowUnixMs())
+        let states: [SnapshotState]
+        if let slot = snapshot.slot {
+            let step = database.snapshotStates(shard: snapshot.shard, fromSlot: slot, limit: Self.snapshotKeysPerStep)
+            states = step.states
+            // After the last slice of live keys, the shard's dead states.
+            outgoingSnapshot = (snapshot.through, snapshot.shard, step.next)
+        } else {
+            states = database.snapshotDeadStates(shard: snapshot.shard)
+            outgoingSnapshot = (snapshot.through, snapshot.shard + 1, 0)
+        }
         var chunk: [SnapshotState] = []
         var chunkBytes = 0
         func flushChunk() {
@@ -422,7 +438,6 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             chunkBytes += bytes
         }
         flushChunk()
-        outgoingSnapshot = (snapshot.through, snapshot.nextShard + 1)
     }
 
     private func encode(_ frame: Frame, context: ChannelHandlerContext) -> ByteBuffer {

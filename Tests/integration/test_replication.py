@@ -211,3 +211,23 @@ def test_a_silent_peer_link_is_closed_and_comes_back(cluster):
     wait_for(lambda: linked(cluster, "east-1", "west") and linked(cluster, "west-1", "east"), timeout=20, what="the link back")
     west = client_for(cluster.ports["west-client"])
     wait_for(lambda: west.get("written-while-west-stopped") == "yes", timeout=10, what="the write made meanwhile")
+
+
+def test_a_large_snapshot_arrives_whole(cluster):
+    """100,000 keys written while the peer is down reach it by snapshot, sent in bounded steps
+    (1,024 keys of a shard at a time) while the channel takes them."""
+    start_all(cluster)
+    east, _ = clients(cluster)
+    cluster.procs["west-1"].kill()
+    cluster.procs["west-1"].wait(10)
+    for start in range(0, 100_000, 5_000):
+        pipe = east.pipeline(transaction=False)
+        for n in range(start, start + 5_000):
+            pipe.set(f"cache:bulk:{n}", f"value-{n}")
+        pipe.execute()
+    cluster.start("west-1")
+    west = client_for(cluster.ports["west-client"])
+    wait_for(lambda: west.dbsize() >= 100_000, timeout=60, what="west holding the 100,000 keys")
+    sample = [f"cache:bulk:{n}" for n in range(0, 100_000, 997)]
+    assert west.mget(sample) == [f"value-{n}" for n in range(0, 100_000, 997)]
+    assert peer(cluster, "west-1", "east")["snapshots_applied"] >= 1
