@@ -203,7 +203,7 @@ public enum ConfigurationLoader {
         for (index, entry) in list.enumerated() {
             let path = "namespaces[\(index)]"
             guard let mapping = entry.mapping else { throw ConfigurationError(field: path, problem: "expected a mapping") }
-            try checkKeys(mapping, allowed: ["name", "prefix", "consistency", "durability", "eviction", "default_ttl", "strong_keys", "write_back_window"], at: path)
+            try checkKeys(mapping, allowed: ["name", "prefix", "consistency", "durability", "eviction", "default_ttl", "strong_keys", "write_back_window", "audit_retention"], at: path)
             let name = try requiredName(mapping, "name", at: path)
             if namespaces.contains(where: { $0.name == name }) {
                 throw ConfigurationError(field: "\(path).name", problem: "duplicate namespace name '\(name)'")
@@ -241,6 +241,17 @@ public enum ConfigurationLoader {
                 }
                 writeBackWindowMs = ms
             }
+            var auditRetentionMs: Int64?
+            if let retentionNode = mapping["audit_retention"] {
+                let text = try scalar(retentionNode, at: "\(path).audit_retention")
+                guard let ms = Units.parseDurationMs(text), ms <= NamespaceConfig.auditRetentionMsMax else {
+                    throw ConfigurationError(field: "\(path).audit_retention", problem: "expected a duration up to 3650d, such as 7d or 12h (0 turns auditing off), got '\(text)'")
+                }
+                guard ms == 0 || durability != .memory else {
+                    throw ConfigurationError(field: "\(path).audit_retention", problem: "a memory namespace keeps nothing on disk, so it has no audit log (make it write-back or write-through, or set 0)")
+                }
+                auditRetentionMs = ms
+            }
             var strongKeys: [GlobPattern] = []
             if let globsNode = mapping["strong_keys"] {
                 guard let globs = globsNode.sequence else {
@@ -262,7 +273,7 @@ public enum ConfigurationLoader {
             namespaces.append(NamespaceConfig(
                 name: name, prefix: prefix, consistency: consistency, durability: durability,
                 eviction: eviction, defaultTTLMs: defaultTTL, strongKeys: strongKeys,
-                writeBackWindowMs: writeBackWindowMs))
+                writeBackWindowMs: writeBackWindowMs, auditRetentionMs: auditRetentionMs))
         }
         if !namespaces.contains(where: { $0.prefix.isEmpty }) {
             if namespaces.contains(where: { $0.name == NamespaceConfig.defaultNamespace.name }) {

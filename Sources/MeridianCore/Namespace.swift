@@ -40,6 +40,16 @@ public struct NamespaceConfig: Sendable, Equatable {
     /// and so the most a crash can lose.
     public var writeBackWindowMs: Int64
 
+    /// How long every change to this namespace's keys stays in the node's audit log on disk,
+    /// for `meridian export` (docs/AUDIT.md); 0: not audited. Durable namespaces only: a
+    /// `memory` namespace promises never to touch disk.
+    public var auditRetentionMs: Int64
+
+    /// `audit_retention` of a durable namespace when the configuration names none (7 days).
+    public static let auditRetentionMsDefault: Int64 = 7 * 86_400_000
+    /// The longest `audit_retention` (10 years).
+    public static let auditRetentionMsMax: Int64 = 3_650 * 86_400_000
+
     /// `write_back_window` when the configuration names none.
     public static let writeBackWindowMsDefault: Int64 = 100
     /// Bounds of `write_back_window`: below 2 ms a sync could not fit in the window; above a
@@ -50,9 +60,10 @@ public struct NamespaceConfig: Sendable, Equatable {
         name: String, prefix: [UInt8], consistency: Consistency = .eventual,
         durability: Durability = .writeBack, eviction: EvictionPolicy = .lru,
         defaultTTLMs: Int64? = nil, strongKeys: [GlobPattern] = [],
-        writeBackWindowMs: Int64 = NamespaceConfig.writeBackWindowMsDefault
+        writeBackWindowMs: Int64 = NamespaceConfig.writeBackWindowMsDefault, auditRetentionMs: Int64? = nil
     ) {
         self.writeBackWindowMs = writeBackWindowMs
+        self.auditRetentionMs = auditRetentionMs ?? (durability == .memory ? 0 : NamespaceConfig.auditRetentionMsDefault)
         self.name = name
         self.prefix = prefix
         self.consistency = consistency

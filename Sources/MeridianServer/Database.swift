@@ -134,6 +134,15 @@ public final class Database: Sendable {
     /// Per namespace index: whether its writes are shipped to other data centers (eventual
     /// namespaces, when there is a replicator).
     let replicatedNamespaces: [Bool]
+    /// Per namespace index: whether its changes go to the audit log (docs/AUDIT.md).
+    let auditedNamespaces: [Bool]
+    /// The longest `audit_retention` of the audited namespaces (the log is trimmed by it).
+    public let auditRetentionMs: Int64
+    /// Orders audit entries recorded in the same millisecond (starts high and unique per run).
+    let auditCounter = Synchronization.Atomic<UInt64>(0)
+    /// Audit entries and bytes recorded since start (INFO persistence).
+    public let auditAppends = Synchronization.Atomic<Int>(0)
+    public let auditAppendedBytes = Synchronization.Atomic<Int>(0)
     /// Whether any shard may have keys on disk only (`Shard.mayHaveDiskOnlyKeys`): one load
     /// on the common path instead of one per shard.
     public let diskOnlyKeysPossible = Synchronization.Atomic<Bool>(false)
@@ -165,6 +174,9 @@ public final class Database: Sendable {
         }
         self.hasWriteThroughNamespaces = storage != nil && namespaces.namespaces.contains { $0.durability == .writeThrough }
         self.replicator = replicator
+        self.auditedNamespaces = namespaces.namespaces.map { storage != nil && $0.durability != .memory && $0.auditRetentionMs > 0 }
+        self.auditRetentionMs = zip(namespaces.namespaces, auditedNamespaces).filter(\.1).map(\.0.auditRetentionMs).max() ?? 0
+        auditCounter.store(UInt64(max(1, SystemClock.nowUnixMs())) << 20, ordering: .relaxed)
         let replicated = namespaces.namespaces.map { replicator != nil && $0.consistency == .eventual }
         self.replicatedNamespaces = replicated
         let logged = zip(durableUrgency, replicated).map { $0 != nil || $1 }
@@ -444,6 +456,16 @@ extension Database {
                 }
             }
             guard let storage, var urgency = durableUrgency[namespace] else { continue }
+            if slot == nil && change.kind == .deleted && tombstone == nil {
+                // The delete's state: its dead state when replication keeps one, else a tombstone
+                // stamped now (for the disk with peers, for the audit log always).
+                tombstone = shard.keyspace.tombstones[change.key]?.record
+                    ?? ((keepsTombstones || auditedNamespaces[namespace]) ? DurableRecord.tombstone(stamp: stamp(nowUnixMs: nowUnixMs)) : nil)
+            }
+            if auditedNamespaces[namespace], change.kind != .expired,
+               let audited = slot.map({ DurableRecord(shard.keyspace.entry(at: $0)) }) ?? tombstone {
+                appendAudit(.change(key: change.key, record: audited, fromPeer: fromPeer), nowUnixMs: nowUnixMs, urgency: urgency, storage: storage)
+            }
             let state: StorageEngine.State
             if let slot {
                 state = .register(DurableRecord(shard.keyspace.entry(at: slot)))
@@ -467,5 +489,135 @@ extension Database {
             }
             storage.enqueue(key: change.key, state: state, urgency: urgency, nowNs: nowNs)
         }
+    }
+}
+
+// MARK: Audit log (docs/AUDIT.md)
+
+/// One entry of the audit log: a change to a key of an audited namespace, as this node applied
+/// it (a local write, or a state merged from another data center), or a conflict it resolved.
+public enum AuditEntry: Equatable, Sendable {
+    case change(key: [UInt8], record: DurableRecord, fromPeer: Bool)
+    case conflict(key: [UInt8], winner: LWWStamp, loser: LWWStamp, loserDigest: [UInt8], detectedUnixMs: Int64)
+
+    /// The log's key prefix.
+    public static let prefix = UInt8(ascii: "a")
+    static let formatVersion: UInt8 = 1
+
+    /// Key: `a`, the Unix ms this node recorded the entry (big-endian, so the log is in time
+    /// order and retention trims a prefix), and a per-run counter (big-endian).
+    static func key(unixMs: Int64, counter: UInt64) -> [UInt8] {
+        var key: [UInt8] = [prefix]
+        for shift in stride(from: 56, through: 0, by: -8) { key.append(UInt8(truncatingIfNeeded: UInt64(max(0, unixMs)) >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { key.append(UInt8(truncatingIfNeeded: counter >> UInt64(shift))) }
+        return key
+    }
+
+    /// The Unix ms a key was recorded at.
+    public static func recordedUnixMs(ofKey key: [UInt8]) -> Int64? {
+        guard key.count == 17, key[0] == prefix else { return nil }
+        return Int64(bitPattern: key[1...8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+    }
+
+    /// Value: version (1), kind (1: change from this node, 2: change from a peer, 3: conflict),
+    /// key length (2, little-endian), key, then a `DurableRecord` (changes) or the two stamps
+    /// (8 + 4 each), a digest flag and the 32-byte SHA-256 of the losing value, and the
+    /// detection time (8) (conflicts).
+    public func encoded() -> [UInt8] {
+        var bytes: [UInt8] = [Self.formatVersion]
+        func append<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+        switch self {
+        case .change(let key, let record, let fromPeer):
+            bytes.append(fromPeer ? 2 : 1)
+            append(UInt16(key.count))
+            bytes += key
+            bytes += record.encoded()
+        case .conflict(let key, let winner, let loser, let digest, let detected):
+            bytes.append(3)
+            append(UInt16(key.count))
+            bytes += key
+            for stamp in [winner, loser] {
+                append(stamp.timestamp.rawValue)
+                append(stamp.origin.datacenter)
+                append(stamp.origin.node)
+            }
+            bytes.append(digest.count == 32 ? 1 : 0)
+            bytes += digest.count == 32 ? digest : [UInt8](repeating: 0, count: 32)
+            append(detected)
+        }
+        return bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(DurableRecordError) {
+        func read<T: FixedWidthInteger>(_: T.Type, at offset: Int) throws(DurableRecordError) -> T {
+            let size = MemoryLayout<T>.size
+            guard bytes.count >= offset + size else { throw .truncated(byteCount: bytes.count) }
+            var value: T = 0
+            for index in 0..<size { value |= T(truncatingIfNeeded: bytes[offset + index]) << (8 * index) }
+            return value
+        }
+        guard bytes.count >= 4, bytes[0] == Self.formatVersion else { throw .unknownVersion(bytes.first ?? 0) }
+        let keyLength = Int(try read(UInt16.self, at: 2))
+        guard bytes.count >= 4 + keyLength else { throw .truncated(byteCount: bytes.count) }
+        let key = Array(bytes[4..<(4 + keyLength)])
+        let rest = 4 + keyLength
+        switch bytes[1] {
+        case 1, 2:
+            self = .change(key: key, record: try DurableRecord(decoding: Array(bytes[rest...])), fromPeer: bytes[1] == 2)
+        case 3:
+            func stamp(at offset: Int) throws(DurableRecordError) -> LWWStamp {
+                LWWStamp(timestamp: HLCTimestamp(rawValue: try read(UInt64.self, at: offset)),
+                         origin: ReplicaID(datacenter: try read(UInt16.self, at: offset + 8), node: try read(UInt16.self, at: offset + 10)))
+            }
+            let winner = try stamp(at: rest)
+            let loser = try stamp(at: rest + 12)
+            guard bytes.count == rest + 24 + 1 + 32 + 8 else { throw .lengthMismatch(declared: keyLength, byteCount: bytes.count) }
+            let digest = bytes[rest + 24] == 1 ? Array(bytes[(rest + 25)..<(rest + 57)]) : []
+            self = .conflict(key: key, winner: winner, loser: loser, loserDigest: digest, detectedUnixMs: Int64(bitPattern: try read(UInt64.self, at: rest + 57)))
+        default:
+            throw .unknownFlags(bytes[1])
+        }
+    }
+}
+
+extension Database {
+    /// Whether `key`'s changes go to the audit log.
+    func isAudited(_ key: [UInt8]) -> Bool {
+        auditedNamespaces[key.withUnsafeBytes { namespaces.index(of: $0) }]
+    }
+
+    /// Queues an audit entry with the urgency of the change it records (so it reaches the disk
+    /// in the same flush as, or before, the record).
+    func appendAudit(_ entry: AuditEntry, nowUnixMs: Int64, urgency: StorageEngine.Urgency, storage: StorageEngine) {
+        let key = AuditEntry.key(unixMs: nowUnixMs, counter: auditCounter.add(1, ordering: .relaxed).newValue)
+        let value = entry.encoded()
+        storage.appendLog(key: key, value: value, urgency: urgency)
+        auditAppends.add(1, ordering: .relaxed)
+        auditAppendedBytes.add(key.count + value.count, ordering: .relaxed)
+    }
+
+    /// Records a conflict this node resolved, when its key is audited.
+    func recordAuditConflict(_ conflict: Replicator.ConflictRecord) {
+        guard let storage, isAudited(conflict.key) else { return }
+        appendAudit(.conflict(key: conflict.key, winner: conflict.winner, loser: conflict.loser, loserDigest: conflict.loserDigest,
+                              detectedUnixMs: conflict.recordedUnixMs), nowUnixMs: conflict.recordedUnixMs, urgency: .lazy, storage: storage)
+    }
+
+    /// Drops audit entries older than the retention (the longest of the audited namespaces').
+    func trimAuditLog(nowUnixMs: Int64) {
+        guard let storage, auditRetentionMs > 0 else { return }
+        storage.trimLog(from: [AuditEntry.prefix], to: AuditEntry.key(unixMs: nowUnixMs - auditRetentionMs, counter: 0))
+    }
+
+    /// Up to `limit` audit entries recorded from `start` on (a key from `AuditEntry.key`, or
+    /// nil for the oldest), in order, with their keys (to continue after the last).
+    public func auditEntries(after last: [UInt8]?, limit: Int) throws(StorageError) -> [(key: [UInt8], entry: AuditEntry)] {
+        guard let storage else { return [] }
+        let start = last.map { $0 + [0] } ?? [AuditEntry.prefix]
+        var result: [(key: [UInt8], entry: AuditEntry)] = []
+        for (key, value) in try storage.scanLog(from: start, to: [AuditEntry.prefix + 1], limit: limit) {
+            if let entry = try? AuditEntry(decoding: value) { result.append((key, entry)) }
+        }
+        return result
     }
 }

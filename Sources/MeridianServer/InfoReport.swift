@@ -96,6 +96,9 @@ struct InfoReport {
             ("disk_reads", "\(server.diskReader?.reads.load(ordering: .relaxed) ?? 0)"),
             ("disk_reads_shared", "\(server.diskReader?.sharedReads.load(ordering: .relaxed) ?? 0)"),
             ("storage_failure", statistics.failure ?? ""),
+            ("audit_retention_ms", "\(server.database.auditRetentionMs)"),
+            ("audit_log_appends", "\(server.database.auditAppends.load(ordering: .relaxed))"),
+            ("audit_log_appended_bytes", "\(server.database.auditAppendedBytes.load(ordering: .relaxed))"),
         ]
         return fields
     }

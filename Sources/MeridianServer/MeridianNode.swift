@@ -15,6 +15,10 @@ public final class MeridianNode: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let serverChannel: Channel
     private let expiryTask: RepeatedTask
+    /// Trims the audit log to its retention (docs/AUDIT.md); nil when nothing is audited.
+    private let auditTrimTask: RepeatedTask?
+    /// How often the audit log is trimmed.
+    public static let auditTrimIntervalSeconds: Int64 = 60
 
     /// Starts listening on `bind:port` (port 0 picks a free port; `boundAddress` tells which).
     public init(context: ServerContext, bind: String, port: Int) throws {
@@ -72,6 +76,11 @@ public final class MeridianNode: Sendable {
             _ = database.activeExpirePass(
                 nowUnixMs: SystemClock.nowUnixMs(), monotonicNs: SystemClock.monotonicNs, using: &generator)
         }
+        self.auditTrimTask = database.auditRetentionMs <= 0 ? nil : group.next().scheduleRepeatedTask(
+            initialDelay: .seconds(Self.auditTrimIntervalSeconds), delay: .seconds(Self.auditTrimIntervalSeconds)
+        ) { _ in
+            database.trimAuditLog(nowUnixMs: SystemClock.nowUnixMs())
+        }
     }
 
     /// The address the listener is bound to.
@@ -82,6 +91,7 @@ public final class MeridianNode: Sendable {
         context.logger.info("shutting down: no new connections, finishing in-flight replies")
         try? serverChannel.close().wait()
         expiryTask.cancel()
+        auditTrimTask?.cancel()
         context.clients.closeAllGracefully()
         let deadline = SystemClock.monotonicNs() + UInt64(Self.shutdownGraceMs) * 1_000_000
         while context.clients.count > 0 && SystemClock.monotonicNs() < deadline {

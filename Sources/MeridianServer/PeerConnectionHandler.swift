@@ -213,7 +213,10 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         try receive(states: batch.deltas.map(\.state), keys: batch.deltas.map(\.key), context: context) { [replicator] database, now in
             guard let replicator else { return }
             let result = database.applyRemote(deltas: batch.deltas, replicator: replicator, nowUnixMs: now)
-            for conflict in result.conflicts { replicator.recordConflict(conflict) }
+            for conflict in result.conflicts {
+                replicator.recordConflict(conflict)
+                database.recordAuditConflict(conflict)
+            }
             replicator.count(peer: peerDatacenter) { counters in
                 counters.deltasApplied += result.applied
                 counters.conflicts += result.conflicts.count

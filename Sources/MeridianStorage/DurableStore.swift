@@ -18,18 +18,26 @@ public protocol DurableStore: AnyObject, Sendable {
     func apply(_ batch: StoreBatch, sync: Bool) throws(StorageError)
     /// Up to `limit` records in key order, starting after `key` (from the first when nil).
     func scan(after key: [UInt8]?, limit: Int) throws(StorageError) -> [(key: [UInt8], record: [UInt8])]
+    /// Up to `limit` entries of the append-only logs (keys with their own prefix byte, e.g. the
+    /// audit log's `a`) in key order, from `start` (inclusive) to `end` (exclusive).
+    func scanLog(from start: [UInt8], to end: [UInt8], limit: Int) throws(StorageError) -> [(key: [UInt8], value: [UInt8])]
     /// An estimate of the number of records (for warm-up progress).
     var estimatedRecordCount: Int { get }
     /// Releases the store; no call may follow.
     func close()
 }
 
-/// One atomic write: an optional clear of everything, then puts and deletes (of distinct keys).
+/// One atomic write: an optional clear of every record, then puts and deletes (of distinct
+/// keys), then appends to and trims of the logs (whose keys carry their own prefix byte, which
+/// is not `r`; a clear leaves the logs alone).
 public struct StoreBatch: Sendable {
     /// Remove every record before applying the rest (FLUSHALL).
     public var clearAll = false
     public var puts: [(key: [UInt8], record: [UInt8])] = []
     public var deletes: [[UInt8]] = []
+    public var logPuts: [(key: [UInt8], value: [UInt8])] = []
+    /// Log ranges to remove: from `start` (inclusive) to `end` (exclusive).
+    public var logDeletes: [(start: [UInt8], end: [UInt8])] = []
 
     public init(clearAll: Bool = false, puts: [(key: [UInt8], record: [UInt8])] = [], deletes: [[UInt8]] = []) {
         self.clearAll = clearAll
@@ -37,7 +45,7 @@ public struct StoreBatch: Sendable {
         self.deletes = deletes
     }
 
-    public var isEmpty: Bool { !clearAll && puts.isEmpty && deletes.isEmpty }
+    public var isEmpty: Bool { !clearAll && puts.isEmpty && deletes.isEmpty && logPuts.isEmpty && logDeletes.isEmpty }
 }
 
 /// A disk operation that failed. Open errors are reported to the operator and stop the node
@@ -65,6 +73,7 @@ public enum StorageError: Error, Equatable, CustomStringConvertible {
 public final class InMemoryStore: DurableStore, @unchecked Sendable {
     private let lock = Mutex()
     private var records: [[UInt8]: [UInt8]] = [:]
+    private var logs: [[UInt8]: [UInt8]] = [:]
     private var failWrites: String?
     /// Batches applied, and how many of them were synced.
     public private(set) var appliedBatches = 0
@@ -100,6 +109,12 @@ public final class InMemoryStore: DurableStore, @unchecked Sendable {
             if batch.clearAll { records.removeAll() }
             for put in batch.puts { records[put.key] = put.record }
             for key in batch.deletes { records[key] = nil }
+            for put in batch.logPuts { logs[put.key] = put.value }
+            for range in batch.logDeletes {
+                for key in logs.keys where !key.lexicographicallyPrecedes(range.start) && key.lexicographicallyPrecedes(range.end) {
+                    logs[key] = nil
+                }
+            }
             appliedBatches += 1
             if sync { syncedBatches += 1 }
             return nil
@@ -113,6 +128,13 @@ public final class InMemoryStore: DurableStore, @unchecked Sendable {
             let keys = records.keys.filter { key == nil || key!.lexicographicallyPrecedes($0) }
                 .sorted { $0.lexicographicallyPrecedes($1) }
             return keys.prefix(limit).map { ($0, records[$0]!) }
+        }
+    }
+
+    public func scanLog(from start: [UInt8], to end: [UInt8], limit: Int) throws(StorageError) -> [(key: [UInt8], value: [UInt8])] {
+        lock.withLock {
+            logs.keys.filter { !$0.lexicographicallyPrecedes(start) && $0.lexicographicallyPrecedes(end) }
+                .sorted { $0.lexicographicallyPrecedes($1) }.prefix(limit).map { ($0, logs[$0]!) }
         }
     }
 

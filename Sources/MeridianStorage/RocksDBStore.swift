@@ -3,7 +3,8 @@ import CRocksDB
 /// The durable store on RocksDB. This file holds every RocksDB call of the project.
 ///
 /// Layout: one column family (RocksDB's default) and a one-byte prefix per kind of key:
-/// `r` + user key for records, `m` + name for the store's own metadata. A column family per
+/// `r` + user key for records, `m` + name for the store's own metadata, and append-only logs
+/// whose keys carry their own prefix byte (`a`: the audit log, docs/AUDIT.md). A column family per
 /// namespace was the alternative; it was not taken because a key's namespace is a function
 /// of the configuration's prefixes, which may change between restarts: keyed by the user key
 /// alone, a record is reclassified at load time by the namespaces then in force.
@@ -15,6 +16,7 @@ public final class RocksDBStore: DurableStore, @unchecked Sendable {
     public static let formatMarker = "meridian-records-v1"
     /// Block cache for reads that miss memory (fault-ins and warm-up).
     static let blockCacheBytes = 64 << 20
+    static let writeBufferBytes = 16 << 20
     static let recordPrefix: UInt8 = UInt8(ascii: "r")
     static let metadataPrefix: UInt8 = UInt8(ascii: "m")
 
@@ -33,6 +35,9 @@ public final class RocksDBStore: DurableStore, @unchecked Sendable {
         options = rocksdb_options_create()
         rocksdb_options_set_create_if_missing(options, 1)
         rocksdb_options_increase_parallelism(options, 2)
+        // Memtables of 16 MiB (RocksDB's default is 64 MiB, two of them): the audit log appends
+        // every change, and a stream of large writes would otherwise hold up to 128 MiB here.
+        rocksdb_options_set_write_buffer_size(options, Self.writeBufferBytes)
         // Point reads of absent keys (a miss on an evicted namespace) should not touch disk.
         tableOptions = rocksdb_block_based_options_create()
         rocksdb_block_based_options_set_filter_policy(tableOptions, rocksdb_filterpolicy_create_bloom_full(10))
@@ -112,9 +117,47 @@ public final class RocksDBStore: DurableStore, @unchecked Sendable {
                 }
             }
         }
+        for put in batch.logPuts {
+            precondition(put.key.first.map { $0 != Self.recordPrefix && $0 != Self.metadataPrefix } ?? false, "a log key has its own prefix")
+            put.key.withUnsafeBytes { k in
+                put.value.withUnsafeBytes { v in
+                    rocksdb_writebatch_put(writeBatch, k.baseAddress?.assumingMemoryBound(to: CChar.self), k.count,
+                                           v.baseAddress?.assumingMemoryBound(to: CChar.self), v.count)
+                }
+            }
+        }
+        for range in batch.logDeletes {
+            range.start.withUnsafeBytes { b in
+                range.end.withUnsafeBytes { e in
+                    rocksdb_writebatch_delete_range(writeBatch, b.baseAddress?.assumingMemoryBound(to: CChar.self), b.count,
+                                                    e.baseAddress?.assumingMemoryBound(to: CChar.self), e.count)
+                }
+            }
+        }
         var error: UnsafeMutablePointer<CChar>?
         rocksdb_write(database, sync ? syncedWrite : unsyncedWrite, writeBatch, &error)
         if let message = Self.take(error) { throw .write(reason: message) }
+    }
+
+    public func scanLog(from start: [UInt8], to end: [UInt8], limit: Int) throws(StorageError) -> [(key: [UInt8], value: [UInt8])] {
+        let iterator = rocksdb_create_iterator(database, readOptions)!
+        defer { rocksdb_iter_destroy(iterator) }
+        start.withUnsafeBytes { rocksdb_iter_seek(iterator, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+        var results: [(key: [UInt8], value: [UInt8])] = []
+        while rocksdb_iter_valid(iterator) != 0 && results.count < limit {
+            var keyLength = 0
+            let keyPointer = rocksdb_iter_key(iterator, &keyLength)!
+            let key = Array(UnsafeRawBufferPointer(start: keyPointer, count: keyLength))
+            guard key.lexicographicallyPrecedes(end) else { break }
+            var valueLength = 0
+            let valuePointer = rocksdb_iter_value(iterator, &valueLength)
+            results.append((key, valueLength == 0 ? [] : Array(UnsafeRawBufferPointer(start: valuePointer, count: valueLength))))
+            rocksdb_iter_next(iterator)
+        }
+        var error: UnsafeMutablePointer<CChar>?
+        rocksdb_iter_get_error(iterator, &error)
+        if let message = Self.take(error) { throw .read(reason: message) }
+        return results
     }
 
     public func scan(after key: [UInt8]?, limit: Int) throws(StorageError) -> [(key: [UInt8], record: [UInt8])] {

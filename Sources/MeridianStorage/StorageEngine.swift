@@ -122,6 +122,9 @@ public final class StorageEngine: @unchecked Sendable {
 
     // Guarded by `mutex`.
     private var pending: [QueueKey: Pending] = [:]
+    /// Log appends and trims queued for the next flush (never collapsed: each is its own key).
+    private var pendingLog: [(key: [UInt8], value: [UInt8])] = []
+    private var pendingLogDeletes: [(start: [UInt8], end: [UInt8])] = []
     private var pendingBytes = 0
     private var pendingFlushByNs: UInt64 = .max
     private var pendingClear = false
@@ -210,6 +213,43 @@ public final class StorageEngine: @unchecked Sendable {
         return sequence
     }
 
+    /// Queues an append to a log (`key` carries the log's prefix byte), flushed with the states
+    /// queued around it, in the same atomic batch, under `urgency`. Returns its sequence.
+    @discardableResult
+    public func appendLog(key: [UInt8], value: [UInt8], urgency: Urgency, nowNs: UInt64 = monotonicNowNs()) -> UInt64 {
+        let bytes = key.count + value.count + 32
+        let flushByNs: UInt64
+        switch urgency {
+        case .sync: flushByNs = nowNs
+        case .within(let windowMs): flushByNs = nowNs + UInt64(windowMs) * 500_000
+        case .lazy: flushByNs = nowNs + UInt64(Self.lazyWindowMs) * 1_000_000
+        }
+        mutex.lock()
+        lastSequence += 1
+        let sequence = lastSequence
+        pendingLog.append((key, value))
+        pendingBytes += bytes
+        let wake = flushByNs < pendingFlushByNs || pendingBytes >= Self.flushBytesThreshold
+        pendingFlushByNs = min(pendingFlushByNs, flushByNs)
+        enqueuedSequence.store(sequence, ordering: .releasing)
+        queuedBytes.store(pendingBytes, ordering: .relaxed)
+        mutex.unlock()
+        if wake { mutex.broadcast() }
+        return sequence
+    }
+
+    /// Queues the removal of the log entries from `start` (inclusive) to `end` (exclusive),
+    /// lazily (retention).
+    public func trimLog(from start: [UInt8], to end: [UInt8], nowNs: UInt64 = monotonicNowNs()) {
+        mutex.lock()
+        lastSequence += 1
+        pendingLogDeletes.append((start, end))
+        pendingFlushByNs = min(pendingFlushByNs, nowNs + UInt64(Self.lazyWindowMs) * 1_000_000)
+        enqueuedSequence.store(lastSequence, ordering: .releasing)
+        mutex.unlock()
+        mutex.broadcast()
+    }
+
     /// Queues the removal of every record (FLUSHALL), synced like a `write-through` write.
     /// Call with every shard lock held. Returns its sequence.
     @discardableResult
@@ -238,7 +278,7 @@ public final class StorageEngine: @unchecked Sendable {
     public func flushNow() -> UInt64 {
         mutex.lock()
         let sequence = lastSequence
-        if !pending.isEmpty { pendingFlushByNs = 0 }
+        if !pending.isEmpty || !pendingLog.isEmpty || !pendingLogDeletes.isEmpty { pendingFlushByNs = 0 }
         mutex.unlock()
         mutex.broadcast()
         return sequence
@@ -292,6 +332,12 @@ public final class StorageEngine: @unchecked Sendable {
         mutex.unlock()
         if clearing { return nil }
         return (try store.scan(after: key, limit: limit), token)
+    }
+
+    /// Log entries on disk (flushed ones only) from `start` (inclusive) to `end` (exclusive).
+    /// Blocks on the store: call it off the event loops.
+    public func scanLog(from start: [UInt8], to end: [UInt8], limit: Int) throws(StorageError) -> [(key: [UInt8], value: [UInt8])] {
+        try store.scanLog(from: start, to: end, limit: limit)
     }
 
     /// Whether what a read of `key` returned with `token` is still the key's newest state:
@@ -357,7 +403,7 @@ public final class StorageEngine: @unchecked Sendable {
         mutex.lock()
         while true {
             if statistics.failure != nil { break }
-            if pending.isEmpty && !pendingClear {
+            if pending.isEmpty && !pendingClear && pendingLog.isEmpty && pendingLogDeletes.isEmpty {
                 if stopping { break }
                 mutex.wait()
                 continue
@@ -400,6 +446,10 @@ public final class StorageEngine: @unchecked Sendable {
             queuedStates.store(0, ordering: .relaxed)
             let batchSequence = lastSequence
             var batch = StoreBatch(clearAll: inFlightClear)
+            batch.logPuts = pendingLog
+            batch.logDeletes = pendingLogDeletes
+            pendingLog = []
+            pendingLogDeletes = []
             var durableByNs = UInt64.max
             batch.puts.reserveCapacity(inFlight.count)
             for (key, entry) in inFlight {

@@ -71,6 +71,23 @@ import Testing
         #expect(configuration.maxmemoryBytes == 0)
     }
 
+    @Test func auditRetentionDefaultsByDurability() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: Self.base + """
+            namespaces:
+              - { name: default, prefix: "", durability: write-back }
+              - { name: cache, prefix: "c:", durability: memory }
+              - { name: short, prefix: "s:", durability: write-through, audit_retention: 12h }
+              - { name: off, prefix: "o:", durability: write-back, audit_retention: 0 }
+            """)
+        #expect(configuration.namespaces.map(\.auditRetentionMs) == [7 * 86_400_000, 0, 12 * 3_600_000, 0])
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.parse(yaml: Self.base + "namespaces: [ { name: c, prefix: \"c:\", durability: memory, audit_retention: 1d } ]")
+        }
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.parse(yaml: Self.base + "namespaces: [ { name: c, prefix: \"c:\", audit_retention: forever } ]")
+        }
+    }
+
     @Test func parsesTheReplicationSection() throws {
         let configuration = try ConfigurationLoader.parse(yaml: Self.base + """
             replication: { batch_bytes_max: 512kb, batch_delay: 5ms, zstd_level: 6, log_bytes_max: 128mb, max_clock_offset: 250ms, reconnect_backoff: 50ms..2s }

@@ -179,3 +179,79 @@ import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// The audit log (docs/AUDIT.md): every change to a key of an audited (durable) namespace is
+/// appended, in order, as the record it left, in the same flush as the record; memory
+/// namespaces and `audit_retention: 0` append nothing; retention trims what is older.
+@Suite struct AuditLogTests {
+    static func makeDatabase(store: InMemoryStore, retentionMs: Int64? = nil) -> (Database, StorageEngine) {
+        let engine = StorageEngine(store: store, logger: DurableDatabaseTests.logger) { reason in Issue.record("storage failed: \(reason)") }
+        let namespaces = NamespaceTable([
+            NamespaceConfig(name: "default", prefix: [], durability: .memory),
+            NamespaceConfig(name: "durable", prefix: Array("durable:".utf8), durability: .writeBack, writeBackWindowMs: 60_000, auditRetentionMs: retentionMs),
+        ])
+        let database = Database(
+            namespaces: namespaces, partitions: 1024, origin: ReplicaID(datacenter: 0, node: 0),
+            maxmemoryBytes: 0, eventLoopCount: 1, storage: engine)
+        return (database, engine)
+    }
+
+    @Test func changesToAuditedKeysAreAppendedInOrder() throws {
+        let store = InMemoryStore()
+        let (database, engine) = Self.makeDatabase(store: store)
+        #expect(database.auditRetentionMs == NamespaceConfig.auditRetentionMsDefault)
+        DurableDatabaseTests.set(database, "durable:a", "1")
+        DurableDatabaseTests.set(database, "durable:a", "2")
+        DurableDatabaseTests.set(database, "cache", "memory keys are not audited")
+        DurableDatabaseTests.delete(database, "durable:a")
+        // Nothing is on disk before the flush that carries the records.
+        #expect(try database.auditEntries(after: nil, limit: 10).isEmpty)
+        DurableDatabaseTests.flush(engine)
+        let entries = try database.auditEntries(after: nil, limit: 10)
+        #expect(entries.count == 3)
+        let values = entries.map { entry -> String? in
+            guard case .change(let key, let record, let fromPeer) = entry.entry, key == Array("durable:a".utf8), !fromPeer else { return "?" }
+            return record.value.map { String(decoding: $0, as: UTF8.self) }
+        }
+        #expect(values == ["1", "2", nil])
+        #expect(zip(entries, entries.dropFirst()).allSatisfy { $0.key.lexicographicallyPrecedes($1.key) })
+        // Reading on after the second entry gives the third.
+        #expect(try database.auditEntries(after: entries[1].key, limit: 10).map(\.key) == [entries[2].key])
+        #expect(database.auditAppends.load(ordering: .relaxed) == 3)
+        engine.shutdown()
+    }
+
+    @Test func retentionTrimsOldEntriesAndZeroTurnsAuditingOff() throws {
+        let store = InMemoryStore()
+        let (database, engine) = Self.makeDatabase(store: store, retentionMs: 60_000)
+        DurableDatabaseTests.set(database, "durable:a", "1")
+        DurableDatabaseTests.flush(engine)
+        #expect(try database.auditEntries(after: nil, limit: 10).count == 1)
+        // A minute and a bit later the entry is past the retention.
+        database.trimAuditLog(nowUnixMs: SystemClock.nowUnixMs() + 61_000)
+        DurableDatabaseTests.flush(engine)
+        #expect(try database.auditEntries(after: nil, limit: 10).isEmpty)
+        engine.shutdown()
+
+        let quiet = InMemoryStore()
+        let (off, offEngine) = Self.makeDatabase(store: quiet, retentionMs: 0)
+        DurableDatabaseTests.set(off, "durable:a", "1")
+        DurableDatabaseTests.flush(offEngine)
+        #expect(try off.auditEntries(after: nil, limit: 10).isEmpty)
+        #expect(try DurableDatabaseTests.stored(quiet, "durable:a") != nil)
+        offEngine.shutdown()
+    }
+
+    @Test func entriesRoundTrip() throws {
+        let stamp = DurableDatabaseTests.stamp
+        let loser = LWWStamp(timestamp: HLCTimestamp(physicalMs: 900, logical: 3), origin: ReplicaID(datacenter: 1, node: 0))
+        for entry in [
+            AuditEntry.change(key: Array("k".utf8), record: DurableRecord(value: [1, 2], valueStamp: stamp, expiryUnixMs: 5, expiryStamp: stamp, encoding: .raw), fromPeer: true),
+            AuditEntry.conflict(key: Array("k".utf8), winner: stamp, loser: loser, loserDigest: SHA256.digest([9]), detectedUnixMs: 1_234),
+            AuditEntry.conflict(key: Array("k".utf8), winner: stamp, loser: loser, loserDigest: [], detectedUnixMs: 1_234),
+        ] {
+            #expect(try AuditEntry(decoding: entry.encoded()) == entry)
+        }
+        #expect(AuditEntry.recordedUnixMs(ofKey: AuditEntry.key(unixMs: 1_795_849_343_123, counter: 7)) == 1_795_849_343_123)
+    }
+}

@@ -66,6 +66,26 @@ struct ScratchDirectory {
         #expect(seen == keys.sorted { $0.lexicographicallyPrecedes($1) })
     }
 
+    @Test func logsAreAppendedTrimmedByRangeAndSurviveAClear() throws {
+        let directory = ScratchDirectory()
+        defer { directory.remove() }
+        let store = try RocksDBStore(path: directory.path)
+        defer { store.close() }
+        let keys = (0..<10).map { [UInt8(ascii: "a"), 0, UInt8($0)] }
+        var batch = StoreBatch(puts: [(Self.bytes("record"), Self.bytes("r"))])
+        batch.logPuts = keys.map { ($0, [UInt8($0[2])]) }
+        try store.apply(batch, sync: true)
+        #expect(try store.scanLog(from: [UInt8(ascii: "a")], to: [UInt8(ascii: "b")], limit: 100).map(\.key) == keys)
+        #expect(try store.scanLog(from: keys[3], to: keys[6], limit: 100).map(\.value) == [[3], [4], [5]])
+        // Records and logs do not see each other.
+        #expect(try store.scan(after: nil, limit: 10).map(\.key) == [Self.bytes("record")])
+        var trim = StoreBatch(clearAll: true)
+        trim.logDeletes = [([UInt8(ascii: "a")], keys[4])]
+        try store.apply(trim, sync: true)
+        #expect(try store.scanLog(from: [UInt8(ascii: "a")], to: [UInt8(ascii: "b")], limit: 100).map(\.key) == Array(keys[4...]))
+        #expect(try store.scan(after: nil, limit: 10).isEmpty, "the clear removed the record, not the log")
+    }
+
     @Test func clearAllRemovesEarlierRecordsOnly() throws {
         let directory = ScratchDirectory()
         defer { directory.remove() }
