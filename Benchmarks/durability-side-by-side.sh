@@ -11,6 +11,7 @@
 #
 # Usage: Benchmarks/durability-side-by-side.sh [--rounds N] [--requests N] [--clients N] [--threads N] [--keyspace N]
 #                                              [--restart-keys N] [--skip-restart] [--dir DIR]
+#                                              [--audit-retention D (default 7d, the namespaces' default; 0: no audit log)]
 # The data directories go under --dir (default: a fresh directory under /var/tmp, which must
 # be a real disk, not tmpfs: fsync is the point). Needs redis-server, redis-benchmark,
 # redis-cli and a release build (`scripts/build-release`) or MERIDIAN_SERVER.
@@ -24,6 +25,7 @@ skip_restart=""
 base_dir=/var/tmp
 threads=""
 keyspace=100000
+audit_retention=7d
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -34,6 +36,7 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --keyspace) keyspace=$2; shift 2 ;;
     --dir) base_dir=$2; shift 2 ;;
+    --audit-retention) audit_retention=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -77,7 +80,7 @@ cluster:
       nodes:
         - { name: $name, client: "127.0.0.1:$port" }
 namespaces:
-  - { name: default, prefix: "", consistency: eventual, durability: $durability, eviction: none }
+  - { name: default, prefix: "", consistency: eventual, durability: $durability, eviction: none, audit_retention: $audit_retention }
 YAML
   "$binary" --config "$work/$name.yaml" --data-dir "$work/$name" --log-level warning ${threads:+--threads "$threads"} \
     >/dev/null 2>"$work/$name.log" &
