@@ -116,21 +116,32 @@ extension PNCounter {
         Array(String(value).utf8)
     }
 
-    /// `bytes` as a Redis integer: optional `-`, digits without a leading zero, within Int64.
+    /// `bytes` as a Redis integer (see the `UnsafeRawBufferPointer` form).
     public static func parseDecimal(_ bytes: [UInt8]) -> Int64? {
-        guard !bytes.isEmpty, bytes.count <= 20 else { return nil }
+        bytes.withUnsafeBytes { parseDecimal($0) }
+    }
+
+    /// `bytes` as a Redis integer, as Redis's `string2ll` reads one: optional `-`, digits, no
+    /// spaces, no `+`, no leading zeros, within Int64 (INCR's operands and values, counters).
+    @inlinable
+    public static func parseDecimal(_ bytes: UnsafeRawBufferPointer) -> Int64? {
+        let count = bytes.count
+        guard count > 0 && count <= 20 else { return nil }
         var index = 0
-        let negative = bytes[0] == UInt8(ascii: "-")
-        if negative { index = 1 }
-        guard index < bytes.count else { return nil }
-        if bytes[index] == UInt8(ascii: "0") && (bytes.count - index > 1 || negative) { return nil }
+        var negative = false
+        if bytes[0] == UInt8(ascii: "-") {
+            negative = true
+            index = 1
+            guard count > 1 else { return nil }
+        }
+        if bytes[index] == UInt8(ascii: "0") { return count - index == 1 && !negative ? 0 : nil }
         var magnitude: UInt64 = 0
-        while index < bytes.count {
-            let digit = bytes[index] &- UInt8(ascii: "0")
-            guard digit < 10 else { return nil }
-            let (times, overflowA) = magnitude.multipliedReportingOverflow(by: 10)
-            let (sum, overflowB) = times.addingReportingOverflow(UInt64(digit))
-            guard !overflowA && !overflowB else { return nil }
+        while index < count {
+            let digit = UInt64(bytes[index]) &- 48
+            guard digit <= 9 else { return nil }
+            let (times10, o1) = magnitude.multipliedReportingOverflow(by: 10)
+            let (sum, o2) = times10.addingReportingOverflow(digit)
+            guard !o1 && !o2 else { return nil }
             magnitude = sum
             index += 1
         }

@@ -362,33 +362,9 @@ public struct CommandExecutor {
     }
 
     /// `parseInt64` over raw bytes.
+    @inline(__always)
     static func parseInt64(bytes: UnsafeRawBufferPointer) -> Int64? {
-        let count = bytes.count
-        guard count > 0 && count <= 20 else { return nil }
-        var index = 0
-        var negative = false
-        if bytes[0] == UInt8(ascii: "-") {
-            negative = true
-            index = 1
-            guard count > 1 else { return nil }
-        }
-        if bytes[index] == UInt8(ascii: "0") { return count - index == 1 && !negative ? 0 : nil }
-        var magnitude: UInt64 = 0
-        while index < count {
-            let digit = UInt64(bytes[index]) &- 48
-            guard digit <= 9 else { return nil }
-            let (times10, o1) = magnitude.multipliedReportingOverflow(by: 10)
-            let (sum, o2) = times10.addingReportingOverflow(digit)
-            guard !o1 && !o2 else { return nil }
-            magnitude = sum
-            index += 1
-        }
-        if negative {
-            guard magnitude <= UInt64(Int64.max) + 1 else { return nil }
-            return magnitude == UInt64(Int64.max) + 1 ? Int64.min : -Int64(magnitude)
-        }
-        guard magnitude <= UInt64(Int64.max) else { return nil }
-        return Int64(magnitude)
+        PNCounter.parseDecimal(bytes)
     }
 
     /// Parses an integer from a value's bytes (INCR family, OBJECT ENCODING).
