@@ -92,7 +92,7 @@ extension Database {
 
     /// Merges a chunk of a peer's snapshot (no conflicts are counted: a snapshot says what a
     /// data center holds, not which write came first).
-    func applyRemote(snapshot states: [SnapshotState], replicator: Replicator, nowUnixMs: Int64) -> Int {
+    func applyRemote(snapshot states: [SnapshotState], nowUnixMs: Int64) -> Int {
         var applied = 0
         for state in states {
             guard case .register(let record) = state.state else { continue }

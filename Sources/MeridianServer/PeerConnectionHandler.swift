@@ -180,9 +180,8 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             incomingSnapshot = marker.through
         case .snapshotChunk where established && replicator != nil && incomingSnapshot != nil:
             let chunk = try SnapshotChunk(decoding: frame.payload)
-            try receive(states: chunk.states.map(\.state), keys: chunk.states.map(\.key), context: context) { [replicator] database, now in
-                guard let replicator else { return }
-                _ = database.applyRemote(snapshot: chunk.states, replicator: replicator, nowUnixMs: now)
+            try receive(states: chunk.states.map(\.state), keys: chunk.states.map(\.key), context: context) { database, now in
+                _ = database.applyRemote(snapshot: chunk.states, nowUnixMs: now)
             }
         case .snapshotEnd where established && replicator != nil:
             let marker = try SnapshotMarker(decoding: frame.payload)

@@ -34,14 +34,13 @@ public final class Replicator: @unchecked Sendable {
         public var recordedUnixMs: Int64
     }
 
-    /// Conflicts kept in memory (oldest dropped first) until the audit log keeps them on disk.
+    /// Conflicts kept in memory (oldest dropped first); the audit log keeps those of audited
+    /// namespaces on disk (docs/AUDIT.md).
     public static let conflictsKeptMax = 10_000
 
     struct State {
         var log: OutboundLog
         var versionVector = VersionVector()
-        /// Each peer data center's vector from its latest `ACK` or handshake.
-        var peerVectors: [String: VersionVector]
         var counters: [String: PeerCounters]
         var conflicts: [ConflictRecord] = []
         var conflictsStart = 0
@@ -59,8 +58,6 @@ public final class Replicator: @unchecked Sendable {
     public let me: ReplicaID
     /// Names of the other full data centers, which receive this node's stream.
     public let peerDatacenters: [String]
-    /// Data center index → name, for naming a delta's origin.
-    let datacenterNames: [UInt16: String]
     public let maxClockOffsetMs: Int64
     private let lock = NIOLock()
     private var state: State
@@ -72,19 +69,17 @@ public final class Replicator: @unchecked Sendable {
     /// reuse a dot of an earlier run, so the caller passes something above every earlier run's
     /// dots (`Replicator.startingSequence`); peers then catch up from a snapshot.
     public init(
-        me: ReplicaID, peerDatacenters: [String], peerNodes: [ReplicaID], datacenterNames: [UInt16: String], logBytesMax: Int,
+        me: ReplicaID, peerDatacenters: [String], peerNodes: [ReplicaID], logBytesMax: Int,
         maxClockOffsetMs: Int64, firstSequence: UInt64
     ) {
         self.me = me
         self.peerDatacenters = peerDatacenters
-        self.datacenterNames = datacenterNames
         self.maxClockOffsetMs = maxClockOffsetMs
         var vector = VersionVector()
         vector.advance(me, to: firstSequence)
         state = State(
             log: OutboundLog(origin: me, peers: peerDatacenters, lastSequence: firstSequence, retainedBytesMax: logBytesMax),
             versionVector: vector,
-            peerVectors: Dictionary(uniqueKeysWithValues: peerDatacenters.map { ($0, VersionVector()) }),
             counters: Dictionary(uniqueKeysWithValues: peerDatacenters.map { ($0, PeerCounters()) }),
             horizon: TombstoneHorizon(peers: peerNodes))
     }
@@ -157,7 +152,6 @@ public final class Replicator: @unchecked Sendable {
                 jumped = true
             }
             state.log.acknowledge(peer: peer, through: vector[me])
-            state.peerVectors[peer] = vector
             state.horizon.record(peer: node, vector: vector)
             return (jumped, state.log.lastSequence)
         }
@@ -168,7 +162,6 @@ public final class Replicator: @unchecked Sendable {
     func acknowledge(peer: String, node: ReplicaID, vector: VersionVector) {
         lock.withLock {
             state.log.acknowledge(peer: peer, through: vector[me])
-            state.peerVectors[peer, default: VersionVector()].merge(vector)
             state.horizon.record(peer: node, vector: vector)
         }
     }

@@ -55,7 +55,6 @@ public final class ServerContext: Sendable {
         let isFullNode = Int(origin.datacenter) < datacenters.count && !datacenters[Int(origin.datacenter)].witness
         let replicator: Replicator? = peerDatacenters.isEmpty || !isFullNode ? nil : Replicator(
             me: origin, peerDatacenters: peerDatacenters, peerNodes: peerNodes,
-            datacenterNames: Dictionary(uniqueKeysWithValues: datacenters.enumerated().map { (UInt16($0.offset), $0.element.name) }),
             logBytesMax: configuration.replication.logBytesMax, maxClockOffsetMs: configuration.replication.maxClockOffsetMs,
             firstSequence: Replicator.startingSequence(nowUnixMs: SystemClock.nowUnixMs()))
         let database = Database(
