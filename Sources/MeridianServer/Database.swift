@@ -519,6 +519,14 @@ public enum AuditEntry: Equatable, Sendable {
         return Int64(bitPattern: key[1...8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
     }
 
+    /// The length of `encoded()`, without encoding.
+    public var encodedByteCount: Int {
+        switch self {
+        case .change(let key, let record, _): return 4 + key.count + record.encodedByteCount
+        case .conflict(let key, _, _, _, _): return 4 + key.count + 24 + 1 + 32 + 8
+        }
+    }
+
     /// Value: version (1), kind (1: change from this node, 2: change from a peer, 3: conflict),
     /// key length (2, little-endian), key, then a `DurableRecord` (changes) or the two stamps
     /// (8 + 4 each), a digest flag and the 32-byte SHA-256 of the losing value, and the
@@ -590,10 +598,10 @@ extension Database {
     /// in the same flush as, or before, the record).
     func appendAudit(_ entry: AuditEntry, nowUnixMs: Int64, urgency: StorageEngine.Urgency, storage: StorageEngine) {
         let key = AuditEntry.key(unixMs: nowUnixMs, counter: auditCounter.add(1, ordering: .relaxed).newValue)
-        let value = entry.encoded()
-        storage.appendLog(key: key, value: value, urgency: urgency)
+        let valueBytes = entry.encodedByteCount
+        storage.appendLog(key: key, valueBytes: valueBytes, urgency: urgency) { entry.encoded() }
         auditAppends.add(1, ordering: .relaxed)
-        auditAppendedBytes.add(key.count + value.count, ordering: .relaxed)
+        auditAppendedBytes.add(key.count + valueBytes, ordering: .relaxed)
     }
 
     /// Records a conflict this node resolved, when its key is audited.

@@ -123,7 +123,8 @@ public final class StorageEngine: @unchecked Sendable {
     // Guarded by `mutex`.
     private var pending: [QueueKey: Pending] = [:]
     /// Log appends and trims queued for the next flush (never collapsed: each is its own key).
-    private var pendingLog: [(key: [UInt8], value: [UInt8])] = []
+    /// Log values are encoded by the writer thread, not by the command that queues them.
+    private var pendingLog: [(key: [UInt8], encode: @Sendable () -> [UInt8])] = []
     private var pendingLogDeletes: [(start: [UInt8], end: [UInt8])] = []
     private var pendingBytes = 0
     private var pendingFlushByNs: UInt64 = .max
@@ -214,10 +215,15 @@ public final class StorageEngine: @unchecked Sendable {
     }
 
     /// Queues an append to a log (`key` carries the log's prefix byte), flushed with the states
-    /// queued around it, in the same atomic batch, under `urgency`. Returns its sequence.
+    /// queued around it, in the same atomic batch, under `urgency`. `encode` makes the value (of
+    /// about `valueBytes` bytes) on the writer thread, as registers are, so the command that
+    /// queues it pays no encoding or checksum. Returns its sequence.
     @discardableResult
-    public func appendLog(key: [UInt8], value: [UInt8], urgency: Urgency, nowNs: UInt64 = monotonicNowNs()) -> UInt64 {
-        let bytes = key.count + value.count + 32
+    public func appendLog(
+        key: [UInt8], valueBytes: Int, urgency: Urgency, nowNs: UInt64 = monotonicNowNs(),
+        encode: @escaping @Sendable () -> [UInt8]
+    ) -> UInt64 {
+        let bytes = key.count + valueBytes + 32
         let flushByNs: UInt64
         switch urgency {
         case .sync: flushByNs = nowNs
@@ -227,7 +233,7 @@ public final class StorageEngine: @unchecked Sendable {
         mutex.lock()
         lastSequence += 1
         let sequence = lastSequence
-        pendingLog.append((key, value))
+        pendingLog.append((key, encode))
         pendingBytes += bytes
         let wake = flushByNs < pendingFlushByNs || pendingBytes >= Self.flushBytesThreshold
         pendingFlushByNs = min(pendingFlushByNs, flushByNs)
@@ -446,7 +452,7 @@ public final class StorageEngine: @unchecked Sendable {
             queuedStates.store(0, ordering: .relaxed)
             let batchSequence = lastSequence
             var batch = StoreBatch(clearAll: inFlightClear)
-            batch.logPuts = pendingLog
+            batch.logPuts = pendingLog.map { ($0.key, $0.encode()) }
             batch.logDeletes = pendingLogDeletes
             pendingLog = []
             pendingLogDeletes = []

@@ -251,6 +251,7 @@ import Glibc
             AuditEntry.conflict(key: Array("k".utf8), winner: stamp, loser: loser, loserDigest: [], detectedUnixMs: 1_234),
         ] {
             #expect(try AuditEntry(decoding: entry.encoded()) == entry)
+            #expect(entry.encoded().count == entry.encodedByteCount)
         }
         #expect(AuditEntry.recordedUnixMs(ofKey: AuditEntry.key(unixMs: 1_795_849_343_123, counter: 7)) == 1_795_849_343_123)
     }
