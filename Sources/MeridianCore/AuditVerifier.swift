@@ -21,7 +21,7 @@ extension AuditFormat {
         "type": .string, "format": .number, "cluster": .string, "node": .string, "since": .vector, "until": .vector,
         "namespaces": .strings, "digest_only": .bool, "namespace": .string, "key": .string, "op": .string,
         "value": .optionalString, "value_sha256": .optionalString, "counter": .optionalString, "hlc": .string,
-        "time": .string, "origin_dc": .string, "origin_node": .string, "dot": .string, "expiry": .optionalString,
+        "time": .string, "origin_dc": .string, "origin_node": .string, "dot": .optionalString, "expiry": .optionalString,
         "winner_hlc": .string, "winner_origin": .string, "loser_hlc": .string, "loser_origin": .string,
         "loser_value_sha256": .optionalString, "detected_at": .string, "deltas": .number, "conflicts": .number,
         "chain_head": .string, "prev": .string, "hash": .string,
@@ -57,7 +57,7 @@ extension AuditFormat {
     /// A delta line. `value` nil: a delete (or a change that carries no value).
     public static func delta(
         namespace: String, key: [UInt8], operation: String, value: [UInt8]?, digestOnly: Bool, counter: Int64?,
-        stamp: LWWStamp, originDatacenter: String, originNode: String, dot: Dot, expiryUnixMs: Int64?
+        stamp: LWWStamp, originDatacenter: String, originNode: String, dot: Dot?, expiryUnixMs: Int64?
     ) -> LineBuilder {
         precondition(operations.contains(operation), "unknown operation \(operation)")
         var line = LineBuilder(type: "delta")
@@ -72,7 +72,7 @@ extension AuditFormat {
         line.string("time", rfc3339(unixMs: Int64(stamp.timestamp.physicalMs)))
         line.string("origin_dc", originDatacenter)
         line.string("origin_node", originNode)
-        line.string("dot", "\(dot.origin.datacenter).\(dot.origin.node)#\(dot.sequence)")
+        line.string("dot", dot.map { "\($0.origin.datacenter).\($0.origin.node)#\($0.sequence)" })
         line.string("expiry", expiryUnixMs.map { rfc3339(unixMs: $0) })
         return line
     }

@@ -2,7 +2,7 @@
 public enum CommandID: UInt8, CaseIterable, Sendable {
     // Connection and server
     case ping, echo, hello, quit, reset, select, auth, command, client, info, dbsize, time
-    case flushdb, flushall, save, bgsave, lastsave, config
+    case flushdb, flushall, save, bgsave, lastsave, config, audit
     // Strings
     case get, set, setnx, setex, psetex, getset, getdel, getex, mget, mset, msetnx
     case append, strlen, getrange, substr, setrange
@@ -118,6 +118,8 @@ public enum CommandTable {
             spec(.lastsave, 1, [.fast], "server", "1.0.0", "Returns the Unix time of the last completed disk sync."),
             spec(.config, -2, [.admin], "server", "2.0.0", "Reads and changes runtime settings.",
                  subcommands: ["get", "resetstat", "set"]),
+            spec(.audit, -2, [.admin], "server", "meridian", "Exports the audit log of changes to audited namespaces (docs/AUDIT.md).",
+                 subcommands: ["export", "help"]),
             spec(.get, 2, [.readonly, .fast], keys: one, "string", "1.0.0", "Returns the string value of a key."),
             spec(.set, -3, [.write, .denyOOM], keys: one, "string", "1.0.0", "Sets the string value of a key."),
             spec(.setnx, 3, [.write, .denyOOM, .fast], keys: one, "string", "1.0.0", "Sets a key only when it does not exist."),

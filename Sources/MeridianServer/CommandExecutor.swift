@@ -10,6 +10,9 @@ public enum CommandOutcome: Sendable {
     /// Not executed: these keys of durable namespaces may be on disk but are not in memory.
     /// The connection loads them (off the event loop) and then executes the command again.
     case loadFromDisk(keys: [[UInt8]])
+    /// Not answered yet: the connection runs the work off the event loop (on the audit
+    /// export thread) and sends what it returns as this command's reply.
+    case replyOffLoop(OffLoopReply)
 }
 
 /// What a command's reply waits for on disk.
@@ -168,6 +171,7 @@ public struct CommandExecutor {
         case .bgsave: bgsave(a, into: &out)
         case .lastsave: lastsave(into: &out)
         case .config: config(a, into: &out)
+        case .audit: return audit(a, into: &out)
         case .get: get(a, into: &out)
         case .set: set(a, into: &out)
         case .setnx: setnx(a, into: &out)

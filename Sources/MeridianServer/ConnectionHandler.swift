@@ -179,6 +179,9 @@ final class ConnectionHandler: ChannelInboundHandler {
                 parkedCommand = state.arguments.map { ByteBuffer(bytes: $0.readableBytesView) }
                 waitingForStorage = true
                 loadFromDisk(keys, context: context)
+            case .replyOffLoop(let work):
+                waitingForStorage = true
+                runOffLoop(work, context: context)
             }
             // Drop the slices before the buffer can be appended to again.
             state.arguments.removeAll(keepingCapacity: true)
@@ -308,6 +311,23 @@ final class ConnectionHandler: ChannelInboundHandler {
         server.diskReader!.load(keys, on: loop).whenComplete { result in
             handler.value.resumeAfterDiskLoad(result)
         }
+    }
+
+    /// Computes a reply on the audit export thread, then sends it and goes on with the input.
+    private func runOffLoop(_ work: OffLoopReply, context: ChannelHandlerContext) {
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        server.diskReader!.submitExport {
+            let reply = work.run()
+            loop.execute { handler.value.resumeAfterOffLoop(reply) }
+        }
+    }
+
+    private func resumeAfterOffLoop(_ reply: ByteBuffer) {
+        guard active else { return }
+        var reply = reply
+        batch!.outbound.writeBuffer(&reply)
+        resumeAfterStorage()
     }
 
     /// Executes the command that waited for its keys, then goes on with the input.

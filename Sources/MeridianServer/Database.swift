@@ -138,8 +138,10 @@ public final class Database: Sendable {
     let auditedNamespaces: [Bool]
     /// The longest `audit_retention` of the audited namespaces (the log is trimmed by it).
     public let auditRetentionMs: Int64
-    /// Orders audit entries recorded in the same millisecond (starts high and unique per run).
-    let auditCounter = Synchronization.Atomic<UInt64>(0)
+    /// The audit log's last position and the storage sequence of its append, changed together
+    /// under this lock so that appends reach the storage queue in position order (exports rely
+    /// on it: docs/AUDIT.md, "Positions").
+    let auditLogTail = Synchronization.Mutex(AuditLogTail(position: 0, storageSequence: 0))
     /// Audit entries and bytes recorded since start (INFO persistence).
     public let auditAppends = Synchronization.Atomic<Int>(0)
     public let auditAppendedBytes = Synchronization.Atomic<Int>(0)
@@ -176,7 +178,12 @@ public final class Database: Sendable {
         self.replicator = replicator
         self.auditedNamespaces = namespaces.namespaces.map { storage != nil && $0.durability != .memory && $0.auditRetentionMs > 0 }
         self.auditRetentionMs = zip(namespaces.namespaces, auditedNamespaces).filter(\.1).map(\.0.auditRetentionMs).max() ?? 0
-        auditCounter.store(UInt64(max(1, SystemClock.nowUnixMs())) << 20, ordering: .relaxed)
+        if let storage, auditedNamespaces.contains(true) {
+            // Positions keep growing across restarts, even when the clock stepped back.
+            let last = (try? storage.lastLogKey(from: [AuditEntry.prefix], to: [AuditEntry.prefix + 1]))
+                .flatMap { $0.flatMap(AuditEntry.position(ofKey:)) } ?? 0
+            auditLogTail.withLock { $0.position = last }
+        }
         let replicated = namespaces.namespaces.map { replicator != nil && $0.consistency == .eventual }
         self.replicatedNamespaces = replicated
         let logged = zip(durableUrgency, replicated).map { $0 != nil || $1 }
@@ -504,19 +511,38 @@ public enum AuditEntry: Equatable, Sendable {
     public static let prefix = UInt8(ascii: "a")
     static let formatVersion: UInt8 = 1
 
-    /// Key: `a`, the Unix ms this node recorded the entry (big-endian, so the log is in time
-    /// order and retention trims a prefix), and a per-run counter (big-endian).
-    static func key(unixMs: Int64, counter: UInt64) -> [UInt8] {
+    /// Bits of a position below the millisecond: `position = unix ms << 20 | n`.
+    public static let positionShift: UInt64 = 20
+
+    /// Key: `a` and the entry's position, big-endian (so the log is in position order and
+    /// retention trims a prefix).
+    public static func key(position: UInt64) -> [UInt8] {
         var key: [UInt8] = [prefix]
-        for shift in stride(from: 56, through: 0, by: -8) { key.append(UInt8(truncatingIfNeeded: UInt64(max(0, unixMs)) >> UInt64(shift))) }
-        for shift in stride(from: 56, through: 0, by: -8) { key.append(UInt8(truncatingIfNeeded: counter >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { key.append(UInt8(truncatingIfNeeded: position >> UInt64(shift))) }
         return key
     }
 
-    /// The Unix ms a key was recorded at.
-    public static func recordedUnixMs(ofKey key: [UInt8]) -> Int64? {
-        guard key.count == 17, key[0] == prefix else { return nil }
-        return Int64(bitPattern: key[1...8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+    /// The position of a log key.
+    public static func position(ofKey key: [UInt8]) -> UInt64? {
+        guard key.count == 9, key[0] == prefix else { return nil }
+        return key[1...8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+
+    /// The first position recorded at or after `unixMs`.
+    public static func firstPosition(atUnixMs unixMs: Int64) -> UInt64 {
+        UInt64(max(0, min(unixMs, Int64(UInt64.max >> positionShift)))) << positionShift
+    }
+
+    /// The next position after `last` for an entry recorded at `nowUnixMs`: the time's first
+    /// position, or one past `last` when that is not beyond it (many entries in one
+    /// millisecond, or a clock that stepped back).
+    public static func nextPosition(after last: UInt64, nowUnixMs: Int64) -> UInt64 {
+        max(last + 1, firstPosition(atUnixMs: nowUnixMs))
+    }
+
+    /// The Unix ms a position was recorded at.
+    public static func recordedUnixMs(ofPosition position: UInt64) -> Int64 {
+        Int64(position >> positionShift)
     }
 
     /// The length of `encoded()`, without encoding.
@@ -597,11 +623,15 @@ extension Database {
     /// Queues an audit entry with the urgency of the change it records (so it reaches the disk
     /// in the same flush as, or before, the record).
     func appendAudit(_ entry: AuditEntry, nowUnixMs: Int64, urgency: StorageEngine.Urgency, storage: StorageEngine) {
-        let key = AuditEntry.key(unixMs: nowUnixMs, counter: auditCounter.add(1, ordering: .relaxed).newValue)
         let valueBytes = entry.encodedByteCount
-        storage.appendLog(key: key, valueBytes: valueBytes, urgency: urgency) { entry.encoded() }
+        auditLogTail.withLock { tail in
+            tail.position = AuditEntry.nextPosition(after: tail.position, nowUnixMs: nowUnixMs)
+            tail.storageSequence = storage.appendLog(key: AuditEntry.key(position: tail.position), valueBytes: valueBytes, urgency: urgency) {
+                entry.encoded()
+            }
+        }
         auditAppends.add(1, ordering: .relaxed)
-        auditAppendedBytes.add(key.count + valueBytes, ordering: .relaxed)
+        auditAppendedBytes.add(9 + valueBytes, ordering: .relaxed)
     }
 
     /// Records a conflict this node resolved, when its key is audited.
@@ -614,18 +644,56 @@ extension Database {
     /// Drops audit entries older than the retention (the longest of the audited namespaces').
     func trimAuditLog(nowUnixMs: Int64) {
         guard let storage, auditRetentionMs > 0 else { return }
-        storage.trimLog(from: [AuditEntry.prefix], to: AuditEntry.key(unixMs: nowUnixMs - auditRetentionMs, counter: 0))
+        storage.trimLog(from: [AuditEntry.prefix], to: AuditEntry.key(position: auditRetainedFrom(nowUnixMs: nowUnixMs)))
     }
 
-    /// Up to `limit` audit entries recorded from `start` on (a key from `AuditEntry.key`, or
-    /// nil for the oldest), in order, with their keys (to continue after the last).
-    public func auditEntries(after last: [UInt8]?, limit: Int) throws(StorageError) -> [(key: [UInt8], entry: AuditEntry)] {
-        guard let storage else { return [] }
-        let start = last.map { $0 + [0] } ?? [AuditEntry.prefix]
-        var result: [(key: [UInt8], entry: AuditEntry)] = []
-        for (key, value) in try storage.scanLog(from: start, to: [AuditEntry.prefix + 1], limit: limit) {
-            if let entry = try? AuditEntry(decoding: value) { result.append((key, entry)) }
+    /// The first position retention keeps.
+    func auditRetainedFrom(nowUnixMs: Int64) -> UInt64 {
+        AuditEntry.firstPosition(atUnixMs: nowUnixMs - auditRetentionMs)
+    }
+
+    /// Up to `limit` audit entries with positions after `after` and up to `through`, in order.
+    /// Entries that do not decode are returned as failures (with their position), not skipped:
+    /// an export must not silently leave a change out.
+    public func auditEntries(after: UInt64, through: UInt64 = .max, limit: Int) throws(StorageError)
+        -> [(position: UInt64, entry: Result<AuditEntry, DurableRecordError>)]
+    {
+        guard let storage, after < through else { return [] }
+        let end = through == .max ? [AuditEntry.prefix + 1] : AuditEntry.key(position: through + 1)
+        var result: [(position: UInt64, entry: Result<AuditEntry, DurableRecordError>)] = []
+        for (key, value) in try storage.scanLog(from: AuditEntry.key(position: after + 1), to: end, limit: limit) {
+            guard let position = AuditEntry.position(ofKey: key) else { continue }
+            do throws(DurableRecordError) {
+                result.append((position, .success(try AuditEntry(decoding: value))))
+            } catch {
+                result.append((position, .failure(error)))
+            }
         }
         return result
     }
+
+    /// The position of the last audit entry recorded so far, once it and every entry before it
+    /// are on disk (so a read up to it misses nothing): asks the storage engine to flush when
+    /// they are not yet, and blocks until they are. Call off the event loops.
+    public func auditLogSettledTail() -> UInt64 {
+        let tail = auditLogTail.withLock { $0 }
+        guard let storage, storage.durableSequence.load(ordering: .acquiring) < tail.storageSequence else { return tail.position }
+        let flushed = ConditionLock(value: false)
+        storage.flushNow()
+        let waiting = storage.whenDurable(tail.storageSequence) {
+            flushed.lock()
+            flushed.unlock(withValue: true)
+        }
+        if waiting {
+            flushed.lock(whenValue: true)
+            flushed.unlock()
+        }
+        return tail.position
+    }
+}
+
+/// The audit log's last position and the storage sequence that covers it.
+struct AuditLogTail: Sendable {
+    var position: UInt64
+    var storageSequence: UInt64
 }

@@ -165,6 +165,9 @@ public final class DiskReader: Sendable {
     private let progress: WarmUpProgress
     private let logger: Logger
     private let pool: NIOThreadPool
+    /// The audit export's thread: exports read much and long, so they take their own thread
+    /// and key loads never wait behind them (exports wait for each other instead).
+    private let exportPool: NIOThreadPool
     /// Keys being read, with everyone waiting for them.
     private let inFlight = NIOLockedValueBox<[[UInt8]: [EventLoopPromise<Void>]]>([:])
     /// Reads started, and requests that joined a read already running.
@@ -177,6 +180,8 @@ public final class DiskReader: Sendable {
         self.logger = logger
         self.pool = NIOThreadPool(numberOfThreads: Self.threadCount)
         pool.start()
+        self.exportPool = NIOThreadPool(numberOfThreads: 1)
+        exportPool.start()
     }
 
     /// Loads `keys` into memory (or confirms they exist nowhere); the future completes on `loop`.
@@ -221,8 +226,14 @@ public final class DiskReader: Sendable {
         pool.submit { _ in work() }
     }
 
+    /// Runs `work` on the audit export thread.
+    func submitExport(_ work: @escaping @Sendable () -> Void) {
+        exportPool.submit { _ in work() }
+    }
+
     /// Stops the reader threads (after the connections are gone).
     public func shutdown() {
+        try? exportPool.syncShutdownGracefully()
         try? pool.syncShutdownGracefully()
     }
 }

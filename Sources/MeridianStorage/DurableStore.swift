@@ -21,6 +21,8 @@ public protocol DurableStore: AnyObject, Sendable {
     /// Up to `limit` entries of the append-only logs (keys with their own prefix byte, e.g. the
     /// audit log's `a`) in key order, from `start` (inclusive) to `end` (exclusive).
     func scanLog(from start: [UInt8], to end: [UInt8], limit: Int) throws(StorageError) -> [(key: [UInt8], value: [UInt8])]
+    /// The last log key from `start` (inclusive) to `end` (exclusive), or nil when there is none.
+    func lastLogKey(from start: [UInt8], to end: [UInt8]) throws(StorageError) -> [UInt8]?
     /// An estimate of the number of records (for warm-up progress).
     var estimatedRecordCount: Int { get }
     /// Releases the store; no call may follow.
@@ -135,6 +137,13 @@ public final class InMemoryStore: DurableStore, @unchecked Sendable {
         lock.withLock {
             logs.keys.filter { !$0.lexicographicallyPrecedes(start) && $0.lexicographicallyPrecedes(end) }
                 .sorted { $0.lexicographicallyPrecedes($1) }.prefix(limit).map { ($0, logs[$0]!) }
+        }
+    }
+
+    public func lastLogKey(from start: [UInt8], to end: [UInt8]) throws(StorageError) -> [UInt8]? {
+        lock.withLock {
+            logs.keys.filter { !$0.lexicographicallyPrecedes(start) && $0.lexicographicallyPrecedes(end) }
+                .max { $0.lexicographicallyPrecedes($1) }
         }
     }
 

@@ -160,6 +160,28 @@ public final class RocksDBStore: DurableStore, @unchecked Sendable {
         return results
     }
 
+    public func lastLogKey(from start: [UInt8], to end: [UInt8]) throws(StorageError) -> [UInt8]? {
+        let iterator = rocksdb_create_iterator(database, readOptions)!
+        defer { rocksdb_iter_destroy(iterator) }
+        // The last key at or before `end`, then one back if it is `end` itself (exclusive).
+        end.withUnsafeBytes { rocksdb_iter_seek_for_prev(iterator, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+        var found: [UInt8]?
+        while rocksdb_iter_valid(iterator) != 0 {
+            var keyLength = 0
+            let keyPointer = rocksdb_iter_key(iterator, &keyLength)!
+            let key = Array(UnsafeRawBufferPointer(start: keyPointer, count: keyLength))
+            if key.lexicographicallyPrecedes(end) {
+                if !key.lexicographicallyPrecedes(start) { found = key }
+                break
+            }
+            rocksdb_iter_prev(iterator)
+        }
+        var error: UnsafeMutablePointer<CChar>?
+        rocksdb_iter_get_error(iterator, &error)
+        if let message = Self.take(error) { throw .read(reason: message) }
+        return found
+    }
+
     public func scan(after key: [UInt8]?, limit: Int) throws(StorageError) -> [(key: [UInt8], record: [UInt8])] {
         let iterator = rocksdb_create_iterator(database, readOptions)!
         defer { rocksdb_iter_destroy(iterator) }

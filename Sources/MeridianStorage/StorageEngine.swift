@@ -346,6 +346,12 @@ public final class StorageEngine: @unchecked Sendable {
         try store.scanLog(from: start, to: end, limit: limit)
     }
 
+    /// The last log key on disk from `start` (inclusive) to `end` (exclusive); appends still
+    /// queued are not seen.
+    public func lastLogKey(from start: [UInt8], to end: [UInt8]) throws(StorageError) -> [UInt8]? {
+        try store.lastLogKey(from: start, to: end)
+    }
+
     /// Whether what a read of `key` returned with `token` is still the key's newest state:
     /// no flush completed, no clear was queued and the key's queued state is the one read.
     /// Call with the key's shard lock held, so that no write to the key can slip in between

@@ -3,13 +3,13 @@ import MeridianConfig
 import MeridianCore
 
 /// `meridian`: the operator's command line: validates configuration files, runs a local
-/// cluster (`dev-cluster`) and verifies audit exports (`audit verify`). Export arrives with
-/// the audit log (docs/AUDIT.md).
+/// cluster (`dev-cluster`), exports a node's audit log (`export`) and verifies exports
+/// (`audit verify`) (docs/AUDIT.md).
 struct Meridian: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meridian",
         abstract: "Meridian's operator tool.",
-        subcommands: [Config.self, DevCluster.self, Audit.self, Version.self])
+        subcommands: [Config.self, DevCluster.self, Export.self, Audit.self, Version.self])
 }
 
 extension Meridian {

@@ -19,6 +19,44 @@ import Testing
         #expect(AuditFormat.rfc3339(unixMs: -1) == "1969-12-31T23:59:59.999Z")
     }
 
+    @Test func rfc3339TimesParseBack() {
+        #expect(AuditFormat.unixMs(rfc3339: "1970-01-01T00:00:00Z") == 0)
+        #expect(AuditFormat.unixMs(rfc3339: "2026-11-28T07:02:23.123Z") == 1_795_849_343_123)
+        #expect(AuditFormat.unixMs(rfc3339: "2026-11-28T08:02:23.1239+01:00") == 1_795_849_343_123)
+        #expect(AuditFormat.unixMs(rfc3339: "2026-11-28 02:02:23-05:00") == 1_795_849_343_000)
+        #expect(AuditFormat.unixMs(rfc3339: "2000-02-29T00:00:00.000Z") == 951_782_400_000)
+        for bad in ["", "2026-11-28", "2026-11-28T07:02:23", "2026-13-01T00:00:00Z", "2026-11-28T24:00:00Z", "2026-11-28T07:02:23.Z",
+                    "2026-11-28T07:02:23Zjunk", "2026-11-28T07:02:23+0100", "yesterday"] {
+            #expect(AuditFormat.unixMs(rfc3339: bad) == nil, "\(bad)")
+        }
+        // Whatever the formatter writes parses back to the same millisecond.
+        var generator = SplitMix64(seed: 7)
+        for _ in 0..<2_000 {
+            let ms = Int64(generator.next() % 253_402_300_799_999)
+            #expect(AuditFormat.unixMs(rfc3339: AuditFormat.rfc3339(unixMs: ms)) == ms)
+        }
+    }
+
+    @Test func exportCursorsRoundTripAndDamageIsRefused() throws {
+        var cursor = AuditExportCursor(node: ReplicaID(datacenter: 2, node: 1), since: 5, until: 1 << 60, digestOnly: true, namespaces: ["orders", "ünï"])
+        #expect(cursor.isAtStart)
+        cursor.after = 77
+        cursor.deltas = 4_000
+        cursor.conflicts = 3
+        cursor.previousHash = SHA256.digest(Array("line".utf8))
+        #expect(!cursor.isAtStart)
+        let text = cursor.encoded()
+        #expect(try AuditExportCursor(decoding: text) == cursor)
+        #expect(try AuditExportCursor(decoding: AuditExportCursor(node: ReplicaID(datacenter: 0, node: 0), since: 0, until: 0, digestOnly: false, namespaces: []).encoded()).namespaces == [])
+        // Truncated, extended, not hex, another format version, a range out of order.
+        for bad in [String(text.dropLast(2)), text + "00", text.uppercased(), "02" + text.dropFirst(2), "zz", ""] {
+            #expect(throws: AuditExportCursor.DecodingError.self) { try AuditExportCursor(decoding: bad) }
+        }
+        var backwards = cursor
+        backwards.after = 1
+        #expect(throws: AuditExportCursor.DecodingError.self) { try AuditExportCursor(decoding: backwards.encoded()) }
+    }
+
     @Test func jsonStringsRoundTrip() throws {
         for text in ["plain", "quote \" and \\ backslash", "line\nbreak\ttab\r", "\u{01}\u{1F}", "ünïcödé ✓"] {
             var bytes: [UInt8] = []

@@ -205,19 +205,25 @@ import Glibc
         DurableDatabaseTests.set(database, "cache", "memory keys are not audited")
         DurableDatabaseTests.delete(database, "durable:a")
         // Nothing is on disk before the flush that carries the records.
-        #expect(try database.auditEntries(after: nil, limit: 10).isEmpty)
+        #expect(try database.auditEntries(after: 0, limit: 10).isEmpty)
         DurableDatabaseTests.flush(engine)
-        let entries = try database.auditEntries(after: nil, limit: 10)
+        let entries = try database.auditEntries(after: 0, limit: 10)
         #expect(entries.count == 3)
         let values = entries.map { entry -> String? in
-            guard case .change(let key, let record, let fromPeer) = entry.entry, key == Array("durable:a".utf8), !fromPeer else { return "?" }
+            guard case .success(.change(let key, let record, let fromPeer)) = entry.entry, key == Array("durable:a".utf8), !fromPeer else { return "?" }
             return record.value.map { String(decoding: $0, as: UTF8.self) }
         }
         #expect(values == ["1", "2", nil])
-        #expect(zip(entries, entries.dropFirst()).allSatisfy { $0.key.lexicographicallyPrecedes($1.key) })
-        // Reading on after the second entry gives the third.
-        #expect(try database.auditEntries(after: entries[1].key, limit: 10).map(\.key) == [entries[2].key])
-        #expect(database.auditAppends.load(ordering: .relaxed) == 3)
+        #expect(zip(entries, entries.dropFirst()).allSatisfy { $0.position < $1.position })
+        // Reading on after the second entry gives the third; an upper bound stops before it.
+        #expect(try database.auditEntries(after: entries[1].position, limit: 10).map(\.position) == [entries[2].position])
+        #expect(try database.auditEntries(after: 0, through: entries[1].position, limit: 10).map(\.position) == entries.prefix(2).map(\.position))
+        // The settled tail is the last position once it is on disk.
+        #expect(database.auditLogSettledTail() == entries[2].position)
+        DurableDatabaseTests.set(database, "durable:b", "queued, then flushed by the settled tail")
+        let tail = database.auditLogSettledTail()
+        #expect(try database.auditEntries(after: entries[2].position, limit: 10).map(\.position) == [tail])
+        #expect(database.auditAppends.load(ordering: .relaxed) == 4)
         engine.shutdown()
     }
 
@@ -226,18 +232,18 @@ import Glibc
         let (database, engine) = Self.makeDatabase(store: store, retentionMs: 60_000)
         DurableDatabaseTests.set(database, "durable:a", "1")
         DurableDatabaseTests.flush(engine)
-        #expect(try database.auditEntries(after: nil, limit: 10).count == 1)
+        #expect(try database.auditEntries(after: 0, limit: 10).count == 1)
         // A minute and a bit later the entry is past the retention.
         database.trimAuditLog(nowUnixMs: SystemClock.nowUnixMs() + 61_000)
         DurableDatabaseTests.flush(engine)
-        #expect(try database.auditEntries(after: nil, limit: 10).isEmpty)
+        #expect(try database.auditEntries(after: 0, limit: 10).isEmpty)
         engine.shutdown()
 
         let quiet = InMemoryStore()
         let (off, offEngine) = Self.makeDatabase(store: quiet, retentionMs: 0)
         DurableDatabaseTests.set(off, "durable:a", "1")
         DurableDatabaseTests.flush(offEngine)
-        #expect(try off.auditEntries(after: nil, limit: 10).isEmpty)
+        #expect(try off.auditEntries(after: 0, limit: 10).isEmpty)
         #expect(try DurableDatabaseTests.stored(quiet, "durable:a") != nil)
         offEngine.shutdown()
     }
@@ -253,6 +259,12 @@ import Glibc
             #expect(try AuditEntry(decoding: entry.encoded()) == entry)
             #expect(entry.encoded().count == entry.encodedByteCount)
         }
-        #expect(AuditEntry.recordedUnixMs(ofKey: AuditEntry.key(unixMs: 1_795_849_343_123, counter: 7)) == 1_795_849_343_123)
+        let position = AuditEntry.nextPosition(after: 0, nowUnixMs: 1_795_849_343_123)
+        #expect(AuditEntry.position(ofKey: AuditEntry.key(position: position)) == position)
+        #expect(AuditEntry.recordedUnixMs(ofPosition: position) == 1_795_849_343_123)
+        // Many entries in one millisecond, and a clock that stepped back: still increasing.
+        #expect(AuditEntry.nextPosition(after: position, nowUnixMs: 1_795_849_343_123) == position + 1)
+        #expect(AuditEntry.nextPosition(after: position + 1, nowUnixMs: 1_795_849_343_000) == position + 2)
+        #expect(AuditEntry.key(position: position).lexicographicallyPrecedes(AuditEntry.key(position: position + 1)))
     }
 }
