@@ -119,11 +119,17 @@ public struct KeyChange: Sendable, Equatable {
     public var key: [UInt8]
     public var namespaceIndex: UInt16
     public var kind: Kind
+    /// The dot of the write this change replaced when the live entry no longer says it: a
+    /// deleted (or expired) entry's dot, or the dead state's of a key written again. The
+    /// change's delta names it, so that a peer holding that write sees an overwrite, not a
+    /// conflict.
+    public var replacedDot: Dot?
 
-    public init(key: [UInt8], namespaceIndex: UInt16, kind: Kind) {
+    public init(key: [UInt8], namespaceIndex: UInt16, kind: Kind, replacedDot: Dot? = nil) {
         self.key = key
         self.namespaceIndex = namespaceIndex
         self.kind = kind
+        self.replacedDot = replacedDot
     }
 }
 
@@ -315,11 +321,13 @@ public struct Keyspace: Sendable {
         slots[slot].entry.expiringPosition = -1
         slots[slot].entry.evictablePosition = -1
         let namespace = Int(entry.namespaceIndex)
+        var revivedFrom: Dot?
         if replicatedNamespaces[namespace], !tombstones.isEmpty, let dead = takeTombstone(Array(key)) {
             // The key comes back: its counter's totals continue (they never go back), and its
             // dead state is replaced by the live one.
             slots[slot].entry.counter = Self.merged(dead.record.counter, entry.counter)
             materializeCounter(at: slot)
+            revivedFrom = dead.dot
         }
         let bytes = Self.accountedBytes(keyCount: key.count, valueCount: entry.value.count)
         usedBytes += bytes
@@ -330,7 +338,7 @@ public struct Keyspace: Sendable {
             slots[slot].entry.evictablePosition = Int32(evictable.count)
             evictable.append(Int32(slot))
         }
-        if logged { logChange(slot: slot, .written) }
+        if logged { logChange(slot: slot, .written, replacedDot: revivedFrom) }
         return slot
     }
 
@@ -755,11 +763,12 @@ public struct Keyspace: Sendable {
     // MARK: Private
 
     @inline(__always)
-    private mutating func logChange(slot: Int, _ kind: KeyChange.Kind) {
+    private mutating func logChange(slot: Int, _ kind: KeyChange.Kind, replacedDot: Dot? = nil) {
         guard anyLogged else { return }
         let namespace = slots[slot].entry.namespaceIndex
         guard loggedNamespaces[Int(namespace)] else { return }
-        keyChanges.append(KeyChange(key: slots[slot].key.bytes, namespaceIndex: namespace, kind: kind))
+        keyChanges.append(KeyChange(
+            key: slots[slot].key.bytes, namespaceIndex: namespace, kind: kind, replacedDot: kind == .written ? replacedDot : slots[slot].entry.dot))
     }
 
     private mutating func adjustBytes(slot: Int, by delta: Int) {

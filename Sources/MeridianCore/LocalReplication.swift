@@ -6,7 +6,7 @@ extension Keyspace {
     public struct LocalDelta: Sendable {
         /// The key's state to ship (a tombstone for a delete).
         public var record: DurableRecord
-        /// The dot of the state this change replaced (nil for deletes: the entry is gone).
+        /// The dot of the state this change replaced.
         public var previousDot: Dot?
         /// The key's slot when it is live.
         public var slot: Int?
@@ -16,8 +16,9 @@ extension Keyspace {
     /// is shipped (an expiry is a local decision; a key written and removed again in one
     /// section ships its removal only if it was deleted). A plain write of an integer over a
     /// counter first resets the counter to it, absorbing exactly the increments this data
-    /// center has seen. `deleteStamp` stamps a delete's tombstone.
-    public mutating func localDelta(key: [UInt8], kind: KeyChange.Kind, deleteStamp: () -> LWWStamp) -> LocalDelta? {
+    /// center has seen. `deleteStamp` stamps a delete's tombstone; `replacedDot` is the
+    /// change's `KeyChange.replacedDot`.
+    public mutating func localDelta(key: [UInt8], kind: KeyChange.Kind, replacedDot: Dot? = nil, deleteStamp: () -> LWWStamp) -> LocalDelta? {
         if let slot = slot(ofBytes: key) {
             let entry = entry(at: slot)
             if var counter = entry.counter, entry.valueStamp > counter.resetStamp,
@@ -26,11 +27,11 @@ extension Keyspace {
                 setCounter(at: slot, counter, logged: false)
             }
             let current = self.entry(at: slot)
-            return LocalDelta(record: DurableRecord(current), previousDot: entry.dot, slot: slot)
+            return LocalDelta(record: DurableRecord(current), previousDot: entry.dot ?? replacedDot, slot: slot)
         }
         guard kind == .deleted else { return nil }
         // A deleted counter's totals stay with its tombstone (the keyspace kept them).
-        return LocalDelta(record: .tombstone(stamp: deleteStamp(), counter: tombstones[key]?.counter), previousDot: nil, slot: nil)
+        return LocalDelta(record: .tombstone(stamp: deleteStamp(), counter: tombstones[key]?.counter), previousDot: replacedDot, slot: nil)
     }
 
     /// Records the dot the outbound log gave a local delta, on the field(s) the change wrote

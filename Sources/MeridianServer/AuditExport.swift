@@ -79,13 +79,13 @@ public struct AuditExporter: Sendable {
         }
         let sincePosition = since.map(position) ?? 0
         let untilPosition = min(until.map(position) ?? tail, tail)
-        guard sincePosition <= untilPosition else {
-            throw Failure(message: "the range is empty: since is after until (or after the last entry recorded)")
-        }
         // Retention may have removed entries after `since`: the export could not be complete.
         let retainedFrom = database.auditRetainedFrom(nowUnixMs: nowUnixMs)
         if since != nil && sincePosition + 1 < retainedFrom {
             throw Failure(message: "entries after since are older than audit_retention (\(database.auditRetentionMs / 1000) s) and may be gone: the export could not be complete; start later, or without since")
+        }
+        guard sincePosition <= untilPosition else {
+            throw Failure(message: "the range is empty: since is after until, or in the future")
         }
         let names = namespaces.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         return AuditExportCursor(node: database.origin, since: sincePosition, until: untilPosition, digestOnly: digestOnly, namespaces: names)
@@ -162,12 +162,15 @@ public struct AuditExporter: Sendable {
             let operation = Self.operation(of: record)
             let expiryChanged = operation == "expire"
             let stamp = expiryChanged ? record.expiryStamp : record.valueStamp
-            let names = originNames(stamp.origin)
+            let dot = expiryChanged ? record.expiryDot : record.dot
+            // The write's dot names who made it: for a counter, the data center of the last
+            // increment (increments commute and carry no stamp; the stamp is the counter's).
+            let names = originNames(dot?.origin ?? stamp.origin)
             return (AuditFormat.delta(
                 namespace: namespace, key: key, operation: operation, value: record.value, digestOnly: digestOnly,
                 counter: operation == "counter" ? record.value.flatMap { Int64(String(decoding: $0, as: UTF8.self)) } : nil,
                 stamp: stamp, originDatacenter: names.datacenter, originNode: names.node,
-                dot: expiryChanged ? record.expiryDot : record.dot,
+                dot: dot,
                 expiryUnixMs: record.expiryUnixMs == Entry.noExpiry ? nil : record.expiryUnixMs), false)
         case .conflict(_, let winner, let loser, let digest, let detected):
             return (AuditFormat.conflict(

@@ -455,7 +455,7 @@ extension Database {
                     if slot == nil, change.kind == .deleted {
                         tombstone = shard.keyspace.tombstones[change.key]?.record
                     }
-                } else if let delta = shard.keyspace.localDelta(key: change.key, kind: change.kind, deleteStamp: { stamp(nowUnixMs: nowUnixMs) }) {
+                } else if let delta = shard.keyspace.localDelta(key: change.key, kind: change.kind, replacedDot: change.replacedDot, deleteStamp: { stamp(nowUnixMs: nowUnixMs) }) {
                     replicator.appendLocal(key: change.key, previousDot: delta.previousDot) { dot in
                         shard.keyspace.recordLocalDot(dot, of: delta, key: change.key)
                     }
@@ -672,11 +672,16 @@ extension Database {
         return result
     }
 
-    /// The position of the last audit entry recorded so far, once it and every entry before it
-    /// are on disk (so a read up to it misses nothing): asks the storage engine to flush when
-    /// they are not yet, and blocks until they are. Call off the event loops.
+    /// A position that every audit entry recorded so far has reached, with all of them on disk
+    /// (so a read up to it misses nothing): asks the storage engine to flush when they are not
+    /// yet, and blocks until they are. Call off the event loops. On an idle log it is the
+    /// millisecond before now: the position moves on under the lock, so no later entry can
+    /// take a position at or below it.
     public func auditLogSettledTail() -> UInt64 {
-        let tail = auditLogTail.withLock { $0 }
+        let tail = auditLogTail.withLock { tail in
+            tail.position = max(tail.position, AuditEntry.firstPosition(atUnixMs: SystemClock.nowUnixMs()) - 1)
+            return tail
+        }
         guard let storage, storage.durableSequence.load(ordering: .acquiring) < tail.storageSequence else { return tail.position }
         let flushed = ConditionLock(value: false)
         storage.flushNow()

@@ -229,7 +229,7 @@ public struct ReplicationSimulation {
         var handled = Set<[UInt8]>()
         for change in keyspace.takeKeyChanges().reversed() where handled.insert(change.key).inserted {
             let deleteStamp = { LWWStamp(timestamp: self.replicas[index].clock.now(physicalMs: now), origin: self.replicas[index].id) }
-            guard let delta = keyspace.localDelta(key: change.key, kind: change.kind, deleteStamp: deleteStamp) else { continue }
+            guard let delta = keyspace.localDelta(key: change.key, kind: change.kind, replacedDot: change.replacedDot, deleteStamp: deleteStamp) else { continue }
             let dot = replicas[index].log.nextDot
             let record = keyspace.recordLocalDot(dot, of: delta, key: change.key)
             replicas[index].log.append(Delta(dot: dot, previousDot: delta.previousDot, key: change.key, state: .register(record)), bytes: change.key.count + record.encoded().count + 16)

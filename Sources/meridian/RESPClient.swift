@@ -104,15 +104,16 @@ final class RESPClient {
 
     /// The next line, without its CRLF.
     private func readLine() throws -> ArraySlice<UInt8> {
-        var searchFrom = readIndex
+        // Bytes after `readIndex` already searched (`fill` may move the buffer, not them).
+        var searched = 0
         while true {
-            if let end = buffer[searchFrom...].firstIndex(of: 10), end > readIndex, buffer[end - 1] == 13 {
+            if let end = buffer[(readIndex + searched)...].firstIndex(of: 10), end > readIndex, buffer[end - 1] == 13 {
                 let line = buffer[readIndex..<(end - 1)]
                 readIndex = end + 1
                 return line
             }
-            searchFrom = max(readIndex, buffer.count - 1)
-            guard buffer.count - readIndex < 64 * 1024 else { throw Failure(description: "reply line too long") }
+            searched = max(0, buffer.count - readIndex - 1)
+            guard searched < 64 * 1024 else { throw Failure(description: "reply line too long") }
             try fill()
         }
     }

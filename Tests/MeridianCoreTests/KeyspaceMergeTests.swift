@@ -124,6 +124,50 @@ import Testing
         #expect(Self.merge(&keyspace, "k", Self.record("b", at: 20, Self.west), dot: second, previous: first).relation == .duplicate)
     }
 
+    /// A delete, and a write after a delete, ship the dot of the write they replaced (the
+    /// entry is gone, or just came back, by the time the change is drained), so the peer that
+    /// holds that write sees an overwrite, not a conflict (found by the audit export's test:
+    /// every DEL counted as a conflict).
+    @Test func deletesAndRevivalsNameTheWriteTheyReplaced() {
+        var origin = Keyspace(evictableNamespaces: [false], loggedNamespaces: [true], replicatedNamespaces: [true])
+        var peer = Self.keyspace()
+        var sequence: UInt64 = 0
+        // Applies one local change at `origin` as the server's drain does, and ships it to `peer`.
+        func ship(_ change: (inout Keyspace) -> Void, at ms: UInt64) -> Keyspace.RemoteMerge? {
+            change(&origin)
+            var last: Keyspace.RemoteMerge?
+            for logged in origin.takeKeyChanges() {
+                guard let delta = origin.localDelta(key: logged.key, kind: logged.kind, replacedDot: logged.replacedDot,
+                                                    deleteStamp: { Self.stamp(ms, Self.east) }) else { continue }
+                sequence += 1
+                let dot = Dot(origin: Self.east, sequence: sequence)
+                let record = origin.recordLocalDot(dot, of: delta, key: logged.key)
+                last = peer.mergeRemote(key: logged.key, record: record, dot: dot, previousDot: delta.previousDot, namespaceIndex: 0, nowUnixMs: 1_000)
+            }
+            return last
+        }
+        func set(_ value: String, at ms: UInt64) -> (inout Keyspace) -> Void {
+            { keyspace in
+                let entry = Entry(value: Array(value.utf8), valueStamp: Self.stamp(ms, Self.east), expiryUnixMs: 0,
+                                  expiryStamp: Self.stamp(ms, Self.east), lastAccessUnixMs: 0, namespaceIndex: 0)
+                if let slot = keyspace.slot(ofBytes: Array("k".utf8)) {
+                    keyspace.setValue(at: slot, entry.value, stamp: entry.valueStamp)
+                } else {
+                    _ = Array("k".utf8).withUnsafeBytes { keyspace.insert(bytes: $0, entry: entry) }
+                }
+            }
+        }
+        let delete: (inout Keyspace) -> Void = { keyspace in
+            if let slot = keyspace.slot(ofBytes: Array("k".utf8)) { keyspace.remove(slot: slot) }
+        }
+        #expect(ship(set("a", at: 10), at: 10)?.relation == .overwrite)
+        #expect(ship(set("b", at: 20), at: 20)?.relation == .overwrite)
+        #expect(ship(delete, at: 30)?.relation == .overwrite)
+        #expect(Self.value(peer, "k") == nil)
+        #expect(ship(set("c", at: 40), at: 40)?.relation == .overwrite)
+        #expect(Self.value(peer, "k") == "c")
+    }
+
     @Test func countersCountEveryIncrementAndShowTheirValue() {
         var counterA = PNCounter()
         counterA.add(3, origin: Self.east)

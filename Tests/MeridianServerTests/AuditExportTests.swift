@@ -99,9 +99,9 @@ import Testing
         let next = try Self.export(exporter, since: try exporter.parseBound(vectorText))
         #expect(Self.deltaKeys(next.lines) == [AuditFormat.base64(Array("durable:new".utf8))])
         #expect(next.summary.since == whole.summary.until)
-        // Nothing new: an empty export whose range is a point.
+        // Nothing new: an empty export that still chains on.
         let empty = try Self.export(exporter, since: .position(try #require(next.summary.until.members.first?.value.stringValue.flatMap(UInt64.init))))
-        #expect(empty.summary.deltas == 0 && empty.summary.since == empty.summary.until)
+        #expect(empty.summary.deltas == 0 && empty.summary.since == next.summary.until)
         // An explicit until ends the range early.
         let prefix = try Self.export(exporter, until: .position(position))
         #expect(prefix.summary.deltas == count + 1)

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The audit export (docs/AUDIT.md), measured:
+#  1. throughput: N changes (SETs of 200-byte values, distinct keys) into an audited write-back
+#     namespace, then `meridian export` of all of them: deltas per second, MB/s of NDJSON lines
+#     and of the compressed file, and the CLI's and the server's peak memory (constant whatever
+#     N: the server reads one chunk per call, the CLI appends frames);
+#  2. impact: the same `redis-benchmark -t set,get` load against Meridian without and with
+#     exports running back to back meanwhile (alternating, round by round), with redis-server's
+#     figures for the same load in the same run as the reference; prints the p50/p99 and
+#     requests-per-second ratios with/without.
+#
+# Usage: Benchmarks/audit-export.sh [--deltas N (1000000)] [--rounds N (3)] [--requests N (200000)] [--dir DIR]
+# Needs redis-server, redis-benchmark, redis-cli, zstd and a release build (`scripts/build-release`).
+set -euo pipefail
+
+deltas=1000000
+rounds=3
+requests=200000
+base_dir=/var/tmp
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --deltas) deltas=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --requests) requests=$2; shift 2 ;;
+    --dir) base_dir=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+server=${MERIDIAN_SERVER:-$root/.build/release/meridian-server}
+cli=$(dirname "$server")/meridian
+[ -x "$server" ] && [ -x "$cli" ] || { echo "no release build at $(dirname "$server"): run 'scripts/build-release' first" >&2; exit 1; }
+for tool in redis-server redis-benchmark redis-cli zstd; do
+  command -v $tool >/dev/null || { echo "$tool is needed (apt-get install redis-server redis-tools zstd)" >&2; exit 1; }
+done
+
+work=$(mktemp -d "$base_dir/meridian-audit-bench.XXXXXX")
+pids=()
+exporter=""
+cleanup() {
+  [ -n "$exporter" ] && kill "$exporter" 2>/dev/null || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for log in "$work"/*.log; do
+    if grep -qiE 'warning|error|critical|crashed' "$log" 2>/dev/null; then
+      echo "== $(basename "$log"):"; grep -iE 'warning|error|critical|crashed' "$log" | head -5
+    fi
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_ping() { for _ in $(seq 400); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.025; done; return 1; }
+rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+port=$(free_port)
+cat > "$work/meridian.yaml" <<YAML
+cluster:
+  name: bench
+  datacenters:
+    - name: local
+      nodes:
+        - { name: local-1, client: "127.0.0.1:$port" }
+namespaces:
+  - { name: ledger, prefix: "", durability: write-back, eviction: none, audit_retention: 7d }
+YAML
+"$server" --config "$work/meridian.yaml" --data-dir "$work/meridian" --log-level warning >/dev/null 2>"$work/meridian.log" &
+server_pid=$!
+pids+=($server_pid)
+wait_ping "$port"
+m_port=$port
+r_port=$(free_port)
+redis-server --port "$r_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no --logfile "$work/redis.log" >/dev/null &
+pids+=($!)
+wait_ping "$r_port"
+
+echo "== loading $deltas changes (SET of 200-byte values, distinct keys) into the audited namespace"
+start=$(date +%s.%N)
+redis-benchmark -h 127.0.0.1 -p "$m_port" -t set -n "$deltas" -c 50 -P 16 -d 200 -r 100000000000 -q >/dev/null 2>&1
+echo "loaded in $(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.1f') s; $(redis-cli -p "$m_port" info persistence | tr -d '\r' | grep -E '^audit_log_appends:')"
+appended=$(redis-cli -p "$m_port" info persistence | tr -d '\r' | awk -F: '/^audit_log_appends:/ {print $2}')
+server_rss_before=$(rss_kb "$server_pid")
+
+echo "== export of the whole log"
+/usr/bin/time -f '%e %M' -o "$work/time" "$cli" export --node "127.0.0.1:$m_port" --out "$work/all.ndjson.zst" > "$work/export.out"
+read -r seconds cli_rss_kb < "$work/time"
+cat "$work/export.out"
+exported=$(grep -oE '[0-9]+ deltas' "$work/export.out" | grep -oE '[0-9]+')
+compressed=$(stat -c %s "$work/all.ndjson.zst")
+plain=$(zstd -dc "$work/all.ndjson.zst" | wc -c)
+[ "$exported" -eq "$appended" ] || echo "!! exported $exported deltas, the node appended $appended"
+printf 'export: %d deltas in %.2f s = %.0f deltas/s; %.1f MB of lines (%.1f MB/s), %.1f MB compressed (%.1f MB/s, %.1fx)\n' \
+  "$exported" "$seconds" "$(echo "$exported / $seconds" | bc -l)" "$(echo "$plain / 1000000" | bc -l)" \
+  "$(echo "$plain / 1000000 / $seconds" | bc -l)" "$(echo "$compressed / 1000000" | bc -l)" \
+  "$(echo "$compressed / 1000000 / $seconds" | bc -l)" "$(echo "$plain / $compressed" | bc -l)"
+echo "peak memory: meridian export $((cli_rss_kb / 1024)) MiB; server $((server_rss_before / 1024)) MiB before the export, $(( $(rss_kb "$server_pid") / 1024 )) MiB after (VmHWM)"
+start=$(date +%s.%N)
+"$cli" audit verify "$work/all.ndjson.zst"
+echo "verified in $(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.1f') s"
+rm -f "$work/all.ndjson.zst"
+
+# One redis-benchmark run: prints "rps p50 p99" (ms).
+load() {
+  redis-benchmark -h 127.0.0.1 -p "$1" -t set,get -n "$requests" -c 50 -d 200 -r 100000 --csv 2>/dev/null \
+    | awk -F'","' 'NR>1 {gsub(/"/,"",$2); gsub(/"/,"",$5); gsub(/"/,"",$7); rps+=$2; p50+=$5; p99+=$7; n++}
+                   END {printf "%.0f %.3f %.3f\n", rps/n, p50/n, p99/n}'
+}
+# Exports back to back until killed.
+export_loop() {
+  local n=0
+  while true; do
+    "$cli" export --node "127.0.0.1:$m_port" --out "$work/loop.ndjson.zst" --force >/dev/null
+    n=$((n + 1))
+    echo "$n" > "$work/loop.count"
+  done
+}
+
+echo
+echo "== impact: redis-benchmark -t set,get -n $requests -c 50 -d 200 -r 100000 (mean of SET and GET), $rounds alternating rounds"
+declare -a without=() with=() redis=()
+for round in $(seq "$rounds"); do
+  a=$(load "$m_port")
+  echo 0 > "$work/loop.count"
+  export_loop & exporter=$!
+  sleep 1
+  b=$(load "$m_port")
+  kill "$exporter" 2>/dev/null; wait "$exporter" 2>/dev/null || true; exporter=""
+  c=$(load "$r_port")
+  without+=("$a"); with+=("$b"); redis+=("$c")
+  echo "round $round: meridian without export [$a], with exports running [$b] ($(cat "$work/loop.count") whole exports finished meanwhile), redis-server [$c]   (rps p50 p99)"
+done
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+column() { local field=$1; shift; printf '%s\n' "$@" | awk -v f="$field" '{print $f}' | median; }
+printf '%-34s %10s %10s %10s\n' "median over rounds" "rps" "p50 ms" "p99 ms"
+for row in without with redis; do
+  declare -n values=$row
+  printf '%-34s %10.0f %10.3f %10.3f\n' "$row" "$(column 1 "${values[@]}")" "$(column 2 "${values[@]}")" "$(column 3 "${values[@]}")"
+done
+printf 'with/without: rps %.2f, p50 %.2f, p99 %.2f\n' \
+  "$(echo "$(column 1 "${with[@]}") / $(column 1 "${without[@]}")" | bc -l)" \
+  "$(echo "$(column 2 "${with[@]}") / $(column 2 "${without[@]}")" | bc -l)" \
+  "$(echo "$(column 3 "${with[@]}") / $(column 3 "${without[@]}")" | bc -l)"
+printf 'meridian without export / redis-server: rps %.2f, p99 %.2f\n' \
+  "$(echo "$(column 1 "${without[@]}") / $(column 1 "${redis[@]}")" | bc -l)" \
+  "$(echo "$(column 3 "${without[@]}") / $(column 3 "${redis[@]}")" | bc -l)"
