@@ -24,7 +24,34 @@ public enum AuditFormat {
 
         public mutating func string(_ name: String, _ value: String?) {
             key(name)
-            if let value { AuditFormat.appendJSONString(value, to: &bytes) } else { bytes += Array("null".utf8) }
+            if let value { AuditFormat.appendJSONString(value, to: &bytes) } else { bytes.append(contentsOf: "null".utf8) }
+        }
+
+        /// A string field whose value is base64 of `value` (nil: `null`).
+        public mutating func base64(_ name: String, _ value: [UInt8]?) {
+            key(name)
+            guard let value else { return bytes.append(contentsOf: "null".utf8) }
+            bytes.append(UInt8(ascii: "\""))
+            AuditFormat.appendBase64(value, to: &bytes)
+            bytes.append(UInt8(ascii: "\""))
+        }
+
+        /// A string field whose value is lowercase hex of `value` (nil: `null`).
+        public mutating func hex(_ name: String, _ value: [UInt8]?) {
+            key(name)
+            guard let value else { return bytes.append(contentsOf: "null".utf8) }
+            bytes.append(UInt8(ascii: "\""))
+            SHA256.appendHex(value, to: &bytes)
+            bytes.append(UInt8(ascii: "\""))
+        }
+
+        /// A string field holding Unix milliseconds as RFC 3339 (nil: `null`).
+        public mutating func time(_ name: String, unixMs: Int64?) {
+            key(name)
+            guard let unixMs else { return bytes.append(contentsOf: "null".utf8) }
+            bytes.append(UInt8(ascii: "\""))
+            AuditFormat.appendRFC3339(unixMs: unixMs, to: &bytes)
+            bytes.append(UInt8(ascii: "\""))
         }
 
         public mutating func number(_ name: String, _ value: Int) {
@@ -62,9 +89,9 @@ public enum AuditFormat {
 
         /// Closes the line with the chain: returns its bytes (with the final newline) and its hash.
         public consuming func finish(prev: [UInt8]) -> (line: [UInt8], hash: [UInt8]) {
-            string("prev", AuditFormat.hex(prev))
+            hex("prev", prev)
             let hash = SHA256.digest(bytes)
-            string("hash", AuditFormat.hex(hash))
+            hex("hash", hash)
             bytes.append(UInt8(ascii: "}"))
             bytes.append(UInt8(ascii: "\n"))
             return (bytes, hash)
@@ -75,19 +102,26 @@ public enum AuditFormat {
 
     /// Appends `text` as a JSON string (RFC 8259 escapes).
     public static func appendJSONString(_ text: String, to bytes: inout [UInt8]) {
-        let digits = Array("0123456789abcdef".utf8)
         bytes.append(UInt8(ascii: "\""))
-        for byte in text.utf8 {
+        let utf8 = text.utf8
+        // Most strings need no escape: copy them whole.
+        if !utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            bytes.append(contentsOf: utf8)
+            bytes.append(UInt8(ascii: "\""))
+            return
+        }
+        for byte in utf8 {
             switch byte {
-            case UInt8(ascii: "\""): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-            case UInt8(ascii: "\\"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-            case 0x0A: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-            case 0x0D: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-            case 0x09: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                bytes.append(UInt8(ascii: "\\"))
+                bytes.append(byte)
+            case 0x0A: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "n"))
+            case 0x0D: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "r"))
+            case 0x09: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "t"))
             case 0..<0x20:
-                bytes += Array("\\u00".utf8)
-                bytes.append(digits[Int(byte >> 4)])
-                bytes.append(digits[Int(byte & 15)])
+                bytes.append(contentsOf: "\\u00".utf8)
+                bytes.append(SHA256.hexDigit(byte >> 4))
+                bytes.append(SHA256.hexDigit(byte & 15))
             default: bytes.append(byte)
             }
         }
@@ -98,31 +132,49 @@ public enum AuditFormat {
 
     /// Standard base64 with padding (RFC 4648).
     public static func base64(_ bytes: [UInt8]) -> String {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
         var out: [UInt8] = []
-        out.reserveCapacity((bytes.count + 2) / 3 * 4)
-        var index = 0
-        while index + 3 <= bytes.count {
-            let n = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
-            for shift in [18, 12, 6, 0] as [UInt32] { out.append(alphabet[Int((n >> shift) & 63)]) }
-            index += 3
-        }
-        let rest = bytes.count - index
-        if rest > 0 {
-            let n = UInt32(bytes[index]) << 16 | (rest == 2 ? UInt32(bytes[index + 1]) << 8 : 0)
-            out.append(alphabet[Int((n >> 18) & 63)])
-            out.append(alphabet[Int((n >> 12) & 63)])
-            out.append(rest == 2 ? alphabet[Int((n >> 6) & 63)] : UInt8(ascii: "="))
-            out.append(UInt8(ascii: "="))
-        }
+        appendBase64(bytes, to: &out)
         return String(decoding: out, as: UTF8.self)
+    }
+
+    static let base64Alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    /// Appends standard base64 of `bytes` (RFC 4648, with padding).
+    public static func appendBase64(_ bytes: [UInt8], to out: inout [UInt8]) {
+        out.reserveCapacity(out.count + (bytes.count + 2) / 3 * 4)
+        base64Alphabet.withUnsafeBufferPointer { alphabet in
+            var index = 0
+            while index + 3 <= bytes.count {
+                let n = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
+                out.append(alphabet[Int((n >> 18) & 63)])
+                out.append(alphabet[Int((n >> 12) & 63)])
+                out.append(alphabet[Int((n >> 6) & 63)])
+                out.append(alphabet[Int(n & 63)])
+                index += 3
+            }
+            let rest = bytes.count - index
+            if rest > 0 {
+                let n = UInt32(bytes[index]) << 16 | (rest == 2 ? UInt32(bytes[index + 1]) << 8 : 0)
+                out.append(alphabet[Int((n >> 18) & 63)])
+                out.append(alphabet[Int((n >> 12) & 63)])
+                out.append(rest == 2 ? alphabet[Int((n >> 6) & 63)] : UInt8(ascii: "="))
+                out.append(UInt8(ascii: "="))
+            }
+        }
     }
 
     /// The range RFC 3339 can write (years 0001 to 9999); times outside are clamped to it.
     public static let rfc3339UnixMsRange: ClosedRange<Int64> = -62_135_596_800_000...253_402_300_799_999
 
     /// Unix milliseconds as RFC 3339 UTC with milliseconds: `2026-11-29T07:02:23.123Z`.
-    public static func rfc3339(unixMs unclamped: Int64) -> String {
+    public static func rfc3339(unixMs: Int64) -> String {
+        var bytes: [UInt8] = []
+        appendRFC3339(unixMs: unixMs, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends `rfc3339(unixMs:)`'s text, without building a string.
+    public static func appendRFC3339(unixMs unclamped: Int64, to bytes: inout [UInt8]) {
         let unixMs = min(max(unclamped, rfc3339UnixMsRange.lowerBound), rfc3339UnixMsRange.upperBound)
         let ms = ((unixMs % 1000) + 1000) % 1000
         let seconds = (unixMs - ms) / 1000
@@ -138,11 +190,28 @@ public enum AuditFormat {
         let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
         let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func pad(_ value: Int64, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        func digits(_ value: Int64, _ width: Int) {
+            var divisor: Int64 = 1
+            for _ in 1..<width { divisor *= 10 }
+            while divisor > 0 {
+                bytes.append(UInt8(48 + (value / divisor) % 10))
+                divisor /= 10
+            }
         }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(ms, 3))Z"
+        digits(year, 4)
+        bytes.append(UInt8(ascii: "-"))
+        digits(month, 2)
+        bytes.append(UInt8(ascii: "-"))
+        digits(day, 2)
+        bytes.append(UInt8(ascii: "T"))
+        digits(secondOfDay / 3600, 2)
+        bytes.append(UInt8(ascii: ":"))
+        digits(secondOfDay / 60 % 60, 2)
+        bytes.append(UInt8(ascii: ":"))
+        digits(secondOfDay % 60, 2)
+        bytes.append(UInt8(ascii: "."))
+        digits(ms, 3)
+        bytes.append(UInt8(ascii: "Z"))
     }
 
     /// Parses an RFC 3339 time (`2026-11-29T07:02:23Z`, `2026-11-29T08:02:23.5+01:00`) into Unix

@@ -62,18 +62,18 @@ extension AuditFormat {
         precondition(operations.contains(operation), "unknown operation \(operation)")
         var line = LineBuilder(type: "delta")
         line.string("namespace", namespace)
-        line.string("key", base64(key))
+        line.base64("key", key)
         line.string("op", operation)
-        let digest = value.map { hex(SHA256.digest($0)) }
-        line.string("value", digestOnly ? digest : value.map(base64))
-        line.string("value_sha256", digest)
+        let digest = value.map { SHA256.digest($0) }
+        if digestOnly { line.hex("value", digest) } else { line.base64("value", value) }
+        line.hex("value_sha256", digest)
         line.string("counter", counter.map { String($0) })
         line.string("hlc", String(stamp.timestamp.rawValue))
-        line.string("time", rfc3339(unixMs: Int64(stamp.timestamp.physicalMs)))
+        line.time("time", unixMs: Int64(stamp.timestamp.physicalMs))
         line.string("origin_dc", originDatacenter)
         line.string("origin_node", originNode)
         line.string("dot", dot.map { "\($0.origin.datacenter).\($0.origin.node)#\($0.sequence)" })
-        line.string("expiry", expiryUnixMs.map { rfc3339(unixMs: $0) })
+        line.time("expiry", unixMs: expiryUnixMs)
         return line
     }
 
@@ -82,13 +82,13 @@ extension AuditFormat {
     ) -> LineBuilder {
         var line = LineBuilder(type: "conflict")
         line.string("namespace", namespace)
-        line.string("key", base64(key))
+        line.base64("key", key)
         line.string("winner_hlc", String(winner.timestamp.rawValue))
         line.string("winner_origin", "\(winner.origin)")
         line.string("loser_hlc", String(loser.timestamp.rawValue))
         line.string("loser_origin", "\(loser.origin)")
-        line.string("loser_value_sha256", loserValueDigest.map(hex))
-        line.string("detected_at", rfc3339(unixMs: detectedUnixMs))
+        line.hex("loser_value_sha256", loserValueDigest)
+        line.time("detected_at", unixMs: detectedUnixMs)
         return line
     }
 
@@ -98,7 +98,7 @@ extension AuditFormat {
         line.number("deltas", deltas)
         line.number("conflicts", conflicts)
         line.vector("until", until)
-        line.string("chain_head", hex(chainHead))
+        line.hex("chain_head", chainHead)
         return line
     }
 }
