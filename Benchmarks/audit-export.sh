@@ -7,9 +7,11 @@
 #  2. impact: the same `redis-benchmark -t set,get` load against Meridian without and with
 #     exports running back to back meanwhile (alternating, round by round), with redis-server's
 #     figures for the same load in the same run as the reference; prints the p50/p99 and
-#     requests-per-second ratios with/without.
+#     requests-per-second ratios with/without, and how fast the export went meanwhile (INFO
+#     persistence `audit_export_lines`).
 #
-# Usage: Benchmarks/audit-export.sh [--deltas N (1000000)] [--rounds N (3)] [--requests N (200000)] [--dir DIR]
+# Usage: Benchmarks/audit-export.sh [--deltas N (1000000)] [--rounds N (3)] [--requests N (200000)]
+#                                   [--export-rate LINES_PER_S (0: unpaced) for the exports during the load] [--dir DIR]
 # Needs redis-server, redis-benchmark, redis-cli, zstd and a release build (`scripts/build-release`).
 set -euo pipefail
 
@@ -17,12 +19,14 @@ deltas=1000000
 rounds=3
 requests=200000
 base_dir=/var/tmp
+export_rate=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --deltas) deltas=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --requests) requests=$2; shift 2 ;;
     --dir) base_dir=$2; shift 2 ;;
+    --export-rate) export_rate=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -38,8 +42,16 @@ done
 work=$(mktemp -d "$base_dir/meridian-audit-bench.XXXXXX")
 pids=()
 exporter=""
+# Stops the export loop and the export it is running.
+stop_exports() {
+  [ -n "$exporter" ] || return 0
+  kill "$exporter" 2>/dev/null || true
+  pkill -f "export --node 127.0.0.1:$m_port" 2>/dev/null || true
+  wait "$exporter" 2>/dev/null || true
+  exporter=""
+}
 cleanup() {
-  [ -n "$exporter" ] && kill "$exporter" 2>/dev/null || true
+  stop_exports
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   for log in "$work"/*.log; do
@@ -53,7 +65,8 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_ping() { for _ in $(seq 400); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.025; done; return 1; }
-rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 port=$(free_port)
 cat > "$work/meridian.yaml" <<YAML
@@ -82,6 +95,7 @@ redis-benchmark -h 127.0.0.1 -p "$m_port" -t set -n "$deltas" -c 50 -P 16 -d 200
 echo "loaded in $(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.1f') s; $(redis-cli -p "$m_port" info persistence | tr -d '\r' | grep -E '^audit_log_appends:')"
 appended=$(redis-cli -p "$m_port" info persistence | tr -d '\r' | awk -F: '/^audit_log_appends:/ {print $2}')
 server_rss_before=$(rss_kb "$server_pid")
+server_hwm_before=$(hwm_kb "$server_pid")
 
 echo "== export of the whole log"
 /usr/bin/time -f '%e %M' -o "$work/time" "$cli" export --node "127.0.0.1:$m_port" --out "$work/all.ndjson.zst" > "$work/export.out"
@@ -95,7 +109,11 @@ printf 'export: %d deltas in %.2f s = %.0f deltas/s; %.1f MB of lines (%.1f MB/s
   "$exported" "$seconds" "$(echo "$exported / $seconds" | bc -l)" "$(echo "$plain / 1000000" | bc -l)" \
   "$(echo "$plain / 1000000 / $seconds" | bc -l)" "$(echo "$compressed / 1000000" | bc -l)" \
   "$(echo "$compressed / 1000000 / $seconds" | bc -l)" "$(echo "$plain / $compressed" | bc -l)"
-echo "peak memory: meridian export $((cli_rss_kb / 1024)) MiB; server $((server_rss_before / 1024)) MiB before the export, $(( $(rss_kb "$server_pid") / 1024 )) MiB after (VmHWM)"
+echo "peak memory: meridian export $((cli_rss_kb / 1024)) MiB; server resident $((server_rss_before / 1024)) MiB before the export, $(( $(rss_kb "$server_pid") / 1024 )) MiB after (peak $((server_hwm_before / 1024)) -> $(( $(hwm_kb "$server_pid") / 1024 )) MiB)"
+# Constant memory: a second export of the same range must not need more.
+"$cli" export --node "127.0.0.1:$m_port" --out "$work/again.ndjson.zst" >/dev/null
+rm -f "$work/again.ndjson.zst"
+echo "after a second whole export: server resident $(( $(rss_kb "$server_pid") / 1024 )) MiB (peak $(( $(hwm_kb "$server_pid") / 1024 )) MiB)"
 start=$(date +%s.%N)
 "$cli" audit verify "$work/all.ndjson.zst"
 echo "verified in $(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.1f') s"
@@ -109,27 +127,28 @@ load() {
 }
 # Exports back to back until killed.
 export_loop() {
-  local n=0
   while true; do
-    "$cli" export --node "127.0.0.1:$m_port" --out "$work/loop.ndjson.zst" --force >/dev/null
-    n=$((n + 1))
-    echo "$n" > "$work/loop.count"
+    "$cli" export --node "127.0.0.1:$m_port" --out "$work/loop.ndjson.zst" --force --rate "$export_rate" >/dev/null
   done
 }
 
 echo
-echo "== impact: redis-benchmark -t set,get -n $requests -c 50 -d 200 -r 100000 (mean of SET and GET), $rounds alternating rounds"
-declare -a without=() with=() redis=()
+echo "== impact: redis-benchmark -t set,get -n $requests -c 50 -d 200 -r 100000 (mean of SET and GET), $rounds alternating rounds; exports $([ "$export_rate" -gt 0 ] && echo "paced to $export_rate lines/s" || echo "unpaced")"
+declare -a without=() with=() redis=() under_load=()
+exported_lines() { redis-cli -p "$m_port" info persistence | tr -d '\r' | awk -F: '/^audit_export_lines:/ {print $2}'; }
 for round in $(seq "$rounds"); do
   a=$(load "$m_port")
-  echo 0 > "$work/loop.count"
   export_loop & exporter=$!
   sleep 1
+  lines_before=$(exported_lines); started=$(date +%s.%N)
   b=$(load "$m_port")
-  kill "$exporter" 2>/dev/null; wait "$exporter" 2>/dev/null || true; exporter=""
+  lines_after=$(exported_lines); ended=$(date +%s.%N)
+  stop_exports
+  under_load+=("$(echo "($lines_after - $lines_before) / ($ended - $started)" | bc -l)")
   c=$(load "$r_port")
   without+=("$a"); with+=("$b"); redis+=("$c")
-  echo "round $round: meridian without export [$a], with exports running [$b] ($(cat "$work/loop.count") whole exports finished meanwhile), redis-server [$c]   (rps p50 p99)"
+  printf 'round %d: meridian without export [%s], with an export running [%s] (export: %.0f lines/s meanwhile), redis-server [%s]   (rps p50 p99)\n' \
+    "$round" "$a" "$b" "${under_load[-1]}" "$c"
 done
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 column() { local field=$1; shift; printf '%s\n' "$@" | awk -v f="$field" '{print $f}' | median; }
@@ -142,6 +161,7 @@ printf 'with/without: rps %.2f, p50 %.2f, p99 %.2f\n' \
   "$(echo "$(column 1 "${with[@]}") / $(column 1 "${without[@]}")" | bc -l)" \
   "$(echo "$(column 2 "${with[@]}") / $(column 2 "${without[@]}")" | bc -l)" \
   "$(echo "$(column 3 "${with[@]}") / $(column 3 "${without[@]}")" | bc -l)"
+printf 'export under that load: %.0f lines/s (median)\n' "$(printf '%s\n' "${under_load[@]}" | median)"
 printf 'meridian without export / redis-server: rps %.2f, p99 %.2f\n' \
   "$(echo "$(column 1 "${without[@]}") / $(column 1 "${redis[@]}")" | bc -l)" \
   "$(echo "$(column 3 "${without[@]}") / $(column 3 "${redis[@]}")" | bc -l)"

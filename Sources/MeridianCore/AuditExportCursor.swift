@@ -10,6 +10,8 @@ public struct AuditExportCursor: Equatable, Sendable {
     /// The last position read so far.
     public var after: UInt64
     public var digestOnly: Bool
+    /// Lines per second the node paces the export to (0: as fast as it goes).
+    public var linesPerSecond: UInt32
     /// Namespaces exported (all audited ones when empty).
     public var namespaces: [String]
     /// Lines written so far and the hash of the last one (the chain goes on from it).
@@ -19,7 +21,8 @@ public struct AuditExportCursor: Equatable, Sendable {
 
     static let formatVersion: UInt8 = 1
 
-    public init(node: ReplicaID, since: UInt64, until: UInt64, digestOnly: Bool, namespaces: [String]) {
+    public init(node: ReplicaID, since: UInt64, until: UInt64, digestOnly: Bool, namespaces: [String], linesPerSecond: UInt32 = 0) {
+        self.linesPerSecond = linesPerSecond
         self.node = node
         self.since = since
         self.until = until
@@ -40,6 +43,7 @@ public struct AuditExportCursor: Equatable, Sendable {
         func append<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
         append(node.datacenter)
         append(node.node)
+        append(linesPerSecond)
         append(since)
         append(until)
         append(after)
@@ -73,7 +77,7 @@ public struct AuditExportCursor: Equatable, Sendable {
                 high = nibble
             }
         }
-        guard high == nil, bytes.count >= 2 + 4 + 40 + 32 + 2, bytes[0] == Self.formatVersion, bytes[1] <= 1 else { throw .malformed }
+        guard high == nil, bytes.count >= 2 + 8 + 40 + 32 + 2, bytes[0] == Self.formatVersion, bytes[1] <= 1 else { throw .malformed }
         var offset = 2
         func read<T: FixedWidthInteger>(_: T.Type) throws(DecodingError) -> T {
             guard offset + MemoryLayout<T>.size <= bytes.count else { throw .malformed }
@@ -84,6 +88,7 @@ public struct AuditExportCursor: Equatable, Sendable {
         }
         digestOnly = bytes[1] == 1
         node = ReplicaID(datacenter: try read(UInt16.self), node: try read(UInt16.self))
+        linesPerSecond = try read(UInt32.self)
         since = try read(UInt64.self)
         until = try read(UInt64.self)
         after = try read(UInt64.self)

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import MeridianCore
 import MeridianWire
 import NIOCore
@@ -9,7 +12,7 @@ public struct OffLoopReply: Sendable {
 }
 
 extension CommandExecutor {
-    /// AUDIT EXPORT [NAMESPACE name]... [SINCE bound] [UNTIL bound] [DIGEST-ONLY]
+    /// AUDIT EXPORT [NAMESPACE name]... [SINCE bound] [UNTIL bound] [DIGEST-ONLY] [RATE lines-per-second]
     /// | AUDIT EXPORT CURSOR cursor | AUDIT HELP (docs/AUDIT.md, "The AUDIT EXPORT command").
     /// Replies `[next cursor or "0", one zstd frame of export lines]`.
     mutating func audit(_ a: [ByteBuffer], into out: inout ByteBuffer) -> CommandOutcome {
@@ -46,6 +49,7 @@ extension CommandExecutor {
         var since: AuditExporter.Bound?
         var until: AuditExporter.Bound?
         var digestOnly = false
+        var linesPerSecond: UInt32 = 0
         var index = 2
         do throws(AuditExporter.Failure) {
             while index < a.count {
@@ -62,6 +66,11 @@ extension CommandExecutor {
                     since = try exporter.parseBound(value)
                 } else if Self.matches(a[index], Array("UNTIL".utf8)) {
                     until = try exporter.parseBound(value)
+                } else if Self.matches(a[index], Array("RATE".utf8)) {
+                    guard let rate = UInt32(value) else {
+                        throw AuditExporter.Failure(message: "RATE is lines per second: a whole number from 0 (unpaced) to \(UInt32.max)")
+                    }
+                    linesPerSecond = rate
                 } else {
                     throw AuditExporter.Failure(message: "syntax error")
                 }
@@ -71,10 +80,11 @@ extension CommandExecutor {
             self.error("ERR \(error.message)", into: &out)
             return .keepOpen
         }
-        return .replyOffLoop(OffLoopReply { [namespaces, since, until, digestOnly] in
+        return .replyOffLoop(OffLoopReply { [namespaces, since, until, digestOnly, linesPerSecond] in
             do throws(AuditExporter.Failure) {
                 let cursor = try exporter.start(
-                    namespaces: namespaces, since: since, until: until, digestOnly: digestOnly, nowUnixMs: SystemClock.nowUnixMs())
+                    namespaces: namespaces, since: since, until: until, digestOnly: digestOnly, linesPerSecond: linesPerSecond,
+                    nowUnixMs: SystemClock.nowUnixMs())
                 return Self.exportChunk(exporter, cursor: cursor)
             } catch {
                 return Self.errorReply(error.message)
@@ -84,7 +94,7 @@ extension CommandExecutor {
 
     static let auditHelp = [
         "AUDIT <subcommand> [<arg> ...]. Subcommands are:",
-        "EXPORT [NAMESPACE <name>]... [SINCE <vector|unix-ms>] [UNTIL <vector|unix-ms>] [DIGEST-ONLY]",
+        "EXPORT [NAMESPACE <name>]... [SINCE <vector|unix-ms>] [UNTIL <vector|unix-ms>] [DIGEST-ONLY] [RATE <lines/s>]",
         "    Start an export of the audit log; replies [cursor, zstd frame of NDJSON lines].",
         "EXPORT CURSOR <cursor>",
         "    Continue an export; cursor 0 in a reply means the export is complete.",
@@ -94,11 +104,19 @@ extension CommandExecutor {
 
     /// The reply for the next chunk of an export: `[cursor, frame]`.
     static func exportChunk(_ exporter: AuditExporter, cursor: AuditExportCursor) -> ByteBuffer {
-        let chunk: (lines: [UInt8], next: AuditExportCursor?)
+        let started = SystemClock.monotonicNs()
+        let chunk: (lines: [UInt8], lineCount: Int, next: AuditExportCursor?)
         do {
             chunk = try exporter.nextChunk(cursor)
         } catch {
             return errorReply(error.message)
+        }
+        if cursor.linesPerSecond > 0 {
+            // Paced: the chunk takes at least the time its lines are worth at the rate (the
+            // export thread sleeps; other exports wait their turn meanwhile).
+            let dueNs = UInt64(chunk.lineCount) * 1_000_000_000 / UInt64(cursor.linesPerSecond)
+            let spentNs = SystemClock.monotonicNs() - started
+            if dueNs > spentNs { usleep(UInt32(min((dueNs - spentNs) / 1000, 10_000_000))) }
         }
         // One independent frame per reply: the client appends them, and concatenated frames
         // are one zstd stream.

@@ -58,7 +58,9 @@ public struct AuditExporter: Sendable {
 
     /// Starts an export: checks the request and fixes the range, up to the last entry already
     /// recorded (waiting for it to reach the disk).
-    public func start(namespaces: [String], since: Bound?, until: Bound?, digestOnly: Bool, nowUnixMs: Int64) throws(Failure) -> AuditExportCursor {
+    public func start(
+        namespaces: [String], since: Bound?, until: Bound?, digestOnly: Bool, linesPerSecond: UInt32 = 0, nowUnixMs: Int64
+    ) throws(Failure) -> AuditExportCursor {
         guard database.auditRetentionMs > 0 else {
             throw Failure(message: "no namespace is audited on this node (audit_retention of a durable namespace)")
         }
@@ -88,20 +90,24 @@ public struct AuditExporter: Sendable {
             throw Failure(message: "the range is empty: since is after until, or in the future")
         }
         let names = namespaces.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
-        return AuditExportCursor(node: database.origin, since: sincePosition, until: untilPosition, digestOnly: digestOnly, namespaces: names)
+        return AuditExportCursor(
+            node: database.origin, since: sincePosition, until: untilPosition, digestOnly: digestOnly, namespaces: names,
+            linesPerSecond: linesPerSecond)
     }
 
     /// The lines after `cursor` (the header first, the trailer last) and the cursor after
     /// them; nil when the export is complete.
-    public func nextChunk(_ cursor: AuditExportCursor) throws(Failure) -> (lines: [UInt8], next: AuditExportCursor?) {
+    public func nextChunk(_ cursor: AuditExportCursor) throws(Failure) -> (lines: [UInt8], lineCount: Int, next: AuditExportCursor?) {
         guard cursor.node == database.origin else { throw Failure(message: "the cursor is of another node's export") }
         var cursor = cursor
         var lines: [UInt8] = []
         lines.reserveCapacity(Self.chunkBytes + 64 * 1024)
+        var lineCount = 0
         func append(_ line: AuditFormat.LineBuilder) {
             let (bytes, hash) = line.finish(prev: cursor.previousHash)
             lines += bytes
             cursor.previousHash = hash
+            lineCount += 1
         }
         if cursor.isAtStart {
             append(AuditFormat.header(
@@ -134,12 +140,15 @@ public struct AuditExporter: Sendable {
                 break
             }
         }
+        database.auditExportChunks.add(1, ordering: .relaxed)
         if stoppedEarly || entries.count == Self.entriesPerChunk {
-            return (lines, cursor)
+            database.auditExportLines.add(lineCount, ordering: .relaxed)
+            return (lines, lineCount, cursor)
         }
         cursor.after = cursor.until
         append(AuditFormat.trailer(deltas: cursor.deltas, conflicts: cursor.conflicts, until: vector(cursor.until), chainHead: cursor.previousHash))
-        return (lines, nil)
+        database.auditExportLines.add(lineCount, ordering: .relaxed)
+        return (lines, lineCount, nil)
     }
 
     /// This node's log position as the vector exports write.

@@ -145,6 +145,9 @@ public final class Database: Sendable {
     /// Audit entries and bytes recorded since start (INFO persistence).
     public let auditAppends = Synchronization.Atomic<Int>(0)
     public let auditAppendedBytes = Synchronization.Atomic<Int>(0)
+    /// Export chunks answered and lines they carried since start (INFO persistence).
+    public let auditExportChunks = Synchronization.Atomic<Int>(0)
+    public let auditExportLines = Synchronization.Atomic<Int>(0)
     /// Whether any shard may have keys on disk only (`Shard.mayHaveDiskOnlyKeys`): one load
     /// on the common path instead of one per shard.
     public let diskOnlyKeysPossible = Synchronization.Atomic<Bool>(false)

@@ -99,6 +99,8 @@ struct InfoReport {
             ("audit_retention_ms", "\(server.database.auditRetentionMs)"),
             ("audit_log_appends", "\(server.database.auditAppends.load(ordering: .relaxed))"),
             ("audit_log_appended_bytes", "\(server.database.auditAppendedBytes.load(ordering: .relaxed))"),
+            ("audit_export_chunks", "\(server.database.auditExportChunks.load(ordering: .relaxed))"),
+            ("audit_export_lines", "\(server.database.auditExportLines.load(ordering: .relaxed))"),
         ]
         return fields
     }

@@ -16,6 +16,8 @@ public final class RocksDBStore: DurableStore, @unchecked Sendable {
     public static let formatMarker = "meridian-records-v1"
     /// Block cache for reads that miss memory (fault-ins and warm-up).
     static let blockCacheBytes = 64 << 20
+    /// Read-ahead of log scans (the audit export).
+    static let logReadaheadBytes = 2 << 20
     static let writeBufferBytes = 16 << 20
     static let recordPrefix: UInt8 = UInt8(ascii: "r")
     static let metadataPrefix: UInt8 = UInt8(ascii: "m")
@@ -140,7 +142,13 @@ public final class RocksDBStore: DurableStore, @unchecked Sendable {
     }
 
     public func scanLog(from start: [UInt8], to end: [UInt8], limit: Int) throws(StorageError) -> [(key: [UInt8], value: [UInt8])] {
-        let iterator = rocksdb_create_iterator(database, readOptions)!
+        // A log scan reads once what nothing reads again: it must not push the records that
+        // misses read out of the block cache; and it reads sequentially, so read ahead.
+        let scanOptions = rocksdb_readoptions_create()!
+        defer { rocksdb_readoptions_destroy(scanOptions) }
+        rocksdb_readoptions_set_fill_cache(scanOptions, 0)
+        rocksdb_readoptions_set_readahead_size(scanOptions, Self.logReadaheadBytes)
+        let iterator = rocksdb_create_iterator(database, scanOptions)!
         defer { rocksdb_iter_destroy(iterator) }
         start.withUnsafeBytes { rocksdb_iter_seek(iterator, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
         var results: [(key: [UInt8], value: [UInt8])] = []

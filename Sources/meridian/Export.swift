@@ -35,6 +35,9 @@ extension Meridian {
         @Flag(help: "Write values' SHA-256 digests instead of their bytes.")
         var digestOnly = false
 
+        @Option(help: "Pace the export to this many lines per second (0: as fast as the node goes).")
+        var rate: UInt32 = 0
+
         @Option(help: "The file to write (.ndjson.zst).")
         var out: String
 
@@ -64,6 +67,7 @@ extension Meridian {
             }
             if let until { arguments += ["UNTIL", try Self.bound(until)] }
             if digestOnly { arguments.append("DIGEST-ONLY") }
+            if rate > 0 { arguments += ["RATE", String(rate)] }
 
             let client: RESPClient
             do {

@@ -38,7 +38,7 @@ import Testing
     }
 
     @Test func exportCursorsRoundTripAndDamageIsRefused() throws {
-        var cursor = AuditExportCursor(node: ReplicaID(datacenter: 2, node: 1), since: 5, until: 1 << 60, digestOnly: true, namespaces: ["orders", "ünï"])
+        var cursor = AuditExportCursor(node: ReplicaID(datacenter: 2, node: 1), since: 5, until: 1 << 60, digestOnly: true, namespaces: ["orders", "ünï"], linesPerSecond: 5_000)
         #expect(cursor.isAtStart)
         cursor.after = 77
         cursor.deltas = 4_000

@@ -41,7 +41,7 @@ import Testing
         var chunks = 0
         while let current = cursor {
             // The cursor travels as text between calls.
-            let (bytes, next) = try exporter.nextChunk(try AuditExportCursor(decoding: current.encoded()))
+            let (bytes, _, next) = try exporter.nextChunk(try AuditExportCursor(decoding: current.encoded()))
             chunks += 1
             for line in bytes.split(separator: 0x0A) {
                 try verifier.consume(line)

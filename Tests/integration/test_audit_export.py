@@ -7,7 +7,8 @@ conflict line per conflict east counted; nothing of the memory namespace and not
 that merely expired — and `meridian audit verify` accepts it; DuckDB reads the compressed file
 directly and its counts match the trailer; a second export resumed from the first's trailer
 holds only what came after and the pair verifies; digest-only exports carry digests; an export
-larger than one reply spans several frames; a line dropped, swapped or changed, or a truncated
+larger than one reply spans several frames, and a paced one is the same file, no faster than
+its rate; a line dropped, swapped or changed, or a truncated
 file, in a real export is refused with the line named; clear errors for bad requests.
 """
 from __future__ import annotations
@@ -223,6 +224,15 @@ def test_a_large_export_spans_frames_and_tampering_is_named(cluster, tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert [unb64(l["key"]) for l in lines_of(out) if l["type"] == "delta"] == [f"bulk:{n:05d}" for n in range(count)]
 
+    # Paced: the same export at 3,000 lines per second cannot take less than two seconds (a
+    # lower bound: the node sleeps what each chunk's lines are worth), and is the same file.
+    paced = tmp_path / "paced.ndjson.zst"
+    started = time.monotonic()
+    until = json.dumps(lines_of(out)[-1]["until"], separators=(",", ":"))
+    run = export(cluster, paced, "--rate", "3000", "--until", until)
+    assert time.monotonic() - started >= 1.9, run.stdout
+    assert [l["hash"] for l in lines_of(paced)] == [l["hash"] for l in lines_of(out)]
+
     def refused(path: Path, line: int):
         result = verify(path)
         assert result.returncode == 1 and f"line {line}:" in result.stderr, (result.stdout, result.stderr)
@@ -255,6 +265,8 @@ def test_bad_requests_get_clear_errors(cluster, tmp_path):
     east = client_for(cluster.ports["east-client"], decode=False)
     with pytest.raises(redis.ResponseError, match="invalid export cursor"):
         east.execute_command("AUDIT", "EXPORT", "CURSOR", "00ff")
+    with pytest.raises(redis.ResponseError, match="RATE is lines per second"):
+        east.execute_command("AUDIT", "EXPORT", "RATE", "-5")
     with pytest.raises(redis.ResponseError, match="unknown subcommand"):
         east.execute_command("AUDIT", "IMPORT")
     reply = east.execute_command("AUDIT", "EXPORT")
