@@ -14,6 +14,7 @@
 #                                   [--export-rate LINES_PER_S (0: unpaced) for the exports during the load] [--dir DIR]
 # Needs redis-server, redis-benchmark, redis-cli, zstd and a release build (`scripts/build-release`).
 set -euo pipefail
+source "$(cd "$(dirname "$0")" && pwd)/common.sh"
 
 deltas=1000000
 rounds=3
@@ -54,17 +55,11 @@ cleanup() {
   stop_exports
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for log in "$work"/*.log; do
-    if grep -qiE 'warning|error|critical|crashed' "$log" 2>/dev/null; then
-      echo "== $(basename "$log"):"; grep -iE 'warning|error|critical|crashed' "$log" | head -5
-    fi
-  done
+  show_warnings "$work"/*.log
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_ping() { for _ in $(seq 400); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.025; done; return 1; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
@@ -150,7 +145,6 @@ for round in $(seq "$rounds"); do
   printf 'round %d: meridian without export [%s], with an export running [%s] (export: %.0f lines/s meanwhile), redis-server [%s]   (rps p50 p99)\n' \
     "$round" "$a" "$b" "${under_load[-1]}" "$c"
 done
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 column() { local field=$1; shift; printf '%s\n' "$@" | awk -v f="$field" '{print $f}' | median; }
 printf '%-34s %10s %10s %10s\n' "median over rounds" "rps" "p50 ms" "p99 ms"
 for row in without with redis; do

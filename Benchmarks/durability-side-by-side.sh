@@ -16,6 +16,7 @@
 # be a real disk, not tmpfs: fsync is the point). Needs redis-server, redis-benchmark,
 # redis-cli and a release build (`scripts/build-release`) or MERIDIAN_SERVER.
 set -euo pipefail
+source "$(cd "$(dirname "$0")" && pwd)/common.sh"
 
 rounds=3
 requests=100000
@@ -53,19 +54,12 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  # What a server logged at warning level or above (a late write-back flush, a crash).
-  for log in "$work"/meridian-*.log; do
-    if grep -qiE 'warning|error|critical|crashed' "$log" 2>/dev/null; then
-      echo "== $(basename "$log"):"; grep -iE 'warning|error|critical|crashed' "$log" | head -5
-    fi
-  done
+  show_warnings "$work"/meridian-*.log
   rm -rf "$work"
 }
 trap cleanup EXIT
 echo "data under $work ($(df -T "$work" | awk 'NR==2 {print $2}') on $(df "$work" | awk 'NR==2 {print $1}'))"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_ping() { for _ in $(seq 400); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.025; done; return 1; }
 
 # start_meridian NAME DURABILITY: sets $port; logs in $work/NAME.log. (Not called in $(...):
 # the server would hold the substitution's pipe open.)
@@ -105,7 +99,6 @@ run() {
   redis-benchmark -h 127.0.0.1 -p "$1" -t set -n "$requests" -c "$clients" -d 100 "${random[@]}" --csv 2>/dev/null \
     | awk -F'","' 'NR>1 {gsub(/"/,"",$2); print $2; exit}'
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 start_meridian meridian-wt write-through; m_wt=$port
 start_meridian meridian-wb write-back; m_wb=$port

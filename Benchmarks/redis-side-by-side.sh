@@ -9,6 +9,7 @@
 # Needs: redis-server and redis-benchmark (Debian: redis-server, redis-tools), a release build
 # (`scripts/build-release`), or MERIDIAN_SERVER pointing at a meridian-server binary.
 set -euo pipefail
+source "$(cd "$(dirname "$0")" && pwd)/common.sh"
 
 rounds=3
 requests=200000
@@ -33,7 +34,6 @@ command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
   echo "redis-server and redis-benchmark are needed (apt-get install redis-server redis-tools)" >&2; exit 1; }
 
 work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 redis_port=$(free_port)
 meridian_port=$(free_port)
 
@@ -75,7 +75,6 @@ run() {
     -P "$pipeline" --csv 2>/dev/null | awk -F'","' 'NR>1 {gsub(/"/,"",$2); print $2; exit}'
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 echo "redis-benchmark -t set,get -n $requests -c $clients -d 100 -r 100000, $rounds alternating rounds, median rps"
 echo "meridian-server event loops: ${threads:-one per core ($(nproc))}"

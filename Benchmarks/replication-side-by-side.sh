@@ -19,6 +19,7 @@
 # (`scripts/build-release`) or MERIDIAN_SERVER. All namespaces are `memory`: this measures
 # replication, not the disk.
 set -euo pipefail
+source "$(cd "$(dirname "$0")" && pwd)/common.sh"
 
 rounds=3
 requests=200000
@@ -44,17 +45,11 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for log in "$work"/*.log; do
-    if grep -qiE 'warning|error|critical|crashed' "$log" 2>/dev/null; then
-      echo "== $(basename "$log"):"; grep -iE 'warning|error|critical|crashed' "$log" | head -5
-    fi
-  done
+  show_warnings "$work"/*.log
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_ping() { for _ in $(seq 400); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.025; done; return 1; }
 
 single=$(free_port); east=$(free_port); west=$(free_port)
 east_peer=$(free_port); west_peer=$(free_port); central_peer=$(free_port); redis=$(free_port)
@@ -110,7 +105,6 @@ bench() { # PORT → "rps p50 p99"
   redis-benchmark -h 127.0.0.1 -p "$1" -t set -n "$requests" -c "$clients" -d 100 -r 100000 --csv 2>/dev/null \
     | awk -F'","' 'NR>1 {gsub(/"/,"",$0); split($0, f, ","); print f[2], f[5], f[7]; exit}'
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 echo "== 1. local write latency: redis-benchmark -t set -n $requests -c $clients -d 100 -r 100000, $rounds alternating rounds"
 printf '%-6s %-28s %-28s %-28s\n' round "single node (rps p50 p99 ms)" "east, replicating" "redis-server"

@@ -29,28 +29,26 @@ public enum AuditFormat {
 
         /// A string field whose value is base64 of `value` (nil: `null`).
         public mutating func base64(_ name: String, _ value: [UInt8]?) {
-            key(name)
-            guard let value else { return bytes.append(contentsOf: "null".utf8) }
-            bytes.append(UInt8(ascii: "\""))
-            AuditFormat.appendBase64(value, to: &bytes)
-            bytes.append(UInt8(ascii: "\""))
+            unescapedString(name, value, AuditFormat.appendBase64)
         }
 
         /// A string field whose value is lowercase hex of `value` (nil: `null`).
         public mutating func hex(_ name: String, _ value: [UInt8]?) {
-            key(name)
-            guard let value else { return bytes.append(contentsOf: "null".utf8) }
-            bytes.append(UInt8(ascii: "\""))
-            SHA256.appendHex(value, to: &bytes)
-            bytes.append(UInt8(ascii: "\""))
+            unescapedString(name, value, SHA256.appendHex)
         }
 
         /// A string field holding Unix milliseconds as RFC 3339 (nil: `null`).
         public mutating func time(_ name: String, unixMs: Int64?) {
+            unescapedString(name, unixMs) { AuditFormat.appendRFC3339(unixMs: $0, to: &$1) }
+        }
+
+        /// A string field whose characters need no escape, written straight into the line by
+        /// `write` (nil: `null`).
+        mutating func unescapedString<Value>(_ name: String, _ value: Value?, _ write: (Value, inout [UInt8]) -> Void) {
             key(name)
-            guard let unixMs else { return bytes.append(contentsOf: "null".utf8) }
+            guard let value else { return bytes.append(contentsOf: "null".utf8) }
             bytes.append(UInt8(ascii: "\""))
-            AuditFormat.appendRFC3339(unixMs: unixMs, to: &bytes)
+            write(value, &bytes)
             bytes.append(UInt8(ascii: "\""))
         }
 

@@ -676,10 +676,11 @@ extension Database {
     }
 
     /// A position that every audit entry recorded so far has reached, with all of them on disk
-    /// (so a read up to it misses nothing): asks the storage engine to flush when they are not
-    /// yet, and blocks until they are. Call off the event loops. On an idle log it is the
-    /// millisecond before now: the position moves on under the lock, so no later entry can
-    /// take a position at or below it.
+    /// (so a read up to it misses nothing): blocks until the storage engine has written them,
+    /// on its own schedule (within the write-back window, or a second for conflicts), so that
+    /// exports started back to back never force flushes on a write-back namespace. Call off
+    /// the event loops. On an idle log it is the millisecond before now: the position moves on
+    /// under the lock, so no later entry can take a position at or below it.
     public func auditLogSettledTail() -> UInt64 {
         let tail = auditLogTail.withLock { tail in
             tail.position = max(tail.position, AuditEntry.firstPosition(atUnixMs: SystemClock.nowUnixMs()) - 1)
@@ -687,7 +688,6 @@ extension Database {
         }
         guard let storage, storage.durableSequence.load(ordering: .acquiring) < tail.storageSequence else { return tail.position }
         let flushed = ConditionLock(value: false)
-        storage.flushNow()
         let waiting = storage.whenDurable(tail.storageSequence) {
             flushed.lock()
             flushed.unlock(withValue: true)

@@ -17,7 +17,7 @@ import Testing
         let engine = StorageEngine(store: store, logger: DurableDatabaseTests.logger) { reason in Issue.record("storage failed: \(reason)") }
         let namespaces = NamespaceTable([
             NamespaceConfig(name: "default", prefix: [], durability: .memory),
-            NamespaceConfig(name: "durable", prefix: Array("durable:".utf8), durability: .writeBack, writeBackWindowMs: 60_000),
+            NamespaceConfig(name: "durable", prefix: Array("durable:".utf8), durability: .writeBack, writeBackWindowMs: 200),
             NamespaceConfig(name: "orders", prefix: Array("orders:".utf8), durability: .writeThrough),
         ])
         let database = Database(
@@ -52,18 +52,6 @@ import Testing
         return (lines, try verifier.finish(), chunks)
     }
 
-    /// Sets `key` in the namespace its prefix names.
-    static func set(_ database: Database, _ key: String, _ value: String) {
-        let buffer = ByteBuffer(string: key)
-        let stamp = DurableDatabaseTests.stamp
-        let namespace = Array(key.utf8).withUnsafeBytes { database.namespaces.index(of: $0) }
-        database.withShard(of: buffer) { keyspace in
-            keyspace.insert(Key(borrowing: buffer), entry: Entry(
-                value: Array(value.utf8), valueStamp: stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: stamp, lastAccessUnixMs: 0,
-                namespaceIndex: namespace))
-        }
-    }
-
     static func deltaKeys(_ lines: [JSONValue]) -> [String] {
         lines.filter { $0["type"]?.stringValue == "delta" }.compactMap { $0["key"]?.stringValue }
     }
@@ -76,7 +64,7 @@ import Testing
         for index in 0..<count { DurableDatabaseTests.set(database, "durable:\(index)", "v\(index)") }
         DurableDatabaseTests.set(database, "memory keys are not audited", "x")
         DurableDatabaseTests.delete(database, "durable:0")
-        // Not flushed yet: the export flushes what was recorded before it started.
+        // Not flushed yet: the export waits for what was recorded before it started.
         let exporter = Self.exporter(database)
         let whole = try Self.export(exporter)
         #expect(whole.chunks > 1)
@@ -112,7 +100,7 @@ import Testing
         let (database, engine) = Self.makeDatabase(store: store)
         defer { engine.shutdown() }
         DurableDatabaseTests.set(database, "durable:a", "1")
-        Self.set(database, "orders:1", "o")
+        DurableDatabaseTests.set(database, "orders:1", "o")
         let exporter = Self.exporter(database)
         let orders = try Self.export(exporter, namespaces: ["orders"])
         #expect(Self.deltaKeys(orders.lines) == [AuditFormat.base64(Array("orders:1".utf8))])

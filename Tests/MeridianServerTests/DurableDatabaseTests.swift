@@ -31,10 +31,12 @@ import Testing
         return (database, engine)
     }
 
+    /// Sets `key` in the namespace its prefix names.
     static func set(_ database: Database, _ key: String, _ value: String, expiryUnixMs: Int64 = Entry.noExpiry) {
         let buffer = ByteBuffer(string: key)
         database.withShard(of: buffer) { keyspace in
-            let entry = Entry(value: Array(value.utf8), valueStamp: stamp, expiryUnixMs: expiryUnixMs, expiryStamp: stamp, lastAccessUnixMs: 0, namespaceIndex: key.hasPrefix("durable:") ? 1 : 0)
+            let namespace = Array(key.utf8).withUnsafeBytes { database.namespaces.index(of: $0) }
+            let entry = Entry(value: Array(value.utf8), valueStamp: stamp, expiryUnixMs: expiryUnixMs, expiryStamp: stamp, lastAccessUnixMs: 0, namespaceIndex: namespace)
             if let slot = keyspace.slot(of: Key(borrowing: buffer)) {
                 keyspace.setValue(at: slot, entry.value, stamp: stamp)
             } else {
@@ -221,7 +223,9 @@ import Glibc
         // The settled tail covers every entry, on disk; later entries come after it.
         let settled = database.auditLogSettledTail()
         #expect(settled >= entries[2].position)
-        DurableDatabaseTests.set(database, "durable:b", "queued, then flushed by the settled tail")
+        // Queued (a 60 s window), then flushed: the settled tail waits for that flush.
+        DurableDatabaseTests.set(database, "durable:b", "queued")
+        engine.flushNow()
         let tail = database.auditLogSettledTail()
         let after = try database.auditEntries(after: settled, limit: 10).map(\.position)
         #expect(after.count == 1 && after[0] > settled && after[0] <= tail)
