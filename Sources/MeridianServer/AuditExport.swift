@@ -72,7 +72,9 @@ public struct AuditExporter: Sendable {
                 throw Failure(message: "namespace '\(name)' is not audited (audit_retention is 0, or it is a memory namespace)")
             }
         }
-        let tail = database.auditLogSettledTail()
+        guard let tail = database.auditLogSettledTail() else {
+            throw Failure(message: "the audit log's queued entries did not reach the disk within \(Int(Database.auditSettleTimeoutSeconds)) s (see INFO persistence)")
+        }
         func position(_ bound: Bound) -> UInt64 {
             switch bound {
             case .position(let position): return position
@@ -80,14 +82,18 @@ public struct AuditExporter: Sendable {
             }
         }
         let sincePosition = since.map(position) ?? 0
-        let untilPosition = min(until.map(position) ?? tail, tail)
-        // Retention may have removed entries after `since`: the export could not be complete.
-        let retainedFrom = database.auditRetainedFrom(nowUnixMs: nowUnixMs)
-        if since != nil && sincePosition + 1 < retainedFrom {
-            throw Failure(message: "entries after since are older than audit_retention (\(database.auditRetentionMs / 1000) s) and may be gone: the export could not be complete; start later, or without since")
+        let requestedUntil = until.map(position)
+        if let requestedUntil, requestedUntil < sincePosition {
+            throw Failure(message: "the range is empty: until is before since")
         }
-        guard sincePosition <= untilPosition else {
-            throw Failure(message: "the range is empty: since is after until, or in the future")
+        // Nothing recorded beyond the tail yet: the export ends there, or at `since` when that
+        // is later (an empty export that the next one resumes from).
+        let untilPosition = max(sincePosition, min(requestedUntil ?? tail, tail))
+        // Retention may have removed entries after `since`: the export could not be complete.
+        // (Not when the log's last entry is at or before `since`: then none came after it.)
+        let retainedFrom = database.auditRetainedFrom(nowUnixMs: nowUnixMs)
+        if since != nil && retainedFrom > 0 && sincePosition < retainedFrom - 1 && (tail == 0 || sincePosition < tail) {
+            throw Failure(message: "entries after since are older than audit_retention (\(database.auditRetentionMs / 1000) s) and may be gone: the export could not be complete; start later, or without since")
         }
         let names = namespaces.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         return AuditExportCursor(
@@ -113,6 +119,13 @@ public struct AuditExporter: Sendable {
             append(AuditFormat.header(
                 cluster: clusterName, node: nodeName, since: vector(cursor.since), until: vector(cursor.until),
                 namespaces: cursor.namespaces, digestOnly: cursor.digestOnly))
+        }
+        // Retention trimmed below a position this export has not read up to: entries in
+        // between may be gone (the first chunk of an export from the log's start reads
+        // whatever is oldest, so it is not checked).
+        let trimmedBefore = database.auditTrimmedBefore.load(ordering: .acquiring)
+        if cursor.after > 0 && trimmedBefore > 0 && cursor.after < trimmedBefore - 1 {
+            throw Failure(message: "audit_retention removed entries this export had not read yet (it was slower than retention); export again with a later since")
         }
         let namespaceFilter: [Bool]? = cursor.namespaces.isEmpty ? nil
             : database.namespaces.namespaces.map { cursor.namespaces.contains($0.name) }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import MeridianCore
 import MeridianStorage
 import NIOConcurrencyHelpers
@@ -142,6 +145,9 @@ public final class Database: Sendable {
     /// under this lock so that appends reach the storage queue in position order (exports rely
     /// on it: docs/AUDIT.md, "Positions").
     let auditLogTail = Synchronization.Mutex(AuditLogTail(position: 0, storageSequence: 0))
+    /// The position the last retention trim removed entries below (0: none yet), so that an
+    /// export overtaken by retention fails instead of missing entries.
+    let auditTrimmedBefore = Synchronization.Atomic<UInt64>(0)
     /// Audit entries and bytes recorded since start (INFO persistence).
     public let auditAppends = Synchronization.Atomic<Int>(0)
     public let auditAppendedBytes = Synchronization.Atomic<Int>(0)
@@ -182,6 +188,7 @@ public final class Database: Sendable {
         self.auditedNamespaces = namespaces.namespaces.map { storage != nil && $0.durability != .memory && $0.auditRetentionMs > 0 }
         self.auditRetentionMs = zip(namespaces.namespaces, auditedNamespaces).filter(\.1).map(\.0.auditRetentionMs).max() ?? 0
         if let storage, auditedNamespaces.contains(true) {
+            Self.migrateLegacyAuditKeys(storage: storage)
             // Positions keep growing across restarts, even when the clock stepped back.
             let last = (try? storage.lastLogKey(from: [AuditEntry.prefix], to: [AuditEntry.prefix + 1]))
                 .flatMap { $0.flatMap(AuditEntry.position(ofKey:)) } ?? 0
@@ -647,7 +654,33 @@ extension Database {
     /// Drops audit entries older than the retention (the longest of the audited namespaces').
     func trimAuditLog(nowUnixMs: Int64) {
         guard let storage, auditRetentionMs > 0 else { return }
-        storage.trimLog(from: [AuditEntry.prefix], to: AuditEntry.key(position: auditRetainedFrom(nowUnixMs: nowUnixMs)))
+        let cutoff = auditRetainedFrom(nowUnixMs: nowUnixMs)
+        auditTrimmedBefore.store(cutoff, ordering: .releasing)
+        storage.trimLog(from: [AuditEntry.prefix], to: AuditEntry.key(position: cutoff))
+    }
+
+    /// Moves an audit log written before positions existed (keys `a` + Unix ms + a per-run
+    /// counter, 17 bytes) to positions, in its order: all such keys sort before every position
+    /// key, so they are read from the start, given `nextPosition` of their millisecond, and
+    /// removed with one range delete once the copies are queued. Runs once, at start.
+    static func migrateLegacyAuditKeys(storage: StorageEngine) {
+        let legacyEnd: [UInt8] = [AuditEntry.prefix, 1]  // positions of any time after 1972 start above
+        var start: [UInt8] = [AuditEntry.prefix]
+        var last: UInt64 = 0
+        var moved = 0
+        while let batch = try? storage.scanLog(from: start, to: legacyEnd, limit: 4_096), let final = batch.last {
+            for (key, value) in batch where key.count == 17 {
+                let ms = Int64(bitPattern: key[1...8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+                last = AuditEntry.nextPosition(after: last, nowUnixMs: ms)
+                storage.appendLog(key: AuditEntry.key(position: last), valueBytes: value.count, urgency: .lazy) { value }
+                moved += 1
+            }
+            start = final.key + [0]
+        }
+        guard moved > 0 else { return }
+        storage.trimLog(from: [AuditEntry.prefix], to: legacyEnd)
+        let sequence = storage.flushNow()
+        while storage.durableSequence.load(ordering: .acquiring) < sequence && storage.statisticsSnapshot().failure == nil { usleep(1_000) }
     }
 
     /// The first position retention keeps.
@@ -658,6 +691,8 @@ extension Database {
     /// Up to `limit` audit entries with positions after `after` and up to `through`, in order.
     /// Entries that do not decode are returned as failures (with their position), not skipped:
     /// an export must not silently leave a change out.
+    /// A key that is not a position is an error too (nothing is skipped, so a short result
+    /// means the range is read to its end).
     public func auditEntries(after: UInt64, through: UInt64 = .max, limit: Int) throws(StorageError)
         -> [(position: UInt64, entry: Result<AuditEntry, DurableRecordError>)]
     {
@@ -665,7 +700,9 @@ extension Database {
         let end = through == .max ? [AuditEntry.prefix + 1] : AuditEntry.key(position: through + 1)
         var result: [(position: UInt64, entry: Result<AuditEntry, DurableRecordError>)] = []
         for (key, value) in try storage.scanLog(from: AuditEntry.key(position: after + 1), to: end, limit: limit) {
-            guard let position = AuditEntry.position(ofKey: key) else { continue }
+            guard let position = AuditEntry.position(ofKey: key) else {
+                throw .read(reason: "an audit log key of \(key.count) bytes after position \(after) is not a position")
+            }
             do throws(DurableRecordError) {
                 result.append((position, .success(try AuditEntry(decoding: value))))
             } catch {
@@ -675,17 +712,15 @@ extension Database {
         return result
     }
 
-    /// A position that every audit entry recorded so far has reached, with all of them on disk
-    /// (so a read up to it misses nothing): blocks until the storage engine has written them,
-    /// on its own schedule (within the write-back window, or a second for conflicts), so that
-    /// exports started back to back never force flushes on a write-back namespace. Call off
-    /// the event loops. On an idle log it is the millisecond before now: the position moves on
-    /// under the lock, so no later entry can take a position at or below it.
-    public func auditLogSettledTail() -> UInt64 {
-        let tail = auditLogTail.withLock { tail in
-            tail.position = max(tail.position, AuditEntry.firstPosition(atUnixMs: SystemClock.nowUnixMs()) - 1)
-            return tail
-        }
+    /// The position of the last audit entry recorded so far, once it and every entry before
+    /// it are on disk (so a read up to it misses nothing, and every later entry has a larger
+    /// position, also after a restart: the tail restarts from the last key on disk). Blocks
+    /// until the storage engine has written them, on its own schedule (within the write-back
+    /// window, or a second for conflicts), so that exports started back to back never force
+    /// flushes on a write-back namespace; nil when that takes longer than
+    /// `auditSettleTimeoutSeconds` (a failing disk). Call off the event loops.
+    public func auditLogSettledTail() -> UInt64? {
+        let tail = auditLogTail.withLock { $0 }
         guard let storage, storage.durableSequence.load(ordering: .acquiring) < tail.storageSequence else { return tail.position }
         let flushed = ConditionLock(value: false)
         let waiting = storage.whenDurable(tail.storageSequence) {
@@ -693,11 +728,14 @@ extension Database {
             flushed.unlock(withValue: true)
         }
         if waiting {
-            flushed.lock(whenValue: true)
+            guard flushed.lock(whenValue: true, timeoutSeconds: Self.auditSettleTimeoutSeconds) else { return nil }
             flushed.unlock()
         }
         return tail.position
     }
+
+    /// How long an export waits for the audit log's queued entries to reach the disk.
+    public static let auditSettleTimeoutSeconds = 30.0
 }
 
 /// The audit log's last position and the storage sequence that covers it.

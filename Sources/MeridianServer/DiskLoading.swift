@@ -235,7 +235,9 @@ public final class DiskReader: Sendable {
 
     /// Runs `work` on the audit export thread.
     func submitExport(_ work: @escaping @Sendable () -> Void) {
-        exportPool.submit { _ in
+        exportPool.submit { state in
+            // Cancelled: the node is shutting down and its connections are gone.
+            guard case .active = state else { return }
             Self.lowerThisThreadsPriority()
             work()
         }

@@ -114,6 +114,12 @@ extension Meridian {
                 unlink(partial)
                 throw ExportFailure(message: "renaming \(partial) to \(out) failed: \(String(cString: strerror(errno)))")
             }
+            // The rename is durable once the directory is synced.
+            let directory = open(out.contains("/") ? String(out[..<out.lastIndex(of: "/")!]).nonEmpty ?? "/" : ".", O_RDONLY)
+            if directory >= 0 {
+                _ = fsync(directory)
+                close(directory)
+            }
             print("\(out): \(bytes) bytes in \(frames) frames; \(Self.trailerSummary(lastFrame))")
         }
 
@@ -141,4 +147,9 @@ extension Meridian {
             return "\(deltas) deltas, \(conflicts) conflicts, until \(Audit.Verify.text(until))"
         }
     }
+}
+
+extension String {
+    /// Nil for the empty string.
+    var nonEmpty: String? { isEmpty ? nil : self }
 }

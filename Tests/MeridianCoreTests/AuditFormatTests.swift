@@ -25,8 +25,9 @@ import Testing
         #expect(AuditFormat.unixMs(rfc3339: "2026-11-28T08:02:23.1239+01:00") == 1_795_849_343_123)
         #expect(AuditFormat.unixMs(rfc3339: "2026-11-28 02:02:23-05:00") == 1_795_849_343_000)
         #expect(AuditFormat.unixMs(rfc3339: "2000-02-29T00:00:00.000Z") == 951_782_400_000)
+        #expect(AuditFormat.unixMs(rfc3339: "2024-02-29T00:00:00Z") != nil)
         for bad in ["", "2026-11-28", "2026-11-28T07:02:23", "2026-13-01T00:00:00Z", "2026-11-28T24:00:00Z", "2026-11-28T07:02:23.Z",
-                    "2026-11-28T07:02:23Zjunk", "2026-11-28T07:02:23+0100", "yesterday"] {
+                    "2026-11-28T07:02:23Zjunk", "2026-11-28T07:02:23+0100", "yesterday", "2026-02-29T00:00:00Z", "2026-04-31T00:00:00Z"] {
             #expect(AuditFormat.unixMs(rfc3339: bad) == nil, "\(bad)")
         }
         // Whatever the formatter writes parses back to the same millisecond.

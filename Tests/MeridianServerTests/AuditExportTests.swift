@@ -141,7 +141,7 @@ import Testing
         let (restarted, restartedEngine) = Self.makeDatabase(store: store)
         defer { restartedEngine.shutdown() }
         DurableDatabaseTests.set(restarted, "durable:after", "1")
-        let tail = restarted.auditLogSettledTail()
+        let tail = try #require(restarted.auditLogSettledTail())
         #expect(tail == ahead + 1)
         #expect(try Self.export(Self.exporter(restarted)).summary.deltas == 2)
 
@@ -153,6 +153,48 @@ import Testing
         let exporter = Self.exporter(restarted)
         let cursor = try exporter.start(namespaces: [], since: .position(tail), until: .position(tail + 1), digestOnly: false, nowUnixMs: SystemClock.nowUnixMs())
         #expect(throws: AuditExporter.Failure.self) { try exporter.nextChunk(cursor) }
+    }
+
+    @Test func aLogFromBeforePositionsMovesToPositionsInOrder() throws {
+        let store = InMemoryStore()
+        let engine = StorageEngine(store: store, logger: DurableDatabaseTests.logger) { reason in Issue.record("storage failed: \(reason)") }
+        let stamp = DurableDatabaseTests.stamp
+        let now = SystemClock.nowUnixMs()
+        // The old layout: `a`, Unix ms, a per-run counter (two entries in one millisecond).
+        for (index, ms) in [now - 2_000, now - 1_000, now - 1_000].enumerated() {
+            var key: [UInt8] = [AuditEntry.prefix]
+            for shift in stride(from: 56, through: 0, by: -8) { key.append(UInt8(truncatingIfNeeded: UInt64(ms) >> UInt64(shift))) }
+            for shift in stride(from: 56, through: 0, by: -8) { key.append(UInt8(truncatingIfNeeded: UInt64(index) >> UInt64(shift))) }
+            let value = AuditEntry.change(key: Array("durable:old\(index)".utf8), record: DurableRecord(value: [1], valueStamp: stamp, expiryUnixMs: 0, expiryStamp: stamp, encoding: .raw), fromPeer: false).encoded()
+            engine.appendLog(key: key, valueBytes: value.count, urgency: .sync) { value }
+        }
+        DurableDatabaseTests.flush(engine)
+        engine.shutdown()
+
+        let (database, restarted) = Self.makeDatabase(store: store)
+        defer { restarted.shutdown() }
+        #expect(try store.scanLog(from: [AuditEntry.prefix], to: [AuditEntry.prefix + 1], limit: 10).allSatisfy { $0.key.count == 9 })
+        DurableDatabaseTests.set(database, "durable:new", "1")
+        let keys = Self.deltaKeys(try Self.export(Self.exporter(database)).lines)
+        #expect(keys == ["durable:old0", "durable:old1", "durable:old2", "durable:new"].map { AuditFormat.base64(Array($0.utf8)) })
+    }
+
+    @Test func retentionOvertakingARunningExportFailsItAndExtremeBoundsDoNotTrap() throws {
+        let store = InMemoryStore()
+        let (database, engine) = Self.makeDatabase(store: store)
+        defer { engine.shutdown() }
+        for index in 0..<(AuditExporter.entriesPerChunk + 10) { DurableDatabaseTests.set(database, "durable:\(index)", "v") }
+        let exporter = Self.exporter(database)
+        let now = SystemClock.nowUnixMs()
+        let first = try exporter.nextChunk(try exporter.start(namespaces: [], since: nil, until: nil, digestOnly: false, nowUnixMs: now))
+        let cursor = try #require(first.next)
+        // A trim (as if retention had passed everything) while the export is between chunks.
+        database.trimAuditLog(nowUnixMs: now + NamespaceConfig.auditRetentionMsDefault + 60_000)
+        #expect(throws: AuditExporter.Failure.self) { try exporter.nextChunk(cursor) }
+        // The largest position a client can send: an empty export, not an arithmetic trap.
+        let extreme = try exporter.start(namespaces: [], since: .position(.max), until: nil, digestOnly: false, nowUnixMs: now)
+        #expect(extreme.since == .max && extreme.until == .max)
+        #expect(try exporter.nextChunk(extreme).next == nil)
     }
 
     @Test func recordsReadAsTheirOperation() {

@@ -221,12 +221,12 @@ import Glibc
         #expect(try database.auditEntries(after: entries[1].position, limit: 10).map(\.position) == [entries[2].position])
         #expect(try database.auditEntries(after: 0, through: entries[1].position, limit: 10).map(\.position) == entries.prefix(2).map(\.position))
         // The settled tail covers every entry, on disk; later entries come after it.
-        let settled = database.auditLogSettledTail()
+        let settled = try #require(database.auditLogSettledTail())
         #expect(settled >= entries[2].position)
         // Queued (a 60 s window), then flushed: the settled tail waits for that flush.
         DurableDatabaseTests.set(database, "durable:b", "queued")
         engine.flushNow()
-        let tail = database.auditLogSettledTail()
+        let tail = try #require(database.auditLogSettledTail())
         let after = try database.auditEntries(after: settled, limit: 10).map(\.position)
         #expect(after.count == 1 && after[0] > settled && after[0] <= tail)
         #expect(database.auditAppends.load(ordering: .relaxed) == 4)
