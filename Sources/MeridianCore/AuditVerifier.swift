@@ -124,11 +124,14 @@ public struct AuditVerifier {
         /// The header's `since` and the trailer's `until` (for continuity across files).
         public var since: JSONValue
         public var until: JSONValue
+        /// The header's namespace filter (empty: every audited namespace).
+        public var namespaces: [String]
     }
 
     private var lineNumber = 0
     private var previousHash = AuditFormat.hex(AuditFormat.chainStart)
     private var since: JSONValue?
+    private var namespaces: [String] = []
     private var until: JSONValue?
     private var trailerSeen = false
     private var deltas = 0
@@ -168,6 +171,7 @@ public struct AuditVerifier {
             }
             guard case .object = json["since"], case .object = json["until"] else { throw problem("the header's range is not two version vectors") }
             since = json["since"]
+            if case .array(let names) = json["namespaces"] { namespaces = names.compactMap(\.stringValue) }
         } else if type == "header" {
             throw problem("a second header")
         }
@@ -209,6 +213,6 @@ public struct AuditVerifier {
         guard trailerSeen, let since, let until else {
             throw Problem(line: lineNumber, message: "no trailer: the file ends early (truncated?)")
         }
-        return Summary(lines: lineNumber, deltas: deltas, conflicts: conflicts, since: since, until: until)
+        return Summary(lines: lineNumber, deltas: deltas, conflicts: conflicts, since: since, until: until, namespaces: namespaces)
     }
 }

@@ -59,6 +59,12 @@ extension Meridian {
                 } catch let failure as Audit.Verify.Failure {
                     throw ValidationError("\(sinceExport) does not verify, so it cannot say where to continue: \(failure.message)")
                 }
+                // Resuming with another filter would leave the other namespaces' changes in
+                // between out of both files.
+                guard Set(summary.namespaces) == Set(namespaces) else {
+                    let previous = summary.namespaces.isEmpty ? "every audited namespace" : summary.namespaces.joined(separator: ", ")
+                    throw ValidationError("\(sinceExport) exported \(previous); continue it with the same --namespace options")
+                }
                 var vector: [UInt8] = []
                 summary.until.canonicalBytes(into: &vector)
                 arguments += ["SINCE", String(decoding: vector, as: UTF8.self)]

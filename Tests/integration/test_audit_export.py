@@ -188,6 +188,9 @@ def test_an_export_holds_exactly_what_the_workload_did(cluster, tmp_path):
     assert second_lines[0]["since"] == trailer["until"]
     pair = verify(first, second)
     assert pair.returncode == 0, pair.stderr
+    # Continuing with another namespace filter would leave changes out of both files: refused.
+    other = export(cluster, tmp_path / "other.ndjson.zst", "--since-export", str(first), "--namespace", "default", check=False)
+    assert other.returncode != 0 and "same --namespace" in other.stderr
     # Given the other way round, the continuity check names the gap.
     swapped = verify(second, first)
     assert swapped.returncode == 1 and "missing" in swapped.stderr
