@@ -79,6 +79,9 @@ let package = Package(
             dependencies: [
                 "MeridianCore", "MeridianConfig", "MeridianWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "MeridianCoreTests", dependencies: ["MeridianCore"]),

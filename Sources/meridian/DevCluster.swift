@@ -15,8 +15,8 @@ struct DevCluster: ParsableCommand {
             Starts one meridian-server per node (witnesses included), prints each node's client \
             address, streams their logs prefixed with the node's name, and stops them all on \
             Ctrl-C or SIGTERM. With no --config it runs a built-in demo: two full data centers \
-            (east on 127.0.0.1:7101, west on 127.0.0.1:7102) and a witness (central). Data \
-            centers link up; deltas do not flow between them yet (docs/REPLICATION.md).
+            (east on 127.0.0.1:7101, west on 127.0.0.1:7102) and a witness (central); writes in \
+            either full data center reach the other (docs/REPLICATION.md).
             """)
 
     @Option(name: .long, help: "The cluster configuration (default: the built-in demo).")

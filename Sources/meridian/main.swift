@@ -4,12 +4,12 @@ import MeridianCore
 
 /// `meridian`: the operator's command line: validates configuration files, runs a local
 /// cluster (`dev-cluster`), exports a node's audit log (`export`) and verifies exports
-/// (`audit verify`) (docs/AUDIT.md).
+/// (`audit verify`) (docs/AUDIT.md), and emulates WAN links for tests (`wan-proxy`).
 struct Meridian: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meridian",
         abstract: "Meridian's operator tool.",
-        subcommands: [Config.self, DevCluster.self, Export.self, Audit.self, Version.self])
+        subcommands: [Config.self, DevCluster.self, Export.self, Audit.self, WanProxy.self, Version.self])
 }
 
 extension Meridian {
