@@ -550,11 +550,6 @@ public enum AuditEntry: Equatable, Sendable {
         max(last + 1, firstPosition(atUnixMs: nowUnixMs))
     }
 
-    /// The Unix ms a position was recorded at.
-    public static func recordedUnixMs(ofPosition position: UInt64) -> Int64 {
-        Int64(position >> positionShift)
-    }
-
     /// The length of `encoded()`, without encoding.
     public var encodedByteCount: Int {
         switch self {

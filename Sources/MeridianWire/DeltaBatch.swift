@@ -35,12 +35,15 @@ public struct DeltaBatch: Equatable, Sendable {
 
     /// Raw bytes `delta` takes in a batch, exactly (the outbound log cuts batches with it).
     public static func rawBytes(of delta: Delta) -> Int {
-        let body: Int
-        switch delta.state {
-        case .register(let record): body = record.encodedByteCount
-        case .counter(let counter): body = 22 + 28 * counter.contributions.count
+        2 + delta.key.count + 1 + (delta.previousDot == nil ? 0 : 12) + 1 + 4 + bodyBytes(of: delta.state)
+    }
+
+    /// Bytes of a state's body on the wire (batches and snapshot chunks encode it alike).
+    static func bodyBytes(of state: Delta.State) -> Int {
+        switch state {
+        case .register(let record): return record.encodedByteCount
+        case .counter(let counter): return 22 + 28 * counter.contributions.count
         }
-        return 2 + delta.key.count + 1 + (delta.previousDot == nil ? 0 : 12) + 1 + 4 + body
     }
 
     public var firstSequence: UInt64 { deltas[0].dot.sequence }

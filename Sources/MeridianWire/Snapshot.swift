@@ -30,12 +30,7 @@ public struct SnapshotChunk: Equatable, Sendable {
 
     /// Raw bytes a state takes in a chunk, exactly (chunks are cut under `DeltaBatch.rawBytesMax`).
     public static func rawBytes(of state: SnapshotState) -> Int {
-        let body: Int
-        switch state.state {
-        case .register(let record): body = record.encodedByteCount
-        case .counter(let counter): body = 22 + 28 * counter.contributions.count
-        }
-        return 2 + state.key.count + 1 + (state.dot == nil ? 0 : 12) + 1 + 4 + body
+        2 + state.key.count + 1 + (state.dot == nil ? 0 : 12) + 1 + 4 + DeltaBatch.bodyBytes(of: state.state)
     }
 
     public func encoded(level: Int32 = Zstd.levelDefault) -> (payload: [UInt8], rawBytes: Int) {
