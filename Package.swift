@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "MeridianCore", targets: ["MeridianCore"]),
         .library(name: "MeridianRESP", targets: ["MeridianRESP"]),
         .library(name: "MeridianStorage", targets: ["MeridianStorage"]),
+        .library(name: "MeridianPaxos", targets: ["MeridianPaxos"]),
         .library(name: "MeridianServer", targets: ["MeridianServer"]),
     ],
     dependencies: [
@@ -31,6 +32,9 @@ let package = Package(
             name: "MeridianConfig",
             dependencies: ["MeridianCore", .product(name: "Yams", package: "Yams")]
         ),
+        // The strong protocol's state machines: Paxos roles, leases, the applied state of strong
+        // keys. Deterministic; no IO, no clocks.
+        .target(name: "MeridianPaxos", dependencies: ["MeridianCore"]),
         // RESP2/RESP3 codec and the command table.
         .target(
             name: "MeridianRESP",
@@ -48,15 +52,15 @@ let package = Package(
         // The peer protocol: frames, delta-batch codec, zstd. Bytes in, values out; no IO.
         .target(
             name: "MeridianWire",
-            dependencies: ["MeridianCore", "CZstd", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["MeridianCore", "MeridianPaxos", "CZstd", .product(name: "NIOCore", package: "swift-nio")]
         ),
         // Deterministic simulations that drive Core's state machines with seeded faults.
-        .target(name: "MeridianSimulation", dependencies: ["MeridianCore", "MeridianWire"]),
+        .target(name: "MeridianSimulation", dependencies: ["MeridianCore", "MeridianPaxos", "MeridianWire"]),
         // The NIO shell: listeners, command execution, the sharded keyspace, INFO.
         .target(
             name: "MeridianServer",
             dependencies: [
-                "MeridianCore", "MeridianConfig", "MeridianRESP", "MeridianStorage", "MeridianWire",
+                "MeridianCore", "MeridianConfig", "MeridianRESP", "MeridianStorage", "MeridianWire", "MeridianPaxos",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -87,7 +91,8 @@ let package = Package(
         .testTarget(name: "MeridianCoreTests", dependencies: ["MeridianCore"]),
         .testTarget(name: "MeridianConfigTests", dependencies: ["MeridianConfig"]),
         .testTarget(name: "MeridianStorageTests", dependencies: ["MeridianStorage", "MeridianCore"]),
-        .testTarget(name: "SimulationTests", dependencies: ["MeridianSimulation"]),
+        .testTarget(name: "SimulationTests", dependencies: ["MeridianSimulation", "MeridianPaxos", "MeridianCore"]),
+        .testTarget(name: "MeridianPaxosTests", dependencies: ["MeridianPaxos", "MeridianWire", "MeridianCore"]),
         .testTarget(
             name: "MeridianWireTests",
             dependencies: ["MeridianWire", "MeridianCore", .product(name: "NIOCore", package: "swift-nio")]

@@ -17,6 +17,10 @@ public enum Linearizability {
             /// Compare-and-set: when the register holds `expected`, it becomes `new`;
             /// `succeeded` is what the client was told (ignored when the outcome is unknown).
             case compareAndSet(expected: [UInt8]?, new: [UInt8]?, succeeded: Bool)
+            /// `INCRBY`: the register holds a decimal integer (missing = 0) and becomes itself
+            /// plus `amount`; `result` is the new value the client was told (nil: not known).
+            /// On a value that is not an integer it fails and changes nothing.
+            case increment(amount: Int64, result: Int64?)
         }
 
         public var kind: Kind
@@ -83,6 +87,18 @@ public enum Linearizability {
                 if operation.completedAt == nil { return .some(matches ? new : state) }
                 guard matches == succeeded else { return nil }
                 return .some(matches ? new : state)
+            case .increment(let amount, let result):
+                let current: Int64
+                if let state {
+                    guard let parsed = PNCounter.parseDecimal(state) else { return result == nil ? .some(state) : nil }
+                    current = parsed
+                } else {
+                    current = 0
+                }
+                let (sum, overflow) = current.addingReportingOverflow(amount)
+                if overflow { return result == nil ? .some(state) : nil }
+                if let result, operation.completedAt != nil, result != sum { return nil }
+                return .some(Array(String(sum).utf8))
             }
         }
 

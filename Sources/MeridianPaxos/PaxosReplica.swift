@@ -1,0 +1,898 @@
+import MeridianCore
+
+/// The strong protocol's fixed parameters on one node (docs/CONSISTENCY.md, "Roles").
+public struct PaxosConfiguration: Sendable {
+    /// Voters are numbered `0..<voterCount`: one per full data center, then the witnesses.
+    public var voterCount: Int
+    /// The full voters: they learn and apply the log. The others are witnesses.
+    public var learners: [Int]
+    /// This node's voter number.
+    public var me: Int
+    public var partitionCount: Int
+    /// How long a voter's lease grant lasts on its own clock.
+    public var leaseMs: Int64 = 2_000
+    /// The clock-rate error the lease arithmetic allows (0.001 = 0.1 %).
+    public var maxDrift = 0.001
+    /// A strong command's bound: past it the client gets `noQuorum` or `uncertain`.
+    public var timeoutMs: Int64 = 2_000
+    /// Unanswered PREPARE / ACCEPT / LEARN are sent again after this long.
+    public var retryMs: Int64 = 200
+
+    public init(voterCount: Int, learners: [Int], me: Int, partitionCount: Int) {
+        self.voterCount = voterCount
+        self.learners = learners
+        self.me = me
+        self.partitionCount = partitionCount
+    }
+
+    public var majority: Int { voterCount / 2 + 1 }
+    public var isWitness: Bool { !learners.contains(me) }
+
+    /// How long after the majority's earliest grant the leader still trusts its lease: the
+    /// voters' `leaseMs` on their clocks, shortened by the drift both clocks may have.
+    var leaseTrustMs: Int64 { Int64(Double(leaseMs) * (1 - 2 * maxDrift)) }
+}
+
+/// A node's two clocks: monotonic for leases and timeouts, wall for entry stamps.
+public struct PaxosTime: Sendable {
+    public var monotonicMs: Int64
+    public var wallMs: Int64
+
+    public init(monotonicMs: Int64, wallMs: Int64) {
+        self.monotonicMs = monotonicMs
+        self.wallMs = wallMs
+    }
+}
+
+/// How a client's strong command ended.
+public enum StrongResult: Equatable, Sendable {
+    case reply(StrongReply)
+    /// Not proposed within the timeout (no quorum, no leader): certainly not applied.
+    case noQuorum
+    /// Proposed but not known chosen within the timeout: it may still be applied.
+    case uncertain
+}
+
+/// What one step produced. The shell makes `persist` durable before it sends any message (a
+/// voter's answer must not outrun its disk), then sends `messages` and hands out
+/// `completions`. Messages to `configuration.me` are delivered back to this replica.
+public struct PaxosEffects: Sendable {
+    public var persist: [DurableChange] = []
+    public var messages: [(to: Int, message: PaxosMessage)] = []
+    public var completions: [(client: UInt64, result: StrongResult)] = []
+    /// Entries applied in slot order (for observers: the audit log, INFO).
+    public var applied: [(partition: Int, slot: UInt64, entry: StrongEntry)] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { persist.isEmpty && messages.isEmpty && completions.isEmpty && applied.isEmpty }
+}
+
+/// One node's part of the strong protocol for every partition: acceptor (voter), proposer and
+/// leader, learner. A deterministic state machine: it is driven by `submit`, `receive` and
+/// `tick` with the time passed in, and answers through `effects`; the NIO shell and the
+/// simulator drive the same code.
+public struct PaxosReplica: Sendable {
+    public let configuration: PaxosConfiguration
+    public private(set) var partitions: [Int: PartitionState] = [:]
+    /// Commands this node forwarded to a leader and still waits for.
+    private var forwarded: [RequestID: Forwarded] = [:]
+    private var nextSequence: UInt64
+    /// A restarted voter refuses every PREPARE for one lease length: it may have granted a
+    /// lease before it crashed and has forgotten to whom.
+    private let quarantineUntil: Int64
+    private var random: SplitMix64
+    public var effects = PaxosEffects()
+    /// The time of the input being handled (applying entries may dispatch commands again).
+    private var clock: PaxosTime
+    /// Safety violations seen locally (two different entries for one slot): the simulator's
+    /// alarm; never expected.
+    public private(set) var violations: [String] = []
+
+    public init(configuration: PaxosConfiguration, durable: PaxosDurableState, now: PaxosTime, seed: UInt64, restarted: Bool) {
+        self.configuration = configuration
+        // Unique across restarts: a reply to a request of the previous life cannot match.
+        self.nextSequence = UInt64(max(0, now.wallMs)) << 20
+        self.quarantineUntil = restarted ? now.monotonicMs + configuration.leaseMs : Int64.min
+        self.random = SplitMix64(seed: seed)
+        self.clock = now
+        for (index, saved) in durable.partitions {
+            var state = PartitionState()
+            state.promised = saved.promised
+            state.forgottenThrough = saved.forgottenThrough
+            for (slot, accepted) in saved.accepted where saved.chosen[slot] == nil {
+                state.accepted[slot] = accepted
+                state.promised = max(state.promised, accepted.ballot)
+            }
+            state.highestSeen = state.promised
+            state.chosen = saved.chosen
+            partitions[index] = state
+            applyContiguous(index)
+        }
+        effects.applied.removeAll()
+    }
+
+    // MARK: - Public inputs
+
+    /// A client's command for `partition`; its result comes back in `effects.completions`
+    /// under `client`.
+    public mutating func submit(_ command: StrongCommand, partition: Int, client: UInt64, now: PaxosTime) {
+        precondition(!configuration.isWitness, "a witness serves no clients")
+        clock = now
+        var state = partitions[partition] ?? PartitionState()
+        state.lastLocalActivity = now.monotonicMs
+        partitions[partition] = state
+        let request = newRequest()
+        dispatch(Pending(client: .local(client), request: request, command: command, deadline: now.monotonicMs + configuration.timeoutMs), partition, now: now)
+    }
+
+    public mutating func receive(_ message: PaxosMessage, from voter: Int, now: PaxosTime) {
+        clock = now
+        if let partition = message.partition {
+            guard partition >= 0 && partition < configuration.partitionCount else { return }
+        }
+        switch message {
+        case .prepare(let p, let ballot, let fromSlot, let sentAt):
+            onPrepare(p, ballot: ballot, fromSlot: fromSlot, sentAt: sentAt, from: voter, now: now)
+        case .promise(let p, let ballot, let accepted, let chosen, let applied, let sentAt):
+            onPromise(p, ballot: ballot, accepted: accepted, chosen: chosen, applied: applied, sentAt: sentAt, from: voter, now: now)
+        case .accept(let p, let ballot, let slot, let entry, let chosenThrough, let truncateThrough, let sentAt):
+            onAccept(p, ballot: ballot, slot: slot, entry: entry, chosenThrough: chosenThrough, truncateThrough: truncateThrough, sentAt: sentAt, from: voter, now: now)
+        case .accepted(let p, let ballot, let slot, let applied, let sentAt):
+            onAccepted(p, ballot: ballot, slot: slot, applied: applied, sentAt: sentAt, from: voter, now: now)
+        case .nack(let p, let ballot, let promised, let holder, let remaining, let behindFrom):
+            onNack(p, ballot: ballot, promised: promised, leaseHolder: holder, leaseRemainingMs: remaining, behindFrom: behindFrom, from: voter, now: now)
+        case .commit(let p, let entries, let chosenThrough, let truncateThrough):
+            onCommit(p, entries: entries, chosenThrough: chosenThrough, truncateThrough: truncateThrough, from: voter, now: now)
+        case .learned(let p, let applied):
+            guard configuration.learners.contains(voter) else { return }
+            // Another learner got further: there is something to learn from it.
+            modify(p) {
+                $0.fullApplied[voter] = max($0.fullApplied[voter] ?? 0, applied)
+                $0.chosenHint = max($0.chosenHint, applied)
+            }
+            if configuration.isWitness, let state = partitions[p] {
+                let everywhere = configuration.learners.map { state.fullApplied[$0] ?? 0 }.min() ?? 0
+                forget(p, through: everywhere)
+            }
+        case .learn(let p, let fromSlot):
+            onLearn(p, fromSlot: fromSlot, from: voter)
+        case .renew(let p, let ballot, let truncateThrough, let sentAt):
+            onRenew(p, ballot: ballot, truncateThrough: truncateThrough, sentAt: sentAt, from: voter, now: now)
+        case .renewed(let p, let ballot, let applied, let sentAt):
+            let isLearner = configuration.learners.contains(voter)
+            modify(p) { state in
+                guard case .leading(var leading) = state.role, leading.ballot == ballot else { return }
+                leading.leaseStarts[voter] = max(leading.leaseStarts[voter] ?? .min, sentAt)
+                state.role = .leading(leading)
+                if isLearner { state.fullApplied[voter] = max(state.fullApplied[voter] ?? 0, applied) }
+            }
+        case .forward(let p, let request, let command):
+            guard !configuration.isWitness else {
+                send(.forwardReply(request: request, outcome: .notLeader), to: voter)
+                return
+            }
+            dispatch(Pending(client: .forwarded(from: voter, request: request), request: request, command: command, deadline: now.monotonicMs + configuration.timeoutMs), p, now: now)
+        case .forwardReply(let request, let outcome):
+            guard let waiting = forwarded.removeValue(forKey: request) else { return }
+            switch outcome {
+            case .reply(let reply): complete(waiting.pending, .reply(reply))
+            case .uncertain: complete(waiting.pending, .uncertain)
+            case .notLeader:
+                modify(waiting.partition) { $0.leaderHint = nil }
+                dispatch(waiting.pending, waiting.partition, now: now)
+            }
+        }
+    }
+
+    /// Retransmissions, lease renewal, catching up, truncation hints and deadlines.
+    public mutating func tick(now: PaxosTime) {
+        clock = now
+        let nowMs = now.monotonicMs
+        for request in forwarded.keys.sorted(by: { $0.sequence < $1.sequence }) where forwarded[request]!.pending.deadline <= nowMs {
+            let waiting = forwarded.removeValue(forKey: request)!
+            complete(waiting.pending, .uncertain)
+        }
+        for p in partitions.keys.sorted() {
+            var state = partitions[p]!
+            // Deadlines.
+            let expired = state.waiting.filter { $0.deadline <= nowMs }
+            state.waiting.removeAll { $0.deadline <= nowMs }
+            for slot in state.awaiting.keys.sorted() where state.awaiting[slot]!.pending.deadline <= nowMs {
+                let awaited = state.awaiting.removeValue(forKey: slot)!
+                partitions[p] = state
+                complete(awaited.pending, .uncertain)
+                state = partitions[p]!
+            }
+            partitions[p] = state
+            for pending in expired { complete(pending, pending.proposed ? .uncertain : .noQuorum) }
+            state = partitions[p]!
+
+            switch state.role {
+            case .preparing(var preparing):
+                if nowMs - preparing.lastSend >= configuration.retryMs {
+                    preparing.lastSend = nowMs
+                    state.role = .preparing(preparing)
+                    partitions[p] = state
+                    for voter in 0..<configuration.voterCount where preparing.promises[voter] == nil {
+                        send(.prepare(partition: p, ballot: preparing.ballot, fromSlot: preparing.fromSlot, sentAt: nowMs), to: voter)
+                    }
+                    state = partitions[p]!
+                }
+            case .leading(var leading):
+                let watermark = truncationWatermark(state)
+                for slot in leading.inFlight.keys.sorted() where nowMs - leading.inFlight[slot]!.lastSend >= configuration.retryMs {
+                    leading.inFlight[slot]!.lastSend = nowMs
+                    let flight = leading.inFlight[slot]!
+                    for voter in 0..<configuration.voterCount where !flight.acceptedBy.contains(voter) {
+                        send(.accept(partition: p, ballot: leading.ballot, slot: slot, entry: flight.entry, chosenThrough: state.applied, truncateThrough: watermark, sentAt: nowMs), to: voter)
+                    }
+                }
+                // Keep the lease while this node's own clients use the partition; let it lapse
+                // otherwise, so that another data center writing here can take over.
+                let active = nowMs - state.lastLocalActivity < configuration.leaseMs
+                let remaining = leaseExpiry(leading) - nowMs
+                if active && remaining < configuration.leaseMs / 2 && nowMs - leading.lastRenew >= configuration.retryMs {
+                    leading.lastRenew = nowMs
+                    for voter in 0..<configuration.voterCount {
+                        send(.renew(partition: p, ballot: leading.ballot, truncateThrough: watermark, sentAt: nowMs), to: voter)
+                    }
+                }
+                // COMMITs lost on the way: send a lagging learner what it lacks.
+                if nowMs - leading.lastCommitResend >= configuration.retryMs {
+                    leading.lastCommitResend = nowMs
+                    for learner in configuration.learners where learner != configuration.me {
+                        let behind = state.fullApplied[learner] ?? 0
+                        guard behind < state.applied else { continue }
+                        var entries: [ChosenEntry] = []
+                        var bytes = 0
+                        var slot = behind + 1
+                        while slot <= state.applied, let entry = state.chosen[slot], entries.count < Self.learnBatchMax, bytes < Self.learnBatchBytes {
+                            entries.append(ChosenEntry(slot: slot, entry: entry))
+                            bytes += entry.approximateBytes
+                            slot += 1
+                        }
+                        if !entries.isEmpty {
+                            send(.commit(partition: p, entries: entries, chosenThrough: state.applied, truncateThrough: watermark), to: learner)
+                        }
+                    }
+                }
+                if watermark > leading.truncateSent {
+                    leading.truncateSent = watermark
+                    for voter in 0..<configuration.voterCount where !configuration.learners.contains(voter) {
+                        send(.commit(partition: p, entries: [], chosenThrough: state.applied, truncateThrough: watermark), to: voter)
+                    }
+                }
+                state.role = .leading(leading)
+                if state.applied >= leading.recoveredThrough && !state.waiting.isEmpty {
+                    let waiting = state.waiting
+                    state.waiting = []
+                    partitions[p] = state
+                    for pending in waiting { dispatch(pending, p, now: now) }
+                    state = partitions[p]!
+                }
+            case .follower:
+                if !state.waiting.isEmpty && nowMs >= state.backoffUntil {
+                    let waiting = state.waiting
+                    state.waiting = []
+                    partitions[p] = state
+                    for pending in waiting { dispatch(pending, p, now: now) }
+                    state = partitions[p]!
+                }
+                // Proposals of this node left in limbo, or a gap in the log no learner can
+                // fill (a leader stepped down mid-way): with no live leader, lead to finish it.
+                let unfinished = state.chosenHint > state.applied || (state.accepted.keys.max() ?? 0) > state.applied
+                let stalled = unfinished && nowMs - state.lastProgress > 3 * configuration.retryMs
+                let leaderKnown = state.leaderHint.map { Int($0) != configuration.me } == true && nowMs < state.leaderHintUntil
+                if case .follower = state.role, !configuration.isWitness, !state.awaiting.isEmpty || stalled,
+                   !leaderKnown, nowMs >= state.backoffUntil {
+                    partitions[p] = state
+                    startPrepare(p, now: now)
+                    state = partitions[p]!
+                }
+            }
+            // Tell the other voters what this learner applied: a witness forgets accepted
+            // entries once every full voter has applied them (leader or not), and a learner
+            // that missed COMMITs finds out there is more to learn.
+            if !configuration.isWitness && state.applied > 0
+                && (state.applied != state.reportedToWitnesses || nowMs - state.lastWitnessReport >= 10 * configuration.retryMs)
+                && nowMs - state.lastWitnessReport >= configuration.retryMs {
+                state.reportedToWitnesses = state.applied
+                state.lastWitnessReport = nowMs
+                partitions[p] = state
+                for voter in 0..<configuration.voterCount where voter != configuration.me {
+                    send(.learned(partition: p, applied: state.applied), to: voter)
+                }
+                state = partitions[p]!
+            }
+            // Catch up: a learner that knows of chosen slots it lacks asks for them.
+            if !configuration.isWitness && state.chosenHint > state.applied && nowMs - state.lastLearn >= configuration.retryMs {
+                state.lastLearn = nowMs
+                // Ask the learner known to be furthest ahead (a random one when none is).
+                let others = configuration.learners.filter { $0 != configuration.me }
+                let furthest = others.max { (state.fullApplied[$0] ?? 0) < (state.fullApplied[$1] ?? 0) }
+                let ahead = furthest.flatMap { (state.fullApplied[$0] ?? 0) > state.applied ? $0 : nil }
+                if let target = ahead ?? others.randomElement(using: &random) {
+                    partitions[p] = state
+                    send(.learn(partition: p, fromSlot: state.applied + 1), to: target)
+                    state = partitions[p]!
+                }
+            }
+            partitions[p] = state
+        }
+    }
+
+    // MARK: - Observers (INFO, tests, the simulator)
+
+    /// Whether this node may answer reads of `partition` locally right now.
+    public func holdsLease(_ partition: Int, now: PaxosTime) -> Bool {
+        guard let state = partitions[partition], case .leading(let leading) = state.role else { return false }
+        return now.monotonicMs < leaseExpiry(leading)
+    }
+
+    public func isLeader(_ partition: Int) -> Bool {
+        guard case .leading = partitions[partition]?.role else { return false }
+        return true
+    }
+
+    public func appliedSlot(_ partition: Int) -> UInt64 { partitions[partition]?.applied ?? 0 }
+    public func state(_ partition: Int) -> StrongState? { partitions[partition]?.state }
+    public func chosenEntry(_ partition: Int, slot: UInt64) -> StrongEntry? { partitions[partition]?.chosen[slot] }
+    public func acceptedEntries(_ partition: Int) -> [UInt64: AcceptedEntry] { partitions[partition]?.accepted ?? [:] }
+    public var pendingCount: Int {
+        forwarded.count + partitions.values.reduce(0) { $0 + $1.waiting.count + $1.awaiting.count }
+    }
+
+    // MARK: - Acceptor
+
+    private mutating func onPrepare(_ p: Int, ballot: Ballot, fromSlot: UInt64, sentAt: Int64, from voter: Int, now: PaxosTime) {
+        var state = partitions[p] ?? PartitionState()
+        state.highestSeen = max(state.highestSeen, ballot)
+        let nowMs = now.monotonicMs
+        let leaseRunning = state.leaseHolder != nil && state.leaseHolder != ballot.voter && nowMs < state.leaseUntil
+        if nowMs < quarantineUntil || leaseRunning || ballot < state.promised {
+            partitions[p] = state
+            send(.nack(partition: p, ballot: ballot, promised: state.promised, leaseHolder: leaseRunning ? state.leaseHolder : nil,
+                       leaseRemainingMs: leaseRunning ? state.leaseUntil - nowMs : 0, behindFrom: nil), to: voter)
+            return
+        }
+        let chosen = state.chosen.keys.filter { $0 >= fromSlot }.sorted()
+        if chosen.count > Self.promiseChosenMax {
+            partitions[p] = state
+            send(.nack(partition: p, ballot: ballot, promised: state.promised, leaseHolder: nil, leaseRemainingMs: 0, behindFrom: fromSlot), to: voter)
+            return
+        }
+        if ballot > state.promised {
+            state.promised = ballot
+            effects.persist.append(.promised(partition: p, ballot: ballot))
+        }
+        state.leaseHolder = ballot.voter
+        state.leaseUntil = nowMs + configuration.leaseMs
+        let accepted = state.accepted.values.filter { $0.slot >= fromSlot && state.chosen[$0.slot] == nil }.sorted { $0.slot < $1.slot }
+        let promise = PaxosMessage.promise(
+            partition: p, ballot: ballot, accepted: accepted,
+            chosen: chosen.map { ChosenEntry(slot: $0, entry: state.chosen[$0]!) }, applied: state.applied, sentAt: sentAt)
+        partitions[p] = state
+        if Int(ballot.voter) != configuration.me { stepDownIfBeaten(p, by: ballot, now: now) }
+        send(promise, to: voter)
+    }
+
+    private mutating func onAccept(
+        _ p: Int, ballot: Ballot, slot: UInt64, entry: StrongEntry, chosenThrough: UInt64, truncateThrough: UInt64,
+        sentAt: Int64, from voter: Int, now: PaxosTime
+    ) {
+        var state = partitions[p] ?? PartitionState()
+        state.highestSeen = max(state.highestSeen, ballot)
+        if ballot < state.promised {
+            partitions[p] = state
+            send(.nack(partition: p, ballot: ballot, promised: state.promised, leaseHolder: nil, leaseRemainingMs: 0, behindFrom: nil), to: voter)
+            return
+        }
+        if ballot > state.promised {
+            state.promised = ballot
+            effects.persist.append(.promised(partition: p, ballot: ballot))
+        }
+        if state.chosen[slot] == nil && slot > state.forgottenThrough && slot > state.applied {
+            let record = AcceptedEntry(slot: slot, ballot: ballot, entry: entry)
+            if state.accepted[slot] != record {
+                state.accepted[slot] = record
+                effects.persist.append(.accepted(partition: p, record))
+            }
+        }
+        state.leaseHolder = ballot.voter
+        state.leaseUntil = now.monotonicMs + configuration.leaseMs
+        if Int(ballot.voter) != configuration.me {
+            state.leaderHint = ballot.voter
+            state.leaderHintUntil = now.monotonicMs + configuration.leaseTrustMs
+        }
+        state.chosenHint = max(state.chosenHint, chosenThrough)
+        partitions[p] = state
+        forget(p, through: truncateThrough)
+        if Int(ballot.voter) != configuration.me { stepDownIfBeaten(p, by: ballot, now: now) }
+        send(.accepted(partition: p, ballot: ballot, slot: slot, applied: partitions[p]!.applied, sentAt: sentAt), to: voter)
+    }
+
+    private mutating func onRenew(_ p: Int, ballot: Ballot, truncateThrough: UInt64, sentAt: Int64, from voter: Int, now: PaxosTime) {
+        var state = partitions[p] ?? PartitionState()
+        guard ballot == state.promised else {
+            send(.nack(partition: p, ballot: ballot, promised: state.promised, leaseHolder: nil, leaseRemainingMs: 0, behindFrom: nil), to: voter)
+            return
+        }
+        state.leaseHolder = ballot.voter
+        state.leaseUntil = now.monotonicMs + configuration.leaseMs
+        if Int(ballot.voter) != configuration.me {
+            state.leaderHint = ballot.voter
+            state.leaderHintUntil = now.monotonicMs + configuration.leaseTrustMs
+        }
+        partitions[p] = state
+        forget(p, through: truncateThrough)
+        send(.renewed(partition: p, ballot: ballot, applied: partitions[p]!.applied, sentAt: sentAt), to: voter)
+    }
+
+    /// A witness forgets accepted entries every full voter has applied (they are chosen and
+    /// learned everywhere: no future leader's phase 1 starts below them).
+    private mutating func forget(_ p: Int, through slot: UInt64) {
+        guard configuration.isWitness, var state = partitions[p], slot > state.forgottenThrough else { return }
+        state.forgottenThrough = slot
+        state.accepted = state.accepted.filter { $0.key > slot }
+        partitions[p] = state
+        effects.persist.append(.forgetAccepted(partition: p, throughSlot: slot))
+    }
+
+    // MARK: - Proposer and leader
+
+    private mutating func dispatch(_ pending: Pending, _ p: Int, now: PaxosTime) {
+        var state = partitions[p] ?? PartitionState()
+        switch state.role {
+        case .leading(let leading):
+            if pending.command.isReadOnly && now.monotonicMs < leaseExpiry(leading) {
+                if state.applied >= leading.recoveredThrough {
+                    complete(pending, .reply(state.state.read(pending.command, nowMs: now.wallMs)))
+                } else {
+                    state.waiting.append(pending)
+                    partitions[p] = state
+                }
+                return
+            }
+            propose(pending, p, now: now)
+        case .preparing:
+            state.waiting.append(pending)
+            partitions[p] = state
+        case .follower:
+            if let hint = state.leaderHint, Int(hint) != configuration.me, now.monotonicMs < state.leaderHintUntil {
+                guard case .local = pending.client else {
+                    // A forwarded command is not forwarded again (no loops): its origin retries.
+                    complete(pending, .noQuorum)
+                    return
+                }
+                forwarded[pending.request] = Forwarded(pending: pending, partition: p)
+                send(.forward(partition: p, request: pending.request, command: pending.command), to: Int(hint))
+                return
+            }
+            state.waiting.append(pending)
+            partitions[p] = state
+            if now.monotonicMs >= state.backoffUntil { startPrepare(p, now: now) }
+        }
+    }
+
+    private mutating func startPrepare(_ p: Int, now: PaxosTime) {
+        var state = partitions[p] ?? PartitionState()
+        guard case .follower = state.role else { return }
+        let round = max(state.highestSeen.round, state.promised.round) + 1
+        let ballot = Ballot(round: round, voter: UInt16(configuration.me))
+        state.highestSeen = ballot
+        let fromSlot = state.applied + 1
+        state.role = .preparing(Preparing(ballot: ballot, fromSlot: fromSlot, lastSend: now.monotonicMs))
+        partitions[p] = state
+        for voter in 0..<configuration.voterCount {
+            send(.prepare(partition: p, ballot: ballot, fromSlot: fromSlot, sentAt: now.monotonicMs), to: voter)
+        }
+    }
+
+    private mutating func onPromise(
+        _ p: Int, ballot: Ballot, accepted: [AcceptedEntry], chosen: [ChosenEntry], applied: UInt64, sentAt: Int64,
+        from voter: Int, now: PaxosTime
+    ) {
+        guard var state = partitions[p], case .preparing(var preparing) = state.role, preparing.ballot == ballot else { return }
+        preparing.promises[voter] = Promise(accepted: accepted, chosen: chosen, sentAt: sentAt)
+        if configuration.learners.contains(voter) { state.fullApplied[voter] = max(state.fullApplied[voter] ?? 0, applied) }
+        state.role = .preparing(preparing)
+        partitions[p] = state
+        guard preparing.promises.count >= configuration.majority else { return }
+        becomeLeader(p, preparing, now: now)
+    }
+
+    /// Phase 1 is done: learn what the promises say is chosen, re-propose for every other slot
+    /// the accepted entry with the highest ballot (a `noop` where none), then serve (Paxos Made
+    /// Simple, §2.2 phase 2a and §3).
+    private mutating func becomeLeader(_ p: Int, _ preparing: Preparing, now: PaxosTime) {
+        for promise in preparing.promises.values {
+            for chosen in promise.chosen { learnChosen(p, chosen.slot, chosen.entry) }
+        }
+        var state = partitions[p]!
+        var highest: [UInt64: AcceptedEntry] = [:]
+        var maxSlot = preparing.fromSlot - 1
+        for promise in preparing.promises.values {
+            for accepted in promise.accepted {
+                maxSlot = max(maxSlot, accepted.slot)
+                if let current = highest[accepted.slot], current.ballot >= accepted.ballot { continue }
+                highest[accepted.slot] = accepted
+            }
+            for chosen in promise.chosen { maxSlot = max(maxSlot, chosen.slot) }
+        }
+        // Slots this node proposed in before and still waits on are filled too, so that new
+        // proposals never land on them.
+        maxSlot = max(maxSlot, state.applied, state.awaiting.keys.max() ?? 0)
+        var leading = Leading(ballot: preparing.ballot, nextSlot: maxSlot + 1, recoveredThrough: maxSlot)
+        for (voter, promise) in preparing.promises { leading.leaseStarts[voter] = promise.sentAt }
+        leading.lastStamp = state.state.timeMs
+        state.backoffMs = 0
+        state.leaderHint = UInt16(configuration.me)
+        let firstUnknown = state.applied + 1
+        var recovered: [(UInt64, StrongEntry)] = []
+        if firstUnknown <= maxSlot {
+            for slot in firstUnknown...maxSlot where state.chosen[slot] == nil {
+                let entry = highest[slot]?.entry ?? .noop(timeMs: max(now.wallMs, leading.lastStamp))
+                leading.lastStamp = max(leading.lastStamp, entry.timeMs)
+                leading.inFlight[slot] = InFlight(entry: entry, lastSend: now.monotonicMs)
+                recovered.append((slot, entry))
+            }
+        }
+        let waiting = state.waiting
+        state.waiting = []
+        state.role = .leading(leading)
+        partitions[p] = state
+        let watermark = truncationWatermark(state)
+        for (slot, entry) in recovered {
+            for voter in 0..<configuration.voterCount {
+                send(.accept(partition: p, ballot: leading.ballot, slot: slot, entry: entry, chosenThrough: state.applied, truncateThrough: watermark, sentAt: now.monotonicMs), to: voter)
+            }
+        }
+        for pending in waiting { dispatch(pending, p, now: now) }
+    }
+
+    private mutating func propose(_ pending: Pending, _ p: Int, now: PaxosTime) {
+        guard var state = partitions[p], case .leading(var leading) = state.role else { return }
+        let slot = leading.nextSlot
+        leading.nextSlot += 1
+        leading.lastStamp = max(leading.lastStamp, now.wallMs, state.state.timeMs)
+        let entry = StrongEntry(request: pending.request, timeMs: leading.lastStamp, command: pending.command)
+        leading.inFlight[slot] = InFlight(entry: entry, lastSend: now.monotonicMs)
+        var proposed = pending
+        proposed.proposed = true
+        state.awaiting[slot] = Awaited(request: entry.request, pending: proposed)
+        state.role = .leading(leading)
+        partitions[p] = state
+        let watermark = truncationWatermark(state)
+        for voter in 0..<configuration.voterCount {
+            send(.accept(partition: p, ballot: leading.ballot, slot: slot, entry: entry, chosenThrough: state.applied, truncateThrough: watermark, sentAt: now.monotonicMs), to: voter)
+        }
+    }
+
+    private mutating func onAccepted(_ p: Int, ballot: Ballot, slot: UInt64, applied: UInt64, sentAt: Int64, from voter: Int, now: PaxosTime) {
+        guard var state = partitions[p], case .leading(var leading) = state.role, leading.ballot == ballot else { return }
+        leading.leaseStarts[voter] = max(leading.leaseStarts[voter] ?? .min, sentAt)
+        if configuration.learners.contains(voter) { state.fullApplied[voter] = max(state.fullApplied[voter] ?? 0, applied) }
+        guard var flight = leading.inFlight[slot] else {
+            state.role = .leading(leading)
+            partitions[p] = state
+            return
+        }
+        flight.acceptedBy.insert(voter)
+        if flight.acceptedBy.count >= configuration.majority {
+            leading.inFlight[slot] = nil
+            state.role = .leading(leading)
+            partitions[p] = state
+            learnChosen(p, slot, flight.entry)
+            let after = partitions[p]!
+            let watermark = truncationWatermark(after)
+            for learner in configuration.learners where learner != configuration.me {
+                send(.commit(partition: p, entries: [ChosenEntry(slot: slot, entry: flight.entry)], chosenThrough: after.applied, truncateThrough: watermark), to: learner)
+            }
+        } else {
+            leading.inFlight[slot] = flight
+            state.role = .leading(leading)
+            partitions[p] = state
+        }
+    }
+
+    private mutating func onNack(
+        _ p: Int, ballot: Ballot, promised: Ballot, leaseHolder: UInt16?, leaseRemainingMs: Int64, behindFrom: UInt64?,
+        from voter: Int, now: PaxosTime
+    ) {
+        guard var state = partitions[p] else { return }
+        state.highestSeen = max(state.highestSeen, promised)
+        if let holder = leaseHolder, Int(holder) != configuration.me {
+            state.leaderHint = holder
+            state.leaderHintUntil = now.monotonicMs + leaseRemainingMs
+        }
+        partitions[p] = state
+        if behindFrom != nil {
+            send(.learn(partition: p, fromSlot: state.applied + 1), to: voter)
+        }
+        switch state.role {
+        case .preparing(var preparing) where preparing.ballot == ballot:
+            preparing.refusals.insert(voter)
+            state.role = .preparing(preparing)
+            partitions[p] = state
+            // Give up when a newer ballot is out there or a majority can no longer promise.
+            if promised > ballot || preparing.refusals.count > configuration.voterCount - configuration.majority {
+                stepDown(p, now: now)
+            }
+        case .leading(let leading) where leading.ballot == ballot && promised > ballot:
+            stepDown(p, now: now)
+        default:
+            break
+        }
+    }
+
+    /// Another proposer's ballot reached this node's acceptor: if it beats this node's own,
+    /// this node is no longer leader.
+    private mutating func stepDownIfBeaten(_ p: Int, by ballot: Ballot, now: PaxosTime) {
+        guard let state = partitions[p] else { return }
+        switch state.role {
+        case .preparing(let preparing) where preparing.ballot < ballot: stepDown(p, now: now)
+        case .leading(let leading) where leading.ballot < ballot: stepDown(p, now: now)
+        default: break
+        }
+    }
+
+    /// Back to follower after a randomized, doubling backoff (so that dueling proposers
+    /// separate); commands waiting for leadership are dispatched again (forwarded when a
+    /// leader is known). Proposals in flight stay awaited: the slot's chosen entry tells.
+    private mutating func stepDown(_ p: Int, now: PaxosTime) {
+        guard var state = partitions[p] else { return }
+        state.role = .follower
+        state.backoffMs = min(max(state.backoffMs * 2, configuration.retryMs / 2), 8 * configuration.retryMs)
+        let jitter = Int64(random.next() % UInt64(max(1, state.backoffMs)))
+        state.backoffUntil = now.monotonicMs + state.backoffMs + jitter
+        let waiting = state.waiting
+        state.waiting = []
+        if state.leaderHint.map(Int.init) == configuration.me { state.leaderHint = nil }
+        partitions[p] = state
+        for pending in waiting { dispatch(pending, p, now: now) }
+    }
+
+    private func leaseExpiry(_ leading: Leading) -> Int64 {
+        let starts = leading.leaseStarts.values.sorted(by: >)
+        guard starts.count >= configuration.majority else { return .min }
+        return starts[configuration.majority - 1] + configuration.leaseTrustMs
+    }
+
+    /// The slot every full voter has applied (as far as this leader knows).
+    private func truncationWatermark(_ state: PartitionState) -> UInt64 {
+        var lowest = state.applied
+        for learner in configuration.learners where learner != configuration.me {
+            lowest = min(lowest, state.fullApplied[learner] ?? 0)
+        }
+        return lowest
+    }
+
+    // MARK: - Learner
+
+    private mutating func onCommit(_ p: Int, entries: [ChosenEntry], chosenThrough: UInt64, truncateThrough: UInt64, from voter: Int, now: PaxosTime) {
+        if configuration.isWitness {
+            forget(p, through: truncateThrough)
+            return
+        }
+        for chosen in entries { learnChosen(p, chosen.slot, chosen.entry) }
+        modify(p) { $0.chosenHint = max($0.chosenHint, chosenThrough) }
+        if !entries.isEmpty { send(.learned(partition: p, applied: partitions[p]!.applied), to: voter) }
+    }
+
+    private mutating func onLearn(_ p: Int, fromSlot: UInt64, from voter: Int) {
+        guard !configuration.isWitness, let state = partitions[p] else { return }
+        var entries: [ChosenEntry] = []
+        var bytes = 0
+        var slot = fromSlot
+        while let entry = state.chosen[slot], entries.count < Self.learnBatchMax, bytes < Self.learnBatchBytes {
+            entries.append(ChosenEntry(slot: slot, entry: entry))
+            bytes += entry.approximateBytes
+            slot += 1
+        }
+        guard !entries.isEmpty else { return }
+        send(.commit(partition: p, entries: entries, chosenThrough: state.applied, truncateThrough: 0), to: voter)
+    }
+
+    private mutating func learnChosen(_ p: Int, _ slot: UInt64, _ entry: StrongEntry) {
+        guard !configuration.isWitness else { return }
+        var state = partitions[p] ?? PartitionState()
+        if let known = state.chosen[slot] {
+            if known != entry { violations.append("partition \(p) slot \(slot): learned two different entries") }
+            return
+        }
+        state.chosenHint = max(state.chosenHint, slot)
+        guard slot > state.applied else { return }
+        state.chosen[slot] = entry
+        state.accepted[slot] = nil
+        partitions[p] = state
+        effects.persist.append(.chosen(partition: p, ChosenEntry(slot: slot, entry: entry)))
+        applyContiguous(p)
+    }
+
+    /// Applies chosen entries in slot order and answers the clients waiting on them.
+    private mutating func applyContiguous(_ p: Int) {
+        guard var state = partitions[p] else { return }
+        var answers: [(Pending, StrongResult)] = []
+        var retries: [Pending] = []
+        while let entry = state.chosen[state.applied + 1] {
+            state.applied += 1
+            state.lastProgress = clock.monotonicMs
+            let reply = state.state.apply(entry, slot: state.applied)
+            effects.applied.append((p, state.applied, entry))
+            if let awaited = state.awaiting.removeValue(forKey: state.applied) {
+                if awaited.request == entry.request {
+                    answers.append((awaited.pending, .reply(reply)))
+                } else {
+                    // Another entry took the slot: this proposal was never chosen; retry it.
+                    var again = awaited.pending
+                    again.proposed = false
+                    retries.append(again)
+                }
+            }
+        }
+        let leaderReady: Bool
+        if case .leading(let leading) = state.role { leaderReady = state.applied >= leading.recoveredThrough } else { leaderReady = false }
+        var reads: [Pending] = []
+        if leaderReady && !state.waiting.isEmpty {
+            reads = state.waiting
+            state.waiting = []
+        }
+        partitions[p] = state
+        for (pending, result) in answers { complete(pending, result) }
+        for pending in retries + reads { dispatch(pending, p, now: clock) }
+    }
+
+    // MARK: - Plumbing
+
+    private mutating func complete(_ pending: Pending, _ result: StrongResult) {
+        switch pending.client {
+        case .local(let client):
+            effects.completions.append((client, result))
+        case .forwarded(let voter, let request):
+            let outcome: ForwardOutcome
+            switch result {
+            case .reply(let reply): outcome = .reply(reply)
+            case .uncertain: outcome = .uncertain
+            case .noQuorum: outcome = .notLeader
+            }
+            send(.forwardReply(request: request, outcome: outcome), to: voter)
+        }
+    }
+
+    private mutating func send(_ message: PaxosMessage, to voter: Int) {
+        effects.messages.append((voter, message))
+    }
+
+    private mutating func modify(_ p: Int, _ change: (inout PartitionState) -> Void) {
+        var state = partitions[p] ?? PartitionState()
+        change(&state)
+        partitions[p] = state
+    }
+
+    private mutating func newRequest() -> RequestID {
+        nextSequence += 1
+        return RequestID(origin: UInt16(configuration.me), sequence: nextSequence)
+    }
+
+    static let promiseChosenMax = 512
+    static let learnBatchMax = 256
+    static let learnBatchBytes = 512 << 10
+}
+
+// MARK: - Per-partition state
+
+public struct PartitionState: Sendable {
+    // Acceptor.
+    var promised = Ballot.zero
+    var accepted: [UInt64: AcceptedEntry] = [:]
+    var leaseHolder: UInt16?
+    var leaseUntil: Int64 = .min
+    var forgottenThrough: UInt64 = 0
+    // Learner.
+    var chosen: [UInt64: StrongEntry] = [:]
+    var applied: UInt64 = 0
+    var state = StrongState()
+    var chosenHint: UInt64 = 0
+    var lastLearn: Int64 = .min / 2
+    /// When the applied slot last moved (a learner stuck behind a gap asks for a leader).
+    var lastProgress: Int64 = .min / 2
+    var reportedToWitnesses: UInt64 = 0
+    var lastWitnessReport: Int64 = .min / 2
+    // Proposer.
+    var role: Role = .follower
+    var highestSeen = Ballot.zero
+    var leaderHint: UInt16?
+    var leaderHintUntil: Int64 = .min
+    var waiting: [Pending] = []
+    var awaiting: [UInt64: Awaited] = [:]
+    var backoffUntil: Int64 = .min
+    var backoffMs: Int64 = 0
+    var lastLocalActivity: Int64 = .min / 2
+    /// Each full voter's applied slot as last reported (for the witness's truncation).
+    var fullApplied: [Int: UInt64] = [:]
+}
+
+enum Role: Sendable {
+    case follower
+    case preparing(Preparing)
+    case leading(Leading)
+}
+
+struct Preparing: Sendable {
+    var ballot: Ballot
+    var fromSlot: UInt64
+    var lastSend: Int64
+    var promises: [Int: Promise] = [:]
+    var refusals: Set<Int> = []
+}
+
+struct Promise: Sendable {
+    var accepted: [AcceptedEntry]
+    var chosen: [ChosenEntry]
+    var sentAt: Int64
+}
+
+struct Leading: Sendable {
+    var ballot: Ballot
+    var nextSlot: UInt64
+    /// Slots up to here were found by phase 1 (or awaited): reads wait until they are applied.
+    var recoveredThrough: UInt64
+    /// Per voter: when this leader sent the latest request that voter granted a lease on.
+    var leaseStarts: [Int: Int64] = [:]
+    var inFlight: [UInt64: InFlight] = [:]
+    var lastRenew: Int64 = .min / 2
+    var truncateSent: UInt64 = 0
+    var lastCommitResend: Int64 = .min / 2
+    var lastStamp: Int64 = 0
+}
+
+struct InFlight: Sendable {
+    var entry: StrongEntry
+    var acceptedBy: Set<Int> = []
+    var lastSend: Int64
+}
+
+enum Client: Sendable {
+    case local(UInt64)
+    case forwarded(from: Int, request: RequestID)
+}
+
+struct Pending: Sendable {
+    var client: Client
+    /// Fixed for the command's life (a forwarded command keeps its origin's): a proposal
+    /// retried in another slot, or a forward delivered twice, applies once (`StrongState`
+    /// skips a request it applied already).
+    var request: RequestID
+    var command: StrongCommand
+    var deadline: Int64
+    /// Sent in an ACCEPT at least once: past the deadline its outcome is unknown.
+    var proposed = false
+}
+
+struct Awaited: Sendable {
+    var request: RequestID
+    var pending: Pending
+}
+
+struct Forwarded: Sendable {
+    var pending: Pending
+    var partition: Int
+}
+
+extension StrongEntry {
+    /// Roughly what the entry weighs on the wire (for batch limits).
+    var approximateBytes: Int {
+        guard let command else { return 24 }
+        return 32 + command.operations.reduce(0) { total, operation in
+            switch operation {
+            case .set(let key, let value, let options):
+                var extra = 0
+                if case .ifEqual(let old) = options.condition { extra = old.count }
+                return total + 24 + key.count + value.count + extra
+            case .lock(let name, _, let owner): return total + 24 + name.count + owner.count
+            default: return total + 24 + operation.key.count
+            }
+        } + command.watched.reduce(0) { $0 + 12 + $1.key.count }
+    }
+}

@@ -1,0 +1,322 @@
+import MeridianPaxos
+
+/// The byte form of the strong protocol's messages (docs/CONSISTENCY.md, "Messages"): the
+/// payload of a `strong` peer frame. Little-endian integers, byte strings with a 32-bit
+/// length; the first byte is the message kind. Decoding never reads past the payload and
+/// refuses unknown kinds, so a damaged or hostile frame is an error, not a crash.
+public enum PaxosCodec {
+    public static func encode(_ message: PaxosMessage) -> [UInt8] {
+        var writer = Writer()
+        switch message {
+        case .prepare(let p, let ballot, let fromSlot, let sentAt):
+            writer.u8(1); writer.partition(p); writer.ballot(ballot); writer.u64(fromSlot); writer.i64(sentAt)
+        case .promise(let p, let ballot, let accepted, let chosen, let applied, let sentAt):
+            writer.u8(2); writer.partition(p); writer.ballot(ballot)
+            writer.u32(UInt32(accepted.count))
+            for entry in accepted { writer.u64(entry.slot); writer.ballot(entry.ballot); writer.entry(entry.entry) }
+            writer.chosen(chosen)
+            writer.u64(applied); writer.i64(sentAt)
+        case .accept(let p, let ballot, let slot, let entry, let chosenThrough, let truncateThrough, let sentAt):
+            writer.u8(3); writer.partition(p); writer.ballot(ballot); writer.u64(slot); writer.entry(entry)
+            writer.u64(chosenThrough); writer.u64(truncateThrough); writer.i64(sentAt)
+        case .accepted(let p, let ballot, let slot, let applied, let sentAt):
+            writer.u8(4); writer.partition(p); writer.ballot(ballot); writer.u64(slot); writer.u64(applied); writer.i64(sentAt)
+        case .nack(let p, let ballot, let promised, let holder, let remaining, let behindFrom):
+            writer.u8(5); writer.partition(p); writer.ballot(ballot); writer.ballot(promised)
+            writer.u8(holder == nil ? 0 : 1); writer.u16(holder ?? 0); writer.i64(remaining)
+            writer.u8(behindFrom == nil ? 0 : 1); writer.u64(behindFrom ?? 0)
+        case .commit(let p, let entries, let chosenThrough, let truncateThrough):
+            writer.u8(6); writer.partition(p); writer.chosen(entries); writer.u64(chosenThrough); writer.u64(truncateThrough)
+        case .learned(let p, let applied):
+            writer.u8(7); writer.partition(p); writer.u64(applied)
+        case .learn(let p, let fromSlot):
+            writer.u8(8); writer.partition(p); writer.u64(fromSlot)
+        case .renew(let p, let ballot, let truncateThrough, let sentAt):
+            writer.u8(9); writer.partition(p); writer.ballot(ballot); writer.u64(truncateThrough); writer.i64(sentAt)
+        case .renewed(let p, let ballot, let applied, let sentAt):
+            writer.u8(10); writer.partition(p); writer.ballot(ballot); writer.u64(applied); writer.i64(sentAt)
+        case .forward(let p, let request, let command):
+            writer.u8(11); writer.partition(p); writer.request(request); writer.command(command)
+        case .forwardReply(let request, let outcome):
+            writer.u8(12); writer.request(request)
+            switch outcome {
+            case .reply(let reply): writer.u8(0); writer.reply(reply)
+            case .notLeader: writer.u8(1)
+            case .uncertain: writer.u8(2)
+            }
+        }
+        return writer.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> PaxosMessage {
+        var reader = Reader(bytes)
+        let message: PaxosMessage
+        switch try reader.u8() {
+        case 1:
+            message = .prepare(partition: try reader.partition(), ballot: try reader.ballot(), fromSlot: try reader.u64(), sentAt: try reader.i64())
+        case 2:
+            let p = try reader.partition()
+            let ballot = try reader.ballot()
+            var accepted: [AcceptedEntry] = []
+            for _ in 0..<(try reader.count()) {
+                accepted.append(AcceptedEntry(slot: try reader.u64(), ballot: try reader.ballot(), entry: try reader.entry()))
+            }
+            let chosen = try reader.chosen()
+            message = .promise(partition: p, ballot: ballot, accepted: accepted, chosen: chosen, applied: try reader.u64(), sentAt: try reader.i64())
+        case 3:
+            message = .accept(
+                partition: try reader.partition(), ballot: try reader.ballot(), slot: try reader.u64(), entry: try reader.entry(),
+                chosenThrough: try reader.u64(), truncateThrough: try reader.u64(), sentAt: try reader.i64())
+        case 4:
+            message = .accepted(partition: try reader.partition(), ballot: try reader.ballot(), slot: try reader.u64(), applied: try reader.u64(), sentAt: try reader.i64())
+        case 5:
+            let p = try reader.partition()
+            let ballot = try reader.ballot()
+            let promised = try reader.ballot()
+            let hasHolder = try reader.flag()
+            let holder = try reader.u16()
+            let remaining = try reader.i64()
+            let hasBehind = try reader.flag()
+            let behind = try reader.u64()
+            message = .nack(partition: p, ballot: ballot, promised: promised, leaseHolder: hasHolder ? holder : nil, leaseRemainingMs: remaining, behindFrom: hasBehind ? behind : nil)
+        case 6:
+            message = .commit(partition: try reader.partition(), entries: try reader.chosen(), chosenThrough: try reader.u64(), truncateThrough: try reader.u64())
+        case 7:
+            message = .learned(partition: try reader.partition(), applied: try reader.u64())
+        case 8:
+            message = .learn(partition: try reader.partition(), fromSlot: try reader.u64())
+        case 9:
+            message = .renew(partition: try reader.partition(), ballot: try reader.ballot(), truncateThrough: try reader.u64(), sentAt: try reader.i64())
+        case 10:
+            message = .renewed(partition: try reader.partition(), ballot: try reader.ballot(), applied: try reader.u64(), sentAt: try reader.i64())
+        case 11:
+            message = .forward(partition: try reader.partition(), request: try reader.request(), command: try reader.command())
+        case 12:
+            let request = try reader.request()
+            let outcome: ForwardOutcome
+            switch try reader.u8() {
+            case 0: outcome = .reply(try reader.reply(depth: 0))
+            case 1: outcome = .notLeader
+            case 2: outcome = .uncertain
+            case let other: throw .malformed("unknown forward outcome \(other)")
+            }
+            message = .forwardReply(request: request, outcome: outcome)
+        case let other:
+            throw .malformed("unknown strong message kind \(other)")
+        }
+        guard reader.isAtEnd else { throw .malformed("bytes after the strong message") }
+        return message
+    }
+
+    struct Writer {
+        var bytes: [UInt8] = []
+
+        mutating func u8(_ value: UInt8) { bytes.append(value) }
+        mutating func u16(_ value: UInt16) { integer(value) }
+        mutating func u32(_ value: UInt32) { integer(value) }
+        mutating func u64(_ value: UInt64) { integer(value) }
+        mutating func i64(_ value: Int64) { integer(UInt64(bitPattern: value)) }
+        mutating func integer<T: FixedWidthInteger>(_ value: T) {
+            for index in 0..<MemoryLayout<T>.size { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * index))) }
+        }
+        mutating func flag(_ value: Bool) { bytes.append(value ? 1 : 0) }
+        mutating func blob(_ value: [UInt8]) { u32(UInt32(value.count)); bytes.append(contentsOf: value) }
+        mutating func partition(_ value: Int) { u32(UInt32(value)) }
+        mutating func ballot(_ value: Ballot) { u64(value.round); u16(value.voter) }
+        mutating func request(_ value: RequestID) { u16(value.origin); u64(value.sequence) }
+
+        mutating func chosen(_ entries: [ChosenEntry]) {
+            u32(UInt32(entries.count))
+            for chosen in entries { u64(chosen.slot); entry(chosen.entry) }
+        }
+
+        mutating func entry(_ value: StrongEntry) {
+            request(value.request)
+            i64(value.timeMs)
+            if let command = value.command {
+                u8(1)
+                self.command(command)
+            } else {
+                u8(0)
+            }
+        }
+
+        mutating func command(_ value: StrongCommand) {
+            flag(value.isTransaction)
+            u32(UInt32(value.operations.count))
+            for operation in value.operations { self.operation(operation) }
+            u32(UInt32(value.watched.count))
+            for watched in value.watched { blob(watched.key); u64(watched.version) }
+        }
+
+        mutating func operation(_ value: StrongOperation) {
+            switch value {
+            case .get(let key): u8(1); blob(key)
+            case .exists(let key): u8(2); blob(key)
+            case .timeToLive(let key): u8(3); blob(key)
+            case .set(let key, let value, let options):
+                u8(4); blob(key); blob(value)
+                switch options.condition {
+                case .always: u8(0)
+                case .ifAbsent: u8(1)
+                case .ifPresent: u8(2)
+                case .ifEqual(let old): u8(3); blob(old)
+                }
+                switch options.expiry {
+                case .none: u8(0)
+                case .keep: u8(1)
+                case .afterMs(let ms): u8(2); i64(ms)
+                }
+                flag(options.fence != nil); u64(options.fence ?? 0)
+                flag(options.returnPrevious)
+            case .delete(let key): u8(5); blob(key)
+            case .incrementBy(let key, let amount): u8(6); blob(key); i64(amount)
+            case .expire(let key, let ttl): u8(7); blob(key); flag(ttl != nil); i64(ttl ?? 0)
+            case .lock(let name, let ttl, let owner): u8(8); blob(name); i64(ttl); blob(owner)
+            case .unlock(let name, let token): u8(9); blob(name); u64(token)
+            }
+        }
+
+        mutating func reply(_ value: StrongReply) {
+            switch value {
+            case .ok: u8(0)
+            case .null: u8(1)
+            case .bulk(let bytes): u8(2); blob(bytes)
+            case .integer(let number): u8(3); i64(number)
+            case .error(let message): u8(4); blob(Array(message.utf8))
+            case .array(let items): u8(5); u32(UInt32(items.count)); for item in items { reply(item) }
+            case .nullArray: u8(6)
+            }
+        }
+    }
+
+    struct Reader {
+        let bytes: [UInt8]
+        var offset = 0
+
+        init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+        var isAtEnd: Bool { offset == bytes.count }
+
+        mutating func integer<T: FixedWidthInteger>(_: T.Type) throws(WireError) -> T {
+            let size = MemoryLayout<T>.size
+            guard bytes.count - offset >= size else { throw .malformed("strong message truncated") }
+            var value: T = 0
+            for index in 0..<size { value |= T(truncatingIfNeeded: bytes[offset + index]) << (8 * index) }
+            offset += size
+            return value
+        }
+
+        mutating func u8() throws(WireError) -> UInt8 { try integer(UInt8.self) }
+        mutating func u16() throws(WireError) -> UInt16 { try integer(UInt16.self) }
+        mutating func u64() throws(WireError) -> UInt64 { try integer(UInt64.self) }
+        mutating func i64() throws(WireError) -> Int64 { Int64(bitPattern: try integer(UInt64.self)) }
+        mutating func flag() throws(WireError) -> Bool {
+            switch try u8() {
+            case 0: return false
+            case 1: return true
+            case let other: throw .malformed("flag byte \(other)")
+            }
+        }
+
+        /// A count of items that each take at least one byte: never more than the bytes left.
+        mutating func count() throws(WireError) -> Int {
+            let count = Int(try integer(UInt32.self))
+            guard count <= bytes.count - offset else { throw .malformed("count \(count) beyond the payload") }
+            return count
+        }
+
+        mutating func blob() throws(WireError) -> [UInt8] {
+            let count = Int(try integer(UInt32.self))
+            guard count <= bytes.count - offset else { throw .malformed("byte string beyond the payload") }
+            defer { offset += count }
+            return Array(bytes[offset..<(offset + count)])
+        }
+
+        mutating func partition() throws(WireError) -> Int { Int(try integer(UInt32.self)) }
+        mutating func ballot() throws(WireError) -> Ballot { Ballot(round: try u64(), voter: try u16()) }
+        mutating func request() throws(WireError) -> RequestID { RequestID(origin: try u16(), sequence: try u64()) }
+
+        mutating func chosen() throws(WireError) -> [ChosenEntry] {
+            var entries: [ChosenEntry] = []
+            for _ in 0..<(try count()) { entries.append(ChosenEntry(slot: try u64(), entry: try entry())) }
+            return entries
+        }
+
+        mutating func entry() throws(WireError) -> StrongEntry {
+            let request = try request()
+            let timeMs = try i64()
+            let command = try flag() ? try self.command() : nil
+            return StrongEntry(request: request, timeMs: timeMs, command: command)
+        }
+
+        mutating func command() throws(WireError) -> StrongCommand {
+            let isTransaction = try flag()
+            var operations: [StrongOperation] = []
+            for _ in 0..<(try count()) { operations.append(try operation()) }
+            var watched: [WatchedKey] = []
+            for _ in 0..<(try count()) { watched.append(WatchedKey(key: try blob(), version: try u64())) }
+            guard !operations.isEmpty || isTransaction else { throw .malformed("a command without operations") }
+            if isTransaction { return StrongCommand(transaction: operations, watched: watched) }
+            guard operations.count == 1, watched.isEmpty else { throw .malformed("a plain command has one operation") }
+            return StrongCommand(operations[0])
+        }
+
+        mutating func operation() throws(WireError) -> StrongOperation {
+            switch try u8() {
+            case 1: return .get(key: try blob())
+            case 2: return .exists(key: try blob())
+            case 3: return .timeToLive(key: try blob())
+            case 4:
+                let key = try blob()
+                let value = try blob()
+                var options = SetOptions()
+                switch try u8() {
+                case 0: options.condition = .always
+                case 1: options.condition = .ifAbsent
+                case 2: options.condition = .ifPresent
+                case 3: options.condition = .ifEqual(try blob())
+                case let other: throw .malformed("SET condition \(other)")
+                }
+                switch try u8() {
+                case 0: options.expiry = .none
+                case 1: options.expiry = .keep
+                case 2: options.expiry = .afterMs(try i64())
+                case let other: throw .malformed("SET expiry \(other)")
+                }
+                let hasFence = try flag()
+                let fence = try u64()
+                options.fence = hasFence ? fence : nil
+                options.returnPrevious = try flag()
+                return .set(key: key, value: value, options: options)
+            case 5: return .delete(key: try blob())
+            case 6: return .incrementBy(key: try blob(), amount: try i64())
+            case 7:
+                let key = try blob()
+                let hasTTL = try flag()
+                let ttl = try i64()
+                return .expire(key: key, ttlMs: hasTTL ? ttl : nil)
+            case 8: return .lock(name: try blob(), ttlMs: try i64(), owner: try blob())
+            case 9: return .unlock(name: try blob(), token: try u64())
+            case let other: throw .malformed("unknown strong operation \(other)")
+            }
+        }
+
+        mutating func reply(depth: Int) throws(WireError) -> StrongReply {
+            guard depth < 8 else { throw .malformed("reply nested too deep") }
+            switch try u8() {
+            case 0: return .ok
+            case 1: return .null
+            case 2: return .bulk(try blob())
+            case 3: return .integer(try i64())
+            case 4: return .error(String(decoding: try blob(), as: UTF8.self))
+            case 5:
+                var items: [StrongReply] = []
+                for _ in 0..<(try count()) { items.append(try reply(depth: depth + 1)) }
+                return .array(items)
+            case 6: return .nullArray
+            case let other: throw .malformed("unknown reply kind \(other)")
+            }
+        }
+    }
+}
