@@ -37,7 +37,7 @@ public enum ConfigurationLoader {
         guard let root, let top = root.mapping else {
             throw ConfigurationError(field: "", problem: "expected a mapping with `cluster`, `namespaces` and `limits`")
         }
-        try checkKeys(top, allowed: ["cluster", "namespaces", "limits", "replication"], at: "")
+        try checkKeys(top, allowed: ["cluster", "namespaces", "limits", "replication", "strong"], at: "")
 
         guard let clusterNode = top["cluster"] else {
             throw ConfigurationError(field: "cluster", problem: "missing")
@@ -57,7 +57,34 @@ public enum ConfigurationLoader {
             }
         }
         let replication = try parseReplication(top["replication"])
-        return MeridianConfiguration(cluster: cluster, namespaces: namespaces, maxmemoryBytes: maxmemory, replication: replication)
+        let strong = try parseStrong(top["strong"])
+        return MeridianConfiguration(cluster: cluster, namespaces: namespaces, maxmemoryBytes: maxmemory, replication: replication, strong: strong)
+    }
+
+    private static func parseStrong(_ node: Node?) throws(ConfigurationError) -> StrongConfig {
+        var config = StrongConfig()
+        guard let node else { return config }
+        guard let mapping = node.mapping else { throw ConfigurationError(field: "strong", problem: "expected a mapping") }
+        try checkKeys(mapping, allowed: ["lease", "max_drift", "timeout"], at: "strong")
+        func duration(_ name: String, _ range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64? {
+            guard let value = mapping[name] else { return nil }
+            let text = try scalar(value, at: "strong.\(name)")
+            guard let parsed = Units.parseDurationMs(text), range.contains(parsed) else {
+                throw ConfigurationError(field: "strong.\(name)", problem: "expected a duration from \(range.lowerBound)ms to \(range.upperBound)ms (such as 500ms or 2s), got '\(text)'")
+            }
+            return parsed
+        }
+        if let lease = try duration("lease", StrongConfig.leaseMsRange) { config.leaseMs = lease }
+        if let timeout = try duration("timeout", StrongConfig.timeoutMsRange) { config.timeoutMs = timeout }
+        if let value = mapping["max_drift"] {
+            let text = try scalar(value, at: "strong.max_drift")
+            let number = text.hasSuffix("%") ? Double(text.dropLast()).map { $0 / 100 } : nil
+            guard let drift = number, StrongConfig.maxDriftRange.contains(drift) else {
+                throw ConfigurationError(field: "strong.max_drift", problem: "expected a percentage from 0% to 5% (such as 0.1%), got '\(text)'")
+            }
+            config.maxDrift = drift
+        }
+        return config
     }
 
     private static func parseReplication(_ node: Node?) throws(ConfigurationError) -> ReplicationConfig {

@@ -80,12 +80,18 @@ public struct MeridianConfiguration: Sendable {
     public var maxmemoryBytes: Int
     /// The `replication` section (docs/REPLICATION.md); defaults when absent.
     public var replication: ReplicationConfig
+    /// The `strong` section (docs/CONSISTENCY.md, "Configuration"); defaults when absent.
+    public var strong: StrongConfig
 
-    public init(cluster: ClusterConfig, namespaces: [NamespaceConfig], maxmemoryBytes: Int, replication: ReplicationConfig = ReplicationConfig()) {
+    public init(
+        cluster: ClusterConfig, namespaces: [NamespaceConfig], maxmemoryBytes: Int, replication: ReplicationConfig = ReplicationConfig(),
+        strong: StrongConfig = StrongConfig()
+    ) {
         self.cluster = cluster
         self.namespaces = namespaces
         self.maxmemoryBytes = maxmemoryBytes
         self.replication = replication
+        self.strong = strong
     }
 
     /// The port a configuration-less node listens on.
@@ -112,6 +118,23 @@ public struct MeridianConfiguration: Sendable {
         }
         return nil
     }
+}
+
+/// Leases and bounds of strong namespaces' Paxos commits (docs/CONSISTENCY.md).
+public struct StrongConfig: Sendable, Equatable {
+    /// How long a voter's lease grant lasts on its own clock (`lease`): 100 ms to 60 s.
+    public var leaseMs: Int64 = 2_000
+    /// The clock-rate error the lease arithmetic allows (`max_drift`, as a percentage such as
+    /// `0.1%`): 0 to 5 %.
+    public var maxDrift = 0.001
+    /// A strong command's bound before `-TRYAGAIN` / `-UNCERTAIN` (`timeout`): 10 ms to 60 s.
+    public var timeoutMs: Int64 = 2_000
+
+    public static let leaseMsRange: ClosedRange<Int64> = 100...60_000
+    public static let maxDriftRange = 0.0...0.05
+    public static let timeoutMsRange: ClosedRange<Int64> = 10...60_000
+
+    public init() {}
 }
 
 /// How delta streams between data centers are batched, compressed and retried

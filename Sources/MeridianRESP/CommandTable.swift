@@ -11,6 +11,8 @@ public enum CommandID: UInt8, CaseIterable, Sendable {
     case del, unlink, exists, touch, type, rename, renamenx
     case expire, pexpire, expireat, pexpireat, ttl, pttl, expiretime, pexpiretime, persist
     case scan, keys, randomkey, object
+    // Locks with fencing tokens (Meridian's own; docs/CONSISTENCY.md)
+    case lock, unlock
 }
 
 /// Properties of a command, in the sense of Redis's command table.
@@ -162,6 +164,8 @@ public enum CommandTable {
             spec(.randomkey, 1, [.readonly], "generic", "1.0.0", "Returns a random key."),
             spec(.object, -2, [.readonly], keys: (2, 2, 1), "generic", "2.2.3", "Inspects a key's internals.",
                  subcommands: ["encoding", "freq", "help", "idletime", "refcount"]),
+            spec(.lock, -3, [.write, .fast], keys: one, "generic", "meridian", "Grants a lock for a TTL in milliseconds; replies its fencing token, or nil while another holds it (docs/CONSISTENCY.md)."),
+            spec(.unlock, 3, [.write, .fast], keys: one, "generic", "meridian", "Releases a lock held with the given fencing token; replies 1, or 0 when the token no longer holds it."),
         ]
         precondition(list.count == CommandID.allCases.count, "every command has a spec")
         for (position, entry) in list.enumerated() {

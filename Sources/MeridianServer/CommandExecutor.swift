@@ -13,6 +13,9 @@ public enum CommandOutcome: Sendable {
     /// Not answered yet: the connection runs the work off the event loop (on the audit
     /// export thread) and sends what it returns as this command's reply.
     case replyOffLoop(OffLoopReply)
+    /// Not answered yet: the strong engine answers it (docs/CONSISTENCY.md); the connection
+    /// sends that as this command's reply, in order.
+    case replyLater(DeferredReply)
 }
 
 /// What a command's reply waits for on disk.
@@ -109,6 +112,7 @@ public struct CommandExecutor {
         }
         // What the reply must wait for on disk, decided before the command runs and read
         // after it, so that the command's own state is covered.
+        if let outcome = routeStrong(id, shape, arguments, into: &out) { return outcome }
         var waitsFor: DiskWait = .nothing
         if shape.firstKey > 0 {
             guard checkKeys(shape, arguments, into: &out) else { return .keepOpen }
@@ -210,14 +214,14 @@ public struct CommandExecutor {
         case .keys: keys(a, into: &out)
         case .randomkey: randomkey(into: &out)
         case .object: object(a, into: &out)
+        case .lock, .unlock: break  // routed to the strong engine before dispatch
         }
         return .keepOpen
     }
 
     // MARK: Validation
 
-    /// Checks every key argument against the key limits and, for writes, against the strong
-    /// consistency class (not available before the Paxos issue lands).
+    /// Checks every key argument against the key limits.
     private mutating func checkKeys(_ spec: CommandShape, _ arguments: [ByteBuffer], into out: inout ByteBuffer) -> Bool {
         let last = spec.lastKey < 0 ? arguments.count + Int(spec.lastKey) : Int(spec.lastKey)
         var position = Int(spec.firstKey)
@@ -228,20 +232,6 @@ public struct CommandExecutor {
             } catch {
                 self.error(error.description, into: &out)
                 return false
-            }
-            if spec.flags.contains(.write) && database.namespaces.hasStrongKeys {
-                let strong: (Bool, Int) = key.withUnsafeReadableBytes { bytes in
-                    let namespace = database.namespaces.index(of: bytes)
-                    return (database.namespaces.isStrong(bytes, namespaceIndex: namespace), namespace)
-                }
-                if strong.0 {
-                    let namespace = database.namespaces.namespaces[strong.1]
-                    let reason = namespace.consistency == .strong
-                        ? "namespace '\(namespace.name)' is strong"
-                        : "it matches strong_keys of namespace '\(namespace.name)'"
-                    self.error("ERR strong consistency is not available in this version: key '\(String(buffer: key))' is strong because \(reason); writes to strong keys are refused rather than applied with eventual consistency", into: &out)
-                    return false
-                }
             }
             position += Int(spec.keyStep)
         }

@@ -182,6 +182,11 @@ final class ConnectionHandler: ChannelInboundHandler {
             case .replyOffLoop(let work):
                 waitingForStorage = true
                 runOffLoop(work, context: context)
+            case .replyLater(let deferred):
+                waitingForStorage = true
+                let loop = context.eventLoop
+                let handler = NIOLoopBound(self, eventLoop: loop)
+                deferred.start { reply in loop.execute { handler.value.resumeAfterOffLoop(reply) } }
             }
             // Drop the slices before the buffer can be appended to again.
             state.arguments.removeAll(keepingCapacity: true)

@@ -22,11 +22,11 @@ import Darwin
 struct InfoReport {
     let server: ServerContext
 
-    static let defaultSections = ["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "keyspace"]
+    static let defaultSections = ["server", "clients", "memory", "persistence", "stats", "replication", "strong", "cpu", "keyspace"]
     /// Section headers exactly as Redis writes them.
     static let headers = [
         "server": "Server", "clients": "Clients", "memory": "Memory", "persistence": "Persistence",
-        "stats": "Stats", "replication": "Replication", "cpu": "CPU", "keyspace": "Keyspace",
+        "stats": "Stats", "replication": "Replication", "strong": "Strong", "cpu": "CPU", "keyspace": "Keyspace",
     ]
 
     func render(sections requested: [String]) -> String {
@@ -171,6 +171,31 @@ struct InfoReport {
                 fields.append(("peer_links", "0"))
             }
             return fields
+        case "strong":
+            // The strong engine's counters (docs/CONSISTENCY.md, "INFO strong").
+            guard let engine = server.strong else { return [("strong_enabled", "0")] }
+            let statistics = engine.currentStatistics
+            let configuration = engine.configuration
+            return [
+                ("strong_enabled", "1"),
+                ("strong_voters", engine.voterNames.joined(separator: ",")),
+                ("strong_voter_index", "\(engine.me)"),
+                ("strong_lease_ms", "\(configuration.leaseMs)"),
+                ("strong_timeout_ms", "\(configuration.timeoutMs)"),
+                ("strong_partitions_active", "\(statistics.partitionsActive)"),
+                ("strong_partitions_led", "\(statistics.partitionsLed)"),
+                ("strong_leases_held", "\(statistics.leasesHeld)"),
+                ("strong_commands", "\(statistics.commandsSubmitted)"),
+                ("strong_replies", "\(statistics.replies)"),
+                ("strong_no_quorum", "\(statistics.noQuorum)"),
+                ("strong_uncertain", "\(statistics.uncertain)"),
+                ("strong_entries_applied", "\(statistics.entriesApplied)"),
+                ("strong_messages_sent", "\(statistics.messagesSent)"),
+                ("strong_messages_received", "\(statistics.messagesReceived)"),
+                ("strong_messages_dropped", "\(statistics.messagesDropped)"),
+                ("strong_synced_batches", "\(statistics.syncedBatches)"),
+                ("strong_sync_avg_us", "\(statistics.syncedBatches == 0 ? 0 : statistics.syncMicrosecondsTotal / statistics.syncedBatches)"),
+            ]
         case "cpu":
             var usage = rusage()
             getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)

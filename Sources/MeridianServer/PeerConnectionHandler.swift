@@ -73,6 +73,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         pingTask?.cancel()
         if let stream, let replicator { replicator.unregister(stream) }
         if let peer {
+            links.setLinkChannel(nil, for: peer, ifCurrent: context.channel)
             // Only the connection that holds the link releases it (a refused duplicate does not).
             let me = ObjectIdentifier(self)
             links.record(peer) {
@@ -163,6 +164,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             }
             closed = true
             context.close(promise: nil)
+        case .strong where established:
+            guard let strong = links.strong, let peer else { break }
+            try strong.receive(frame.payload, fromPeer: peer)
         case .ping where established:
             send(Frame(type: .pong, payload: frame.payload), context: context)
         case .pong where established:
@@ -302,6 +306,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             $0.connectedSinceUnixMs = SystemClock.nowUnixMs()
             $0.lastProblem = ""
             $0.failures = 0
+        }
+        if links.states.withLockedValue({ $0[peer]?.owner }) == me {
+            links.setLinkChannel(context.channel, for: peer)
         }
         links.logger.info("peer link up", metadata: ["peer": "\(peer)", "side": "\(dialing ? "dialer" : "listener")"])
         let channel = context.channel

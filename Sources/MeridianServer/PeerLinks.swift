@@ -47,6 +47,11 @@ public final class PeerLinks: Sendable {
     let group: EventLoopGroup
     /// The data this node replicates, and its replication state (nil on a witness).
     let database: Database?
+    /// This node's part of the strong protocol: `strong` frames go to it, and it sends its
+    /// messages over these links.
+    let strong: StrongEngine?
+    /// Peer name → the channel that holds the link (for the strong engine's messages).
+    private let linkChannels = NIOLockedValueBox<[String: Channel]>([:])
     let diskReader: DiskReader?
     let warmUp: WarmUpProgress?
     private let garbageCollection: NIOLockedValueBox<RepeatedTask?> = NIOLockedValueBox(nil)
@@ -60,10 +65,11 @@ public final class PeerLinks: Sendable {
 
     public init(
         configuration: MeridianConfiguration, datacenter: Int, node: Int, group: EventLoopGroup, logger: Logger,
-        database: Database? = nil, diskReader: DiskReader? = nil, warmUp: WarmUpProgress? = nil
+        database: Database? = nil, diskReader: DiskReader? = nil, warmUp: WarmUpProgress? = nil, strong: StrongEngine? = nil
     ) {
         self.configuration = configuration
         self.database = database
+        self.strong = strong
         self.diskReader = diskReader
         self.warmUp = warmUp
         self.me = ReplicaID(datacenter: UInt16(datacenter), node: UInt16(node))
@@ -169,6 +175,30 @@ public final class PeerLinks: Sendable {
                     }
                 }
         }
+    }
+
+    /// Called by the connection that holds a peer's link once it is established, and with nil
+    /// when that connection closes.
+    func setLinkChannel(_ channel: Channel?, for peer: String, ifCurrent current: Channel? = nil) {
+        linkChannels.withLockedValue { channels in
+            if let channel {
+                channels[peer] = channel
+            } else if let current, channels[peer] === current {
+                channels[peer] = nil
+            }
+        }
+    }
+
+    /// Sends strong-protocol payloads to a peer as `strong` frames, in order, in one write.
+    /// False when no link to the peer is up (Paxos retries; nothing is queued here).
+    public func sendStrong(to peer: String, _ payloads: [[UInt8]]) -> Bool {
+        guard let channel = linkChannels.withLockedValue({ $0[peer] }), channel.isActive else { return false }
+        var buffer = channel.allocator.buffer(capacity: payloads.reduce(0) { $0 + $1.count + Frame.headerBytes })
+        for payload in payloads where payload.count <= Frame.payloadBytesMax {
+            Frame(type: .strong, payload: payload).write(into: &buffer)
+        }
+        channel.writeAndFlush(buffer, promise: nil)
+        return true
     }
 
     func record(_ peer: String, _ change: (inout PeerState) -> Void) {

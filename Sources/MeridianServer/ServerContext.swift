@@ -26,6 +26,8 @@ public final class ServerContext: Sendable {
     public let diskReader: DiskReader?
     /// Links to other data centers' nodes, when the configuration has any (set at start).
     public let peerLinks = NIOLockedValueBox<PeerLinks?>(nil)
+    /// This node's part of the strong protocol (nil when no namespace is strong).
+    public let strong: StrongEngine?
     public let startUnixMs: Int64
     public let startMonotonicNs: UInt64
     public let processID: Int
@@ -38,9 +40,10 @@ public final class ServerContext: Sendable {
     public init(
         configuration: MeridianConfiguration, nodeName: String, datacenterName: String, origin: ReplicaID,
         listenAddress: HostPort, configFile: String?, dataDirectory: String, processID: Int, logger: Logger,
-        eventLoopCount: Int, storage: StorageEngine? = nil
+        eventLoopCount: Int, storage: StorageEngine? = nil, strong: StrongEngine? = nil
     ) {
         self.configuration = configuration
+        self.strong = strong
         self.eventLoopCount = max(1, eventLoopCount)
         let fullDatacenters = configuration.cluster.datacenters.filter { !$0.witness }.count
         // Deltas flow to every other full data center that has a node with a peer address.

@@ -13,6 +13,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case snapshotEnd = 8
     case ping = 9
     case pong = 10
+    /// One message of the strong protocol (`PaxosCodec`; docs/CONSISTENCY.md, "Messages").
+    case strong = 11
 }
 
 /// One message between peers: a type and its payload.

@@ -108,6 +108,49 @@ public enum PaxosCodec {
         return message
     }
 
+    // MARK: - Durable forms (a voter's store: docs/CONSISTENCY.md, "Recovery")
+
+    public static func encode(ballot: Ballot) -> [UInt8] {
+        var writer = Writer()
+        writer.ballot(ballot)
+        return writer.bytes
+    }
+
+    public static func decodeBallot(_ bytes: [UInt8]) throws(WireError) -> Ballot {
+        var reader = Reader(bytes)
+        let ballot = try reader.ballot()
+        guard reader.isAtEnd else { throw .malformed("bytes after a ballot") }
+        return ballot
+    }
+
+    /// An accepted entry without its slot (the store's key holds it).
+    public static func encode(ballot: Ballot, entry: StrongEntry) -> [UInt8] {
+        var writer = Writer()
+        writer.ballot(ballot)
+        writer.entry(entry)
+        return writer.bytes
+    }
+
+    public static func decodeAccepted(slot: UInt64, _ bytes: [UInt8]) throws(WireError) -> AcceptedEntry {
+        var reader = Reader(bytes)
+        let accepted = AcceptedEntry(slot: slot, ballot: try reader.ballot(), entry: try reader.entry())
+        guard reader.isAtEnd else { throw .malformed("bytes after an accepted entry") }
+        return accepted
+    }
+
+    public static func encode(entry: StrongEntry) -> [UInt8] {
+        var writer = Writer()
+        writer.entry(entry)
+        return writer.bytes
+    }
+
+    public static func decodeEntry(_ bytes: [UInt8]) throws(WireError) -> StrongEntry {
+        var reader = Reader(bytes)
+        let entry = try reader.entry()
+        guard reader.isAtEnd else { throw .malformed("bytes after an entry") }
+        return entry
+    }
+
     struct Writer {
         var bytes: [UInt8] = []
 

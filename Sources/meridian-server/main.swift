@@ -74,13 +74,16 @@ struct MeridianServerCommand: ParsableCommand {
         }
         let datacenter = configuration.cluster.datacenters[located.datacenter]
         let hasPeers = configuration.cluster.datacenters.enumerated().contains { $0.offset != located.datacenter && $0.element.nodes.contains { $0.peer != nil } }
+        let strong = try Self.startStrongEngine(configuration: configuration, datacenter: located.datacenter, dataDir: dataDir, logger: logger)
         if datacenter.witness {
-            // A witness serves no clients and stores no user data: it keeps its peer links and
-            // idles until strong namespaces (the Paxos issue) give it votes to cast.
+            // A witness serves no clients and stores no user data: it votes in the strong
+            // namespaces' Paxos rounds (keeping promises and accepted entries until every full
+            // data center has learned them) over its peer links.
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let links = PeerLinks(configuration: configuration, datacenter: located.datacenter, node: located.node, group: group, logger: logger)
+            let links = PeerLinks(configuration: configuration, datacenter: located.datacenter, node: located.node, group: group, logger: logger, strong: strong)
+            strong?.attach { peer, payloads in links.sendStrong(to: peer, payloads) }
             try links.start(peerAddress: located.config.peer)
-            logger.info("witness ready: peer links only; it idles until strong namespaces arrive", metadata: ["node": "\(located.config.name)"])
+            logger.info(strong == nil ? "witness ready: no namespace is strong, so it has no votes to cast" : "witness ready: voting for strong namespaces", metadata: ["node": "\(located.config.name)"])
             for signalNumber in [SIGTERM, SIGINT] { signal(signalNumber, SIG_IGN) }
             let queue = DispatchQueue(label: "meridian.signals")
             var witnessSources: [DispatchSourceSignal] = []
@@ -150,7 +153,7 @@ struct MeridianServerCommand: ParsableCommand {
             origin: ReplicaID(datacenter: UInt16(located.datacenter), node: UInt16(located.node)),
             listenAddress: HostPort(host: bindHost, port: bindPort), configFile: config,
             dataDirectory: dataDir, processID: Int(getpid()), logger: logger,
-            eventLoopCount: threads ?? System.coreCount, storage: storage)
+            eventLoopCount: threads ?? System.coreCount, storage: storage, strong: strong)
         let node: MeridianNode
         do {
             node = try MeridianNode(context: context, bind: bindHost, port: bindPort)
@@ -171,7 +174,8 @@ struct MeridianServerCommand: ParsableCommand {
             let links = PeerLinks(
                 configuration: configuration, datacenter: located.datacenter, node: located.node,
                 group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger,
-                database: context.database, diskReader: context.diskReader, warmUp: context.warmUp)
+                database: context.database, diskReader: context.diskReader, warmUp: context.warmUp, strong: strong)
+            strong?.attach { peer, payloads in links.sendStrong(to: peer, payloads) }
             try links.start(peerAddress: located.config.peer)
             context.peerLinks.withLockedValue { $0 = links }
         }
@@ -186,6 +190,34 @@ struct MeridianServerCommand: ParsableCommand {
 }
 
 extension MeridianServerCommand {
+    /// The strong protocol's engine and its store (`<data_dir>/paxos`), when some namespace
+    /// has strong keys; nil otherwise (nothing of it runs, nothing touches the disk).
+    static func startStrongEngine(configuration: MeridianConfiguration, datacenter: Int, dataDir: String, logger: Logger) throws -> StrongEngine? {
+        guard NamespaceTable(configuration.namespaces).hasStrongKeys else { return nil }
+        let path = dataDir + "/paxos"
+        let engine: StrongEngine
+        do {
+            try makeDirectories(dataDir)
+            let store = try RocksDBStore(path: path)
+            let fatalLogger = logger
+            engine = try StrongEngine(configuration: configuration, datacenter: datacenter, store: store, logger: logger) { reason in
+                fatalLogger.critical("stopping: a Paxos vote could not be made durable", metadata: ["error": "\(reason)"])
+                fflush(nil)
+                Glibc._exit(70)
+            }
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            throw ValidationError("data directory \(dataDir): the Paxos store at \(path) cannot be used: \(error)")
+        }
+        engine.start(tickingOn: MultiThreadedEventLoopGroup(numberOfThreads: 1).next())
+        logger.info("strong engine started", metadata: [
+            "store": "\(path)", "voters": "\(engine.voterNames.joined(separator: ","))",
+            "lease_ms": "\(configuration.strong.leaseMs)", "timeout_ms": "\(configuration.strong.timeoutMs)",
+        ])
+        return engine
+    }
+
     /// `mkdir -p`.
     static func makeDirectories(_ path: String) throws {
         var current = path.hasPrefix("/") ? "" : "."

@@ -5,9 +5,10 @@ config, pinned with eviction none, profile with strong_keys ["profile:*:email"])
 * default_ttl: keys *created* in `session:` without a TTL get TTL 1800 (SET, SETNX, MSET, INCR,
   APPEND...), keys of `default` get -1, KEEPTTL keeps a TTL, an explicit EX wins, and the
   longest prefix decides the namespace (checked with nested prefixes in a second config).
-* strong keys: every write to `config:*` and `profile:*:email` answers an error starting with
-  ``ERR strong consistency is not available`` and stores nothing (multi-key writes included),
-  while `profile:1:name` is writable and reads of strong keys work.
+* strong keys on a single node (one voter: every command is its own quorum): `config:*` and
+  `profile:*:email` take the strong commands (SET, GET, INCR, EXPIRE, DEL...) through the
+  strong engine; commands strong keys do not support, and commands mixing strong and eventual
+  keys, answer a clear error and store nothing; keys that only look similar stay eventual.
 * INFO keyspace has one ``ns_<name>`` line per namespace with keys, expires, bytes (key + value
   + 200 per entry), prefix, consistency, durability, eviction and default_ttl_ms.
 * bad configuration files make the server exit non-zero within seconds, naming the field.
@@ -19,7 +20,8 @@ import pytest
 
 from conftest import ENTRY_OVERHEAD, MERIDIAN_SERVER, MeridianProcess, free_port, make_config
 
-STRONG_ERROR = b"ERR strong consistency is not available"
+UNSUPPORTED = b"is not supported on strong keys"
+MIXED = b"mixes strong and eventual keys"
 
 
 def test_default_ttl_of_session_namespace(meridian_ns):
@@ -74,33 +76,50 @@ def test_longest_prefix_wins(start_meridian):
     assert (ks["ns_a"]["keys"], ks["ns_ab"]["keys"], ks["ns_abc"]["keys"], ks["ns_default"]["keys"]) == (3, 2, 2, 2)
 
 
-def test_strong_key_writes_refused(meridian_ns):
+def test_strong_keys_on_a_single_node(meridian_ns):
     raw = meridian_ns.raw()
     assert raw.command("SET", "profile:1:name", "Ada") == ("simple", b"OK")
     assert raw.command("SET", "plain", "1") == ("simple", b"OK")
-    writes = [
-        ("SET", "config:x", "v"), ("SET", "profile:1:email", "a@b"), ("SET", "profile:x:y:email", "v"),
-        ("SETNX", "config:x", "v"), ("SETEX", "config:x", "10", "v"), ("GETSET", "config:x", "v"),
-        ("APPEND", "config:x", "v"), ("INCR", "config:n"), ("INCRBYFLOAT", "profile:1:email", "1"),
-        ("DEL", "config:x"), ("UNLINK", "profile:1:email"), ("EXPIRE", "config:x", "10"),
-        ("PERSIST", "config:x"), ("GETDEL", "config:x"), ("GETEX", "config:x", "EX", "10"),
-        ("SETRANGE", "config:x", "0", "v"), ("MSET", "plain", "2", "config:y", "v"),
-        ("MSETNX", "fresh", "1", "profile:2:email", "v"), ("RENAME", "profile:1:name", "config:moved"),
-        ("RENAME", "profile:1:name", "profile:1:email"), ("SET", "config:", "v"),
+    # the strong commands work, each committed by the node's own Paxos log
+    assert raw.command("SET", "config:x", "v") == ("simple", b"OK")
+    assert raw.command("GET", "config:x") == ("bulk", b"v")
+    assert raw.command("SET", "profile:1:email", "a@b") == ("simple", b"OK")
+    assert raw.command("SETNX", "config:x", "w") == ("int", 0)
+    assert raw.command("GETSET", "config:x", "w") == ("bulk", b"v")
+    assert raw.command("INCR", "config:n") == ("int", 1)
+    assert raw.command("INCRBY", "config:n", "41") == ("int", 42)
+    assert raw.command("EXPIRE", "config:n", "100") == ("int", 1)
+    assert raw.command("TTL", "config:n") == ("int", 100)
+    assert raw.command("PERSIST", "config:n") == ("int", 1)
+    assert raw.command("TTL", "config:n") == ("int", -1)
+    # several keys in one command must share a partition (a hash tag), as in Redis Cluster
+    assert raw.command("EXISTS", "config:x", "config:n")[1].startswith(b"CROSSSLOT")
+    assert raw.command("SET", "config:{t}a", "1") == ("simple", b"OK")
+    assert raw.command("SET", "config:{t}b", "2") == ("simple", b"OK")
+    assert raw.command("EXISTS", "config:{t}a", "config:{t}b", "config:{t}c") == ("int", 2)
+    assert raw.command("DEL", "config:{t}a", "config:{t}b", "config:{t}c") == ("int", 2)
+    assert raw.command("TYPE", "config:x") == ("simple", b"string")
+    assert raw.command("SET", "config:x", "z", "IFEQ", "nope") == ("bulk", None)
+    assert raw.command("SET", "config:x", "z", "IFEQ", "w") == ("simple", b"OK")
+    assert raw.command("GETDEL", "config:x") == ("bulk", b"z")
+    assert raw.command("DEL", "config:x") == ("int", 0)
+    assert raw.command("DEL", "config:n") == ("int", 1)
+    # what strong keys do not support, or mixes the two classes, is refused and changes nothing
+    refused = [
+        (("APPEND", "config:x", "v"), UNSUPPORTED), (("INCRBYFLOAT", "profile:1:email", "1"), UNSUPPORTED),
+        (("GETEX", "config:x", "EX", "10"), UNSUPPORTED), (("SETRANGE", "config:x", "0", "v"), UNSUPPORTED),
+        (("MSET", "plain", "2", "config:y", "v"), MIXED), (("MSETNX", "fresh", "1", "profile:2:email", "v"), MIXED),
+        (("RENAME", "profile:1:name", "config:moved"), MIXED), (("RENAME", "profile:1:name", "profile:1:email"), MIXED),
+        (("MGET", "config:x", "profile:1:name"), MIXED), (("EXPIRE", "config:x", "10", "NX"), b"not supported on strong keys"),
     ]
-    for args in writes:
+    for args, expected in refused:
         reply = raw.command(*args)
-        assert reply[0] == "error" and reply[1].startswith(STRONG_ERROR), (args, reply)
-    # nothing was stored or changed, and the connection is fine
+        assert reply[0] == "error" and expected in reply[1], (args, reply)
     assert raw.command("GET", "plain") == ("bulk", b"1")
-    assert raw.command("EXISTS", "fresh", "config:x", "config:y", "profile:1:email", "config:moved") == ("int", 0)
+    assert raw.command("EXISTS", "fresh", "profile:1:emails") == ("int", 0)
+    assert [raw.command("EXISTS", key) for key in ("config:x", "config:y", "config:moved")] == [("int", 0)] * 3
     assert raw.command("GET", "profile:1:name") == ("bulk", b"Ada")
-    # reads of strong keys work
-    assert raw.command("GET", "config:x") == ("bulk", None)
-    assert raw.command("GET", "profile:1:email") == ("bulk", None)
-    assert raw.command("MGET", "config:x", "profile:1:name") == ("array", [("bulk", None), ("bulk", b"Ada")])
-    assert raw.command("EXISTS", "config:x") == ("int", 0)
-    assert raw.command("TTL", "config:x") == ("int", -2)
+    assert raw.command("GET", "profile:1:email") == ("bulk", b"a@b")
     # keys that only look similar are eventual
     assert raw.command("SET", "profile:1:emails", "v") == ("simple", b"OK")
     assert raw.command("SET", "configx", "v") == ("simple", b"OK")

@@ -1,0 +1,104 @@
+import MeridianCore
+import MeridianPaxos
+import MeridianStorage
+import MeridianWire
+
+/// A voter's durable Paxos state in its own store (`<data_dir>/paxos`): the promised ballot,
+/// accepted entries and (on a full node) the chosen log of every partition. Each engine step's
+/// changes are written as one synced batch before any of its messages leaves
+/// (docs/CONSISTENCY.md, "Recovery").
+///
+/// Keys: a kind byte, the partition (4 bytes, big-endian), and for entries the slot (8 bytes,
+/// big-endian), so one partition's entries are in slot order:
+/// `P` promised ballot, `A` accepted entry, `C` chosen entry, `F` the slot a witness forgot through.
+final class PaxosStore {
+    let store: DurableStore
+    /// Accepted slots on disk per partition: a witness's truncation deletes them by key.
+    private var acceptedOnDisk: [Int: Set<UInt64>] = [:]
+
+    init(store: DurableStore) {
+        self.store = store
+    }
+
+    static func key(_ kind: UInt8, partition: Int, slot: UInt64? = nil) -> [UInt8] {
+        var key: [UInt8] = [kind]
+        let p = UInt32(partition)
+        for shift in stride(from: 24, through: 0, by: -8) { key.append(UInt8(truncatingIfNeeded: p >> UInt32(shift))) }
+        if let slot {
+            for shift in stride(from: 56, through: 0, by: -8) { key.append(UInt8(truncatingIfNeeded: slot >> UInt64(shift))) }
+        }
+        return key
+    }
+
+    /// Everything on disk, for a restart.
+    func load() throws -> PaxosDurableState {
+        var state = PaxosDurableState()
+        var after: [UInt8]?
+        while true {
+            let page = try store.scan(after: after, limit: 4096)
+            for (key, value) in page {
+                guard key.count >= 5 else { throw StorageError.read(reason: "paxos store: a key of \(key.count) bytes") }
+                let partition = Int(key[1]) << 24 | Int(key[2]) << 16 | Int(key[3]) << 8 | Int(key[4])
+                var slot: UInt64 = 0
+                if key.count == 13 { for index in 5..<13 { slot = slot << 8 | UInt64(key[index]) } }
+                var saved = state.partitions[partition] ?? DurablePartition()
+                switch key[0] {
+                case UInt8(ascii: "P"): saved.promised = try PaxosCodec.decodeBallot(value)
+                case UInt8(ascii: "A"):
+                    saved.accepted[slot] = try PaxosCodec.decodeAccepted(slot: slot, value)
+                    acceptedOnDisk[partition, default: []].insert(slot)
+                case UInt8(ascii: "C"): saved.chosen[slot] = try PaxosCodec.decodeEntry(value)
+                case UInt8(ascii: "F"):
+                    var through: UInt64 = 0
+                    for byte in value { through = through << 8 | UInt64(byte) }
+                    saved.forgottenThrough = through
+                default: throw StorageError.read(reason: "paxos store: unknown key kind \(key[0])")
+                }
+                state.partitions[partition] = saved
+            }
+            guard page.count == 4096, let last = page.last else { break }
+            after = last.key
+        }
+        return state
+    }
+
+    /// Writes one step's changes as one synced batch.
+    func persist(_ changes: [DurableChange]) throws(StorageError) {
+        guard !changes.isEmpty else { return }
+        var puts: [[UInt8]: [UInt8]] = [:]
+        var deletes: Set<[UInt8]> = []
+        func put(_ key: [UInt8], _ value: [UInt8]) {
+            deletes.remove(key)
+            puts[key] = value
+        }
+        func delete(_ key: [UInt8]) {
+            puts[key] = nil
+            deletes.insert(key)
+        }
+        for change in changes {
+            switch change {
+            case .promised(let partition, let ballot):
+                put(Self.key(UInt8(ascii: "P"), partition: partition), PaxosCodec.encode(ballot: ballot))
+            case .accepted(let partition, let accepted):
+                put(Self.key(UInt8(ascii: "A"), partition: partition, slot: accepted.slot), PaxosCodec.encode(ballot: accepted.ballot, entry: accepted.entry))
+                acceptedOnDisk[partition, default: []].insert(accepted.slot)
+            case .chosen(let partition, let chosen):
+                put(Self.key(UInt8(ascii: "C"), partition: partition, slot: chosen.slot), PaxosCodec.encode(entry: chosen.entry))
+                if acceptedOnDisk[partition]?.remove(chosen.slot) != nil {
+                    delete(Self.key(UInt8(ascii: "A"), partition: partition, slot: chosen.slot))
+                }
+            case .forgetAccepted(let partition, let through):
+                var value: [UInt8] = []
+                for shift in stride(from: 56, through: 0, by: -8) { value.append(UInt8(truncatingIfNeeded: through >> UInt64(shift))) }
+                put(Self.key(UInt8(ascii: "F"), partition: partition), value)
+                let forgotten = acceptedOnDisk[partition, default: []].filter { $0 <= through }
+                for slot in forgotten { delete(Self.key(UInt8(ascii: "A"), partition: partition, slot: slot)) }
+                acceptedOnDisk[partition]?.subtract(forgotten)
+            }
+        }
+        var batch = StoreBatch()
+        batch.puts = puts.map { ($0.key, $0.value) }
+        batch.deletes = Array(deletes)
+        try store.apply(batch, sync: true)
+    }
+}

@@ -1,0 +1,264 @@
+import Logging
+import MeridianCore
+import MeridianPaxos
+import MeridianStorage
+import MeridianWire
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The NIO shell around this node's `PaxosReplica` (docs/CONSISTENCY.md): one thread of its
+/// own runs the state machine, so that no event loop ever waits for a Paxos fsync.
+///
+/// Inputs (client commands from connections, messages from peer links, a 10 ms tick) are
+/// queued; the engine thread takes everything queued, runs it through the replica, writes the
+/// step's durable changes as one synced batch (group commit), then sends the step's messages
+/// and answers its clients. Messages to itself go back into the queue behind the batch, so a
+/// vote is never counted before it is on disk.
+///
+/// Voters are the data centers in configuration order (one node each until intra-DC
+/// scale-out): voter `i` is data center `i`'s node; full data centers learn, witnesses only vote.
+public final class StrongEngine: @unchecked Sendable {
+    public typealias Completion = @Sendable (StrongResult) -> Void
+
+    enum Input {
+        case submit(StrongCommand, partition: Int, Completion)
+        case message(PaxosMessage, from: Int)
+        case tick
+    }
+
+    public struct Statistics: Sendable {
+        public var commandsSubmitted = 0
+        public var replies = 0
+        public var noQuorum = 0
+        public var uncertain = 0
+        public var entriesApplied = 0
+        public var messagesSent = 0
+        public var messagesReceived = 0
+        public var messagesDropped = 0
+        public var syncedBatches = 0
+        public var syncMicrosecondsTotal = 0
+        /// Partitions this node leads, and of those, the ones whose lease it holds.
+        public var partitionsLed = 0
+        public var leasesHeld = 0
+        public var partitionsActive = 0
+    }
+
+    /// Node name of each voter.
+    public let voterNames: [String]
+    public let me: Int
+    public let isWitness: Bool
+    public let partitioner: Partitioner
+    public let configuration: PaxosConfiguration
+    private let logger: Logger
+    private let store: PaxosStore?
+    private let onFatal: @Sendable (String) -> Void
+    private let thread = NIOThreadPool(numberOfThreads: 1)
+    private let inbox = NIOLockedValueBox(Inbox())
+    private let sender = NIOLockedValueBox<(@Sendable (String, [[UInt8]]) -> Bool)?>(nil)
+    private let published = NIOLockedValueBox(Statistics())
+    private let tickTask = NIOLockedValueBox<RepeatedTask?>(nil)
+
+    // Engine thread only.
+    private var replica: PaxosReplica
+    private var waiters: [UInt64: Completion] = [:]
+    private var nextClient: UInt64 = 1
+    private var statistics = Statistics()
+    private var lastPublishNs: UInt64 = 0
+
+    struct Inbox {
+        var inputs: [Input] = []
+        var draining = false
+        var stopped = false
+    }
+
+    /// `store` nil: nothing is durable (tests only; a server always has one).
+    public init(
+        configuration: MeridianConfiguration, datacenter: Int, store: DurableStore?, logger: Logger,
+        onFatal: @escaping @Sendable (String) -> Void
+    ) throws {
+        let datacenters = configuration.cluster.datacenters
+        self.voterNames = datacenters.map { $0.nodes.first?.name ?? $0.name }
+        self.me = datacenter
+        self.isWitness = datacenters[datacenter].witness
+        self.partitioner = Partitioner(partitionCount: configuration.cluster.partitions)
+        var paxos = PaxosConfiguration(
+            voterCount: datacenters.count, learners: datacenters.indices.filter { !datacenters[$0].witness }, me: datacenter,
+            partitionCount: configuration.cluster.partitions)
+        paxos.leaseMs = configuration.strong.leaseMs
+        paxos.maxDrift = configuration.strong.maxDrift
+        paxos.timeoutMs = configuration.strong.timeoutMs
+        paxos.retryMs = Self.retryMs
+        self.configuration = paxos
+        self.logger = logger
+        self.onFatal = onFatal
+        let paxosStore = store.map(PaxosStore.init)
+        self.store = paxosStore
+        let durable = try paxosStore?.load() ?? PaxosDurableState()
+        let restarted = !durable.partitions.isEmpty
+        self.replica = PaxosReplica(
+            configuration: paxos, durable: durable, now: Self.now(), seed: UInt64(truncatingIfNeeded: SystemClock.nowUnixMs()) &+ UInt64(datacenter),
+            restarted: restarted)
+        if restarted {
+            logger.info("strong state reloaded", metadata: [
+                "partitions": "\(durable.partitions.count)",
+                "chosen_entries": "\(durable.partitions.values.reduce(0) { $0 + $1.chosen.count })",
+                "accepted_entries": "\(durable.partitions.values.reduce(0) { $0 + $1.accepted.count })",
+            ])
+        }
+    }
+
+    /// Unanswered PREPARE / ACCEPT / LEARN are sent again after this long (links are TCP:
+    /// messages are lost only when a link breaks).
+    static let retryMs: Int64 = 200
+    static let tickMs: Int64 = 10
+
+    static func now() -> PaxosTime {
+        PaxosTime(monotonicMs: Int64(SystemClock.monotonicNs() / 1_000_000), wallMs: SystemClock.nowUnixMs())
+    }
+
+    /// Starts the engine thread and its tick on `loop`.
+    public func start(tickingOn loop: EventLoop) {
+        thread.start()
+        let task = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Self.tickMs), delay: .milliseconds(Self.tickMs)) { [weak self] _ in
+            self?.enqueue([.tick])
+        }
+        tickTask.withLockedValue { $0 = task }
+    }
+
+    /// How messages leave: `send(peer node name, payloads)`; false when there is no link.
+    public func attach(sender send: @escaping @Sendable (String, [[UInt8]]) -> Bool) {
+        sender.withLockedValue { $0 = send }
+    }
+
+    public func stop() {
+        tickTask.withLockedValue { $0?.cancel() }
+        inbox.withLockedValue { $0.stopped = true }
+        try? thread.syncShutdownGracefully()
+        store?.store.close()
+    }
+
+    /// The partition of a key (or lock name).
+    public func partition(of key: [UInt8]) -> Int {
+        key.withUnsafeBytes { partitioner.partition(of: $0) }
+    }
+
+    /// Runs a client's strong command; `completion` is called once, on the engine thread.
+    public func submit(_ command: StrongCommand, partition: Int, completion: @escaping Completion) {
+        precondition(!isWitness, "a witness serves no clients")
+        enqueue([.submit(command, partition: partition, completion)])
+    }
+
+    /// A strong frame's payload from the peer named `peer`.
+    public func receive(_ payload: [UInt8], fromPeer peer: String) throws(WireError) {
+        guard let voter = voterNames.firstIndex(of: peer), voter != me else { return }
+        let message = try PaxosCodec.decode(payload)
+        enqueue([.message(message, from: voter)])
+    }
+
+    /// What INFO shows (published by the engine thread at most every 100 ms).
+    public var currentStatistics: Statistics { published.withLockedValue { $0 } }
+
+    private func enqueue(_ inputs: [Input]) {
+        let start = inbox.withLockedValue { box -> Bool in
+            guard !box.stopped else { return false }
+            box.inputs.append(contentsOf: inputs)
+            if box.draining { return false }
+            box.draining = true
+            return true
+        }
+        if start {
+            thread.submit { [self] state in
+                guard case .active = state else { return }
+                drain()
+            }
+        }
+    }
+
+    private func drain() {
+        while true {
+            let inputs = inbox.withLockedValue { box -> [Input] in
+                let taken = box.inputs
+                box.inputs = []
+                if taken.isEmpty { box.draining = false }
+                return taken
+            }
+            if inputs.isEmpty { return }
+            step(inputs)
+        }
+    }
+
+    private func step(_ inputs: [Input]) {
+        let now = Self.now()
+        for input in inputs {
+            switch input {
+            case .submit(let command, let partition, let completion):
+                let client = nextClient
+                nextClient += 1
+                waiters[client] = completion
+                statistics.commandsSubmitted += 1
+                replica.submit(command, partition: partition, client: client, now: now)
+            case .message(let message, let from):
+                if from != me { statistics.messagesReceived += 1 }
+                replica.receive(message, from: from, now: now)
+            case .tick:
+                replica.tick(now: now)
+            }
+        }
+        let effects = replica.effects
+        replica.effects = PaxosEffects()
+        if let store, !effects.persist.isEmpty {
+            let started = SystemClock.monotonicNs()
+            do {
+                try store.persist(effects.persist)
+            } catch {
+                // A vote that may not be on disk is never sent: stop the node.
+                onFatal("paxos store write failed: \(error)")
+                return
+            }
+            statistics.syncedBatches += 1
+            statistics.syncMicrosecondsTotal += Int((SystemClock.monotonicNs() - started) / 1000)
+        }
+        var local: [Input] = []
+        var outgoing: [Int: [[UInt8]]] = [:]
+        for (to, message) in effects.messages {
+            if to == me {
+                local.append(.message(message, from: me))
+            } else {
+                outgoing[to, default: []].append(PaxosCodec.encode(message))
+            }
+        }
+        let send = sender.withLockedValue { $0 }
+        for (to, payloads) in outgoing {
+            if let send, send(voterNames[to], payloads) {
+                statistics.messagesSent += payloads.count
+            } else {
+                // No link right now: Paxos retries; the peer catches up when the link is back.
+                statistics.messagesDropped += payloads.count
+            }
+        }
+        statistics.entriesApplied += effects.applied.count
+        for (client, result) in effects.completions {
+            guard let completion = waiters.removeValue(forKey: client) else { continue }
+            switch result {
+            case .reply: statistics.replies += 1
+            case .noQuorum: statistics.noQuorum += 1
+            case .uncertain: statistics.uncertain += 1
+            }
+            completion(result)
+        }
+        if !local.isEmpty {
+            inbox.withLockedValue { $0.inputs.insert(contentsOf: local, at: 0) }
+        }
+        let nowNs = SystemClock.monotonicNs()
+        if nowNs - lastPublishNs >= 100_000_000 {
+            lastPublishNs = nowNs
+            var snapshot = statistics
+            snapshot.partitionsActive = replica.partitions.count
+            snapshot.partitionsLed = replica.partitions.keys.filter { replica.isLeader($0) }.count
+            snapshot.leasesHeld = replica.partitions.keys.filter { replica.holdsLease($0, now: now) }.count
+            published.withLockedValue { $0 = snapshot }
+        }
+    }
+}
