@@ -357,7 +357,9 @@ public struct PaxosReplica: Sendable {
             return
         }
         let chosen = state.chosen.keys.filter { $0 >= fromSlot }.sorted()
-        if chosen.count > Self.promiseChosenMax {
+        // A proposer far behind learns first (a PROMISE must fit a peer frame).
+        let chosenBytes = chosen.reduce(0) { $0 + state.chosen[$1]!.approximateBytes }
+        if chosen.count > Self.promiseChosenMax || chosenBytes > Self.promiseBytesMax {
             partitions[p] = state
             send(.nack(partition: p, ballot: ballot, promised: state.promised, leaseHolder: nil, leaseRemainingMs: 0, behindFrom: fromSlot), to: voter)
             return
@@ -776,6 +778,7 @@ public struct PaxosReplica: Sendable {
     }
 
     static let promiseChosenMax = 512
+    static let promiseBytesMax = 1 << 20
     static let learnBatchMax = 256
     static let learnBatchBytes = 512 << 10
 }

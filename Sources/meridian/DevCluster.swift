@@ -28,8 +28,8 @@ struct DevCluster: ParsableCommand {
     @Option(name: .long, help: "The meridian-server binary (default: the one next to this tool).")
     var server: String?
 
-    /// The built-in demo topology (DESIGN.md's example, memory and write-back namespaces only:
-    /// strong namespaces need the Paxos issue).
+    /// The built-in demo topology (DESIGN.md's example): eventual namespaces and a strong
+    /// `config:` namespace committed by Paxos, the witness voting.
     static let demo = """
         cluster:
           name: demo
@@ -47,6 +47,7 @@ struct DevCluster: ParsableCommand {
         namespaces:
           - { name: default, prefix: "",         consistency: eventual, durability: write-back, eviction: lru }
           - { name: session, prefix: "session:", consistency: eventual, durability: memory,     eviction: lru, default_ttl: 30m }
+          - { name: config,  prefix: "config:",  consistency: strong,   durability: write-through, eviction: none }
         """
 
     func run() throws {
