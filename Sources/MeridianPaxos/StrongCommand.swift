@@ -17,12 +17,14 @@ public enum StrongOperation: Equatable, Sendable {
     /// the fencing token (the granting slot), or nil when it is held.
     case lock(name: [UInt8], ttlMs: Int64, owner: [UInt8])
     case unlock(name: [UInt8], token: UInt64)
+    /// The key's version: the slot of its last write, 0 when it has none (what `WATCH` reads).
+    case version(key: [UInt8])
 
     /// The key (or lock name) whose partition the operation belongs to.
     public var key: [UInt8] {
         switch self {
         case .get(let key), .exists(let key), .timeToLive(let key), .set(let key, _, _), .delete(let key),
-             .incrementBy(let key, _), .expire(let key, _):
+             .incrementBy(let key, _), .expire(let key, _), .version(let key):
             key
         case .lock(let name, _, _), .unlock(let name, _):
             name
@@ -31,7 +33,7 @@ public enum StrongOperation: Equatable, Sendable {
 
     public var isRead: Bool {
         switch self {
-        case .get, .exists, .timeToLive: true
+        case .get, .exists, .timeToLive, .version: true
         default: false
         }
     }

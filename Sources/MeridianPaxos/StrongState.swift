@@ -117,6 +117,8 @@ public struct StrongState: Equatable, Sendable {
             return live(key).map { .bulk($0.value) } ?? .null
         case .exists(let key):
             return .integer(live(key) == nil ? 0 : 1)
+        case .version(let key):
+            return .integer(Int64(truncatingIfNeeded: version(of: key)))
         case .timeToLive(let key):
             guard let record = live(key) else { return .integer(-2) }
             return .integer(record.expiresAtMs.map { $0 - timeMs } ?? -1)

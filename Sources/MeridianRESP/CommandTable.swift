@@ -13,6 +13,8 @@ public enum CommandID: UInt8, CaseIterable, Sendable {
     case scan, keys, randomkey, object
     // Locks with fencing tokens (Meridian's own; docs/CONSISTENCY.md)
     case lock, unlock
+    // Transactions (strong keys only)
+    case multi, exec, discard, watch, unwatch
 }
 
 /// Properties of a command, in the sense of Redis's command table.
@@ -166,6 +168,11 @@ public enum CommandTable {
                  subcommands: ["encoding", "freq", "help", "idletime", "refcount"]),
             spec(.lock, -3, [.write, .fast], keys: one, "generic", "meridian", "Grants a lock for a TTL in milliseconds; replies its fencing token, or nil while another holds it (docs/CONSISTENCY.md)."),
             spec(.unlock, 3, [.write, .fast], keys: one, "generic", "meridian", "Releases a lock held with the given fencing token; replies 1, or 0 when the token no longer holds it."),
+            spec(.multi, 1, [.fast], "transactions", "1.2.0", "Starts a transaction of commands on strong keys of one partition."),
+            spec(.exec, 1, [], "transactions", "1.2.0", "Commits the queued commands as one Paxos entry: all or nothing."),
+            spec(.discard, 1, [.fast], "transactions", "2.0.0", "Discards the queued commands and the watched keys."),
+            spec(.watch, -2, [.readonly, .fast], keys: all, "transactions", "2.2.0", "Watches strong keys: EXEC fails if any changed."),
+            spec(.unwatch, 1, [.fast], "transactions", "2.2.0", "Forgets the watched keys."),
         ]
         precondition(list.count == CommandID.allCases.count, "every command has a spec")
         for (position, entry) in list.enumerated() {

@@ -1,4 +1,5 @@
 import MeridianCore
+import MeridianPaxos
 import MeridianRESP
 import NIOCore
 
@@ -70,6 +71,11 @@ public struct CommandExecutor {
     /// the rest of its input until the flush is done (a pipelined bulk load would otherwise
     /// queue a whole read's worth of writes first).
     public var pausedForDiskBacklog = false
+
+    /// Commands queued between MULTI and EXEC (strong keys only; nil outside MULTI).
+    var transactionQueue: StrongTransactionQueue?
+    /// Strong keys WATCHed and the versions they had then.
+    var watchedKeys: [WatchedKey] = []
 
     /// The counters of the event loop this connection runs on.
     let loopCounters: LoopCounters
@@ -214,7 +220,8 @@ public struct CommandExecutor {
         case .keys: keys(a, into: &out)
         case .randomkey: randomkey(into: &out)
         case .object: object(a, into: &out)
-        case .lock, .unlock: break  // routed to the strong engine before dispatch
+        case .lock, .unlock, .multi, .exec, .discard, .unwatch: break  // routed to the strong engine before dispatch
+        case .watch: error("ERR WATCH is supported on strong keys only (an eventual key has no single order of writes to watch)", into: &out)
         }
         return .keepOpen
     }

@@ -68,6 +68,8 @@ extension CommandExecutor {
 
     /// RESET: back to RESP2, no name, database 0.
     mutating func reset(into out: inout ByteBuffer) {
+        transactionQueue = nil
+        watchedKeys = []
         session.protocolVersion = .v2
         session.name = ""
         out.writeSimpleString("RESET")

@@ -186,7 +186,9 @@ final class ConnectionHandler: ChannelInboundHandler {
                 waitingForStorage = true
                 let loop = context.eventLoop
                 let handler = NIOLoopBound(self, eventLoop: loop)
-                deferred.start { reply in loop.execute { handler.value.resumeAfterOffLoop(reply) } }
+                deferred.start { reply, update in
+                    loop.execute { handler.value.resumeAfterDeferred(reply, update) }
+                }
             }
             // Drop the slices before the buffer can be appended to again.
             state.arguments.removeAll(keepingCapacity: true)
@@ -326,6 +328,12 @@ final class ConnectionHandler: ChannelInboundHandler {
             let reply = work.run()
             loop.execute { handler.value.resumeAfterOffLoop(reply) }
         }
+    }
+
+    private func resumeAfterDeferred(_ reply: ByteBuffer, _ update: (@Sendable (inout CommandExecutor) -> Void)?) {
+        guard active else { return }
+        if let update { update(&batch!.executor) }
+        resumeAfterOffLoop(reply)
     }
 
     private func resumeAfterOffLoop(_ reply: ByteBuffer) {

@@ -217,6 +217,7 @@ public enum PaxosCodec {
             case .expire(let key, let ttl): u8(7); blob(key); flag(ttl != nil); i64(ttl ?? 0)
             case .lock(let name, let ttl, let owner): u8(8); blob(name); i64(ttl); blob(owner)
             case .unlock(let name, let token): u8(9); blob(name); u64(token)
+            case .version(let key): u8(10); blob(key)
             }
         }
 
@@ -341,6 +342,7 @@ public enum PaxosCodec {
                 return .expire(key: key, ttlMs: hasTTL ? ttl : nil)
             case 8: return .lock(name: try blob(), ttlMs: try i64(), owner: try blob())
             case 9: return .unlock(name: try blob(), token: try u64())
+            case 10: return .version(key: try blob())
             case let other: throw .malformed("unknown strong operation \(other)")
             }
         }

@@ -15,6 +15,7 @@ import Testing
             .expire(key: Array("{a}x".utf8), ttlMs: nil), .expire(key: Array("{a}x".utf8), ttlMs: 10),
             .get(key: Array("{a}x".utf8)), .exists(key: Array("{a}x".utf8)), .timeToLive(key: Array("{a}x".utf8)),
             .lock(name: Array("a".utf8), ttlMs: 1_000, owner: Array("me".utf8)), .unlock(name: Array("a".utf8), token: 3),
+            .version(key: Array("{a}x".utf8)),
         ], watched: [WatchedKey(key: Array("{a}x".utf8), version: 12)]))
 
     static let messages: [PaxosMessage] = [

@@ -14,7 +14,10 @@ What it proves:
   again once the voters are back;
 * every acknowledged strong write survives SIGKILL of all three nodes (write-through on every
   voter) and reads back from either data center;
-* INFO strong reports the engine (voters, leases, commits).
+* INFO strong reports the engine (voters, leases, commits);
+* MULTI / EXEC on strong keys of one partition commit all or nothing, WATCH makes EXEC answer
+  nil after another data center wrote a watched key, and the errors (EXECABORT, CROSSSLOT,
+  eventual keys, nesting) are Redis's.
 """
 from __future__ import annotations
 
@@ -342,3 +345,68 @@ def test_info_strong_reports_the_engine(cluster):
     assert info["strong_replies"] >= 10 and info["strong_entries_applied"] >= 10
     assert info["strong_synced_batches"] > 0
     wait_for(lambda: east.info("strong")["strong_leases_held"] >= 1, timeout=5, what="east holding a lease")
+
+
+def test_multi_exec_and_watch_on_strong_keys(cluster):
+    east = cluster.client("east", single_connection_client=True)
+    west = cluster.client("west", single_connection_client=True)
+    wait_for(lambda: strong_ready(east) and strong_ready(west), timeout=15, what="strong commits")
+    # A transaction on keys sharing a hash tag: one Paxos entry, all or nothing.
+    pipe = east.pipeline(transaction=True)
+    pipe.set("config:{acct}:a", "10").incrby("config:{acct}:b", 5).get("config:{acct}:a").getdel("config:{acct}:a")
+    assert pipe.execute() == [True, 5, "10", "10"]
+    assert west.get("config:{acct}:b") == "5" and west.get("config:{acct}:a") is None
+    # WATCH: a write by another data center between WATCH and EXEC makes EXEC answer nil.
+    west.set("config:{acct}:a", "1")
+    west.execute_command("WATCH", "config:{acct}:a")
+    east.set("config:{acct}:a", "2")
+    assert west.execute_command("MULTI") == "OK"
+    west.execute_command("SET", "config:{acct}:a", "3")  # +QUEUED (redis-py maps it to False)
+    assert west.execute_command("EXEC") is None
+    assert east.get("config:{acct}:a") == "2"
+    # Without interference it commits; the watch is gone after EXEC.
+    with west.pipeline(transaction=True) as pipe:
+        pipe.watch("config:{acct}:a")
+        current = int(pipe.get("config:{acct}:a"))
+        pipe.multi()
+        pipe.set("config:{acct}:a", current + 1)
+        assert pipe.execute() == [True]
+    assert east.get("config:{acct}:a") == "3"
+    # A failing command rolls the whole transaction back.
+    east.set("config:{acct}:s", "text")
+    east.execute_command("MULTI")
+    east.execute_command("SET", "config:{acct}:a", "99")
+    east.execute_command("INCR", "config:{acct}:s")
+    with pytest.raises(redis.exceptions.ExecAbortError, match="rolled back: ERR value is not an integer"):
+        east.execute_command("EXEC")
+    assert east.get("config:{acct}:a") == "3"
+    # Clear errors.
+    with pytest.raises(redis.ResponseError, match="EXEC without MULTI"):
+        east.execute_command("EXEC")
+    with pytest.raises(redis.ResponseError, match="DISCARD without MULTI"):
+        east.execute_command("DISCARD")
+    with pytest.raises(redis.ResponseError, match="strong keys only"):
+        east.execute_command("WATCH", "plain")
+    with pytest.raises(redis.ResponseError, match="mixes strong and eventual"):
+        east.execute_command("WATCH", "config:{acct}:a", "plain")
+    with pytest.raises(redis.exceptions.ClusterCrossSlotError):
+        east.execute_command("WATCH", "config:{acct}:a", "config:{other}:a")
+    east.execute_command("MULTI")
+    with pytest.raises(redis.ResponseError, match="nested"):
+        east.execute_command("MULTI")
+    with pytest.raises(redis.ResponseError, match="cannot be queued"):
+        east.execute_command("SET", "plain", "1")
+    with pytest.raises(redis.ResponseError, match="inside MULTI"):
+        east.execute_command("WATCH", "config:{acct}:a")
+    with pytest.raises(redis.exceptions.ExecAbortError, match="previous errors"):
+        east.execute_command("EXEC")
+    assert east.get("plain") is None
+    east.execute_command("MULTI")
+    east.execute_command("SET", "config:{acct}:a", "1")
+    east.execute_command("SET", "config:{other}:a", "1")
+    with pytest.raises(redis.exceptions.ClusterCrossSlotError):
+        east.execute_command("EXEC")
+    east.execute_command("MULTI")
+    east.execute_command("SET", "config:{acct}:a", "1")
+    assert east.execute_command("DISCARD") == "OK"
+    assert east.get("config:{acct}:a") == "3"

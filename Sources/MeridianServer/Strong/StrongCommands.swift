@@ -6,7 +6,10 @@ import NIOCore
 /// A reply that comes later: the connection calls `start` and sends what it is handed as this
 /// command's reply, in order with the rest of its replies.
 public struct DeferredReply: Sendable {
-    public let start: @Sendable (@escaping @Sendable (ByteBuffer) -> Void) -> Void
+    /// The reply, and a change to the connection's executor made when the reply is sent
+    /// (WATCH records the versions it read).
+    public typealias Completion = @Sendable (ByteBuffer, (@Sendable (inout CommandExecutor) -> Void)?) -> Void
+    public let start: @Sendable (@escaping Completion) -> Void
 }
 
 /// Commands on strong keys (docs/CONSISTENCY.md, "Commands"): translated into a
@@ -37,8 +40,15 @@ extension CommandExecutor {
     /// Nil when no key of the command is strong; otherwise the command was answered (an error)
     /// or handed to the strong engine.
     mutating func routeStrong(_ id: CommandID, _ shape: CommandShape, _ a: [ByteBuffer], into out: inout ByteBuffer) -> CommandOutcome? {
+        if let outcome = routeTransaction(id, a, into: &out) { return outcome }
         if id == .lock || id == .unlock { return strongCommand(id, a, into: &out) }
-        guard shape.firstKey > 0, database.namespaces.hasStrongKeys else { return nil }
+        guard shape.firstKey > 0, database.namespaces.hasStrongKeys else {
+            if transactionQueue != nil && shape.firstKey > 0 {
+                refuseInTransaction("ERR '\(CommandTable.spec(id).name)' cannot be queued: MULTI takes only commands on strong keys", into: &out)
+                return .keepOpen
+            }
+            return nil
+        }
         let last = shape.lastKey < 0 ? a.count + Int(shape.lastKey) : Int(shape.lastKey)
         var strong = 0
         var total = 0
@@ -51,12 +61,28 @@ extension CommandExecutor {
             total += 1
             position += Int(shape.keyStep)
         }
-        if strong == 0 { return nil }
+        if strong == 0 {
+            guard transactionQueue == nil else {
+                refuseInTransaction("ERR '\(CommandTable.spec(id).name)' cannot be queued: MULTI takes only commands on strong keys", into: &out)
+                return .keepOpen
+            }
+            return nil
+        }
         if strong != total {
-            error("ERR '\(CommandTable.spec(id).name)' mixes strong and eventual keys: a command is either committed by Paxos or replicated eventually, not both", into: &out)
+            let message = "ERR '\(CommandTable.spec(id).name)' mixes strong and eventual keys: a command is either committed by Paxos or replicated eventually, not both"
+            if transactionQueue != nil { refuseInTransaction(message, into: &out) } else { error(message, into: &out) }
             return .keepOpen
         }
+        if id == .watch && transactionQueue == nil, let engine = server.strong { return watch(a, engine: engine, into: &out) }
         return strongCommand(id, a, into: &out)
+    }
+
+    /// A command on strong keys as operations, and how their replies make its reply.
+    struct StrongTranslation {
+        var operations: [StrongOperation]
+        var shape: StrongReplyShape
+        /// Several operations: one transaction entry.
+        var isTransaction: Bool { operations.count > 1 }
     }
 
     private mutating func strongCommand(_ id: CommandID, _ a: [ByteBuffer], into out: inout ByteBuffer) -> CommandOutcome {
@@ -64,11 +90,38 @@ extension CommandExecutor {
             error("ERR strong consistency is not configured on this node: no namespace is strong, so LOCK and UNLOCK are not available", into: &out)
             return .keepOpen
         }
+        if transactionQueue != nil {
+            queueInTransaction(id, a, into: &out)
+            return .keepOpen
+        }
+        guard let translation = translateStrong(id, a, engine: engine, into: &out) else { return .keepOpen }
+        let partitions = Set(translation.operations.map { engine.partition(of: $0.key) })
+        guard partitions.count == 1, let partition = partitions.first else {
+            error(Self.crossSlot, into: &out)
+            return .keepOpen
+        }
+        let operations = translation.operations
+        let command = translation.isTransaction ? StrongCommand(transaction: operations) : StrongCommand(operations[0])
+        let version = resp
+        let replyShape = translation.shape
+        let timeoutMs = engine.configuration.timeoutMs
+        return .replyLater(DeferredReply { reply in
+            engine.submit(command, partition: partition) { result in
+                var buffer = ByteBufferAllocator().buffer(capacity: 64)
+                Self.encode(result, shape: replyShape, partition: partition, timeoutMs: timeoutMs, version: version, into: &buffer)
+                reply(buffer, nil)
+            }
+        })
+    }
+
+    static let crossSlot = "CROSSSLOT Keys in request don't hash to the same slot (strong keys of one command must share a partition: use a {hash tag})"
+
+    /// Nil after writing the error reply.
+    mutating func translateStrong(_ id: CommandID, _ a: [ByteBuffer], engine: StrongEngine, into out: inout ByteBuffer) -> StrongTranslation? {
         let bytes = { (index: Int) -> [UInt8] in Array(a[index].readableBytesView) }
         let now = SystemClock.nowUnixMs()
         var operations: [StrongOperation] = []
         var shape = StrongReplyShape.plain
-        var transaction = false
         switch id {
         case .get: operations = [.get(key: bytes(1))]
         case .type:
@@ -76,12 +129,9 @@ extension CommandExecutor {
             shape = .type
         case .exists, .del, .unlink:
             for index in 1..<a.count { operations.append(id == .exists ? .exists(key: bytes(index)) : .delete(key: bytes(index))) }
-            if operations.count > 1 {
-                transaction = true
-                shape = .sum
-            }
+            if operations.count > 1 { shape = .sum }
         case .set:
-            guard let options = strongSetOptions(a, nowUnixMs: now, into: &out) else { return .keepOpen }
+            guard let options = strongSetOptions(a, nowUnixMs: now, into: &out) else { return nil }
             operations = [.set(key: bytes(1), value: bytes(2), options: options)]
         case .setnx:
             operations = [.set(key: bytes(1), value: bytes(2), options: SetOptions(condition: .ifAbsent))]
@@ -89,26 +139,25 @@ extension CommandExecutor {
         case .setex, .psetex:
             guard let amount = Self.parseInt64(a[2]) else {
                 notInteger(into: &out)
-                return .keepOpen
+                return nil
             }
             let unit: Int64 = id == .setex ? 1000 : 1
             guard amount > 0, amount <= Int64.max / 1000 else {
                 error("ERR invalid expire time in '\(CommandTable.spec(id).name)' command", into: &out)
-                return .keepOpen
+                return nil
             }
             operations = [.set(key: bytes(1), value: bytes(3), options: SetOptions(expiry: .afterMs(amount * unit)))]
         case .getset:
             operations = [.set(key: bytes(1), value: bytes(2), options: SetOptions(returnPrevious: true))]
         case .getdel:
             operations = [.get(key: bytes(1)), .delete(key: bytes(1))]
-            transaction = true
             shape = .first
         case .incr, .decr, .incrby, .decrby:
             var amount: Int64 = id == .decr ? -1 : 1
             if id == .incrby || id == .decrby {
                 guard let parsed = Self.parseInt64(a[2]), !(id == .decrby && parsed == .min) else {
                     notInteger(into: &out)
-                    return .keepOpen
+                    return nil
                 }
                 amount = id == .decrby ? -parsed : parsed
             }
@@ -116,17 +165,17 @@ extension CommandExecutor {
         case .expire, .pexpire, .expireat, .pexpireat:
             guard a.count == 3 else {
                 error("ERR EXPIRE options (NX, XX, GT, LT) are not supported on strong keys", into: &out)
-                return .keepOpen
+                return nil
             }
             guard let amount = Self.parseInt64(a[2]) else {
                 notInteger(into: &out)
-                return .keepOpen
+                return nil
             }
             let unit: Int64 = id == .expire || id == .expireat ? 1000 : 1
             let (scaled, overflow) = amount.multipliedReportingOverflow(by: unit)
             guard !overflow else {
                 error("ERR invalid expire time in '\(CommandTable.spec(id).name)' command", into: &out)
-                return .keepOpen
+                return nil
             }
             let ttl = id == .expireat || id == .pexpireat ? scaled.subtractingReportingOverflow(now).partialValue : scaled
             operations = [.expire(key: bytes(1), ttlMs: ttl)]
@@ -138,22 +187,22 @@ extension CommandExecutor {
             // LOCK name ttl-ms [owner]
             guard a.count == 3 || a.count == 4 else {
                 error("ERR wrong number of arguments for 'lock' command", into: &out)
-                return .keepOpen
+                return nil
             }
             guard let ttl = Self.parseInt64(a[2]), ttl > 0, ttl <= Self.lockTTLMaxMs else {
                 error("ERR LOCK's TTL must be a number of milliseconds from 1 to \(Self.lockTTLMaxMs)", into: &out)
-                return .keepOpen
+                return nil
             }
             operations = [.lock(name: bytes(1), ttlMs: ttl, owner: a.count == 4 ? bytes(3) : [])]
         case .unlock:
             guard let token = Self.parseInt64(a[2]), token > 0 else {
                 error("ERR UNLOCK's token must be the positive integer LOCK returned", into: &out)
-                return .keepOpen
+                return nil
             }
             operations = [.unlock(name: bytes(1), token: UInt64(token))]
         default:
             error("ERR '\(CommandTable.spec(id).name)' is not supported on strong keys; strong keys support \(Self.strongCommandNames)", into: &out)
-            return .keepOpen
+            return nil
         }
         for operation in operations {
             if case .set(_, let value, let options) = operation {
@@ -161,26 +210,11 @@ extension CommandExecutor {
                 if case .ifEqual(let old) = options.condition { largest = max(largest, old.count) }
                 if largest > Self.strongValueBytesMax {
                     error("ERR values of strong keys are limited to \(Self.strongValueBytesMax) bytes", into: &out)
-                    return .keepOpen
+                    return nil
                 }
             }
         }
-        let partitions = Set(operations.map { engine.partition(of: $0.key) })
-        guard partitions.count == 1, let partition = partitions.first else {
-            error("CROSSSLOT Keys in request don't hash to the same slot (strong keys of one command must share a partition: use a {hash tag})", into: &out)
-            return .keepOpen
-        }
-        let command = transaction ? StrongCommand(transaction: operations) : StrongCommand(operations[0])
-        let version = resp
-        let replyShape = shape
-        let timeoutMs = engine.configuration.timeoutMs
-        return .replyLater(DeferredReply { reply in
-            engine.submit(command, partition: partition) { result in
-                var buffer = ByteBufferAllocator().buffer(capacity: 64)
-                Self.encode(result, shape: replyShape, partition: partition, timeoutMs: timeoutMs, version: version, into: &buffer)
-                reply(buffer)
-            }
-        })
+        return StrongTranslation(operations: operations, shape: shape)
     }
 
     static let lockTTLMaxMs: Int64 = 24 * 3_600_000
