@@ -5,6 +5,9 @@
 /// this information even if it fails and then restarts").
 public enum DurableChange: Equatable, Sendable {
     case promised(partition: Int, ballot: Ballot)
+    /// The ballot this node started a PREPARE with: a restarted proposer must never use a
+    /// ballot again (its own acceptor may not have promised it).
+    case proposed(partition: Int, ballot: Ballot)
     case accepted(partition: Int, AcceptedEntry)
     /// The chosen entry of a slot; it replaces the slot's accepted entry.
     case chosen(partition: Int, ChosenEntry)
@@ -14,6 +17,7 @@ public enum DurableChange: Equatable, Sendable {
 
 public struct DurablePartition: Equatable, Sendable {
     public var promised = Ballot.zero
+    public var proposed = Ballot.zero
     public var accepted: [UInt64: AcceptedEntry] = [:]
     public var chosen: [UInt64: StrongEntry] = [:]
     public var forgottenThrough: UInt64 = 0
@@ -32,6 +36,8 @@ public struct PaxosDurableState: Equatable, Sendable {
         switch change {
         case .promised(let partition, let ballot):
             partitions[partition, default: DurablePartition()].promised = ballot
+        case .proposed(let partition, let ballot):
+            partitions[partition, default: DurablePartition()].proposed = ballot
         case .accepted(let partition, let entry):
             partitions[partition, default: DurablePartition()].accepted[entry.slot] = entry
         case .chosen(let partition, let chosen):

@@ -73,6 +73,8 @@ public enum PaxosMessage: Equatable, Sendable {
     /// A lease holder's keep-alive: a voter still promised `ballot` extends its grant.
     case renew(partition: Int, ballot: Ballot, truncateThrough: UInt64, sentAt: Int64)
     case renewed(partition: Int, ballot: Ballot, applied: UInt64, sentAt: Int64)
+    /// A leader hands the partition over: voters end the lease they granted `ballot`.
+    case release(partition: Int, ballot: Ballot)
     case forward(partition: Int, request: RequestID, command: StrongCommand)
     case forwardReply(request: RequestID, outcome: ForwardOutcome)
 
@@ -81,7 +83,7 @@ public enum PaxosMessage: Equatable, Sendable {
         case .prepare(let p, _, _, _), .promise(let p, _, _, _, _, _), .accept(let p, _, _, _, _, _, _),
              .accepted(let p, _, _, _, _), .nack(let p, _, _, _, _, _), .commit(let p, _, _, _),
              .learned(let p, _), .learn(let p, _), .renew(let p, _, _, _), .renewed(let p, _, _, _),
-             .forward(let p, _, _):
+             .release(let p, _), .forward(let p, _, _):
             p
         case .forwardReply:
             nil

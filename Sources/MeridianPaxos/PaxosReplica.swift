@@ -85,6 +85,8 @@ public struct PaxosReplica: Sendable {
     public var effects = PaxosEffects()
     /// The time of the input being handled (applying entries may dispatch commands again).
     private var clock: PaxosTime
+    /// Messages dropped because a field was out of range (a damaged or hostile peer).
+    public private(set) var rejectedMessages = 0
     /// Safety violations seen locally (two different entries for one slot): the simulator's
     /// alarm; never expected.
     public private(set) var violations: [String] = []
@@ -104,7 +106,7 @@ public struct PaxosReplica: Sendable {
                 state.accepted[slot] = accepted
                 state.promised = max(state.promised, accepted.ballot)
             }
-            state.highestSeen = state.promised
+            state.highestSeen = max(state.promised, saved.proposed)
             state.chosen = saved.chosen
             partitions[index] = state
             applyContiguous(index)
@@ -130,6 +132,10 @@ public struct PaxosReplica: Sendable {
         clock = now
         if let partition = message.partition {
             guard partition >= 0 && partition < configuration.partitionCount else { return }
+        }
+        guard voter >= 0 && voter < configuration.voterCount, Self.isPlausible(message, voters: configuration.voterCount) else {
+            rejectedMessages += 1
+            return
         }
         switch message {
         case .prepare(let p, let ballot, let fromSlot, let sentAt):
@@ -163,9 +169,17 @@ public struct PaxosReplica: Sendable {
             let isLearner = configuration.learners.contains(voter)
             modify(p) { state in
                 guard case .leading(var leading) = state.role, leading.ballot == ballot else { return }
-                leading.leaseStarts[voter] = max(leading.leaseStarts[voter] ?? .min, sentAt)
+                leading.leaseStarts[voter] = max(leading.leaseStarts[voter] ?? .min, min(sentAt, now.monotonicMs))
                 state.role = .leading(leading)
                 if isLearner { state.fullApplied[voter] = max(state.fullApplied[voter] ?? 0, applied) }
+            }
+        case .release(let p, let ballot):
+            // The lease holder gave the partition up: its grant here ends now.
+            modify(p) { state in
+                guard state.promised == ballot, state.leaseHolder == ballot.voter else { return }
+                state.leaseHolder = nil
+                state.leaseUntil = .min
+                if state.leaderHint == ballot.voter { state.leaderHint = nil }
             }
         case .forward(let p, let request, let command):
             guard !configuration.isWitness else {
@@ -264,7 +278,23 @@ public struct PaxosReplica: Sendable {
                     }
                 }
                 state.role = .leading(leading)
-                if state.applied >= leading.recoveredThrough && !state.waiting.isEmpty {
+                // Leadership follows the clients (docs/CONSISTENCY.md, "Where leadership goes"):
+                // a leader whose own clients left the partition a lease ago while another node
+                // still forwards to it hands the partition over — it stops leading and releases
+                // the voters' grants, so the forwarder's next command leads after one phase 1
+                // instead of waiting out a lease that forwarded traffic would keep renewing.
+                if nowMs - state.lastLocalActivity >= configuration.leaseMs && nowMs - state.lastForwarded < configuration.leaseMs
+                    && leading.inFlight.isEmpty && state.waiting.isEmpty && state.awaiting.isEmpty && state.applied >= leading.recoveredThrough {
+                    state.role = .follower
+                    state.leaderHint = nil
+                    state.lastForwarded = .min / 2
+                    partitions[p] = state
+                    for voter in 0..<configuration.voterCount {
+                        send(.release(partition: p, ballot: leading.ballot), to: voter)
+                    }
+                    state = partitions[p]!
+                }
+                if case .leading = state.role, state.applied >= leading.recoveredThrough && !state.waiting.isEmpty {
                     let waiting = state.waiting
                     state.waiting = []
                     partitions[p] = state
@@ -322,6 +352,43 @@ public struct PaxosReplica: Sendable {
         }
     }
 
+    /// Whether every ballot, voter, slot and duration in a message is in range, so that no
+    /// arithmetic on it can trap and no loop over its slots can run away. Slots are bounded far
+    /// above anything a log reaches (2^48); a gap between a slot and this node's log is bounded
+    /// where it is used.
+    static func isPlausible(_ message: PaxosMessage, voters: Int) -> Bool {
+        let slotLimit: UInt64 = 1 << 48
+        func ballot(_ b: Ballot) -> Bool { Int(b.voter) < voters && b.round < slotLimit }
+        func slot(_ s: UInt64) -> Bool { s < slotLimit }
+        switch message {
+        case .prepare(_, let b, let from, _):
+            return ballot(b) && slot(from)
+        case .promise(_, let b, let accepted, let chosen, let applied, _):
+            return ballot(b) && slot(applied) && accepted.allSatisfy { ballot($0.ballot) && slot($0.slot) } && chosen.allSatisfy { slot($0.slot) }
+        case .accept(_, let b, let s, _, let chosenThrough, let truncateThrough, _):
+            return ballot(b) && slot(s) && slot(chosenThrough) && slot(truncateThrough)
+        case .accepted(_, let b, let s, let applied, _):
+            return ballot(b) && slot(s) && slot(applied)
+        case .nack(_, let b, let promised, let holder, let remaining, let behind):
+            return ballot(b) && ballot(promised) && (holder.map { Int($0) < voters } ?? true)
+                && remaining >= 0 && remaining <= 3_600_000 && (behind.map(slot) ?? true)
+        case .commit(_, let entries, let chosenThrough, let truncateThrough):
+            return entries.allSatisfy { slot($0.slot) } && slot(chosenThrough) && slot(truncateThrough)
+        case .learned(_, let applied):
+            return slot(applied)
+        case .learn(_, let from):
+            return slot(from)
+        case .renew(_, let b, let truncateThrough, _):
+            return ballot(b) && slot(truncateThrough)
+        case .renewed(_, let b, let applied, _):
+            return ballot(b) && slot(applied)
+        case .release(_, let b):
+            return ballot(b)
+        case .forward(_, let request, _), .forwardReply(let request, _):
+            return Int(request.origin) < voters
+        }
+    }
+
     // MARK: - Observers (INFO, tests, the simulator)
 
     /// Whether this node may answer reads of `partition` locally right now.
@@ -368,8 +435,7 @@ public struct PaxosReplica: Sendable {
             state.promised = ballot
             effects.persist.append(.promised(partition: p, ballot: ballot))
         }
-        state.leaseHolder = ballot.voter
-        state.leaseUntil = nowMs + configuration.leaseMs
+        grantLease(&state, to: ballot, now: now)
         let accepted = state.accepted.values.filter { $0.slot >= fromSlot && state.chosen[$0.slot] == nil }.sorted { $0.slot < $1.slot }
         let promise = PaxosMessage.promise(
             partition: p, ballot: ballot, accepted: accepted,
@@ -401,12 +467,7 @@ public struct PaxosReplica: Sendable {
                 effects.persist.append(.accepted(partition: p, record))
             }
         }
-        state.leaseHolder = ballot.voter
-        state.leaseUntil = now.monotonicMs + configuration.leaseMs
-        if Int(ballot.voter) != configuration.me {
-            state.leaderHint = ballot.voter
-            state.leaderHintUntil = now.monotonicMs + configuration.leaseTrustMs
-        }
+        grantLease(&state, to: ballot, now: now)
         state.chosenHint = max(state.chosenHint, chosenThrough)
         partitions[p] = state
         forget(p, through: truncateThrough)
@@ -420,15 +481,21 @@ public struct PaxosReplica: Sendable {
             send(.nack(partition: p, ballot: ballot, promised: state.promised, leaseHolder: nil, leaseRemainingMs: 0, behindFrom: nil), to: voter)
             return
         }
+        grantLease(&state, to: ballot, now: now)
+        partitions[p] = state
+        forget(p, through: truncateThrough)
+        send(.renewed(partition: p, ballot: ballot, applied: partitions[p]!.applied, sentAt: sentAt), to: voter)
+    }
+
+    /// A voter that promised, accepted from or renewed `ballot` grants its proposer a lease
+    /// (and, when that is another node, takes it as the leader to forward to).
+    private func grantLease(_ state: inout PartitionState, to ballot: Ballot, now: PaxosTime) {
         state.leaseHolder = ballot.voter
         state.leaseUntil = now.monotonicMs + configuration.leaseMs
         if Int(ballot.voter) != configuration.me {
             state.leaderHint = ballot.voter
             state.leaderHintUntil = now.monotonicMs + configuration.leaseTrustMs
         }
-        partitions[p] = state
-        forget(p, through: truncateThrough)
-        send(.renewed(partition: p, ballot: ballot, applied: partitions[p]!.applied, sentAt: sentAt), to: voter)
     }
 
     /// A witness forgets accepted entries every full voter has applied (they are chosen and
@@ -447,6 +514,10 @@ public struct PaxosReplica: Sendable {
         var state = partitions[p] ?? PartitionState()
         switch state.role {
         case .leading(let leading):
+            if case .forwarded = pending.client {
+                state.lastForwarded = now.monotonicMs
+                partitions[p] = state
+            }
             if pending.command.isReadOnly && now.monotonicMs < leaseExpiry(leading) {
                 if state.applied >= leading.recoveredThrough {
                     complete(pending, .reply(state.state.read(pending.command, nowMs: now.wallMs)))
@@ -461,12 +532,14 @@ public struct PaxosReplica: Sendable {
             state.waiting.append(pending)
             partitions[p] = state
         case .follower:
+            guard case .local = pending.client else {
+                // Forwards go to leaders: a follower neither forwards them again (no loops) nor
+                // starts leading for another node's client (leadership follows local
+                // clients). Its origin is told and leads, or forwards elsewhere.
+                complete(pending, .noQuorum)
+                return
+            }
             if let hint = state.leaderHint, Int(hint) != configuration.me, now.monotonicMs < state.leaderHintUntil {
-                guard case .local = pending.client else {
-                    // A forwarded command is not forwarded again (no loops): its origin retries.
-                    complete(pending, .noQuorum)
-                    return
-                }
                 forwarded[pending.request] = Forwarded(pending: pending, partition: p)
                 send(.forward(partition: p, request: pending.request, command: pending.command), to: Int(hint))
                 return
@@ -486,6 +559,7 @@ public struct PaxosReplica: Sendable {
         let fromSlot = state.applied + 1
         state.role = .preparing(Preparing(ballot: ballot, fromSlot: fromSlot, lastSend: now.monotonicMs))
         partitions[p] = state
+        effects.persist.append(.proposed(partition: p, ballot: ballot))
         for voter in 0..<configuration.voterCount {
             send(.prepare(partition: p, ballot: ballot, fromSlot: fromSlot, sentAt: now.monotonicMs), to: voter)
         }
@@ -496,7 +570,7 @@ public struct PaxosReplica: Sendable {
         from voter: Int, now: PaxosTime
     ) {
         guard var state = partitions[p], case .preparing(var preparing) = state.role, preparing.ballot == ballot else { return }
-        preparing.promises[voter] = Promise(accepted: accepted, chosen: chosen, sentAt: sentAt)
+        preparing.promises[voter] = Promise(accepted: accepted, chosen: chosen, sentAt: min(sentAt, now.monotonicMs))
         if configuration.learners.contains(voter) { state.fullApplied[voter] = max(state.fullApplied[voter] ?? 0, applied) }
         state.role = .preparing(preparing)
         partitions[p] = state
@@ -525,6 +599,14 @@ public struct PaxosReplica: Sendable {
         // Slots this node proposed in before and still waits on are filled too, so that new
         // proposals never land on them.
         maxSlot = max(maxSlot, state.applied, state.awaiting.keys.max() ?? 0)
+        // No log has that many slots in flight: a promise reporting one is damaged, and
+        // filling the gap with noops would never end. Give up this ballot.
+        if maxSlot - state.applied > Self.recoveryGapMax {
+            rejectedMessages += 1
+            partitions[p] = state
+            stepDown(p, now: now)
+            return
+        }
         var leading = Leading(ballot: preparing.ballot, nextSlot: maxSlot + 1, recoveredThrough: maxSlot)
         for (voter, promise) in preparing.promises { leading.leaseStarts[voter] = promise.sentAt }
         leading.lastStamp = state.state.timeMs
@@ -573,7 +655,7 @@ public struct PaxosReplica: Sendable {
 
     private mutating func onAccepted(_ p: Int, ballot: Ballot, slot: UInt64, applied: UInt64, sentAt: Int64, from voter: Int, now: PaxosTime) {
         guard var state = partitions[p], case .leading(var leading) = state.role, leading.ballot == ballot else { return }
-        leading.leaseStarts[voter] = max(leading.leaseStarts[voter] ?? .min, sentAt)
+        leading.leaseStarts[voter] = max(leading.leaseStarts[voter] ?? .min, min(sentAt, now.monotonicMs))
         if configuration.learners.contains(voter) { state.fullApplied[voter] = max(state.fullApplied[voter] ?? 0, applied) }
         guard var flight = leading.inFlight[slot] else {
             state.role = .leading(leading)
@@ -698,23 +780,30 @@ public struct PaxosReplica: Sendable {
 
     private mutating func learnChosen(_ p: Int, _ slot: UInt64, _ entry: StrongEntry) {
         guard !configuration.isWitness else { return }
-        var state = partitions[p] ?? PartitionState()
+        // Taken out of the dictionary while it changes, so that the chosen log is changed in
+        // place rather than copied (it is the largest thing here).
+        var state = partitions.removeValue(forKey: p) ?? PartitionState()
+        var learned = false
         if let known = state.chosen[slot] {
             if known != entry { violations.append("partition \(p) slot \(slot): learned two different entries") }
-            return
+        } else {
+            state.chosenHint = max(state.chosenHint, slot)
+            if slot > state.applied {
+                state.chosen[slot] = entry
+                state.accepted[slot] = nil
+                learned = true
+            }
         }
-        state.chosenHint = max(state.chosenHint, slot)
-        guard slot > state.applied else { return }
-        state.chosen[slot] = entry
-        state.accepted[slot] = nil
         partitions[p] = state
+        guard learned else { return }
         effects.persist.append(.chosen(partition: p, ChosenEntry(slot: slot, entry: entry)))
         applyContiguous(p)
     }
 
     /// Applies chosen entries in slot order and answers the clients waiting on them.
     private mutating func applyContiguous(_ p: Int) {
-        guard var state = partitions[p] else { return }
+        // Taken out while it changes: the applied state is changed in place, not copied.
+        guard var state = partitions.removeValue(forKey: p) else { return }
         var answers: [(Pending, StrongResult)] = []
         var retries: [Pending] = []
         while let entry = state.chosen[state.applied + 1] {
@@ -766,10 +855,9 @@ public struct PaxosReplica: Sendable {
         effects.messages.append((voter, message))
     }
 
+    /// Changes one partition's state in place.
     private mutating func modify(_ p: Int, _ change: (inout PartitionState) -> Void) {
-        var state = partitions[p] ?? PartitionState()
-        change(&state)
-        partitions[p] = state
+        change(&partitions[p, default: PartitionState()])
     }
 
     private mutating func newRequest() -> RequestID {
@@ -778,6 +866,7 @@ public struct PaxosReplica: Sendable {
     }
 
     static let promiseChosenMax = 512
+    static let recoveryGapMax: UInt64 = 1 << 20
     static let promiseBytesMax = 1 << 20
     static let learnBatchMax = 256
     static let learnBatchBytes = 512 << 10
@@ -812,6 +901,8 @@ public struct PartitionState: Sendable {
     var backoffUntil: Int64 = .min
     var backoffMs: Int64 = 0
     var lastLocalActivity: Int64 = .min / 2
+    /// When this node, leading, last took a command forwarded by another node.
+    var lastForwarded: Int64 = .min / 2
     /// Each full voter's applied slot as last reported (for the witness's truncation).
     var fullApplied: [Int: UInt64] = [:]
 }
@@ -885,17 +976,22 @@ struct Forwarded: Sendable {
 
 extension StrongEntry {
     /// Roughly what the entry weighs on the wire (for batch limits).
-    var approximateBytes: Int {
-        guard let command else { return 24 }
-        return 32 + command.operations.reduce(0) { total, operation in
+    var approximateBytes: Int { 24 + (command?.approximateBytes ?? 0) }
+}
+
+extension StrongCommand {
+    /// Roughly what the command weighs on the wire: an upper bound of its encoding, for the
+    /// limits that keep every Paxos message inside a peer frame.
+    public var approximateBytes: Int {
+        8 + operations.reduce(0) { total, operation in
             switch operation {
             case .set(let key, let value, let options):
                 var extra = 0
-                if case .ifEqual(let old) = options.condition { extra = old.count }
-                return total + 24 + key.count + value.count + extra
+                if case .ifEqual(let old) = options.condition { extra = old.count + 4 }
+                return total + 40 + key.count + value.count + extra
             case .lock(let name, _, let owner): return total + 24 + name.count + owner.count
             default: return total + 24 + operation.key.count
             }
-        } + command.watched.reduce(0) { $0 + 12 + $1.key.count }
+        } + watched.reduce(0) { $0 + 12 + $1.key.count }
     }
 }

@@ -58,13 +58,19 @@ public struct StrongState: Equatable, Sendable {
             for watched in command.watched where version(of: watched.key) != watched.version {
                 return .nullArray
             }
-            // All or nothing: a transaction whose operation fails is rolled back.
-            let before = (records, locks)
+            // All or nothing: a transaction whose operation fails is rolled back. Each operation
+            // changes at most its own key's record and lock, so an undo list of those is enough
+            // (a copy of the whole state would cost as much as the state).
+            var undo: [(key: [UInt8], record: Record?, lock: Lock?)] = []
             var replies: [StrongReply] = []
             for operation in command.operations {
+                undo.append((operation.key, records[operation.key], locks[operation.key]))
                 let reply = execute(operation, slot: slot)
                 if case .error = reply {
-                    (records, locks) = before
+                    for saved in undo.reversed() {
+                        records[saved.key] = saved.record
+                        locks[saved.key] = saved.lock
+                    }
                     return .error("EXECABORT transaction rolled back: \(Self.text(of: reply))")
                 }
                 replies.append(reply)
@@ -121,7 +127,7 @@ public struct StrongState: Equatable, Sendable {
             return .integer(Int64(truncatingIfNeeded: version(of: key)))
         case .timeToLive(let key):
             guard let record = live(key) else { return .integer(-2) }
-            return .integer(record.expiresAtMs.map { $0 - timeMs } ?? -1)
+            return .integer(record.expiresAtMs.map { $0.subtractingReportingOverflow(timeMs).overflow ? Int64.max : $0 - timeMs } ?? -1)
         case .set(let key, let value, let options):
             let current = live(key)
             if let token = options.fence {
@@ -146,7 +152,7 @@ public struct StrongState: Equatable, Sendable {
             switch options.expiry {
             case .none: expiry = nil
             case .keep: expiry = current?.expiresAtMs
-            case .afterMs(let ttl): expiry = timeMs + ttl
+            case .afterMs(let ttl): expiry = Self.after(timeMs, ttl)
             }
             records[key] = Record(value: value, expiresAtMs: expiry, version: slot)
             return options.returnPrevious ? previous : .ok
@@ -177,7 +183,7 @@ public struct StrongState: Equatable, Sendable {
                     records[key] = nil
                     return .integer(1)
                 }
-                record.expiresAtMs = timeMs + ttlMs
+                record.expiresAtMs = Self.after(timeMs, ttlMs)
             } else {
                 guard record.expiresAtMs != nil else { return .integer(0) }
                 record.expiresAtMs = nil
@@ -187,7 +193,7 @@ public struct StrongState: Equatable, Sendable {
             return .integer(1)
         case .lock(let name, let ttlMs, let owner):
             if let lock = locks[name], lock.held, lock.expiresAtMs > timeMs { return .null }
-            locks[name] = Lock(token: slot, owner: owner, expiresAtMs: timeMs + ttlMs, held: true)
+            locks[name] = Lock(token: slot, owner: owner, expiresAtMs: Self.after(timeMs, ttlMs), held: true)
             return .integer(Int64(slot))
         case .unlock(let name, let token):
             guard var lock = locks[name], lock.held, lock.token == token, lock.expiresAtMs > timeMs else { return .integer(0) }
@@ -195,6 +201,13 @@ public struct StrongState: Equatable, Sendable {
             locks[name] = lock
             return .integer(1)
         }
+    }
+
+    /// `time + duration`, saturating: an entry's TTL comes from a client (or a peer) and must
+    /// never trap the state machine (every learner would trap on the same entry).
+    static func after(_ time: Int64, _ duration: Int64) -> Int64 {
+        let (sum, overflow) = time.addingReportingOverflow(duration)
+        return overflow ? (duration > 0 ? Int64.max : Int64.min) : sum
     }
 
     /// The lock a `FENCE`d write of `key` is checked against: the one named by the key's hash

@@ -116,12 +116,18 @@ public struct CommandExecutor {
             error("ERR wrong number of arguments for '\(CommandTable.spec(id).name)' command", into: &out)
             return .keepOpen
         }
+        // Keyless commands of transactions (MULTI, EXEC, ...) and anything while MULTI queues.
+        if shape.firstKey == 0, let outcome = routeTransaction(id, arguments, into: &out) { return outcome }
         // What the reply must wait for on disk, decided before the command runs and read
         // after it, so that the command's own state is covered.
-        if let outcome = routeStrong(id, shape, arguments, into: &out) { return outcome }
         var waitsFor: DiskWait = .nothing
         if shape.firstKey > 0 {
-            guard checkKeys(shape, arguments, into: &out) else { return .keepOpen }
+            guard checkKeys(shape, arguments, into: &out) else {
+                if transactionQueue != nil { transactionQueue!.failed = true }
+                return .keepOpen
+            }
+            // Strong keys (and LOCK / UNLOCK) go to the strong engine.
+            if let outcome = routeStrong(id, shape, arguments, into: &out) { return outcome }
             if let storage = database.storage {
                 if !keysJustLoaded && database.diskOnlyKeysPossible.load(ordering: .relaxed),
                    let missing = keysOnlyOnDisk(shape, arguments) {

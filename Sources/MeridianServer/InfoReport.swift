@@ -193,6 +193,7 @@ struct InfoReport {
                 ("strong_messages_sent", "\(statistics.messagesSent)"),
                 ("strong_messages_received", "\(statistics.messagesReceived)"),
                 ("strong_messages_dropped", "\(statistics.messagesDropped)"),
+                ("strong_messages_rejected", "\(statistics.messagesRejected)"),
                 ("strong_synced_batches", "\(statistics.syncedBatches)"),
                 ("strong_sync_avg_us", "\(statistics.syncedBatches == 0 ? 0 : statistics.syncMicrosecondsTotal / statistics.syncedBatches)"),
             ]

@@ -193,8 +193,11 @@ public final class PeerLinks: Sendable {
     /// False when no link to the peer is up (Paxos retries; nothing is queued here).
     public func sendStrong(to peer: String, _ payloads: [[UInt8]]) -> Bool {
         guard let channel = linkChannels.withLockedValue({ $0[peer] }), channel.isActive else { return false }
+        // The engine bounds what it sends; a payload over the frame limit is not sent (and
+        // counted as dropped) rather than trapping the writer.
+        guard payloads.allSatisfy({ $0.count <= Frame.payloadBytesMax }) else { return false }
         var buffer = channel.allocator.buffer(capacity: payloads.reduce(0) { $0 + $1.count + Frame.headerBytes })
-        for payload in payloads where payload.count <= Frame.payloadBytesMax {
+        for payload in payloads {
             Frame(type: .strong, payload: payload).write(into: &buffer)
         }
         channel.writeAndFlush(buffer, promise: nil)

@@ -39,6 +39,9 @@ public struct PaxosSimulation {
         public var leaseMs: Int64 = 600
         public var timeoutMs: Int64 = 1_500
         public var retryMs: Int64 = 60
+        /// The clients of data center 0 run the first half of the operations, the others the
+        /// second half: leadership must follow them (a leader hands idle partitions over).
+        public var clientsMove = false
         /// Records every message, submission and completion in `trace` (for a failing seed).
         public var traceEnabled = false
 
@@ -54,6 +57,8 @@ public struct PaxosSimulation {
         public var crashes = 0
         public var messagesLost = 0
         public var lockGrants = 0
+        /// Leaders that handed a partition over (RELEASE messages sent to other voters).
+        public var releases = 0
         public var steps = 0
 
         public var passed: Bool { problem == nil }
@@ -61,7 +66,7 @@ public struct PaxosSimulation {
         public init() {}
 
         public var description: String {
-            "completed=\(completed) uncertain=\(uncertain) noQuorum=\(noQuorum) chosen=\(slotsChosen) crashes=\(crashes) lost=\(messagesLost) lockGrants=\(lockGrants) steps=\(steps)"
+            "completed=\(completed) uncertain=\(uncertain) noQuorum=\(noQuorum) chosen=\(slotsChosen) crashes=\(crashes) lost=\(messagesLost) lockGrants=\(lockGrants) releases=\(releases) steps=\(steps)"
                 + (problem.map { " problem: \($0)" } ?? "")
         }
     }
@@ -241,6 +246,7 @@ public struct PaxosSimulation {
     mutating func startClientOperations() {
         for index in clients.indices where clients[index].current == nil && step >= clients[index].idleUntil && started < options.operations {
             guard nodes[clients[index].node].replica != nil else { continue }
+            if options.clientsMove && (clients[index].node == 0) != (started < options.operations / 2) { continue }
             let operation = randomOperation(client: index)
             let token = nextToken
             nextToken += 1
@@ -360,6 +366,7 @@ public struct PaxosSimulation {
 
     mutating func transmit(_ message: PaxosMessage, from: Int, to: Int) {
         let payload = PaxosCodec.encode(message)
+        if case .release = message, from != to { outcome.releases += 1 }
         if from == to {
             // A node's messages to itself never touch the network.
             network.append(InFlight(deliverAt: step + 1, from: from, to: to, payload: payload))

@@ -96,7 +96,7 @@ public struct DeltaBatch: Equatable, Sendable {
 
     /// Decodes a `BATCH` payload, checking every length, the raw checksum and the dots.
     public init(decoding payload: [UInt8]) throws(WireError) {
-        var reader = Reader(payload)
+        var reader = WireReader(payload)
         let origin = try reader.replica()
         let first = try reader.uint64()
         let count = Int(try reader.uint32())
@@ -109,7 +109,7 @@ public struct DeltaBatch: Equatable, Sendable {
         guard Self.checksum(header: Array(payload.prefix(20)), raw: raw) == checksum else { throw .checksumMismatch }
         var deltas: [Delta] = []
         deltas.reserveCapacity(min(count, 65536))
-        var body = Reader(raw)
+        var body = WireReader(raw)
         for index in 0..<count {
             let keyLength = Int(try body.uint16())
             guard keyLength >= 1 && keyLength <= Limits.keyBytesMax else { throw .malformed("key of \(keyLength) bytes") }
@@ -170,7 +170,7 @@ public struct DeltaBatch: Equatable, Sendable {
     }
 
     static func decodeCounter(_ bytes: [UInt8]) throws(WireError) -> PNCounter {
-        var reader = Reader(bytes)
+        var reader = WireReader(bytes)
         let base = Int64(bitPattern: try reader.uint64())
         let stamp = LWWStamp(timestamp: HLCTimestamp(rawValue: try reader.uint64()), origin: try reader.replica())
         let count = Int(try reader.uint16())
@@ -195,42 +195,5 @@ public struct DeltaBatch: Equatable, Sendable {
     static func append(_ replica: ReplicaID, to bytes: inout [UInt8]) {
         append(replica.datacenter, to: &bytes)
         append(replica.node, to: &bytes)
-    }
-
-    /// Reads little-endian values, throwing instead of reading past the end.
-    struct Reader {
-        let bytes: [UInt8]
-        var offset = 0
-
-        init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-        var isAtEnd: Bool { offset == bytes.count }
-
-        mutating func bytes(_ count: Int) throws(WireError) -> [UInt8] {
-            guard count >= 0, bytes.count - offset >= count else { throw .malformed("truncated") }
-            defer { offset += count }
-            return Array(bytes[offset..<(offset + count)])
-        }
-
-        mutating func integer<T: FixedWidthInteger>(_: T.Type) throws(WireError) -> T {
-            let size = MemoryLayout<T>.size
-            guard bytes.count - offset >= size else { throw .malformed("truncated") }
-            var value: T = 0
-            for index in 0..<size { value |= T(truncatingIfNeeded: bytes[offset + index]) << (8 * index) }
-            offset += size
-            return value
-        }
-
-        mutating func uint8() throws(WireError) -> UInt8 { try integer(UInt8.self) }
-        mutating func uint16() throws(WireError) -> UInt16 { try integer(UInt16.self) }
-        mutating func uint32() throws(WireError) -> UInt32 { try integer(UInt32.self) }
-        mutating func uint64() throws(WireError) -> UInt64 { try integer(UInt64.self) }
-        mutating func replica() throws(WireError) -> ReplicaID {
-            ReplicaID(datacenter: try uint16(), node: try uint16())
-        }
-        mutating func rest() -> [UInt8] {
-            defer { offset = bytes.count }
-            return Array(bytes[offset...])
-        }
     }
 }

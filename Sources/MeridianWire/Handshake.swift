@@ -39,7 +39,7 @@ public struct Handshake: Equatable, Sendable {
     }
 
     public init(decoding bytes: [UInt8]) throws(WireError) {
-        var reader = DeltaBatch.Reader(bytes)
+        var reader = WireReader(bytes)
         protocolVersion = try reader.uint8()
         guard let role = PeerRole(rawValue: try reader.uint8()) else { throw .malformed("unknown role") }
         self.role = role
@@ -69,7 +69,7 @@ public struct Acknowledgement: Equatable, Sendable {
     }
 
     public init(decoding bytes: [UInt8]) throws(WireError) {
-        var reader = DeltaBatch.Reader(bytes)
+        var reader = WireReader(bytes)
         clock = HLCTimestamp(rawValue: try reader.uint64())
         versionVector = try WireBytes.versionVector(&reader, originsMax: Handshake.originsMax)
         guard reader.isAtEnd else { throw .malformed("bytes after the acknowledgement") }
@@ -85,7 +85,7 @@ enum WireBytes {
         bytes.append(contentsOf: utf8)
     }
 
-    static func name(_ reader: inout DeltaBatch.Reader) throws(WireError) -> String {
+    static func name(_ reader: inout WireReader) throws(WireError) -> String {
         let length = Int(try reader.uint8())
         let bytes = try reader.bytes(length)
         guard let text = String(validating: bytes, as: UTF8.self) else { throw .malformed("a name that is not UTF-8") }
@@ -100,7 +100,7 @@ enum WireBytes {
         }
     }
 
-    static func versionVector(_ reader: inout DeltaBatch.Reader, originsMax: Int) throws(WireError) -> VersionVector {
+    static func versionVector(_ reader: inout WireReader, originsMax: Int) throws(WireError) -> VersionVector {
         let count = Int(try reader.uint16())
         guard count <= originsMax else { throw .malformed("version vector of \(count) origins") }
         var pairs: [(ReplicaID, UInt64)] = []

@@ -35,6 +35,8 @@ public enum PaxosCodec {
             writer.u8(9); writer.partition(p); writer.ballot(ballot); writer.u64(truncateThrough); writer.i64(sentAt)
         case .renewed(let p, let ballot, let applied, let sentAt):
             writer.u8(10); writer.partition(p); writer.ballot(ballot); writer.u64(applied); writer.i64(sentAt)
+        case .release(let p, let ballot):
+            writer.u8(13); writer.partition(p); writer.ballot(ballot)
         case .forward(let p, let request, let command):
             writer.u8(11); writer.partition(p); writer.request(request); writer.command(command)
         case .forwardReply(let request, let outcome):
@@ -49,58 +51,60 @@ public enum PaxosCodec {
     }
 
     public static func decode(_ bytes: [UInt8]) throws(WireError) -> PaxosMessage {
-        var reader = Reader(bytes)
+        var reader = WireReader(bytes)
         let message: PaxosMessage
-        switch try reader.u8() {
+        switch try reader.uint8() {
         case 1:
-            message = .prepare(partition: try reader.partition(), ballot: try reader.ballot(), fromSlot: try reader.u64(), sentAt: try reader.i64())
+            message = .prepare(partition: try reader.partition(), ballot: try reader.ballot(), fromSlot: try reader.uint64(), sentAt: try reader.int64())
         case 2:
             let p = try reader.partition()
             let ballot = try reader.ballot()
             var accepted: [AcceptedEntry] = []
             for _ in 0..<(try reader.count()) {
-                accepted.append(AcceptedEntry(slot: try reader.u64(), ballot: try reader.ballot(), entry: try reader.entry()))
+                accepted.append(AcceptedEntry(slot: try reader.uint64(), ballot: try reader.ballot(), entry: try reader.entry()))
             }
             let chosen = try reader.chosen()
-            message = .promise(partition: p, ballot: ballot, accepted: accepted, chosen: chosen, applied: try reader.u64(), sentAt: try reader.i64())
+            message = .promise(partition: p, ballot: ballot, accepted: accepted, chosen: chosen, applied: try reader.uint64(), sentAt: try reader.int64())
         case 3:
             message = .accept(
-                partition: try reader.partition(), ballot: try reader.ballot(), slot: try reader.u64(), entry: try reader.entry(),
-                chosenThrough: try reader.u64(), truncateThrough: try reader.u64(), sentAt: try reader.i64())
+                partition: try reader.partition(), ballot: try reader.ballot(), slot: try reader.uint64(), entry: try reader.entry(),
+                chosenThrough: try reader.uint64(), truncateThrough: try reader.uint64(), sentAt: try reader.int64())
         case 4:
-            message = .accepted(partition: try reader.partition(), ballot: try reader.ballot(), slot: try reader.u64(), applied: try reader.u64(), sentAt: try reader.i64())
+            message = .accepted(partition: try reader.partition(), ballot: try reader.ballot(), slot: try reader.uint64(), applied: try reader.uint64(), sentAt: try reader.int64())
         case 5:
             let p = try reader.partition()
             let ballot = try reader.ballot()
             let promised = try reader.ballot()
             let hasHolder = try reader.flag()
-            let holder = try reader.u16()
-            let remaining = try reader.i64()
+            let holder = try reader.uint16()
+            let remaining = try reader.int64()
             let hasBehind = try reader.flag()
-            let behind = try reader.u64()
+            let behind = try reader.uint64()
             message = .nack(partition: p, ballot: ballot, promised: promised, leaseHolder: hasHolder ? holder : nil, leaseRemainingMs: remaining, behindFrom: hasBehind ? behind : nil)
         case 6:
-            message = .commit(partition: try reader.partition(), entries: try reader.chosen(), chosenThrough: try reader.u64(), truncateThrough: try reader.u64())
+            message = .commit(partition: try reader.partition(), entries: try reader.chosen(), chosenThrough: try reader.uint64(), truncateThrough: try reader.uint64())
         case 7:
-            message = .learned(partition: try reader.partition(), applied: try reader.u64())
+            message = .learned(partition: try reader.partition(), applied: try reader.uint64())
         case 8:
-            message = .learn(partition: try reader.partition(), fromSlot: try reader.u64())
+            message = .learn(partition: try reader.partition(), fromSlot: try reader.uint64())
         case 9:
-            message = .renew(partition: try reader.partition(), ballot: try reader.ballot(), truncateThrough: try reader.u64(), sentAt: try reader.i64())
+            message = .renew(partition: try reader.partition(), ballot: try reader.ballot(), truncateThrough: try reader.uint64(), sentAt: try reader.int64())
         case 10:
-            message = .renewed(partition: try reader.partition(), ballot: try reader.ballot(), applied: try reader.u64(), sentAt: try reader.i64())
+            message = .renewed(partition: try reader.partition(), ballot: try reader.ballot(), applied: try reader.uint64(), sentAt: try reader.int64())
         case 11:
             message = .forward(partition: try reader.partition(), request: try reader.request(), command: try reader.command())
         case 12:
             let request = try reader.request()
             let outcome: ForwardOutcome
-            switch try reader.u8() {
+            switch try reader.uint8() {
             case 0: outcome = .reply(try reader.reply(depth: 0))
             case 1: outcome = .notLeader
             case 2: outcome = .uncertain
             case let other: throw .malformed("unknown forward outcome \(other)")
             }
             message = .forwardReply(request: request, outcome: outcome)
+        case 13:
+            message = .release(partition: try reader.partition(), ballot: try reader.ballot())
         case let other:
             throw .malformed("unknown strong message kind \(other)")
         }
@@ -117,7 +121,7 @@ public enum PaxosCodec {
     }
 
     public static func decodeBallot(_ bytes: [UInt8]) throws(WireError) -> Ballot {
-        var reader = Reader(bytes)
+        var reader = WireReader(bytes)
         let ballot = try reader.ballot()
         guard reader.isAtEnd else { throw .malformed("bytes after a ballot") }
         return ballot
@@ -132,7 +136,7 @@ public enum PaxosCodec {
     }
 
     public static func decodeAccepted(slot: UInt64, _ bytes: [UInt8]) throws(WireError) -> AcceptedEntry {
-        var reader = Reader(bytes)
+        var reader = WireReader(bytes)
         let accepted = AcceptedEntry(slot: slot, ballot: try reader.ballot(), entry: try reader.entry())
         guard reader.isAtEnd else { throw .malformed("bytes after an accepted entry") }
         return accepted
@@ -145,7 +149,7 @@ public enum PaxosCodec {
     }
 
     public static func decodeEntry(_ bytes: [UInt8]) throws(WireError) -> StrongEntry {
-        var reader = Reader(bytes)
+        var reader = WireReader(bytes)
         let entry = try reader.entry()
         guard reader.isAtEnd else { throw .malformed("bytes after an entry") }
         return entry
@@ -233,135 +237,94 @@ public enum PaxosCodec {
             }
         }
     }
+}
 
-    struct Reader {
-        let bytes: [UInt8]
-        var offset = 0
+/// The strong protocol's values.
+extension WireReader {
+    mutating func partition() throws(WireError) -> Int { Int(try uint32()) }
+    mutating func ballot() throws(WireError) -> Ballot { Ballot(round: try uint64(), voter: try uint16()) }
+    mutating func request() throws(WireError) -> RequestID { RequestID(origin: try uint16(), sequence: try uint64()) }
 
-        init(_ bytes: [UInt8]) { self.bytes = bytes }
+    mutating func chosen() throws(WireError) -> [ChosenEntry] {
+        var entries: [ChosenEntry] = []
+        for _ in 0..<(try count()) { entries.append(ChosenEntry(slot: try uint64(), entry: try entry())) }
+        return entries
+    }
 
-        var isAtEnd: Bool { offset == bytes.count }
+    mutating func entry() throws(WireError) -> StrongEntry {
+        let request = try request()
+        let timeMs = try int64()
+        let command = try flag() ? try self.command() : nil
+        return StrongEntry(request: request, timeMs: timeMs, command: command)
+    }
 
-        mutating func integer<T: FixedWidthInteger>(_: T.Type) throws(WireError) -> T {
-            let size = MemoryLayout<T>.size
-            guard bytes.count - offset >= size else { throw .malformed("strong message truncated") }
-            var value: T = 0
-            for index in 0..<size { value |= T(truncatingIfNeeded: bytes[offset + index]) << (8 * index) }
-            offset += size
-            return value
-        }
+    mutating func command() throws(WireError) -> StrongCommand {
+        let isTransaction = try flag()
+        var operations: [StrongOperation] = []
+        for _ in 0..<(try count()) { operations.append(try operation()) }
+        var watched: [WatchedKey] = []
+        for _ in 0..<(try count()) { watched.append(WatchedKey(key: try blob(), version: try uint64())) }
+        guard !operations.isEmpty || isTransaction else { throw .malformed("a command without operations") }
+        if isTransaction { return StrongCommand(transaction: operations, watched: watched) }
+        guard operations.count == 1, watched.isEmpty else { throw .malformed("a plain command has one operation") }
+        return StrongCommand(operations[0])
+    }
 
-        mutating func u8() throws(WireError) -> UInt8 { try integer(UInt8.self) }
-        mutating func u16() throws(WireError) -> UInt16 { try integer(UInt16.self) }
-        mutating func u64() throws(WireError) -> UInt64 { try integer(UInt64.self) }
-        mutating func i64() throws(WireError) -> Int64 { Int64(bitPattern: try integer(UInt64.self)) }
-        mutating func flag() throws(WireError) -> Bool {
-            switch try u8() {
-            case 0: return false
-            case 1: return true
-            case let other: throw .malformed("flag byte \(other)")
+    mutating func operation() throws(WireError) -> StrongOperation {
+        switch try uint8() {
+        case 1: return .get(key: try blob())
+        case 2: return .exists(key: try blob())
+        case 3: return .timeToLive(key: try blob())
+        case 4:
+            let key = try blob()
+            let value = try blob()
+            var options = SetOptions()
+            switch try uint8() {
+            case 0: options.condition = .always
+            case 1: options.condition = .ifAbsent
+            case 2: options.condition = .ifPresent
+            case 3: options.condition = .ifEqual(try blob())
+            case let other: throw .malformed("SET condition \(other)")
             }
-        }
-
-        /// A count of items that each take at least one byte: never more than the bytes left.
-        mutating func count() throws(WireError) -> Int {
-            let count = Int(try integer(UInt32.self))
-            guard count <= bytes.count - offset else { throw .malformed("count \(count) beyond the payload") }
-            return count
-        }
-
-        mutating func blob() throws(WireError) -> [UInt8] {
-            let count = Int(try integer(UInt32.self))
-            guard count <= bytes.count - offset else { throw .malformed("byte string beyond the payload") }
-            defer { offset += count }
-            return Array(bytes[offset..<(offset + count)])
-        }
-
-        mutating func partition() throws(WireError) -> Int { Int(try integer(UInt32.self)) }
-        mutating func ballot() throws(WireError) -> Ballot { Ballot(round: try u64(), voter: try u16()) }
-        mutating func request() throws(WireError) -> RequestID { RequestID(origin: try u16(), sequence: try u64()) }
-
-        mutating func chosen() throws(WireError) -> [ChosenEntry] {
-            var entries: [ChosenEntry] = []
-            for _ in 0..<(try count()) { entries.append(ChosenEntry(slot: try u64(), entry: try entry())) }
-            return entries
-        }
-
-        mutating func entry() throws(WireError) -> StrongEntry {
-            let request = try request()
-            let timeMs = try i64()
-            let command = try flag() ? try self.command() : nil
-            return StrongEntry(request: request, timeMs: timeMs, command: command)
-        }
-
-        mutating func command() throws(WireError) -> StrongCommand {
-            let isTransaction = try flag()
-            var operations: [StrongOperation] = []
-            for _ in 0..<(try count()) { operations.append(try operation()) }
-            var watched: [WatchedKey] = []
-            for _ in 0..<(try count()) { watched.append(WatchedKey(key: try blob(), version: try u64())) }
-            guard !operations.isEmpty || isTransaction else { throw .malformed("a command without operations") }
-            if isTransaction { return StrongCommand(transaction: operations, watched: watched) }
-            guard operations.count == 1, watched.isEmpty else { throw .malformed("a plain command has one operation") }
-            return StrongCommand(operations[0])
-        }
-
-        mutating func operation() throws(WireError) -> StrongOperation {
-            switch try u8() {
-            case 1: return .get(key: try blob())
-            case 2: return .exists(key: try blob())
-            case 3: return .timeToLive(key: try blob())
-            case 4:
-                let key = try blob()
-                let value = try blob()
-                var options = SetOptions()
-                switch try u8() {
-                case 0: options.condition = .always
-                case 1: options.condition = .ifAbsent
-                case 2: options.condition = .ifPresent
-                case 3: options.condition = .ifEqual(try blob())
-                case let other: throw .malformed("SET condition \(other)")
-                }
-                switch try u8() {
-                case 0: options.expiry = .none
-                case 1: options.expiry = .keep
-                case 2: options.expiry = .afterMs(try i64())
-                case let other: throw .malformed("SET expiry \(other)")
-                }
-                let hasFence = try flag()
-                let fence = try u64()
-                options.fence = hasFence ? fence : nil
-                options.returnPrevious = try flag()
-                return .set(key: key, value: value, options: options)
-            case 5: return .delete(key: try blob())
-            case 6: return .incrementBy(key: try blob(), amount: try i64())
-            case 7:
-                let key = try blob()
-                let hasTTL = try flag()
-                let ttl = try i64()
-                return .expire(key: key, ttlMs: hasTTL ? ttl : nil)
-            case 8: return .lock(name: try blob(), ttlMs: try i64(), owner: try blob())
-            case 9: return .unlock(name: try blob(), token: try u64())
-            case 10: return .version(key: try blob())
-            case let other: throw .malformed("unknown strong operation \(other)")
+            switch try uint8() {
+            case 0: options.expiry = .none
+            case 1: options.expiry = .keep
+            case 2: options.expiry = .afterMs(try int64())
+            case let other: throw .malformed("SET expiry \(other)")
             }
+            let hasFence = try flag()
+            let fence = try uint64()
+            options.fence = hasFence ? fence : nil
+            options.returnPrevious = try flag()
+            return .set(key: key, value: value, options: options)
+        case 5: return .delete(key: try blob())
+        case 6: return .incrementBy(key: try blob(), amount: try int64())
+        case 7:
+            let key = try blob()
+            let hasTTL = try flag()
+            let ttl = try int64()
+            return .expire(key: key, ttlMs: hasTTL ? ttl : nil)
+        case 8: return .lock(name: try blob(), ttlMs: try int64(), owner: try blob())
+        case 9: return .unlock(name: try blob(), token: try uint64())
+        case 10: return .version(key: try blob())
+        case let other: throw .malformed("unknown strong operation \(other)")
         }
+    }
 
-        mutating func reply(depth: Int) throws(WireError) -> StrongReply {
-            guard depth < 8 else { throw .malformed("reply nested too deep") }
-            switch try u8() {
-            case 0: return .ok
-            case 1: return .null
-            case 2: return .bulk(try blob())
-            case 3: return .integer(try i64())
-            case 4: return .error(String(decoding: try blob(), as: UTF8.self))
-            case 5:
-                var items: [StrongReply] = []
-                for _ in 0..<(try count()) { items.append(try reply(depth: depth + 1)) }
-                return .array(items)
-            case 6: return .nullArray
-            case let other: throw .malformed("unknown reply kind \(other)")
-            }
+    mutating func reply(depth: Int) throws(WireError) -> StrongReply {
+        guard depth < 8 else { throw .malformed("reply nested too deep") }
+        switch try uint8() {
+        case 0: return .ok
+        case 1: return .null
+        case 2: return .bulk(try blob())
+        case 3: return .integer(try int64())
+        case 4: return .error(String(decoding: try blob(), as: UTF8.self))
+        case 5:
+            var items: [StrongReply] = []
+            for _ in 0..<(try count()) { items.append(try reply(depth: depth + 1)) }
+            return .array(items)
+        case 6: return .nullArray
+        case let other: throw .malformed("unknown reply kind \(other)")
         }
     }
 }

@@ -68,7 +68,7 @@ public struct SnapshotChunk: Equatable, Sendable {
     }
 
     public init(decoding payload: [UInt8]) throws(WireError) {
-        var reader = DeltaBatch.Reader(payload)
+        var reader = WireReader(payload)
         let count = Int(try reader.uint32())
         let rawLength = Int(try reader.uint32())
         let checksum = try reader.uint32()
@@ -77,7 +77,7 @@ public struct SnapshotChunk: Equatable, Sendable {
         guard raw.count == rawLength else { throw .malformed("raw length \(raw.count), declared \(rawLength)") }
         let seed = payload.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<8])) }
         guard raw.withUnsafeBytes({ CRC32C.checksum($0, seed: seed) }) == checksum else { throw .checksumMismatch }
-        var body = DeltaBatch.Reader(raw)
+        var body = WireReader(raw)
         var states: [SnapshotState] = []
         states.reserveCapacity(min(count, 65536))
         for _ in 0..<count {
@@ -131,7 +131,7 @@ public struct SnapshotMarker: Equatable, Sendable {
     }
 
     public init(decoding bytes: [UInt8]) throws(WireError) {
-        var reader = DeltaBatch.Reader(bytes)
+        var reader = WireReader(bytes)
         origin = try reader.replica()
         through = try reader.uint64()
         guard reader.isAtEnd else { throw .malformed("bytes after the snapshot marker") }

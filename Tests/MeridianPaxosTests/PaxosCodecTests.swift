@@ -30,6 +30,7 @@ import Testing
         .learned(partition: 2, applied: 5), .learn(partition: 2, fromSlot: 6),
         .renew(partition: 2, ballot: Ballot(round: 3, voter: 0), truncateThrough: 2, sentAt: 8),
         .renewed(partition: 2, ballot: Ballot(round: 3, voter: 0), applied: 9, sentAt: 8),
+        .release(partition: 2, ballot: Ballot(round: 3, voter: 1)),
         .forward(partition: 2, request: RequestID(origin: 1, sequence: 2), command: StrongCommand(.get(key: Array("k".utf8)))),
         .forwardReply(request: RequestID(origin: 1, sequence: 2), outcome: .reply(.array([.ok, .null, .bulk([1, 2]), .integer(-1), .error("ERR x"), .nullArray]))),
         .forwardReply(request: RequestID(origin: 1, sequence: 3), outcome: .notLeader),
@@ -59,7 +60,7 @@ import Testing
         for _ in 0..<20_000 {
             let count = Int(random.next() % 40)
             var bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-            if !bytes.isEmpty { bytes[0] = UInt8(1 + random.next() % 12) }
+            if !bytes.isEmpty { bytes[0] = UInt8(1 + random.next() % 13) }
             _ = try? PaxosCodec.decode(bytes)
         }
     }

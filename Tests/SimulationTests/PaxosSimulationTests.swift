@@ -24,6 +24,7 @@ import Testing
             total.crashes += outcome.crashes
             total.messagesLost += outcome.messagesLost
             total.lockGrants += outcome.lockGrants
+            total.releases += outcome.releases
         }
         return total
     }
@@ -47,6 +48,16 @@ import Testing
         options.crashPerMille = 0
         let total = try #require(Self.run(50_000...50_049, options: options))
         #expect(total.uncertain == 0 && total.noQuorum == 0 && total.completed == 50 * options.operations, "\(total)")
+    }
+
+    /// The clients move from one data center to the other halfway: leaders hand the partitions
+    /// over (RELEASE) and the invariants hold through the handoffs.
+    @Test func leadershipFollowsTheClients() throws {
+        var options = PaxosSimulation.Options()
+        options.clientsMove = true
+        options.operations = 240
+        let total = try #require(Self.run(70_000...70_099, options: options))
+        #expect(total.releases > 0, "\(total)")
     }
 
     /// Five voters (three full data centers, two witnesses), many partitions, heavy faults.

@@ -10,7 +10,8 @@ import MeridianWire
 ///
 /// Keys: a kind byte, the partition (4 bytes, big-endian), and for entries the slot (8 bytes,
 /// big-endian), so one partition's entries are in slot order:
-/// `P` promised ballot, `A` accepted entry, `C` chosen entry, `F` the slot a witness forgot through.
+/// `P` promised ballot, `B` the last ballot this node proposed with, `A` accepted entry, `C` chosen
+/// entry, `F` the slot a witness forgot through.
 final class PaxosStore {
     let store: DurableStore
     /// Accepted slots on disk per partition: a witness's truncation deletes them by key.
@@ -44,6 +45,7 @@ final class PaxosStore {
                 var saved = state.partitions[partition] ?? DurablePartition()
                 switch key[0] {
                 case UInt8(ascii: "P"): saved.promised = try PaxosCodec.decodeBallot(value)
+                case UInt8(ascii: "B"): saved.proposed = try PaxosCodec.decodeBallot(value)
                 case UInt8(ascii: "A"):
                     saved.accepted[slot] = try PaxosCodec.decodeAccepted(slot: slot, value)
                     acceptedOnDisk[partition, default: []].insert(slot)
@@ -79,6 +81,8 @@ final class PaxosStore {
             switch change {
             case .promised(let partition, let ballot):
                 put(Self.key(UInt8(ascii: "P"), partition: partition), PaxosCodec.encode(ballot: ballot))
+            case .proposed(let partition, let ballot):
+                put(Self.key(UInt8(ascii: "B"), partition: partition), PaxosCodec.encode(ballot: ballot))
             case .accepted(let partition, let accepted):
                 put(Self.key(UInt8(ascii: "A"), partition: partition, slot: accepted.slot), PaxosCodec.encode(ballot: accepted.ballot, entry: accepted.entry))
                 acceptedOnDisk[partition, default: []].insert(accepted.slot)

@@ -16,8 +16,11 @@ public struct DeferredReply: Sendable {
 /// `StrongCommand`, committed (or read) through the key's partition by the strong engine, and
 /// answered when the engine says how it ended.
 extension CommandExecutor {
-    /// Strong values are bounded so that a Paxos message always fits a peer frame.
+    /// Strong values, and whole strong commands (a transaction, a multi-key DEL), are bounded
+    /// so that a Paxos message always fits a peer frame.
     static let strongValueBytesMax = 512 << 10
+    static let strongCommandBytesMax = 1 << 20
+    static let tooLarge = "ERR strong command too large: one Paxos entry holds at most 1 MiB (keys, values and operations together)"
 
     /// The commands strong keys support (named in the error for the others).
     static let strongCommandNames = "GET, SET (NX|XX, EX|PX|EXAT|PXAT|KEEPTTL, GET, IFEQ, FENCE), SETNX, SETEX, PSETEX, GETSET, GETDEL, DEL, UNLINK, EXISTS, TYPE, INCR, DECR, INCRBY, DECRBY, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, TTL, PTTL, PERSIST"
@@ -102,6 +105,10 @@ extension CommandExecutor {
         }
         let operations = translation.operations
         let command = translation.isTransaction ? StrongCommand(transaction: operations) : StrongCommand(operations[0])
+        guard command.approximateBytes <= Self.strongCommandBytesMax else {
+            error(Self.tooLarge, into: &out)
+            return .keepOpen
+        }
         let version = resp
         let replyShape = translation.shape
         let timeoutMs = engine.configuration.timeoutMs
@@ -177,7 +184,15 @@ extension CommandExecutor {
                 error("ERR invalid expire time in '\(CommandTable.spec(id).name)' command", into: &out)
                 return nil
             }
-            let ttl = id == .expireat || id == .pexpireat ? scaled.subtractingReportingOverflow(now).partialValue : scaled
+            var ttl = scaled
+            if id == .expireat || id == .pexpireat {
+                let (relative, overflow) = scaled.subtractingReportingOverflow(now)
+                guard !overflow else {
+                    error("ERR invalid expire time in '\(CommandTable.spec(id).name)' command", into: &out)
+                    return nil
+                }
+                ttl = relative
+            }
             operations = [.expire(key: bytes(1), ttlMs: ttl)]
         case .persist: operations = [.expire(key: bytes(1), ttlMs: nil)]
         case .ttl, .pttl:
@@ -191,6 +206,10 @@ extension CommandExecutor {
             }
             guard let ttl = Self.parseInt64(a[2]), ttl > 0, ttl <= Self.lockTTLMaxMs else {
                 error("ERR LOCK's TTL must be a number of milliseconds from 1 to \(Self.lockTTLMaxMs)", into: &out)
+                return nil
+            }
+            guard a.count == 3 || a[3].readableBytes <= Limits.keyBytesMax else {
+                error("ERR LOCK's owner is limited to \(Limits.keyBytesMax) bytes", into: &out)
                 return nil
             }
             operations = [.lock(name: bytes(1), ttlMs: ttl, owner: a.count == 4 ? bytes(3) : [])]

@@ -37,6 +37,8 @@ public final class StrongEngine: @unchecked Sendable {
         public var messagesSent = 0
         public var messagesReceived = 0
         public var messagesDropped = 0
+        /// Messages refused because a field was out of range (a damaged or hostile peer).
+        public var messagesRejected = 0
         public var syncedBatches = 0
         public var syncMicrosecondsTotal = 0
         /// Partitions this node leads, and of those, the ones whose lease it holds.
@@ -256,6 +258,7 @@ public final class StrongEngine: @unchecked Sendable {
             lastPublishNs = nowNs
             var snapshot = statistics
             snapshot.partitionsActive = replica.partitions.count
+            snapshot.messagesRejected = replica.rejectedMessages
             snapshot.partitionsLed = replica.partitions.keys.filter { replica.isLeader($0) }.count
             snapshot.leasesHeld = replica.partitions.keys.filter { replica.holdsLease($0, now: now) }.count
             published.withLockedValue { $0 = snapshot }

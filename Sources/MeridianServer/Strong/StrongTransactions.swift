@@ -109,6 +109,10 @@ extension CommandExecutor {
             return .keepOpen
         }
         let command = StrongCommand(transaction: operations, watched: watched)
+        guard command.approximateBytes <= Self.strongCommandBytesMax else {
+            error(Self.tooLarge, into: &out)
+            return .keepOpen
+        }
         let version = resp
         let timeoutMs = engine.configuration.timeoutMs
         let commands = queue.commands.map { ($0.operations.count, $0.shape) }
