@@ -55,6 +55,16 @@ import Testing
         #expect(state.read(StrongCommand(.exists(key: Self.bytes("u"))), nowMs: 1_700) == .integer(0))
     }
 
+    /// TTLs come from clients: the largest ones saturate instead of trapping the state machine.
+    @Test func hugeTTLsSaturate() {
+        var state = StrongState()
+        #expect(state.apply(Self.entry(.set(key: Self.bytes("a"), value: Self.bytes("1"), options: SetOptions(expiry: .afterMs(.max)))), slot: 1) == .ok)
+        #expect(state.read(StrongCommand(.timeToLive(key: Self.bytes("a"))), nowMs: 0) == .integer(.max - 1_000))
+        #expect(state.apply(Self.entry(.expire(key: Self.bytes("a"), ttlMs: .max)), slot: 2) == .integer(1))
+        #expect(state.apply(Self.entry(.lock(name: Self.bytes("l"), ttlMs: .max, owner: [])), slot: 3) == .integer(3))
+        #expect(state.read(StrongCommand(.get(key: Self.bytes("a"))), nowMs: .max - 1) == .bulk(Self.bytes("1")))
+    }
+
     @Test func transactionsApplyAllOrNothingAndHonourWatch() {
         var state = StrongState()
         _ = state.apply(Self.entry(.set(key: Self.bytes("{t}a"), value: Self.bytes("1"), options: .init())), slot: 1)

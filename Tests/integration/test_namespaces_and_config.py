@@ -115,6 +115,16 @@ def test_strong_keys_on_a_single_node(meridian_ns):
     for args, expected in refused:
         reply = raw.command(*args)
         assert reply[0] == "error" and expected in reply[1], (args, reply)
+    # strong keys obey the key limit, and one strong command holds at most about 1 MiB
+    reply = raw.command("SET", "config:" + "k" * 300, "v")
+    assert reply[0] == "error" and b"key too long" in reply[1], reply
+    big = "v" * (500 * 1024)
+    assert raw.command("MULTI") == ("simple", b"OK")
+    for name in ("a", "b", "c"):
+        assert raw.command("SET", "config:{big}" + name, big) == ("simple", b"QUEUED")
+    reply = raw.command("EXEC")
+    assert reply[0] == "error" and b"strong command too large" in reply[1], reply
+    assert raw.command("EXISTS", "config:{big}a") == ("int", 0)
     assert raw.command("GET", "plain") == ("bulk", b"1")
     assert raw.command("EXISTS", "fresh", "profile:1:emails") == ("int", 0)
     assert [raw.command("EXISTS", key) for key in ("config:x", "config:y", "config:moved")] == [("int", 0)] * 3

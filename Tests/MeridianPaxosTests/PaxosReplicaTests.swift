@@ -1,0 +1,73 @@
+// Unit checks of the replica on inputs the simulator does not make: a restart after a PREPARE
+// its own acceptor refused, and messages whose fields are out of range.
+import MeridianCore
+import MeridianPaxos
+import Testing
+
+@Suite struct PaxosReplicaTests {
+    static func replica(durable: PaxosDurableState = PaxosDurableState(), restarted: Bool = false) -> PaxosReplica {
+        PaxosReplica(
+            configuration: PaxosConfiguration(voterCount: 3, learners: [0, 1], me: 0, partitionCount: 4), durable: durable,
+            now: PaxosTime(monotonicMs: 1_000, wallMs: 1_700_000_000_000), seed: 1, restarted: restarted)
+    }
+
+    static func prepareRounds(_ effects: PaxosEffects) -> [UInt64] {
+        effects.messages.compactMap { if case .prepare(_, let ballot, _, _) = $0.message { return ballot.round } else { return nil } }
+    }
+
+    /// The ballot a PREPARE carries is on disk before the PREPARE leaves; after a restart the
+    /// next PREPARE uses a higher round even though no acceptor (its own included) promised it.
+    @Test func aRestartedProposerNeverReusesItsBallot() {
+        var first = Self.replica()
+        first.submit(StrongCommand(.get(key: Array("k".utf8))), partition: 1, client: 1, now: PaxosTime(monotonicMs: 1_000, wallMs: 0))
+        let rounds = Self.prepareRounds(first.effects)
+        #expect(!rounds.isEmpty)
+        #expect(first.effects.persist.contains { if case .proposed(1, let ballot) = $0 { return ballot.round == rounds[0] } else { return false } })
+        var disk = PaxosDurableState()
+        for change in first.effects.persist { disk.apply(change) }
+        var restarted = Self.replica(durable: disk, restarted: true)
+        let later = PaxosTime(monotonicMs: 10_000, wallMs: 0)
+        restarted.submit(StrongCommand(.get(key: Array("k".utf8))), partition: 1, client: 2, now: later)
+        #expect(Self.prepareRounds(restarted.effects).allSatisfy { $0 > rounds[0] })
+    }
+
+    /// Out-of-range voters, rounds, slots and durations are dropped and counted, never trapped on.
+    @Test func messagesOutOfRangeAreRejected() {
+        var replica = Self.replica()
+        let now = PaxosTime(monotonicMs: 5_000, wallMs: 0)
+        let noop = StrongEntry.noop(timeMs: 0)
+        let hostile: [PaxosMessage] = [
+            .prepare(partition: 0, ballot: Ballot(round: .max, voter: 1), fromSlot: 1, sentAt: 0),
+            .prepare(partition: 0, ballot: Ballot(round: 1, voter: 99), fromSlot: 1, sentAt: 0),
+            .accept(partition: 0, ballot: Ballot(round: 1, voter: 1), slot: .max, entry: noop, chosenThrough: 0, truncateThrough: 0, sentAt: 0),
+            .nack(partition: 0, ballot: .zero, promised: .zero, leaseHolder: 1, leaseRemainingMs: .max, behindFrom: nil),
+            .nack(partition: 0, ballot: .zero, promised: .zero, leaseHolder: 42, leaseRemainingMs: 10, behindFrom: nil),
+            .promise(partition: 0, ballot: Ballot(round: 1, voter: 0), accepted: [AcceptedEntry(slot: .max - 1, ballot: Ballot(round: 1, voter: 1), entry: noop)],
+                     chosen: [], applied: 0, sentAt: 0),
+            .commit(partition: 0, entries: [ChosenEntry(slot: .max, entry: noop)], chosenThrough: 0, truncateThrough: 0),
+            .forward(partition: 0, request: RequestID(origin: 77, sequence: 1), command: StrongCommand(.get(key: [1]))),
+        ]
+        for message in hostile { replica.receive(message, from: 1, now: now) }
+        replica.receive(.learned(partition: 0, applied: 1), from: 9, now: now)
+        #expect(replica.rejectedMessages == hostile.count + 1)
+        #expect(replica.effects.messages.isEmpty && replica.effects.persist.isEmpty)
+    }
+
+    /// A promise reporting an accepted slot far beyond the log (damaged) makes the proposer give
+    /// up that ballot rather than fill millions of slots with noops.
+    @Test func aPromiseWithAnImpossibleGapIsNotRecovered() {
+        var replica = Self.replica()
+        let now = PaxosTime(monotonicMs: 1_000, wallMs: 0)
+        replica.submit(StrongCommand(.get(key: [1])), partition: 0, client: 1, now: now)
+        guard case .prepare(_, let ballot, _, _)? = replica.effects.messages.first?.message else {
+            Issue.record("no PREPARE"); return
+        }
+        replica.effects = PaxosEffects()
+        let far = AcceptedEntry(slot: 1 << 40, ballot: Ballot(round: 1, voter: 1), entry: .noop(timeMs: 0))
+        replica.receive(.promise(partition: 0, ballot: ballot, accepted: [far], chosen: [], applied: 0, sentAt: 1_000), from: 1, now: now)
+        replica.receive(.promise(partition: 0, ballot: ballot, accepted: [], chosen: [], applied: 0, sentAt: 1_000), from: 2, now: now)
+        #expect(!replica.isLeader(0))
+        #expect(replica.rejectedMessages == 1)
+        #expect(replica.effects.messages.count < 10)
+    }
+}
