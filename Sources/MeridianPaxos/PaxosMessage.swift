@@ -56,8 +56,9 @@ public enum ForwardOutcome: Equatable, Sendable {
 public enum PaxosMessage: Equatable, Sendable {
     case prepare(partition: Int, ballot: Ballot, fromSlot: UInt64, sentAt: Int64)
     /// `chosen`: entries the voter knows chosen at or above `fromSlot`; `accepted`: the ones it
-    /// accepted and does not know chosen.
-    case promise(partition: Int, ballot: Ballot, accepted: [AcceptedEntry], chosen: [ChosenEntry], applied: UInt64, sentAt: Int64)
+    /// accepted and does not know chosen. A promise too large for one frame comes in `parts`
+    /// messages (`part` is 0-based); it counts once every part has arrived.
+    case promise(partition: Int, ballot: Ballot, accepted: [AcceptedEntry], chosen: [ChosenEntry], applied: UInt64, sentAt: Int64, part: Int, parts: Int)
     case accept(partition: Int, ballot: Ballot, slot: UInt64, entry: StrongEntry, chosenThrough: UInt64, truncateThrough: UInt64, sentAt: Int64)
     case accepted(partition: Int, ballot: Ballot, slot: UInt64, applied: UInt64, sentAt: Int64)
     /// A refusal: `promised` is the ballot the voter holds; `leaseHolder` the voter it granted
@@ -80,7 +81,7 @@ public enum PaxosMessage: Equatable, Sendable {
 
     public var partition: Int? {
         switch self {
-        case .prepare(let p, _, _, _), .promise(let p, _, _, _, _, _), .accept(let p, _, _, _, _, _, _),
+        case .prepare(let p, _, _, _), .promise(let p, _, _, _, _, _, _, _), .accept(let p, _, _, _, _, _, _),
              .accepted(let p, _, _, _, _), .nack(let p, _, _, _, _, _), .commit(let p, _, _, _),
              .learned(let p, _), .learn(let p, _), .renew(let p, _, _, _), .renewed(let p, _, _, _),
              .release(let p, _), .forward(let p, _, _):

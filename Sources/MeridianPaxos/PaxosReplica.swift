@@ -140,8 +140,8 @@ public struct PaxosReplica: Sendable {
         switch message {
         case .prepare(let p, let ballot, let fromSlot, let sentAt):
             onPrepare(p, ballot: ballot, fromSlot: fromSlot, sentAt: sentAt, from: voter, now: now)
-        case .promise(let p, let ballot, let accepted, let chosen, let applied, let sentAt):
-            onPromise(p, ballot: ballot, accepted: accepted, chosen: chosen, applied: applied, sentAt: sentAt, from: voter, now: now)
+        case .promise(let p, let ballot, let accepted, let chosen, let applied, let sentAt, let part, let parts):
+            onPromise(p, ballot: ballot, accepted: accepted, chosen: chosen, applied: applied, sentAt: sentAt, part: part, parts: parts, from: voter, now: now)
         case .accept(let p, let ballot, let slot, let entry, let chosenThrough, let truncateThrough, let sentAt):
             onAccept(p, ballot: ballot, slot: slot, entry: entry, chosenThrough: chosenThrough, truncateThrough: truncateThrough, sentAt: sentAt, from: voter, now: now)
         case .accepted(let p, let ballot, let slot, let applied, let sentAt):
@@ -363,8 +363,9 @@ public struct PaxosReplica: Sendable {
         switch message {
         case .prepare(_, let b, let from, _):
             return ballot(b) && slot(from)
-        case .promise(_, let b, let accepted, let chosen, let applied, _):
+        case .promise(_, let b, let accepted, let chosen, let applied, _, let part, let parts):
             return ballot(b) && slot(applied) && accepted.allSatisfy { ballot($0.ballot) && slot($0.slot) } && chosen.allSatisfy { slot($0.slot) }
+                && parts >= 1 && parts <= 4096 && part >= 0 && part < parts
         case .accept(_, let b, let s, _, let chosenThrough, let truncateThrough, _):
             return ballot(b) && slot(s) && slot(chosenThrough) && slot(truncateThrough)
         case .accepted(_, let b, let s, let applied, _):
@@ -437,12 +438,26 @@ public struct PaxosReplica: Sendable {
         }
         grantLease(&state, to: ballot, now: now)
         let accepted = state.accepted.values.filter { $0.slot >= fromSlot && state.chosen[$0.slot] == nil }.sorted { $0.slot < $1.slot }
-        let promise = PaxosMessage.promise(
-            partition: p, ballot: ballot, accepted: accepted,
-            chosen: chosen.map { ChosenEntry(slot: $0, entry: state.chosen[$0]!) }, applied: state.applied, sentAt: sentAt)
+        // Accepted entries can add up to more than a frame holds (a witness keeps them while a
+        // full voter is away): the promise goes in parts of at most `promiseBytesMax` each.
+        var parts: [[AcceptedEntry]] = [[]]
+        var partBytes = chosenBytes
+        for entry in accepted {
+            let bytes = entry.entry.approximateBytes + 24
+            if partBytes + bytes > Self.promiseBytesMax && !parts[parts.count - 1].isEmpty {
+                parts.append([])
+                partBytes = 0
+            }
+            parts[parts.count - 1].append(entry)
+            partBytes += bytes
+        }
+        let chosenEntries = chosen.map { ChosenEntry(slot: $0, entry: state.chosen[$0]!) }
         partitions[p] = state
         if Int(ballot.voter) != configuration.me { stepDownIfBeaten(p, by: ballot, now: now) }
-        send(promise, to: voter)
+        for (index, part) in parts.enumerated() {
+            send(.promise(partition: p, ballot: ballot, accepted: part, chosen: index == 0 ? chosenEntries : [], applied: state.applied,
+                          sentAt: sentAt, part: index, parts: parts.count), to: voter)
+        }
     }
 
     private mutating func onAccept(
@@ -567,10 +582,28 @@ public struct PaxosReplica: Sendable {
 
     private mutating func onPromise(
         _ p: Int, ballot: Ballot, accepted: [AcceptedEntry], chosen: [ChosenEntry], applied: UInt64, sentAt: Int64,
-        from voter: Int, now: PaxosTime
+        part: Int, parts: Int, from voter: Int, now: PaxosTime
     ) {
-        guard var state = partitions[p], case .preparing(var preparing) = state.role, preparing.ballot == ballot else { return }
-        preparing.promises[voter] = Promise(accepted: accepted, chosen: chosen, sentAt: min(sentAt, now.monotonicMs))
+        guard var state = partitions[p], case .preparing(var preparing) = state.role, preparing.ballot == ballot,
+              preparing.promises[voter] == nil else { return }
+        var promise = preparing.partial[voter] ?? Promise(accepted: [], chosen: [], sentAt: min(sentAt, now.monotonicMs), answer: sentAt)
+        // Parts of one answer share its PREPARE's sentAt; an answer to a retransmitted PREPARE
+        // starts over (parts of two answers are never mixed), and a part counts once.
+        if promise.answer != sentAt {
+            promise = Promise(accepted: [], chosen: [], sentAt: min(sentAt, now.monotonicMs), answer: sentAt)
+        }
+        guard promise.parts == nil || promise.parts == parts, !promise.partsSeen.contains(part) else { return }
+        promise.parts = parts
+        promise.partsSeen.insert(part)
+        promise.accepted += accepted
+        promise.chosen += chosen
+        promise.sentAt = min(promise.sentAt, sentAt, now.monotonicMs)
+        if promise.partsSeen.count == parts {
+            preparing.partial[voter] = nil
+            preparing.promises[voter] = promise
+        } else {
+            preparing.partial[voter] = promise
+        }
         if configuration.learners.contains(voter) { state.fullApplied[voter] = max(state.fullApplied[voter] ?? 0, applied) }
         state.role = .preparing(preparing)
         partitions[p] = state
@@ -917,7 +950,9 @@ struct Preparing: Sendable {
     var ballot: Ballot
     var fromSlot: UInt64
     var lastSend: Int64
+    /// Complete promises, and promises some of whose parts are still on the way.
     var promises: [Int: Promise] = [:]
+    var partial: [Int: Promise] = [:]
     var refusals: Set<Int> = []
 }
 
@@ -925,6 +960,11 @@ struct Promise: Sendable {
     var accepted: [AcceptedEntry]
     var chosen: [ChosenEntry]
     var sentAt: Int64
+    /// The sentAt of the PREPARE this answers (what ties the parts of one answer together).
+    var answer: Int64 = 0
+    /// A promise in parts: how many, and which arrived.
+    var parts: Int?
+    var partsSeen: Set<Int> = []
 }
 
 struct Leading: Sendable {

@@ -10,12 +10,12 @@ public enum PaxosCodec {
         switch message {
         case .prepare(let p, let ballot, let fromSlot, let sentAt):
             writer.u8(1); writer.partition(p); writer.ballot(ballot); writer.u64(fromSlot); writer.i64(sentAt)
-        case .promise(let p, let ballot, let accepted, let chosen, let applied, let sentAt):
+        case .promise(let p, let ballot, let accepted, let chosen, let applied, let sentAt, let part, let parts):
             writer.u8(2); writer.partition(p); writer.ballot(ballot)
             writer.u32(UInt32(accepted.count))
             for entry in accepted { writer.u64(entry.slot); writer.ballot(entry.ballot); writer.entry(entry.entry) }
             writer.chosen(chosen)
-            writer.u64(applied); writer.i64(sentAt)
+            writer.u64(applied); writer.i64(sentAt); writer.u32(UInt32(part)); writer.u32(UInt32(parts))
         case .accept(let p, let ballot, let slot, let entry, let chosenThrough, let truncateThrough, let sentAt):
             writer.u8(3); writer.partition(p); writer.ballot(ballot); writer.u64(slot); writer.entry(entry)
             writer.u64(chosenThrough); writer.u64(truncateThrough); writer.i64(sentAt)
@@ -64,7 +64,11 @@ public enum PaxosCodec {
                 accepted.append(AcceptedEntry(slot: try reader.uint64(), ballot: try reader.ballot(), entry: try reader.entry()))
             }
             let chosen = try reader.chosen()
-            message = .promise(partition: p, ballot: ballot, accepted: accepted, chosen: chosen, applied: try reader.uint64(), sentAt: try reader.int64())
+            let applied = try reader.uint64()
+            let sentAt = try reader.int64()
+            let part = Int(try reader.uint32())
+            let parts = Int(try reader.uint32())
+            message = .promise(partition: p, ballot: ballot, accepted: accepted, chosen: chosen, applied: applied, sentAt: sentAt, part: part, parts: parts)
         case 3:
             message = .accept(
                 partition: try reader.partition(), ballot: try reader.ballot(), slot: try reader.uint64(), entry: try reader.entry(),

@@ -21,7 +21,7 @@ import Testing
     static let messages: [PaxosMessage] = [
         .prepare(partition: 3, ballot: Ballot(round: 7, voter: 2), fromSlot: 11, sentAt: -5),
         .promise(partition: 3, ballot: Ballot(round: 7, voter: 2), accepted: [AcceptedEntry(slot: 12, ballot: Ballot(round: 6, voter: 0), entry: entry)],
-                 chosen: [ChosenEntry(slot: 11, entry: .noop(timeMs: 5))], applied: 10, sentAt: 44),
+                 chosen: [ChosenEntry(slot: 11, entry: .noop(timeMs: 5))], applied: 10, sentAt: 44, part: 1, parts: 3),
         .accept(partition: 0, ballot: Ballot(round: 1, voter: 0), slot: 1, entry: entry, chosenThrough: 0, truncateThrough: 0, sentAt: 1),
         .accepted(partition: 0, ballot: Ballot(round: 1, voter: 0), slot: 1, applied: 0, sentAt: 1),
         .nack(partition: 1, ballot: .zero, promised: Ballot(round: 9, voter: 1), leaseHolder: 1, leaseRemainingMs: 1_500, behindFrom: nil),

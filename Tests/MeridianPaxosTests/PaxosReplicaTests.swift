@@ -43,14 +43,15 @@ import Testing
             .nack(partition: 0, ballot: .zero, promised: .zero, leaseHolder: 1, leaseRemainingMs: .max, behindFrom: nil),
             .nack(partition: 0, ballot: .zero, promised: .zero, leaseHolder: 42, leaseRemainingMs: 10, behindFrom: nil),
             .promise(partition: 0, ballot: Ballot(round: 1, voter: 0), accepted: [AcceptedEntry(slot: .max - 1, ballot: Ballot(round: 1, voter: 1), entry: noop)],
-                     chosen: [], applied: 0, sentAt: 0),
+                     chosen: [], applied: 0, sentAt: 0, part: 0, parts: 1),
             .commit(partition: 0, entries: [ChosenEntry(slot: .max, entry: noop)], chosenThrough: 0, truncateThrough: 0),
             .forward(partition: 0, request: RequestID(origin: 77, sequence: 1), command: StrongCommand(.get(key: [1]))),
         ]
         for message in hostile { replica.receive(message, from: 1, now: now) }
         replica.receive(.learned(partition: 0, applied: 1), from: 9, now: now)
-        #expect(replica.rejectedMessages == hostile.count + 1)
-        #expect(replica.effects.messages.isEmpty && replica.effects.persist.isEmpty)
+        let rejected = replica.rejectedMessages
+        let quiet = replica.effects.messages.isEmpty && replica.effects.persist.isEmpty
+        #expect(rejected == hostile.count + 1 && quiet)
     }
 
     /// A promise reporting an accepted slot far beyond the log (damaged) makes the proposer give
@@ -64,10 +65,57 @@ import Testing
         }
         replica.effects = PaxosEffects()
         let far = AcceptedEntry(slot: 1 << 40, ballot: Ballot(round: 1, voter: 1), entry: .noop(timeMs: 0))
-        replica.receive(.promise(partition: 0, ballot: ballot, accepted: [far], chosen: [], applied: 0, sentAt: 1_000), from: 1, now: now)
-        replica.receive(.promise(partition: 0, ballot: ballot, accepted: [], chosen: [], applied: 0, sentAt: 1_000), from: 2, now: now)
-        #expect(!replica.isLeader(0))
-        #expect(replica.rejectedMessages == 1)
-        #expect(replica.effects.messages.count < 10)
+        replica.receive(.promise(partition: 0, ballot: ballot, accepted: [far], chosen: [], applied: 0, sentAt: 1_000, part: 0, parts: 1), from: 1, now: now)
+        replica.receive(.promise(partition: 0, ballot: ballot, accepted: [], chosen: [], applied: 0, sentAt: 1_000, part: 0, parts: 1), from: 2, now: now)
+        let leader = replica.isLeader(0)
+        let rejected = replica.rejectedMessages
+        let sent = replica.effects.messages.count
+        #expect(!leader && rejected == 1 && sent < 10)
+    }
+}
+
+extension PaxosReplicaTests {
+    /// A witness holding more accepted entries than one frame carries answers PREPARE in parts;
+    /// the proposer counts its promise once every part arrived (here in reverse order, one
+    /// twice) and re-proposes every entry it reported.
+    @Test func aPromiseTooLargeForOneFrameComesInParts() {
+        let now = PaxosTime(monotonicMs: 1_000, wallMs: 0)
+        var witness = PaxosReplica(
+            configuration: PaxosConfiguration(voterCount: 3, learners: [0, 1], me: 2, partitionCount: 4), durable: PaxosDurableState(),
+            now: now, seed: 2, restarted: false)
+        let old = Ballot(round: 0, voter: 1)  // below the proposer's first ballot (1.0)
+        let big = [UInt8](repeating: 7, count: 700 << 10)
+        for slot in UInt64(1)...3 {
+            let entry = StrongEntry(request: RequestID(origin: 1, sequence: slot), timeMs: 0,
+                                    command: StrongCommand(.set(key: Array("k\(slot)".utf8), value: big, options: SetOptions())))
+            witness.receive(.accept(partition: 0, ballot: old, slot: slot, entry: entry, chosenThrough: 0, truncateThrough: 0, sentAt: 0), from: 1, now: now)
+        }
+        witness.effects = PaxosEffects()
+        // Later than the lease the witness granted voter 1 with those ACCEPTs.
+        let later = PaxosTime(monotonicMs: 5_000, wallMs: 0)
+        var proposer = Self.replica()
+        proposer.submit(StrongCommand(.get(key: [1])), partition: 0, client: 1, now: later)
+        guard case .prepare(_, let ballot, let fromSlot, let sentAt)? = proposer.effects.messages.first?.message else {
+            Issue.record("no PREPARE"); return
+        }
+        proposer.effects = PaxosEffects()
+        witness.receive(.prepare(partition: 0, ballot: ballot, fromSlot: fromSlot, sentAt: sentAt), from: 0, now: later)
+        let parts = witness.effects.messages.map(\.message)
+        let partCount = parts.count
+        #expect(partCount >= 2)
+        proposer.receive(.promise(partition: 0, ballot: ballot, accepted: [], chosen: [], applied: 0, sentAt: sentAt, part: 0, parts: 1), from: 0, now: later)
+        var leaderEarly = false
+        for message in parts.reversed() {
+            leaderEarly = leaderEarly || proposer.isLeader(0)
+            proposer.receive(message, from: 2, now: later)
+        }
+        #expect(!leaderEarly, "leader before every part arrived")
+        proposer.receive(parts[0], from: 2, now: later)  // a duplicate part changes nothing
+        let leader = proposer.isLeader(0)
+        #expect(leader)
+        let reproposed = Set(proposer.effects.messages.compactMap { item -> UInt64? in
+            if case .accept(_, _, let slot, let entry, _, _, _) = item.message, entry.command != nil { return slot } else { return nil }
+        })
+        #expect(reproposed == [1, 2, 3])
     }
 }

@@ -50,6 +50,26 @@ import Testing
         #expect(total.uncertain == 0 && total.noQuorum == 0 && total.completed == 50 * options.operations, "\(total)")
     }
 
+    /// Seeds that once failed, kept as tests of their own:
+    /// - 50025, without faults: a leader stepped down (a witness had promised a rival ballot) with
+    ///   proposals in flight, no new command came, and the log stayed unfinished until every
+    ///   client timed out — now a follower with proposals in limbo, or a gap it cannot learn,
+    ///   leads to finish the log;
+    /// - 613: a FORWARD delivered twice was proposed twice and a CAS applied twice (the client
+    ///   saw the second outcome) — now a request is applied once and answers as it first did.
+    @Test(arguments: [(UInt64(50_025), false), (613, true)])
+    func seedsThatOnceFailed(seed: UInt64, faults: Bool) throws {
+        var options = PaxosSimulation.Options()
+        if !faults {
+            options.lossPercent = 0
+            options.duplicatePercent = 0
+            options.partitionPerMille = 0
+            options.crashPerMille = 0
+        }
+        let total = try #require(Self.run(seed...seed, options: options))
+        if !faults { #expect(total.uncertain == 0 && total.noQuorum == 0, "\(total)") }
+    }
+
     /// The clients move from one data center to the other halfway: leaders hand the partitions
     /// over (RELEASE) and the invariants hold through the handoffs.
     @Test func leadershipFollowsTheClients() throws {
