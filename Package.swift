@@ -104,7 +104,7 @@ let package = Package(
         .testTarget(
             name: "MeridianServerTests",
             dependencies: [
-                "MeridianServer", "MeridianCore", "MeridianStorage",
+                "MeridianServer", "MeridianCore", "MeridianStorage", "MeridianPaxos", "MeridianWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

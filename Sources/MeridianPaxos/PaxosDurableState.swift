@@ -13,6 +13,10 @@ public enum DurableChange: Equatable, Sendable {
     case chosen(partition: Int, ChosenEntry)
     /// A witness forgets accepted entries every full voter has applied.
     case forgetAccepted(partition: Int, throughSlot: UInt64)
+    /// A learner's applied state at `slot` (log compaction): a restart starts from it.
+    case snapshot(partition: Int, slot: UInt64, state: StrongStateSnapshot)
+    /// A learner forgets chosen entries every full voter has applied and its snapshot covers.
+    case forgetChosen(partition: Int, throughSlot: UInt64)
 }
 
 public struct DurablePartition: Equatable, Sendable {
@@ -21,8 +25,16 @@ public struct DurablePartition: Equatable, Sendable {
     public var accepted: [UInt64: AcceptedEntry] = [:]
     public var chosen: [UInt64: StrongEntry] = [:]
     public var forgottenThrough: UInt64 = 0
+    public var snapshot: (slot: UInt64, state: StrongStateSnapshot)?
+    public var chosenForgottenThrough: UInt64 = 0
 
     public init() {}
+
+    public static func == (lhs: DurablePartition, rhs: DurablePartition) -> Bool {
+        lhs.promised == rhs.promised && lhs.proposed == rhs.proposed && lhs.accepted == rhs.accepted && lhs.chosen == rhs.chosen
+            && lhs.forgottenThrough == rhs.forgottenThrough && lhs.snapshot?.slot == rhs.snapshot?.slot
+            && lhs.snapshot?.state == rhs.snapshot?.state && lhs.chosenForgottenThrough == rhs.chosenForgottenThrough
+    }
 }
 
 /// A voter's durable Paxos state: what the server reloads from its store, and what the
@@ -43,6 +55,13 @@ public struct PaxosDurableState: Equatable, Sendable {
         case .chosen(let partition, let chosen):
             partitions[partition, default: DurablePartition()].chosen[chosen.slot] = chosen.entry
             partitions[partition]?.accepted[chosen.slot] = nil
+        case .snapshot(let partition, let slot, let state):
+            partitions[partition, default: DurablePartition()].snapshot = (slot, state)
+        case .forgetChosen(let partition, let through):
+            var state = partitions.removeValue(forKey: partition) ?? DurablePartition()
+            state.chosen = state.chosen.filter { $0.key > through }
+            state.chosenForgottenThrough = max(state.chosenForgottenThrough, through)
+            partitions[partition] = state
         case .forgetAccepted(let partition, let through):
             var state = partitions[partition, default: DurablePartition()]
             state.accepted = state.accepted.filter { $0.key > through }

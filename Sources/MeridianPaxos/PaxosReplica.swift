@@ -17,6 +17,9 @@ public struct PaxosConfiguration: Sendable {
     public var timeoutMs: Int64 = 2_000
     /// Unanswered PREPARE / ACCEPT / LEARN are sent again after this long.
     public var retryMs: Int64 = 200
+    /// A learner snapshots its applied state every this many entries, and forgets the chosen
+    /// entries its snapshot covers once every full voter has applied them (log compaction).
+    public var compactionEntries: UInt64 = 10_000
 
     public init(voterCount: Int, learners: [Int], me: Int, partitionCount: Int) {
         self.voterCount = voterCount
@@ -107,7 +110,14 @@ public struct PaxosReplica: Sendable {
                 state.promised = max(state.promised, accepted.ballot)
             }
             state.highestSeen = max(state.promised, saved.proposed)
+            if let snapshot = saved.snapshot {
+                state.state = StrongState(snapshot.state)
+                state.applied = snapshot.slot
+                state.snapshotSlot = snapshot.slot
+            }
             state.chosen = saved.chosen
+            state.chosenFloor = saved.chosenForgottenThrough
+            state.accepted = state.accepted.filter { $0.key > state.applied }
             partitions[index] = state
             applyContiguous(index)
         }
@@ -334,6 +344,25 @@ public struct PaxosReplica: Sendable {
                     send(.learned(partition: p, applied: state.applied), to: voter)
                 }
                 state = partitions[p]!
+            }
+            // Log compaction: snapshot the applied state every `compactionEntries`, and forget
+            // chosen entries that the snapshot covers and every full voter has applied (no
+            // learner will ask for them, and no phase 1 starts below them).
+            if !configuration.isWitness {
+                if state.applied >= state.snapshotSlot + configuration.compactionEntries {
+                    state.snapshotSlot = state.applied
+                    effects.persist.append(.snapshot(partition: p, slot: state.applied, state: state.state.snapshot()))
+                }
+                var everywhere = state.applied
+                for learner in configuration.learners where learner != configuration.me {
+                    everywhere = min(everywhere, state.fullApplied[learner] ?? 0)
+                }
+                let forgettable = min(everywhere, state.snapshotSlot)
+                if forgettable >= state.chosenFloor + max(1, configuration.compactionEntries / 2) {
+                    state.chosen = state.chosen.filter { $0.key > forgettable }
+                    state.chosenFloor = forgettable
+                    effects.persist.append(.forgetChosen(partition: p, throughSlot: forgettable))
+                }
             }
             // Catch up: a learner that knows of chosen slots it lacks asks for them.
             if !configuration.isWitness && state.chosenHint > state.applied && nowMs - state.lastLearn >= configuration.retryMs {
@@ -917,6 +946,10 @@ public struct PartitionState: Sendable {
     // Learner.
     var chosen: [UInt64: StrongEntry] = [:]
     var applied: UInt64 = 0
+    /// The slot of the last snapshot of `state` on disk, and the slot through which chosen
+    /// entries were forgotten.
+    var snapshotSlot: UInt64 = 0
+    var chosenFloor: UInt64 = 0
     var state = StrongState()
     var chosenHint: UInt64 = 0
     var lastLearn: Int64 = .min / 2

@@ -10,6 +10,12 @@ public struct StrongState: Equatable, Sendable {
         public var expiresAtMs: Int64?
         /// The slot of the last write (what `WATCH` compares).
         public var version: UInt64
+
+        public init(value: [UInt8], expiresAtMs: Int64?, version: UInt64) {
+            self.value = value
+            self.expiresAtMs = expiresAtMs
+            self.version = version
+        }
     }
 
     public struct Lock: Equatable, Sendable {
@@ -18,6 +24,13 @@ public struct StrongState: Equatable, Sendable {
         public var owner: [UInt8]
         public var expiresAtMs: Int64
         public var held: Bool
+
+        public init(token: UInt64, owner: [UInt8], expiresAtMs: Int64, held: Bool) {
+            self.token = token
+            self.owner = owner
+            self.expiresAtMs = expiresAtMs
+            self.held = held
+        }
     }
 
     public private(set) var records: [[UInt8]: Record] = [:]
@@ -40,6 +53,34 @@ public struct StrongState: Equatable, Sendable {
     }
 
     public init() {}
+
+    /// Two states are equal when they hold the same keys, locks, time and remembered requests
+    /// (however their internal buffers happen to be laid out).
+    public static func == (lhs: StrongState, rhs: StrongState) -> Bool {
+        lhs.records == rhs.records && lhs.locks == rhs.locks && lhs.timeMs == rhs.timeMs && lhs.snapshot().recent == rhs.snapshot().recent
+    }
+
+    /// Everything the state holds, as plain sorted values: what a compaction snapshot stores.
+    public func snapshot() -> StrongStateSnapshot {
+        StrongStateSnapshot(
+            records: records.map { StrongStateSnapshot.KeyRecord(key: $0.key, record: $0.value) }.sorted { $0.key.lexicographicallyPrecedes($1.key) },
+            locks: locks.map { StrongStateSnapshot.NamedLock(name: $0.key, lock: $0.value) }.sorted { $0.name.lexicographicallyPrecedes($1.name) },
+            timeMs: timeMs,
+            recent: recentOrder[recentStart...].compactMap { item in
+                recentRequests[item.request].map { StrongStateSnapshot.Remembered(request: item.request, timeMs: item.timeMs, reply: $0) }
+            })
+    }
+
+    /// The state a snapshot describes.
+    public init(_ snapshot: StrongStateSnapshot) {
+        for item in snapshot.records { records[item.key] = item.record }
+        for item in snapshot.locks { locks[item.name] = item.lock }
+        timeMs = snapshot.timeMs
+        for item in snapshot.recent {
+            recentRequests[item.request] = item.reply
+            recentOrder.append(RecentRequest(request: item.request, timeMs: item.timeMs))
+        }
+    }
 
     /// Applies the entry chosen in `slot`; returns the reply its client gets.
     public mutating func apply(_ entry: StrongEntry, slot: UInt64) -> StrongReply {
@@ -215,5 +256,53 @@ public struct StrongState: Equatable, Sendable {
     /// same log, so the check is decided at apply time like everything else.
     public static func lockName(forKey key: [UInt8]) -> [UInt8] {
         key.withUnsafeBytes { Array(Partitioner.hashedPart(of: $0)) }
+    }
+}
+
+/// A `StrongState` as plain values, sorted: what a learner writes when it compacts its log
+/// (docs/CONSISTENCY.md, "Log compaction") and reloads at restart.
+public struct StrongStateSnapshot: Equatable, Sendable {
+    public struct KeyRecord: Equatable, Sendable {
+        public var key: [UInt8]
+        public var record: StrongState.Record
+
+        public init(key: [UInt8], record: StrongState.Record) {
+            self.key = key
+            self.record = record
+        }
+    }
+
+    public struct NamedLock: Equatable, Sendable {
+        public var name: [UInt8]
+        public var lock: StrongState.Lock
+
+        public init(name: [UInt8], lock: StrongState.Lock) {
+            self.name = name
+            self.lock = lock
+        }
+    }
+
+    public struct Remembered: Equatable, Sendable {
+        public var request: RequestID
+        public var timeMs: Int64
+        public var reply: StrongReply
+
+        public init(request: RequestID, timeMs: Int64, reply: StrongReply) {
+            self.request = request
+            self.timeMs = timeMs
+            self.reply = reply
+        }
+    }
+
+    public var records: [KeyRecord]
+    public var locks: [NamedLock]
+    public var timeMs: Int64
+    public var recent: [Remembered]
+
+    public init(records: [KeyRecord], locks: [NamedLock], timeMs: Int64, recent: [Remembered]) {
+        self.records = records
+        self.locks = locks
+        self.timeMs = timeMs
+        self.recent = recent
     }
 }

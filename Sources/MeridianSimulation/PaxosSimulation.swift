@@ -39,6 +39,9 @@ public struct PaxosSimulation {
         public var leaseMs: Int64 = 600
         public var timeoutMs: Int64 = 1_500
         public var retryMs: Int64 = 60
+        /// Small, so that learners snapshot and forget chosen entries many times per run (and
+        /// restart from snapshots).
+        public var compactionEntries: UInt64 = 8
         /// The clients of data center 0 run the first half of the operations, the others the
         /// second half: leadership must follow them (a leader hands idle partitions over).
         public var clientsMove = false
@@ -59,6 +62,8 @@ public struct PaxosSimulation {
         public var lockGrants = 0
         /// Leaders that handed a partition over (RELEASE messages sent to other voters).
         public var releases = 0
+        /// Snapshots learners wrote (log compaction).
+        public var snapshots = 0
         public var steps = 0
 
         public var passed: Bool { problem == nil }
@@ -66,7 +71,7 @@ public struct PaxosSimulation {
         public init() {}
 
         public var description: String {
-            "completed=\(completed) uncertain=\(uncertain) noQuorum=\(noQuorum) chosen=\(slotsChosen) crashes=\(crashes) lost=\(messagesLost) lockGrants=\(lockGrants) releases=\(releases) steps=\(steps)"
+            "completed=\(completed) uncertain=\(uncertain) noQuorum=\(noQuorum) chosen=\(slotsChosen) crashes=\(crashes) lost=\(messagesLost) lockGrants=\(lockGrants) releases=\(releases) snapshots=\(snapshots) steps=\(steps)"
                 + (problem.map { " problem: \($0)" } ?? "")
         }
     }
@@ -165,6 +170,7 @@ public struct PaxosSimulation {
         configuration.maxDrift = options.maxDrift
         configuration.timeoutMs = options.timeoutMs
         configuration.retryMs = options.retryMs
+        configuration.compactionEntries = options.compactionEntries
         return PaxosReplica(configuration: configuration, durable: nodes[index].disk, now: time(of: index), seed: seed &+ UInt64(index) &+ UInt64(step) << 8, restarted: restarted)
     }
 
@@ -331,6 +337,7 @@ public struct PaxosSimulation {
         if let violation = replica.violations.first { outcome.problem = "node \(index): \(violation)" }
         nodes[index].replica = replica
         for change in effects.persist {
+            if case .snapshot = change { outcome.snapshots += 1 }
             nodes[index].disk.apply(change)
             if case .accepted(let partition, let accepted) = change { recordAcceptance(partition, accepted, by: index) }
         }

@@ -146,6 +146,54 @@ public enum PaxosCodec {
         return accepted
     }
 
+    /// A learner's snapshot of its applied state (log compaction), with the slot it is at.
+    public static func encode(snapshotAt slot: UInt64, _ snapshot: StrongStateSnapshot) -> [UInt8] {
+        var writer = Writer()
+        writer.u64(slot)
+        writer.i64(snapshot.timeMs)
+        writer.u32(UInt32(snapshot.records.count))
+        for item in snapshot.records {
+            writer.blob(item.key); writer.blob(item.record.value)
+            writer.flag(item.record.expiresAtMs != nil); writer.i64(item.record.expiresAtMs ?? 0); writer.u64(item.record.version)
+        }
+        writer.u32(UInt32(snapshot.locks.count))
+        for item in snapshot.locks {
+            writer.blob(item.name); writer.u64(item.lock.token); writer.blob(item.lock.owner)
+            writer.i64(item.lock.expiresAtMs); writer.flag(item.lock.held)
+        }
+        writer.u32(UInt32(snapshot.recent.count))
+        for item in snapshot.recent { writer.request(item.request); writer.i64(item.timeMs); writer.reply(item.reply) }
+        return writer.bytes
+    }
+
+    public static func decodeSnapshot(_ bytes: [UInt8]) throws(WireError) -> (slot: UInt64, snapshot: StrongStateSnapshot) {
+        var reader = WireReader(bytes)
+        let slot = try reader.uint64()
+        let timeMs = try reader.int64()
+        var records: [StrongStateSnapshot.KeyRecord] = []
+        for _ in 0..<(try reader.count()) {
+            let key = try reader.blob()
+            let value = try reader.blob()
+            let hasExpiry = try reader.flag()
+            let expiry = try reader.int64()
+            records.append(.init(key: key, record: .init(value: value, expiresAtMs: hasExpiry ? expiry : nil, version: try reader.uint64())))
+        }
+        var locks: [StrongStateSnapshot.NamedLock] = []
+        for _ in 0..<(try reader.count()) {
+            let name = try reader.blob()
+            let token = try reader.uint64()
+            let owner = try reader.blob()
+            let expiry = try reader.int64()
+            locks.append(.init(name: name, lock: .init(token: token, owner: owner, expiresAtMs: expiry, held: try reader.flag())))
+        }
+        var recent: [StrongStateSnapshot.Remembered] = []
+        for _ in 0..<(try reader.count()) {
+            recent.append(.init(request: try reader.request(), timeMs: try reader.int64(), reply: try reader.reply(depth: 0)))
+        }
+        guard reader.isAtEnd else { throw .malformed("bytes after a snapshot") }
+        return (slot, StrongStateSnapshot(records: records, locks: locks, timeMs: timeMs, recent: recent))
+    }
+
     public static func encode(entry: StrongEntry) -> [UInt8] {
         var writer = Writer()
         writer.entry(entry)

@@ -43,6 +43,19 @@ import Testing
         }
     }
 
+    @Test func snapshotsRoundTrip() throws {
+        var state = StrongState()
+        _ = state.apply(Self.entry, slot: 3)
+        _ = state.apply(StrongEntry(request: RequestID(origin: 0, sequence: 5), timeMs: 9, command: StrongCommand(.set(key: [1], value: [2], options: SetOptions(expiry: .afterMs(50))))), slot: 4)
+        let bytes = PaxosCodec.encode(snapshotAt: 4, state.snapshot())
+        let decoded = try PaxosCodec.decodeSnapshot(bytes)
+        #expect(decoded.slot == 4 && decoded.snapshot == state.snapshot())
+        #expect(StrongState(decoded.snapshot) == state)
+        for length in 0..<bytes.count {
+            #expect(throws: WireError.self) { try PaxosCodec.decodeSnapshot(Array(bytes[0..<length])) }
+        }
+    }
+
     @Test func damagedPayloadsAreRefused() {
         for message in Self.messages {
             let bytes = PaxosCodec.encode(message)

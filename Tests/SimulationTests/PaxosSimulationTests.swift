@@ -25,6 +25,7 @@ import Testing
             total.messagesLost += outcome.messagesLost
             total.lockGrants += outcome.lockGrants
             total.releases += outcome.releases
+            total.snapshots += outcome.snapshots
         }
         return total
     }
@@ -34,9 +35,9 @@ import Testing
     func holdsTheInvariantsForThousandsOfSeeds(group: Int) throws {
         let first = UInt64(group * 100 + 1)
         let total = try #require(Self.run(first...(first + 99)))
-        // Each group must exercise crashes, lost messages, lock grants and commands whose
-        // outcome the client could not know.
-        #expect(total.crashes > 0 && total.messagesLost > 0 && total.lockGrants > 0 && total.completed > 0, "\(total)")
+        // Each group must exercise crashes, lost messages, lock grants, commands whose outcome
+        // the client could not know, and log compaction (snapshots, restarts from them).
+        #expect(total.crashes > 0 && total.messagesLost > 0 && total.lockGrants > 0 && total.completed > 0 && total.snapshots > 0, "\(total)")
     }
 
     /// No faults: nothing is lost, every command completes with a reply.

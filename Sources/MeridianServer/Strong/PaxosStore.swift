@@ -11,11 +11,14 @@ import MeridianWire
 /// Keys: a kind byte, the partition (4 bytes, big-endian), and for entries the slot (8 bytes,
 /// big-endian), so one partition's entries are in slot order:
 /// `P` promised ballot, `B` the last ballot this node proposed with, `A` accepted entry, `C` chosen
-/// entry, `F` the slot a witness forgot through.
+/// entry, `F` the slot a witness forgot through, `S` a learner's snapshot of its applied state
+/// (with its slot), `G` the slot through which it forgot chosen entries.
 final class PaxosStore {
     let store: DurableStore
     /// Accepted slots on disk per partition: a witness's truncation deletes them by key.
     private var acceptedOnDisk: [Int: Set<UInt64>] = [:]
+    /// Per partition: chosen entries at or below this slot are gone from disk.
+    private var chosenForgottenOnDisk: [Int: UInt64] = [:]
 
     init(store: DurableStore) {
         self.store = store
@@ -51,9 +54,13 @@ final class PaxosStore {
                     acceptedOnDisk[partition, default: []].insert(slot)
                 case UInt8(ascii: "C"): saved.chosen[slot] = try PaxosCodec.decodeEntry(value)
                 case UInt8(ascii: "F"):
-                    var through: UInt64 = 0
-                    for byte in value { through = through << 8 | UInt64(byte) }
-                    saved.forgottenThrough = through
+                    saved.forgottenThrough = Self.slot(value)
+                case UInt8(ascii: "G"):
+                    saved.chosenForgottenThrough = Self.slot(value)
+                    chosenForgottenOnDisk[partition] = saved.chosenForgottenThrough
+                case UInt8(ascii: "S"):
+                    let decoded = try PaxosCodec.decodeSnapshot(value)
+                    saved.snapshot = (decoded.slot, decoded.snapshot)
                 default: throw StorageError.read(reason: "paxos store: unknown key kind \(key[0])")
                 }
                 state.partitions[partition] = saved
@@ -62,6 +69,16 @@ final class PaxosStore {
             after = last.key
         }
         return state
+    }
+
+    static func slot(_ bytes: [UInt8]) -> UInt64 {
+        var slot: UInt64 = 0
+        for byte in bytes { slot = slot << 8 | UInt64(byte) }
+        return slot
+    }
+
+    static func bytes(ofSlot slot: UInt64) -> [UInt8] {
+        stride(from: 56, through: 0, by: -8).map { UInt8(truncatingIfNeeded: slot >> UInt64($0)) }
     }
 
     /// Writes one step's changes as one synced batch.
@@ -91,10 +108,16 @@ final class PaxosStore {
                 if acceptedOnDisk[partition]?.remove(chosen.slot) != nil {
                     delete(Self.key(UInt8(ascii: "A"), partition: partition, slot: chosen.slot))
                 }
+            case .snapshot(let partition, let slot, let state):
+                put(Self.key(UInt8(ascii: "S"), partition: partition), PaxosCodec.encode(snapshotAt: slot, state))
+            case .forgetChosen(let partition, let through):
+                let floor = chosenForgottenOnDisk[partition] ?? 0
+                guard through > floor else { break }
+                for slot in (floor + 1)...through { delete(Self.key(UInt8(ascii: "C"), partition: partition, slot: slot)) }
+                chosenForgottenOnDisk[partition] = through
+                put(Self.key(UInt8(ascii: "G"), partition: partition), Self.bytes(ofSlot: through))
             case .forgetAccepted(let partition, let through):
-                var value: [UInt8] = []
-                for shift in stride(from: 56, through: 0, by: -8) { value.append(UInt8(truncatingIfNeeded: through >> UInt64(shift))) }
-                put(Self.key(UInt8(ascii: "F"), partition: partition), value)
+                put(Self.key(UInt8(ascii: "F"), partition: partition), Self.bytes(ofSlot: through))
                 let forgotten = acceptedOnDisk[partition, default: []].filter { $0 <= through }
                 for slot in forgotten { delete(Self.key(UInt8(ascii: "A"), partition: partition, slot: slot)) }
                 acceptedOnDisk[partition]?.subtract(forgotten)
