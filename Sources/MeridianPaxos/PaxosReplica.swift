@@ -186,6 +186,7 @@ public struct PaxosReplica: Sendable {
         case .release(let p, let ballot):
             // The lease holder gave the partition up: its grant here ends now.
             modify(p) { state in
+                state.releasedBallot = max(state.releasedBallot ?? .zero, ballot)
                 guard state.promised == ballot, state.leaseHolder == ballot.voter else { return }
                 state.leaseHolder = nil
                 state.leaseUntil = .min
@@ -239,6 +240,9 @@ public struct PaxosReplica: Sendable {
                     state.role = .preparing(preparing)
                     partitions[p] = state
                     for voter in 0..<configuration.voterCount where preparing.promises[voter] == nil {
+                        // A promise whose parts are still arriving is not asked for again (each
+                        // answer would be sent whole once more), unless its parts stopped coming.
+                        if let partial = preparing.partial[voter], nowMs - partial.lastArrival < 4 * configuration.retryMs { continue }
                         send(.prepare(partition: p, ballot: preparing.ballot, fromSlot: preparing.fromSlot, sentAt: nowMs), to: voter)
                     }
                     state = partitions[p]!
@@ -357,7 +361,8 @@ public struct PaxosReplica: Sendable {
                 for learner in configuration.learners where learner != configuration.me {
                     everywhere = min(everywhere, state.fullApplied[learner] ?? 0)
                 }
-                let forgettable = min(everywhere, state.snapshotSlot)
+                // At most a few snapshots' worth per tick: each forgetting is one store batch.
+                let forgettable = min(everywhere, state.snapshotSlot, state.chosenFloor + 4 * configuration.compactionEntries)
                 if forgettable >= state.chosenFloor + max(1, configuration.compactionEntries / 2) {
                     state.chosen = state.chosen.filter { $0.key > forgettable }
                     state.chosenFloor = forgettable
@@ -394,7 +399,7 @@ public struct PaxosReplica: Sendable {
             return ballot(b) && slot(from)
         case .promise(_, let b, let accepted, let chosen, let applied, _, let part, let parts):
             return ballot(b) && slot(applied) && accepted.allSatisfy { ballot($0.ballot) && slot($0.slot) } && chosen.allSatisfy { slot($0.slot) }
-                && parts >= 1 && parts <= 4096 && part >= 0 && part < parts
+                && parts >= 1 && parts <= 1 << 20 && part >= 0 && part < parts
         case .accept(_, let b, let s, _, let chosenThrough, let truncateThrough, _):
             return ballot(b) && slot(s) && slot(chosenThrough) && slot(truncateThrough)
         case .accepted(_, let b, let s, let applied, _):
@@ -470,10 +475,10 @@ public struct PaxosReplica: Sendable {
         // Accepted entries can add up to more than a frame holds (a witness keeps them while a
         // full voter is away): the promise goes in parts of at most `promiseBytesMax` each.
         var parts: [[AcceptedEntry]] = [[]]
-        var partBytes = chosenBytes
+        var partBytes = chosenBytes + 8 * chosen.count
         for entry in accepted {
-            let bytes = entry.entry.approximateBytes + 24
-            if partBytes + bytes > Self.promiseBytesMax && !parts[parts.count - 1].isEmpty {
+            let bytes = entry.entry.approximateBytes + 32
+            if partBytes + bytes > Self.promiseBytesMax && partBytes > 0 {
                 parts.append([])
                 partBytes = 0
             }
@@ -534,6 +539,8 @@ public struct PaxosReplica: Sendable {
     /// A voter that promised, accepted from or renewed `ballot` grants its proposer a lease
     /// (and, when that is another node, takes it as the leader to forward to).
     private func grantLease(_ state: inout PartitionState, to ballot: Ballot, now: PaxosTime) {
+        // A late RENEW or ACCEPT of a ballot whose leader released it grants nothing.
+        if let released = state.releasedBallot, ballot <= released { return }
         state.leaseHolder = ballot.voter
         state.leaseUntil = now.monotonicMs + configuration.leaseMs
         if Int(ballot.voter) != configuration.me {
@@ -624,6 +631,7 @@ public struct PaxosReplica: Sendable {
         guard promise.parts == nil || promise.parts == parts, !promise.partsSeen.contains(part) else { return }
         promise.parts = parts
         promise.partsSeen.insert(part)
+        promise.lastArrival = now.monotonicMs
         promise.accepted += accepted
         promise.chosen += chosen
         promise.sentAt = min(promise.sentAt, sentAt, now.monotonicMs)
@@ -905,6 +913,8 @@ public struct PaxosReplica: Sendable {
         case .forwarded(let voter, let request):
             let outcome: ForwardOutcome
             switch result {
+            case .reply(let reply) where reply.approximateBytes > Self.promiseBytesMax:
+                outcome = .reply(.error("ERR the reply (\(reply.approximateBytes) bytes) is too large to forward between data centers; read these keys where their partition's leader is, or fewer at a time"))
             case .reply(let reply): outcome = .reply(reply)
             case .uncertain: outcome = .uncertain
             case .noQuorum: outcome = .notLeader
@@ -942,6 +952,8 @@ public struct PartitionState: Sendable {
     var accepted: [UInt64: AcceptedEntry] = [:]
     var leaseHolder: UInt16?
     var leaseUntil: Int64 = .min
+    /// The highest ballot whose leader released the partition (no lease for it again).
+    var releasedBallot: Ballot?
     var forgottenThrough: UInt64 = 0
     // Learner.
     var chosen: [UInt64: StrongEntry] = [:]
@@ -995,8 +1007,9 @@ struct Promise: Sendable {
     var sentAt: Int64
     /// The sentAt of the PREPARE this answers (what ties the parts of one answer together).
     var answer: Int64 = 0
-    /// A promise in parts: how many, and which arrived.
+    /// A promise in parts: how many, which arrived, and when the last one did.
     var parts: Int?
+    var lastArrival: Int64 = 0
     var partsSeen: Set<Int> = []
 }
 
@@ -1050,6 +1063,18 @@ struct Forwarded: Sendable {
 extension StrongEntry {
     /// Roughly what the entry weighs on the wire (for batch limits).
     var approximateBytes: Int { 24 + (command?.approximateBytes ?? 0) }
+}
+
+extension StrongReply {
+    /// Roughly what the reply weighs on the wire (an upper bound of its encoding).
+    var approximateBytes: Int {
+        switch self {
+        case .ok, .null, .nullArray, .integer: 9
+        case .bulk(let bytes): 5 + bytes.count
+        case .error(let message): 5 + message.utf8.count
+        case .array(let items): items.reduce(5) { $0 + $1.approximateBytes }
+        }
+    }
 }
 
 extension StrongCommand {

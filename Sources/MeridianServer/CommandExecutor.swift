@@ -108,12 +108,14 @@ public struct CommandExecutor {
         commandsTally += 1
         guard let id = arguments[0].withUnsafeReadableBytes({ CommandTable.lookup($0) }) else {
             replyUnknownCommand(arguments, into: &out)
+            if transactionQueue != nil { transactionQueue!.failed = true }  // EXEC answers EXECABORT
             return .keepOpen
         }
         lastCommand = id
         let shape = CommandTable.shape(id)
         guard shape.acceptsArgumentCount(arguments.count) else {
             error("ERR wrong number of arguments for '\(CommandTable.spec(id).name)' command", into: &out)
+            if transactionQueue != nil { transactionQueue!.failed = true }
             return .keepOpen
         }
         // Keyless commands of transactions (MULTI, EXEC, ...) and anything while MULTI queues.

@@ -406,6 +406,16 @@ def test_multi_exec_and_watch_on_strong_keys(cluster):
     east.execute_command("SET", "config:{other}:a", "1")
     with pytest.raises(redis.exceptions.ClusterCrossSlotError):
         east.execute_command("EXEC")
+    # A mistyped command inside MULTI makes EXEC abort, as in Redis: nothing is applied.
+    east.execute_command("MULTI")
+    east.execute_command("SET", "config:{acct}:a", "5")
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        east.execute_command("INCRBY", "config:{acct}:a")
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        east.execute_command("NOSUCHCOMMAND", "config:{acct}:a")
+    with pytest.raises(redis.exceptions.ExecAbortError, match="previous errors"):
+        east.execute_command("EXEC")
+    assert east.get("config:{acct}:a") == "3"
     east.execute_command("MULTI")
     east.execute_command("SET", "config:{acct}:a", "1")
     assert east.execute_command("DISCARD") == "OK"

@@ -294,7 +294,7 @@ extension CommandExecutor {
             switch (shape, reply) {
             case (.setIfAbsent, .ok): out.writeIntegerReply(1)
             case (.setIfAbsent, .null): out.writeIntegerReply(0)
-            case (.seconds, .integer(let ms)) where ms >= 0: out.writeIntegerReply(Int((ms + 500) / 1000))
+            case (.seconds, .integer(let ms)) where ms >= 0: out.writeIntegerReply(Int(ms / 1000 + (ms % 1000 >= 500 ? 1 : 0)))
             case (.sum, .array(let items)):
                 out.writeIntegerReply(items.reduce(0) { total, item in
                     if case .integer(let value) = item { return total + Int(value) }

@@ -228,7 +228,14 @@ public final class StrongEngine: @unchecked Sendable {
             if to == me {
                 local.append(.message(message, from: me))
             } else {
-                outgoing[to, default: []].append(PaxosCodec.encode(message))
+                let payload = PaxosCodec.encode(message)
+                if payload.count > Frame.payloadBytesMax {
+                    // Bounded by construction (commands, promises, batches); never sent whole.
+                    statistics.messagesDropped += 1
+                    logger.error("a strong message over the frame limit was not sent", metadata: ["bytes": "\(payload.count)", "to": "\(voterNames[to])"])
+                    continue
+                }
+                outgoing[to, default: []].append(payload)
             }
         }
         let send = sender.withLockedValue { $0 }
