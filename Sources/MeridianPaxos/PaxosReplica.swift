@@ -439,11 +439,7 @@ public struct PaxosReplica: Sendable {
 
     public func appliedSlot(_ partition: Int) -> UInt64 { partitions[partition]?.applied ?? 0 }
     public func state(_ partition: Int) -> StrongState? { partitions[partition]?.state }
-    public func chosenEntry(_ partition: Int, slot: UInt64) -> StrongEntry? { partitions[partition]?.chosen[slot] }
     public func acceptedEntries(_ partition: Int) -> [UInt64: AcceptedEntry] { partitions[partition]?.accepted ?? [:] }
-    public var pendingCount: Int {
-        forwarded.count + partitions.values.reduce(0) { $0 + $1.waiting.count + $1.awaiting.count }
-    }
 
     // MARK: - Acceptor
 
