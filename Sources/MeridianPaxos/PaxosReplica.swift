@@ -462,10 +462,7 @@ public struct PaxosReplica: Sendable {
             send(.nack(partition: p, ballot: ballot, promised: state.promised, leaseHolder: nil, leaseRemainingMs: 0, behindFrom: fromSlot), to: voter)
             return
         }
-        if ballot > state.promised {
-            state.promised = ballot
-            effects.persist.append(.promised(partition: p, ballot: ballot))
-        }
+        promise(&state, ballot, partition: p)
         grantLease(&state, to: ballot, now: now)
         let accepted = state.accepted.values.filter { $0.slot >= fromSlot && state.chosen[$0.slot] == nil }.sorted { $0.slot < $1.slot }
         // Accepted entries can add up to more than a frame holds (a witness keeps them while a
@@ -501,10 +498,7 @@ public struct PaxosReplica: Sendable {
             send(.nack(partition: p, ballot: ballot, promised: state.promised, leaseHolder: nil, leaseRemainingMs: 0, behindFrom: nil), to: voter)
             return
         }
-        if ballot > state.promised {
-            state.promised = ballot
-            effects.persist.append(.promised(partition: p, ballot: ballot))
-        }
+        promise(&state, ballot, partition: p)
         if state.chosen[slot] == nil && slot > state.forgottenThrough && slot > state.applied {
             let record = AcceptedEntry(slot: slot, ballot: ballot, entry: entry)
             if state.accepted[slot] != record {
@@ -530,6 +524,13 @@ public struct PaxosReplica: Sendable {
         partitions[p] = state
         forget(p, through: truncateThrough)
         send(.renewed(partition: p, ballot: ballot, applied: partitions[p]!.applied, sentAt: sentAt), to: voter)
+    }
+
+    /// Raises the promised ballot (durably) when `ballot` is above it.
+    private mutating func promise(_ state: inout PartitionState, _ ballot: Ballot, partition p: Int) {
+        guard ballot > state.promised else { return }
+        state.promised = ballot
+        effects.persist.append(.promised(partition: p, ballot: ballot))
     }
 
     /// A voter that promised, accepted from or renewed `ballot` grants its proposer a lease

@@ -147,16 +147,16 @@ extension CommandExecutor {
         }
     }
 
-    private static let optionNX: [UInt8] = Array("NX".utf8)
-    private static let optionXX: [UInt8] = Array("XX".utf8)
+    static let optionNX: [UInt8] = Array("NX".utf8)
+    static let optionXX: [UInt8] = Array("XX".utf8)
     private static let optionGT: [UInt8] = Array("GT".utf8)
     private static let optionLT: [UInt8] = Array("LT".utf8)
-    private static let optionGET: [UInt8] = Array("GET".utf8)
+    static let optionGET: [UInt8] = Array("GET".utf8)
     private static let optionEX: [UInt8] = Array("EX".utf8)
     private static let optionPX: [UInt8] = Array("PX".utf8)
     private static let optionEXAT: [UInt8] = Array("EXAT".utf8)
     private static let optionPXAT: [UInt8] = Array("PXAT".utf8)
-    private static let optionKEEPTTL: [UInt8] = Array("KEEPTTL".utf8)
+    static let optionKEEPTTL: [UInt8] = Array("KEEPTTL".utf8)
     private static let optionPERSIST: [UInt8] = Array("PERSIST".utf8)
 
     /// SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]

@@ -237,6 +237,9 @@ extension CommandExecutor {
     }
 
     static let lockTTLMaxMs: Int64 = 24 * 3_600_000
+    /// SET's options that only strong keys take (the others are StringCommands').
+    static let optionIFEQ: [UInt8] = Array("IFEQ".utf8)
+    static let optionFENCE: [UInt8] = Array("FENCE".utf8)
 
     /// SET's options for a strong key: Redis's, plus `IFEQ old` (compare-and-set, Valkey's
     /// syntax) and `FENCE token`. Nil after writing the error reply.
@@ -248,18 +251,18 @@ extension CommandExecutor {
         var index = 3
         while index < a.count {
             let option = a[index]
-            if Self.matches(option, Array("NX".utf8)) && !xx && ifEqual == nil {
+            if Self.matches(option, Self.optionNX) && !xx && ifEqual == nil {
                 nx = true
-            } else if Self.matches(option, Array("XX".utf8)) && !nx && ifEqual == nil {
+            } else if Self.matches(option, Self.optionXX) && !nx && ifEqual == nil {
                 xx = true
-            } else if Self.matches(option, Array("GET".utf8)) {
+            } else if Self.matches(option, Self.optionGET) {
                 options.returnPrevious = true
-            } else if Self.matches(option, Array("KEEPTTL".utf8)) && expiryOption == nil {
+            } else if Self.matches(option, Self.optionKEEPTTL) && expiryOption == nil {
                 keepTTL = true
-            } else if Self.matches(option, Array("IFEQ".utf8)) && !nx && !xx && index + 1 < a.count {
+            } else if Self.matches(option, Self.optionIFEQ) && !nx && !xx && index + 1 < a.count {
                 ifEqual = Array(a[index + 1].readableBytesView)
                 index += 1
-            } else if Self.matches(option, Array("FENCE".utf8)) && index + 1 < a.count {
+            } else if Self.matches(option, Self.optionFENCE) && index + 1 < a.count {
                 guard let token = Self.parseInt64(a[index + 1]), token > 0 else {
                     error("ERR FENCE's token must be the positive integer LOCK returned", into: &out)
                     return nil
