@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "MeridianRESP", targets: ["MeridianRESP"]),
         .library(name: "MeridianStorage", targets: ["MeridianStorage"]),
         .library(name: "MeridianPaxos", targets: ["MeridianPaxos"]),
+        .library(name: "MeridianCluster", targets: ["MeridianCluster"]),
         .library(name: "MeridianServer", targets: ["MeridianServer"]),
     ],
     dependencies: [
@@ -35,6 +36,9 @@ let package = Package(
         // The strong protocol's state machines: Paxos roles, leases, the applied state of strong
         // keys. Deterministic; no IO, no clocks.
         .target(name: "MeridianPaxos", dependencies: ["MeridianCore"]),
+        // Scale-out inside a data center (docs/CLUSTER.md): placement, membership, replication
+        // between a partition's replicas, hints, anti-entropy, moves. Deterministic; no IO.
+        .target(name: "MeridianCluster", dependencies: ["MeridianCore"]),
         // RESP2/RESP3 codec and the command table.
         .target(
             name: "MeridianRESP",
@@ -55,7 +59,9 @@ let package = Package(
             dependencies: ["MeridianCore", "MeridianPaxos", "CZstd", .product(name: "NIOCore", package: "swift-nio")]
         ),
         // Deterministic simulations that drive Core's state machines with seeded faults.
-        .target(name: "MeridianSimulation", dependencies: ["MeridianCore", "MeridianPaxos", "MeridianWire"]),
+        .target(
+            name: "MeridianSimulation", dependencies: ["MeridianCore", "MeridianPaxos", "MeridianCluster", "MeridianWire"]
+        ),
         // The NIO shell: listeners, command execution, the sharded keyspace, INFO.
         .target(
             name: "MeridianServer",
@@ -91,7 +97,10 @@ let package = Package(
         .testTarget(name: "MeridianCoreTests", dependencies: ["MeridianCore"]),
         .testTarget(name: "MeridianConfigTests", dependencies: ["MeridianConfig"]),
         .testTarget(name: "MeridianStorageTests", dependencies: ["MeridianStorage", "MeridianCore"]),
-        .testTarget(name: "SimulationTests", dependencies: ["MeridianSimulation", "MeridianPaxos", "MeridianCore"]),
+        .testTarget(
+            name: "SimulationTests", dependencies: ["MeridianSimulation", "MeridianPaxos", "MeridianCluster", "MeridianCore"]
+        ),
+        .testTarget(name: "MeridianClusterTests", dependencies: ["MeridianCluster", "MeridianCore"]),
         .testTarget(name: "MeridianPaxosTests", dependencies: ["MeridianPaxos", "MeridianWire", "MeridianCore"]),
         .testTarget(
             name: "MeridianWireTests",
