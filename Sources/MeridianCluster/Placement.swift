@@ -62,6 +62,13 @@ public struct Placement: Sendable, Equatable, CustomStringConvertible {
     public private(set) var switched: [Bool]
     /// The epoch that started the current change (0 when none is running).
     public private(set) var changeEpoch: UInt64
+    /// Each partition's replicas before and after the current change (equal when none runs),
+    /// computed once per change: routing asks for them on every command.
+    private var previousSets: [[Int]] = []
+    private var nextSets: [[Int]] = []
+    /// The id the next added member gets: ids are never reused, so a removed node's messages,
+    /// hints and dots can never be mistaken for a newcomer's.
+    public private(set) var nextMemberID: Int
 
     /// A placement of `memberNames` (ids 0, 1, ... in that order), all active, epoch 1.
     public init(memberNames: [String], partitionCount: Int, replicationFactor: Int) {
@@ -74,6 +81,8 @@ public struct Placement: Sendable, Equatable, CustomStringConvertible {
         self.members = memberNames.enumerated().map { Member(id: $0.offset, name: $0.element, state: .active) }
         self.switched = Array(repeating: false, count: partitionCount)
         self.changeEpoch = 0
+        self.nextMemberID = memberNames.count
+        computeReplicaSets()
     }
 
     /// Whether an add or remove is under way.
@@ -89,17 +98,17 @@ public struct Placement: Sendable, Equatable, CustomStringConvertible {
 
     /// The replicas before the current change: active and leaving members.
     public func previousReplicas(of partition: Int) -> [Int] {
-        replicas(of: partition) { $0 != .joining }
+        previousSets[partition]
     }
 
     /// The replicas after the current change: active and joining members.
     public func nextReplicas(of partition: Int) -> [Int] {
-        replicas(of: partition) { $0 != .leaving }
+        nextSets[partition]
     }
 
     /// Whether the partition's replica set changes in the current change and has not switched.
     public func isMoving(_ partition: Int) -> Bool {
-        isChanging && !switched[partition] && previousReplicas(of: partition) != nextReplicas(of: partition)
+        isChanging && !switched[partition] && previousSets[partition] != nextSets[partition]
     }
 
     /// Who serves reads of the partition and whose acks count: the old replicas until the
@@ -163,7 +172,8 @@ public struct Placement: Sendable, Equatable, CustomStringConvertible {
         guard !isChanging else { throw .moveInProgress }
         guard !members.contains(where: { $0.name == name }) else { throw .memberExists(name) }
         var next = self
-        next.members.append(Member(id: (members.map(\.id).max() ?? -1) + 1, name: name, state: .joining))
+        next.members.append(Member(id: nextMemberID, name: name, state: .joining))
+        next.nextMemberID += 1
         next.beginChange()
         return next
     }
@@ -194,7 +204,13 @@ public struct Placement: Sendable, Equatable, CustomStringConvertible {
         return next
     }
 
+    private mutating func computeReplicaSets() {
+        previousSets = (0..<partitionCount).map { partition in replicas(of: partition) { $0 != .joining } }
+        nextSets = (0..<partitionCount).map { partition in replicas(of: partition) { $0 != .leaving } }
+    }
+
     private mutating func beginChange() {
+        computeReplicaSets()
         epoch += 1
         changeEpoch = epoch
         switched = Array(repeating: false, count: partitionCount)
@@ -207,6 +223,7 @@ public struct Placement: Sendable, Equatable, CustomStringConvertible {
         for index in members.indices { members[index].state = .active }
         changeEpoch = 0
         switched = Array(repeating: false, count: partitionCount)
+        computeReplicaSets()
     }
 
     public var description: String {

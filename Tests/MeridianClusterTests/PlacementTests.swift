@@ -101,6 +101,16 @@ import Testing
         #expect(throws: Placement.ChangeError.staleSwitch) { try placement.switching(partitions: [0], changeEpoch: 1) }
     }
 
+    /// A removed member's id is never given to a newcomer.
+    @Test func idsAreNeverReused() throws {
+        var placement = Placement(memberNames: ["a", "b", "c", "d"], partitionCount: 8, replicationFactor: 2)
+        placement = try placement.removing(name: "d")
+        placement = try placement.switching(partitions: placement.changingPartitions, changeEpoch: placement.changeEpoch)
+        #expect(placement.memberIDs == [0, 1, 2])
+        placement = try placement.adding(name: "e")
+        #expect(placement.memberIDs == [0, 1, 2, 4])
+    }
+
     /// The score is part of the on-disk contract (it decides which node holds what): pin it.
     @Test func theScoreIsStable() {
         // Values computed independently (FNV-1a 64 of the name, SplitMix64 finalizer).

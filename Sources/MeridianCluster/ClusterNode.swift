@@ -1,0 +1,664 @@
+import MeridianCore
+
+/// How many replicas must answer (`write_acks`, `read_acks`; docs/CLUSTER.md, "Routing").
+public enum AckCount: String, Sendable, Equatable, CaseIterable {
+    case one, quorum, all
+
+    /// The answers needed from a replica set of `size`.
+    public func required(of size: Int) -> Int {
+        switch self {
+        case .one: min(1, size)
+        case .quorum: size / 2 + 1
+        case .all: size
+        }
+    }
+}
+
+/// One node's settings for the data center's replication (the `cluster` section).
+public struct ClusterSettings: Sendable, Equatable {
+    public var failureDetection = FailureDetectionSettings()
+    /// A replica that has not acknowledged a write after this long gets a hint, and unanswered
+    /// requests are sent again this often.
+    public var replicaTimeoutMs: Int64 = 500
+    /// A client's command fails (with "maybe applied" for writes) after this long.
+    public var requestTimeoutMs: Int64 = 2_000
+    /// One full anti-entropy pass over the partitions this node leads, spread evenly.
+    public var antiEntropyIntervalMs: Int64 = 600_000
+    /// Entries one anti-entropy message carries at most; the rest follow on the next pass.
+    public var antiEntropyEntriesMax = 1_024
+    public var hintsBytesMax = 256 << 20
+    /// Hints offered per target per replay round (every 100 ms) at most; each waits for its ack.
+    public var hintReplaysPerRound = 64
+    /// Entries per move chunk, and chunks sent per stream per tick.
+    public var moveChunkEntries = 256
+    public var moveChunksPerTick = 4
+    /// A stream with no progress for this long is requested again from where it stopped.
+    public var moveRetryMs: Int64 = 1_000
+    /// How long a node keeps a partition it no longer owns (in-flight reads at the old epoch).
+    public var graceMs: Int64 = 5_000
+    /// How often a node asks for the committed placement even when nothing told it to.
+    public var placementRefreshMs: Int64 = 1_000
+
+    public init() {}
+}
+
+/// What a client's command ended with.
+public enum ClusterClientResult: Sendable, Equatable {
+    /// The write reached `write_acks` replicas of every set that counts.
+    case written(LWWStamp)
+    /// The newest state among `read_acks` replicas (`nil`: none holds the key).
+    case read(ReplicaState?)
+    /// Not acknowledged in time: a write may still be applied (it reached some replicas, which
+    /// spread it by hints and anti-entropy), a read simply failed.
+    case timedOut
+}
+
+/// What a step asks the shell (or the simulator) to do.
+public enum ClusterOutput: Sendable, Equatable {
+    case send(to: Int, ClusterMessage)
+    case reply(client: UInt64, ClusterClientResult)
+    /// Read the committed placement and hand it to `learn(_:)`.
+    case fetchPlacement
+    /// Commit `Placement.switching(partitions:changeEpoch:)`: this node caught up on them.
+    case proposeSwitch(partitions: [Int], changeEpoch: UInt64)
+}
+
+/// What survives a restart: the shell keeps it on disk, the simulator in memory.
+public struct ClusterDurableState: Sendable, Equatable {
+    public var store = ReplicaStore()
+    public var hints: HintStore
+    public var placement: Placement
+    /// The largest stamp this node issued, so that its clock never issues a smaller one.
+    public var lastStamp: HLCTimestamp = .zero
+
+    public init(placement: Placement, hintsBytesMax: Int) {
+        self.placement = placement
+        self.hints = HintStore(bytesMax: hintsBytesMax)
+    }
+}
+
+/// Counters for INFO and the simulator.
+public struct ClusterStats: Sendable, Equatable {
+    public var writesAcknowledged: UInt64 = 0
+    public var writesTimedOut: UInt64 = 0
+    public var readsAnswered: UInt64 = 0
+    public var readRepairs: UInt64 = 0
+    public var hintsStored: UInt64 = 0
+    public var hintsReplayed: UInt64 = 0
+    /// Hints whose target no longer owns the partition (the write's quorum holds it).
+    public var hintsDiscarded: UInt64 = 0
+    public var antiEntropyEntriesSent: UInt64 = 0
+    public var antiEntropyRepairs: UInt64 = 0
+    public var moveEntriesReceived: UInt64 = 0
+    public var movedEpochAnswers: UInt64 = 0
+    public var partitionsDropped: UInt64 = 0
+}
+
+/// One node of a data center (docs/CLUSTER.md): the coordinator of client commands, a replica
+/// of its partitions, a SWIM member, a hint keeper, an anti-entropy peer and a move endpoint.
+///
+/// Deterministic: time and randomness come in, `outputs` go out. **Order of duties:** the shell
+/// makes `durable` changes of a step (merged writes, stored hints) as durable as the namespace
+/// asks *before* it sends the step's messages or replies — an ack or a `written` reply promises
+/// the write is stored.
+public struct ClusterNode: Sendable {
+    public let id: Int
+    public let settings: ClusterSettings
+    public private(set) var durable: ClusterDurableState
+    public private(set) var stats = ClusterStats()
+    /// Everything the steps since the last `takeOutputs()` produced, in order.
+    public private(set) var outputs: [ClusterOutput] = []
+
+    private var membership: SWIMMembership
+    private var clock: HybridLogicalClock
+    private let partitioner: Partitioner
+    private var nextRequest: UInt64 = 1
+    private var writes: [UInt64: PendingWrite] = [:]
+    private var reads: [UInt64: PendingRead] = [:]
+    /// Hint replays in flight: request → hint id.
+    private var replays: [UInt64: (hint: UInt64, sentAtMs: Int64)] = [:]
+    /// Streams this node receives, per partition and source.
+    private var incoming: [Int: IncomingMove] = [:]
+    /// Streams this node sends.
+    private var outgoing: [OutgoingMove] = []
+    private var placementLearnedAtMs: Int64
+    private var nextPlacementRefreshMs: Int64
+    private var nextAntiEntropyMs: Int64
+    private var antiEntropyCursor = 0
+    /// The epoch whose replica sets the standing hints were last checked against.
+    private var hintsCheckedEpoch: UInt64 = 0
+    private var nextHintReplayMs: Int64 = 0
+    private var nextOwnershipCheckMs: Int64 = 0
+
+    struct PendingWrite {
+        var client: UInt64?
+        var partition: Int
+        var key: [UInt8]
+        var state: ReplicaState
+        var acks: AckCount
+        var epoch: UInt64
+        var targets: [Int]
+        var groups: [[Int]]
+        var acked: Set<Int> = []
+        var hinted: Set<Int> = []
+        var replied = false
+        var startedAtMs: Int64
+        var sentAtMs: Int64
+    }
+
+    struct PendingRead {
+        var client: UInt64
+        var partition: Int
+        var key: [UInt8]
+        var acks: AckCount
+        var epoch: UInt64
+        var targets: [Int]
+        var answers: [Int: ReplicaState?] = [:]
+        var startedAtMs: Int64
+        var sentAtMs: Int64
+    }
+
+    struct IncomingMove {
+        var changeEpoch: UInt64
+        var sources: [Int]
+        var after: [Int: [UInt8]?] = [:]
+        var finished: Set<Int> = []
+        var progressAtMs: [Int: Int64] = [:]
+        var proposed = false
+    }
+
+    struct OutgoingMove {
+        var partition: Int
+        var to: Int
+        var changeEpoch: UInt64
+        var after: [UInt8]?
+    }
+
+    /// A node starting (or restarting) from `durable`. `incarnation` must grow across restarts
+    /// (the start time will do): it is how the node refutes the others' belief that it is down.
+    public init(id: Int, durable: ClusterDurableState, settings: ClusterSettings, nowMs: Int64, incarnation: UInt64) {
+        self.id = id
+        self.settings = settings
+        self.durable = durable
+        self.partitioner = Partitioner(partitionCount: durable.placement.partitionCount)
+        self.clock = HybridLogicalClock(last: durable.lastStamp)
+        self.membership = SWIMMembership(
+            me: id, members: durable.placement.memberIDs, settings: settings.failureDetection, incarnation: incarnation, nowMs: nowMs)
+        self.placementLearnedAtMs = nowMs
+        self.nextPlacementRefreshMs = nowMs
+        self.nextAntiEntropyMs = nowMs + settings.antiEntropyIntervalMs / Int64(max(1, durable.placement.partitionCount))
+        startIncomingMoves(nowMs: nowMs)
+    }
+
+    public var placement: Placement { durable.placement }
+
+    /// Hands out and clears what the steps produced.
+    public mutating func takeOutputs() -> [ClusterOutput] {
+        defer { outputs.removeAll(keepingCapacity: true) }
+        return outputs
+    }
+
+    /// What SWIM believes about `member`.
+    public func liveness(of member: Int) -> MemberLiveness {
+        member == id ? .alive : membership.liveness(of: member)
+    }
+
+    /// The partition of a key (Redis Cluster's CRC16 with hash tags).
+    public func partition(of key: [UInt8]) -> Int {
+        key.withUnsafeBytes { partitioner.partition(of: $0) }
+    }
+
+    // MARK: Client commands (this node coordinates)
+
+    /// A client's write (`value == nil` deletes). The reply comes as `.reply(client:)`.
+    public mutating func write(client: UInt64, key: [UInt8], value: [UInt8]?, acks: AckCount, nowMs: Int64) {
+        let stamp = LWWStamp(
+            timestamp: clock.now(physicalMs: UInt64(max(0, nowMs))), origin: ReplicaID(datacenter: 0, node: UInt16(id)))
+        durable.lastStamp = stamp.timestamp
+        // A write sets the value and clears the expiry, with one stamp for both fields.
+        let state = ReplicaState(value: value, valueStamp: stamp, expiryUnixMs: nil, expiryStamp: stamp)
+        coordinateWrite(client: client, key: key, state: state, acks: acks, nowMs: nowMs)
+    }
+
+    /// A client's read of one key.
+    public mutating func read(client: UInt64, key: [UInt8], acks: AckCount, nowMs: Int64) {
+        let partition = partition(of: key)
+        let request = takeRequestNumber()
+        var pending = PendingRead(
+            client: client, partition: partition, key: key, acks: acks, epoch: placement.epoch,
+            targets: placement.owners(of: partition), startedAtMs: nowMs, sentAtMs: nowMs)
+        sendRead(&pending, request: request)
+        reads[request] = pending
+        finishReadIfAnswered(request)
+    }
+
+    private mutating func coordinateWrite(client: UInt64?, key: [UInt8], state: ReplicaState, acks: AckCount, nowMs: Int64) {
+        let partition = partition(of: key)
+        let request = takeRequestNumber()
+        var pending = PendingWrite(
+            client: client, partition: partition, key: key, state: state, acks: acks, epoch: placement.epoch,
+            targets: placement.writeTargets(of: partition), groups: placement.ackGroups(of: partition),
+            startedAtMs: nowMs, sentAtMs: nowMs)
+        sendWrite(&pending, request: request)
+        writes[request] = pending
+        finishWriteIfAcknowledged(request)
+    }
+
+    private mutating func sendWrite(_ pending: inout PendingWrite, request: UInt64) {
+        for target in pending.targets where !pending.acked.contains(target) {
+            if target == id {
+                durable.store.merge(key: pending.key, state: pending.state, partition: pending.partition)
+                pending.acked.insert(id)
+            } else if membership.liveness(of: target) == .down {
+                hint(&pending, target: target)
+            } else {
+                outputs.append(.send(to: target, .replicate(
+                    epoch: pending.epoch, request: request, partition: pending.partition, key: pending.key,
+                    state: pending.state, hinted: false)))
+            }
+        }
+    }
+
+    private mutating func hint(_ pending: inout PendingWrite, target: Int) {
+        guard !pending.hinted.contains(target) else { return }
+        pending.hinted.insert(target)
+        durable.hints.add(target: target, partition: pending.partition, key: pending.key, state: pending.state)
+        stats.hintsStored += 1
+    }
+
+    private mutating func finishWriteIfAcknowledged(_ request: UInt64) {
+        guard var pending = writes[request] else { return }
+        if !pending.replied, pending.groups.allSatisfy({ group in
+            group.filter { pending.acked.contains($0) }.count >= pending.acks.required(of: group.count)
+        }) {
+            pending.replied = true
+            if let client = pending.client {
+                outputs.append(.reply(client: client, .written(pending.state.valueStamp)))
+                stats.writesAcknowledged += 1
+            }
+        }
+        // Done once every target acknowledged or has a hint standing in for it.
+        if pending.replied, pending.targets.allSatisfy({ pending.acked.contains($0) || pending.hinted.contains($0) }) {
+            writes[request] = nil
+        } else {
+            writes[request] = pending
+        }
+    }
+
+    private mutating func sendRead(_ pending: inout PendingRead, request: UInt64) {
+        for target in pending.targets where pending.answers[target] == nil {
+            if target == id {
+                pending.answers[id] = .some(durable.store.state(of: pending.key, partition: pending.partition))
+            } else if membership.liveness(of: target) != .down {
+                outputs.append(.send(to: target, .read(
+                    epoch: pending.epoch, request: request, partition: pending.partition, key: pending.key)))
+            }
+        }
+    }
+
+    private mutating func finishReadIfAnswered(_ request: UInt64) {
+        guard let pending = reads[request] else { return }
+        guard pending.answers.count >= pending.acks.required(of: pending.targets.count) else { return }
+        reads[request] = nil
+        // The field-wise merge of every answer: the newest value and the newest expiry.
+        var newest: ReplicaState? = nil
+        for case let state? in pending.answers.values {
+            if newest == nil { newest = state } else { newest!.merge(state) }
+        }
+        outputs.append(.reply(client: pending.client, .read(newest)))
+        stats.readsAnswered += 1
+        // Read repair: every replica that answered with something older gets the merge.
+        guard let newest else { return }
+        for target in pending.answers.keys.sorted() where pending.answers[target]! != newest {
+            stats.readRepairs += 1
+            if target == id {
+                durable.store.merge(key: pending.key, state: newest, partition: pending.partition)
+            } else {
+                outputs.append(.send(to: target, .replicate(
+                    epoch: placement.epoch, request: 0, partition: pending.partition, key: pending.key,
+                    state: newest, hinted: false)))
+            }
+        }
+    }
+
+    // MARK: Messages
+
+    /// Handles one message from another node of the data center.
+    public mutating func receive(_ message: ClusterMessage, from sender: Int, nowMs: Int64) {
+        switch message {
+        case .swim(let swim):
+            for send in membership.receive(swim, from: sender, nowMs: nowMs) {
+                outputs.append(.send(to: send.to, .swim(send.message)))
+            }
+        case .replicate(let epoch, let request, let partition, let key, let state, _):
+            guard partition >= 0, partition < placement.partitionCount else { return }
+            if epoch < placement.epoch && request != 0 {
+                stats.movedEpochAnswers += 1
+                outputs.append(.send(to: sender, .movedEpoch(request: request, epoch: placement.epoch)))
+                return
+            }
+            if epoch > placement.epoch { outputs.append(.fetchPlacement) }
+            durable.store.merge(key: key, state: state, partition: partition)
+            if request != 0 { outputs.append(.send(to: sender, .replicateAck(request: request))) }
+        case .replicateAck(let request):
+            if let replay = replays.removeValue(forKey: request) {
+                if durable.hints.remove(id: replay.hint) { stats.hintsReplayed += 1 }
+            } else if var pending = writes[request] {
+                pending.acked.insert(sender)
+                writes[request] = pending
+                finishWriteIfAcknowledged(request)
+            }
+        case .read(let epoch, let request, let partition, let key):
+            guard partition >= 0, partition < placement.partitionCount else { return }
+            if epoch < placement.epoch {
+                stats.movedEpochAnswers += 1
+                outputs.append(.send(to: sender, .movedEpoch(request: request, epoch: placement.epoch)))
+                return
+            }
+            if epoch > placement.epoch { outputs.append(.fetchPlacement) }
+            outputs.append(.send(to: sender, .readReply(request: request, state: durable.store.state(of: key, partition: partition))))
+        case .readReply(let request, let state):
+            guard var pending = reads[request], pending.targets.contains(sender) else { return }
+            pending.answers[sender] = .some(state)
+            reads[request] = pending
+            finishReadIfAnswered(request)
+        case .movedEpoch(_, let epoch):
+            // The request is retried on the new placement once it is learned (`learn`).
+            if epoch > placement.epoch { outputs.append(.fetchPlacement) }
+        case .antiEntropyDigests(let partition, let level, let nodes, let digests):
+            answerDigests(partition: partition, level: level, nodes: nodes, digests: digests, to: sender)
+        case .antiEntropyEntries(let partition, let leaves, let entries, let answer):
+            mergeEntries(partition: partition, leaves: leaves, entries: entries, answer: answer, from: sender)
+        case .moveRequest(let partition, let changeEpoch, let after):
+            guard partition >= 0, partition < placement.partitionCount else { return }
+            // A fresh request replaces a stream in progress: the requester saw no progress.
+            outgoing.removeAll { $0.partition == partition && $0.to == sender }
+            outgoing.append(OutgoingMove(partition: partition, to: sender, changeEpoch: changeEpoch, after: after))
+        case .moveChunk(let partition, let changeEpoch, let after, let entries, let last):
+            receiveChunk(partition: partition, changeEpoch: changeEpoch, after: after, entries: entries, last: last, from: sender, nowMs: nowMs)
+        }
+    }
+
+    // MARK: Placement
+
+    /// A committed placement (from the strong log, or the simulator's oracle). Older epochs are
+    /// ignored. Requests in flight are re-addressed to the new replica sets (their acks from
+    /// replicas that stay in the set still count: the write is stored there).
+    public mutating func learn(_ next: Placement, nowMs: Int64) {
+        guard next.epoch > placement.epoch else { return }
+        durable.placement = next
+        placementLearnedAtMs = nowMs
+        membership.setMembers(next.memberIDs, nowMs: nowMs)
+        for request in writes.keys.sorted() {
+            guard var pending = writes[request] else { continue }
+            pending.epoch = next.epoch
+            pending.targets = next.writeTargets(of: pending.partition)
+            pending.groups = next.ackGroups(of: pending.partition)
+            pending.acked.formIntersection(pending.targets)
+            pending.hinted.formIntersection(pending.targets)
+            pending.sentAtMs = nowMs
+            sendWrite(&pending, request: request)
+            writes[request] = pending
+            finishWriteIfAcknowledged(request)
+        }
+        for request in reads.keys.sorted() {
+            guard var pending = reads[request] else { continue }
+            pending.epoch = next.epoch
+            pending.targets = next.owners(of: pending.partition)
+            pending.answers = pending.answers.filter { pending.targets.contains($0.key) }
+            pending.sentAtMs = nowMs
+            sendRead(&pending, request: request)
+            reads[request] = pending
+            finishReadIfAnswered(request)
+        }
+        startIncomingMoves(nowMs: nowMs)
+    }
+
+    /// Starts streaming every partition that this node enters in the current change.
+    private mutating func startIncomingMoves(nowMs: Int64) {
+        incoming = incoming.filter { placement.isMoving($0.key) && $0.value.changeEpoch == placement.changeEpoch }
+        guard placement.isChanging else { return }
+        for partition in placement.changingPartitions where placement.isMoving(partition) {
+            let sources = placement.previousReplicas(of: partition)
+            guard placement.nextReplicas(of: partition).contains(id), !sources.contains(id), incoming[partition] == nil else { continue }
+            var move = IncomingMove(changeEpoch: placement.changeEpoch, sources: sources)
+            for source in sources {
+                move.after[source] = .some(nil)
+                move.progressAtMs[source] = nowMs
+                outputs.append(.send(to: source, .moveRequest(partition: partition, changeEpoch: placement.changeEpoch, after: nil)))
+            }
+            incoming[partition] = move
+        }
+    }
+
+    private mutating func receiveChunk(
+        partition: Int, changeEpoch: UInt64, after: [UInt8]?, entries: [ReplicaEntry], last: Bool, from source: Int, nowMs: Int64
+    ) {
+        guard var move = incoming[partition], move.changeEpoch == changeEpoch, move.sources.contains(source),
+              !move.finished.contains(source), let expected = move.after[source], expected == after else { return }
+        for entry in entries {
+            durable.store.merge(key: entry.key, state: entry.state, partition: partition)
+        }
+        stats.moveEntriesReceived += UInt64(entries.count)
+        move.after[source] = .some(entries.last?.key ?? after)
+        move.progressAtMs[source] = nowMs
+        if last { move.finished.insert(source) }
+        incoming[partition] = move
+    }
+
+    // MARK: Anti-entropy
+
+    private mutating func answerDigests(partition: Int, level: Int, nodes: [Int], digests: [Digest128], to peer: Int) {
+        guard partition >= 0, partition < placement.partitionCount, level >= 0, level <= PartitionDigest.leafLevel,
+              nodes.count == digests.count, nodes.count <= PartitionDigest.leafCount else { return }
+        let mine = durable.store.digest(of: partition)
+        let differing = zip(nodes, digests).filter { mine.digest(level: level, index: $0.0) != $0.1 }.map(\.0)
+        guard !differing.isEmpty else { return }
+        if level == PartitionDigest.leafLevel {
+            let entries = Array(durable.store.entries(of: partition, inLeaves: differing).prefix(settings.antiEntropyEntriesMax))
+            stats.antiEntropyEntriesSent += UInt64(entries.count)
+            outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, leaves: differing, entries: entries, answer: false)))
+        } else {
+            let width = PartitionDigest.width(of: level + 1)
+            let children = differing.flatMap { parent in
+                (0..<PartitionDigest.fanout).map { parent * PartitionDigest.fanout + $0 }.filter { $0 < width }
+            }
+            outputs.append(.send(to: peer, .antiEntropyDigests(
+                partition: partition, level: level + 1, nodes: children,
+                digests: children.map { mine.digest(level: level + 1, index: $0) })))
+        }
+    }
+
+    private mutating func mergeEntries(partition: Int, leaves: [Int], entries: [ReplicaEntry], answer: Bool, from peer: Int) {
+        guard partition >= 0, partition < placement.partitionCount,
+              leaves.allSatisfy({ $0 >= 0 && $0 < PartitionDigest.leafCount }) else { return }
+        var theirs: [[UInt8]: ReplicaState] = [:]
+        for entry in entries {
+            theirs[entry.key] = entry.state
+            if durable.store.merge(key: entry.key, state: entry.state, partition: partition) { stats.antiEntropyRepairs += 1 }
+        }
+        guard !answer else { return }
+        // Send back what the peer lacks or holds older (after the merge, ours is the newest).
+        let back = durable.store.entries(of: partition, inLeaves: leaves).filter { theirs[$0.key] != $0.state }
+        guard !back.isEmpty else { return }
+        let limited = Array(back.prefix(settings.antiEntropyEntriesMax))
+        stats.antiEntropyEntriesSent += UInt64(limited.count)
+        outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, leaves: leaves, entries: limited, answer: true)))
+    }
+
+    // MARK: Timers
+
+    /// Drives every timer: SWIM probes, retries and timeouts, hint replay, anti-entropy, move
+    /// streams and their switch, dropping partitions this node no longer owns.
+    public mutating func tick(nowMs: Int64, random: inout some RandomNumberGenerator) {
+        for send in membership.tick(nowMs: nowMs, random: &random) {
+            outputs.append(.send(to: send.to, .swim(send.message)))
+        }
+        if nowMs >= nextPlacementRefreshMs {
+            nextPlacementRefreshMs = nowMs + settings.placementRefreshMs
+            outputs.append(.fetchPlacement)
+        }
+        tickWrites(nowMs: nowMs)
+        tickReads(nowMs: nowMs)
+        replayHints(nowMs: nowMs)
+        tickAntiEntropy(nowMs: nowMs)
+        tickMoves(nowMs: nowMs)
+        dropPartitionsNoLongerOwned(nowMs: nowMs)
+    }
+
+    private mutating func tickWrites(nowMs: Int64) {
+        for request in writes.keys.sorted() {
+            guard var pending = writes[request] else { continue }
+            if !pending.replied, nowMs - pending.startedAtMs >= settings.requestTimeoutMs {
+                pending.replied = true
+                if let client = pending.client {
+                    outputs.append(.reply(client: client, .timedOut))
+                    stats.writesTimedOut += 1
+                }
+            }
+            if nowMs - pending.sentAtMs >= settings.replicaTimeoutMs {
+                // Whoever has not acknowledged by now gets a hint; until the client's deadline
+                // the write is also sent again (a lost message must not cost the quorum).
+                for target in pending.targets where !pending.acked.contains(target) && target != id {
+                    hint(&pending, target: target)
+                }
+                pending.sentAtMs = nowMs
+                if !pending.replied { sendWrite(&pending, request: request) }
+            }
+            writes[request] = pending
+            finishWriteIfAcknowledged(request)
+        }
+    }
+
+    private mutating func tickReads(nowMs: Int64) {
+        for request in reads.keys.sorted() {
+            guard var pending = reads[request] else { continue }
+            if nowMs - pending.startedAtMs >= settings.requestTimeoutMs {
+                reads[request] = nil
+                outputs.append(.reply(client: pending.client, .timedOut))
+                continue
+            }
+            if nowMs - pending.sentAtMs >= settings.replicaTimeoutMs {
+                pending.sentAtMs = nowMs
+                sendRead(&pending, request: request)
+                reads[request] = pending
+            }
+        }
+    }
+
+    private mutating func replayHints(nowMs: Int64) {
+        for (request, replay) in replays where nowMs - replay.sentAtMs >= settings.replicaTimeoutMs {
+            replays[request] = nil
+        }
+        guard nowMs >= nextHintReplayMs, !durable.hints.isEmpty else { return }
+        nextHintReplayMs = nowMs + Self.hintReplayIntervalMs
+        if hintsCheckedEpoch != placement.epoch {
+            // A target that left the data center, or no longer receives the partition's writes,
+            // does not need the hint: the write's own quorum (and a move's quorum stream) holds it.
+            hintsCheckedEpoch = placement.epoch
+            for hint in durable.hints.hints where !placement.writeTargets(of: hint.partition).contains(hint.target) {
+                durable.hints.remove(id: hint.id)
+                stats.hintsDiscarded += 1
+            }
+        }
+        let inFlight = Set(replays.values.map(\.hint))
+        for target in durable.hints.targets {
+            guard membership.liveness(of: target) == .alive else { continue }
+            for hint in durable.hints.pending(for: target, limit: settings.hintReplaysPerRound) where !inFlight.contains(hint.id) {
+                let request = takeRequestNumber()
+                replays[request] = (hint.id, nowMs)
+                outputs.append(.send(to: target, .replicate(
+                    epoch: placement.epoch, request: request, partition: hint.partition, key: hint.key,
+                    state: hint.state, hinted: true)))
+            }
+        }
+    }
+
+    private mutating func tickAntiEntropy(nowMs: Int64) {
+        guard nowMs >= nextAntiEntropyMs else { return }
+        let count = placement.partitionCount
+        nextAntiEntropyMs = nowMs + max(1, settings.antiEntropyIntervalMs / Int64(count))
+        let partition = antiEntropyCursor % count
+        antiEntropyCursor = (antiEntropyCursor + 1) % count
+        // The first live owner compares the partition with every other live owner; a moving
+        // partition waits for its switch (the stream is its repair).
+        guard !placement.isMoving(partition) else { return }
+        let owners = placement.owners(of: partition)
+        guard owners.first(where: { liveness(of: $0) == .alive }) == id else { return }
+        let root = durable.store.digest(of: partition).root
+        for peer in owners where peer != id && liveness(of: peer) == .alive {
+            outputs.append(.send(to: peer, .antiEntropyDigests(partition: partition, level: 0, nodes: [0], digests: [root])))
+        }
+    }
+
+    private mutating func tickMoves(nowMs: Int64) {
+        // Send the next chunks of every outgoing stream.
+        var finished: [Int] = []
+        for index in outgoing.indices {
+            for _ in 0..<settings.moveChunksPerTick {
+                let stream = outgoing[index]
+                let entries = durable.store.entries(of: stream.partition, after: stream.after, limit: settings.moveChunkEntries)
+                let last = entries.count < settings.moveChunkEntries
+                outputs.append(.send(to: stream.to, .moveChunk(
+                    partition: stream.partition, changeEpoch: stream.changeEpoch, after: stream.after, entries: entries, last: last)))
+                outgoing[index].after = entries.last?.key ?? stream.after
+                if last {
+                    finished.append(index)
+                    break
+                }
+            }
+        }
+        for index in finished.reversed() { outgoing.remove(at: index) }
+        // Re-request stalled incoming streams; propose the switch of caught-up partitions.
+        var caughtUp: [Int] = []
+        for partition in incoming.keys.sorted() {
+            guard var move = incoming[partition] else { continue }
+            for source in move.sources where !move.finished.contains(source) {
+                if nowMs - (move.progressAtMs[source] ?? nowMs) >= settings.moveRetryMs {
+                    move.progressAtMs[source] = nowMs
+                    outputs.append(.send(to: source, .moveRequest(
+                        partition: partition, changeEpoch: move.changeEpoch, after: move.after[source] ?? nil)))
+                }
+            }
+            // A quorum of the old replicas holds every acknowledged write; streams from that
+            // many of them cover them all (docs/CLUSTER.md, "Rebalancing").
+            if move.finished.count >= AckCount.quorum.required(of: move.sources.count),
+               !move.proposed || nowMs - (move.progressAtMs.values.max() ?? nowMs) >= settings.moveRetryMs {
+                caughtUp.append(partition)
+                move.proposed = true
+                for source in move.sources { move.progressAtMs[source] = max(move.progressAtMs[source] ?? nowMs, nowMs) }
+            }
+            incoming[partition] = move
+        }
+        if !caughtUp.isEmpty {
+            outputs.append(.proposeSwitch(partitions: caughtUp, changeEpoch: placement.changeEpoch))
+        }
+    }
+
+    private mutating func dropPartitionsNoLongerOwned(nowMs: Int64) {
+        guard nowMs >= nextOwnershipCheckMs, nowMs - placementLearnedAtMs >= settings.graceMs else { return }
+        nextOwnershipCheckMs = nowMs + Self.ownershipCheckIntervalMs
+        for partition in durable.store.heldPartitions where !placement.writeTargets(of: partition).contains(id) {
+            durable.store.drop(partition: partition)
+            stats.partitionsDropped += 1
+        }
+    }
+
+    /// How often standing hints are offered to their targets (each offer sends up to
+    /// `hintReplaysPerRound` per target).
+    static let hintReplayIntervalMs: Int64 = 100
+    /// How often the node looks for partitions it holds but no longer owns.
+    static let ownershipCheckIntervalMs: Int64 = 1_000
+
+    private mutating func takeRequestNumber() -> UInt64 {
+        defer { nextRequest += 1 }
+        return nextRequest
+    }
+
+    // MARK: Introspection (tests, simulator, INFO)
+
+    /// Writes and reads this node still coordinates.
+    public var pendingRequests: Int { writes.count + reads.count }
+    /// Partitions this node is streaming in.
+    public var incomingMoves: [Int] { incoming.keys.sorted() }
+}

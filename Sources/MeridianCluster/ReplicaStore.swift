@@ -1,0 +1,146 @@
+import MeridianCore
+
+/// The partitions one node holds, each with its Merkle tree kept current on every merge. This is
+/// the simulator's storage and the model the server's keyspace follows; merging is the LWW
+/// merge, so applying the same state twice, or two states in either order, ends the same.
+public struct ReplicaStore: Sendable, Equatable {
+    /// One partition's keys and tree.
+    public struct Partition: Sendable, Equatable {
+        public var entries: [[UInt8]: ReplicaState] = [:]
+        public var digest = PartitionDigest()
+    }
+
+    public private(set) var partitions: [Int: Partition] = [:]
+
+    public init() {}
+
+    /// This replica's state of `key`, if it holds any.
+    public func state(of key: [UInt8], partition: Int) -> ReplicaState? {
+        partitions[partition]?.entries[key]
+    }
+
+    /// Merges `state` into the key's state. Returns whether anything changed.
+    @discardableResult
+    public mutating func merge(key: [UInt8], state: ReplicaState, partition: Int) -> Bool {
+        let leaf = PartitionDigest.leaf(of: key)
+        var holder = partitions[partition] ?? Partition()
+        defer { partitions[partition] = holder }
+        if let current = holder.entries[key] {
+            let merged = current.merged(with: state)
+            if merged == current { return false }
+            holder.digest.toggle(PartitionDigest.entryDigest(key: key, state: current), leaf: leaf)
+            holder.digest.toggle(PartitionDigest.entryDigest(key: key, state: merged), leaf: leaf)
+            holder.entries[key] = merged
+        } else {
+            holder.digest.toggle(PartitionDigest.entryDigest(key: key, state: state), leaf: leaf)
+            holder.entries[key] = state
+        }
+        return true
+    }
+
+    /// Forgets a partition this node no longer owns.
+    public mutating func drop(partition: Int) {
+        partitions[partition] = nil
+    }
+
+    /// The partition's tree (empty for a partition this node holds nothing of).
+    public func digest(of partition: Int) -> PartitionDigest {
+        partitions[partition]?.digest ?? PartitionDigest()
+    }
+
+    /// The entries in `leaves`, in key order.
+    public func entries(of partition: Int, inLeaves leaves: [Int]) -> [ReplicaEntry] {
+        guard let holder = partitions[partition] else { return [] }
+        let wanted = Set(leaves)
+        return holder.entries.filter { wanted.contains(PartitionDigest.leaf(of: $0.key)) }
+            .map { ReplicaEntry(key: $0.key, state: $0.value) }
+            .sorted { $0.key.lexicographicallyPrecedes($1.key) }
+    }
+
+    /// Up to `limit` entries with keys after `after`, in key order: one chunk of a move.
+    public func entries(of partition: Int, after: [UInt8]?, limit: Int) -> [ReplicaEntry] {
+        guard let holder = partitions[partition] else { return [] }
+        var keys = holder.entries.keys.filter { after == nil || after!.lexicographicallyPrecedes($0) }
+        keys.sort { $0.lexicographicallyPrecedes($1) }
+        return keys.prefix(limit).map { ReplicaEntry(key: $0, state: holder.entries[$0]!) }
+    }
+
+    /// The partitions this node holds anything of, ascending.
+    public var heldPartitions: [Int] { partitions.keys.sorted() }
+}
+
+/// Writes a coordinator owes to replicas that did not acknowledge them (docs/CLUSTER.md,
+/// "Hinted handoff"), in arrival order per target, bounded in bytes: past the bound the oldest
+/// hints go first (anti-entropy repairs what they carried) and are counted.
+public struct HintStore: Sendable, Equatable {
+    /// One owed write.
+    public struct Hint: Sendable, Equatable {
+        public var id: UInt64
+        public var target: Int
+        public var partition: Int
+        public var key: [UInt8]
+        public var state: ReplicaState
+
+        /// What the hint costs against the bound: its key and value bytes plus a fixed
+        /// overhead for the stamps and bookkeeping.
+        public var bytes: Int { key.count + (state.value?.count ?? 0) + 64 }
+    }
+
+    public let bytesMax: Int
+    /// In arrival order.
+    public private(set) var hints: [Hint] = []
+    public private(set) var bytes = 0
+    /// Hints dropped to stay within `bytesMax`.
+    public private(set) var dropped: UInt64 = 0
+    private var nextID: UInt64 = 1
+
+    public init(bytesMax: Int) {
+        precondition(bytesMax > 0)
+        self.bytesMax = bytesMax
+    }
+
+    /// Stores a hint, replacing an older one for the same target and key (only the newest state
+    /// matters: a merge of the newer state covers the older).
+    public mutating func add(target: Int, partition: Int, key: [UInt8], state: ReplicaState) {
+        if let index = hints.firstIndex(where: { $0.target == target && $0.key == key }) {
+            let merged = hints[index].state.merged(with: state)
+            bytes -= hints[index].bytes
+            hints.remove(at: index)
+            append(Hint(id: 0, target: target, partition: partition, key: key, state: merged))
+        } else {
+            append(Hint(id: 0, target: target, partition: partition, key: key, state: state))
+        }
+    }
+
+    private mutating func append(_ hint: Hint) {
+        var hint = hint
+        hint.id = nextID
+        nextID += 1
+        bytes += hint.bytes
+        hints.append(hint)
+        while bytes > bytesMax, !hints.isEmpty {
+            bytes -= hints.removeFirst().bytes
+            dropped += 1
+        }
+    }
+
+    /// The oldest `limit` hints for `target`.
+    public func pending(for target: Int, limit: Int) -> [Hint] {
+        Array(hints.lazy.filter { $0.target == target }.prefix(limit))
+    }
+
+    /// The targets with hints, ascending.
+    public var targets: [Int] { Set(hints.map(\.target)).sorted() }
+
+    /// Removes a hint once its target acknowledged it (or it no longer applies).
+    /// Returns whether it was still there.
+    @discardableResult
+    public mutating func remove(id: UInt64) -> Bool {
+        guard let index = hints.firstIndex(where: { $0.id == id }) else { return false }
+        bytes -= hints[index].bytes
+        hints.remove(at: index)
+        return true
+    }
+
+    public var isEmpty: Bool { hints.isEmpty }
+}

@@ -1,0 +1,416 @@
+import MeridianCluster
+import MeridianCore
+
+/// A deterministic simulation of one data center scaled out (docs/CLUSTER.md): `ClusterNode`s
+/// (coordinators, replicas, SWIM members, hint keepers, anti-entropy peers, move endpoints)
+/// exchange `ClusterMessage`s over a network that loses, duplicates, delays and reorders them
+/// and cuts links for a while; nodes crash (keeping their durable state) and restart; nodes
+/// join and leave through committed placement changes. The committed placement is an oracle
+/// here (in the server it is a key of the strong log, whose protocol `PaxosSimulation` checks):
+/// nodes learn it late, from broadcasts that may be lost and from their own fetches.
+///
+/// After the faults stop, `run` restarts every member, heals the links, lets the change in
+/// progress finish and the system go quiet, then checks the invariants of docs/CLUSTER.md:
+/// every acknowledged write is on every owner (or superseded), owners converge, hints drain,
+/// partitions end on exactly their owners. During the run it checks that a `quorum` read on a
+/// stable placement sees every write acknowledged before it began.
+public struct ClusterSimulation {
+    public struct Options: Sendable {
+        public var nodes = 5
+        public var replicationFactor = 3
+        public var partitions = 16
+        public var keys = 48
+        /// Simulated time with faults and client traffic.
+        public var faultMs: Int64 = 30_000
+        /// The longest the system may take to go quiet afterwards.
+        public var healMsMax: Int64 = 120_000
+        public var stepMs: Int64 = 10
+        public var lossPercent = 3
+        public var duplicatePercent = 2
+        public var delayMsMax: Int64 = 20
+        /// Per mille per step that an up member crashes (at most `downMax` down at once).
+        public var crashPerMille = 2
+        public var downMax = 2
+        /// Per mille per step that a down node restarts.
+        public var restartPerMille = 8
+        /// Per mille per step that a link between two nodes is cut for 0.2–3 s.
+        public var cutPerMille = 3
+        /// Per mille per step that a node is added or removed (when no change is running).
+        public var changePerMille = 1
+        public var membersMin = 4
+        public var membersMax = 7
+        /// Client commands per step (each a write, a delete or a read at a random member).
+        public var commandsPerStep = 1
+        public var writeAcks = AckCount.quorum
+        public var readAcks = AckCount.quorum
+        /// When the faults stop, one member loses its disk (store and hints) and restarts empty:
+        /// anti-entropy must rebuild it from the other replicas.
+        public var wipeOneMember = false
+        public var settings: ClusterSettings = {
+            var settings = ClusterSettings()
+            settings.antiEntropyIntervalMs = 2_000
+            settings.graceMs = 1_000
+            settings.moveChunkEntries = 4
+            settings.moveChunksPerTick = 1
+            settings.moveRetryMs = 500
+            settings.hintsBytesMax = 1 << 20
+            return settings
+        }()
+
+        public init() {}
+    }
+
+    public struct Outcome: Sendable, CustomStringConvertible {
+        public var problem: String?
+        public var writesAcknowledged = 0
+        public var writesTimedOut = 0
+        public var readsChecked = 0
+        public var crashes = 0
+        public var joins = 0
+        public var leaves = 0
+        public var switches = 0
+        public var hintsStored: UInt64 = 0
+        public var hintsReplayed: UInt64 = 0
+        public var readRepairs: UInt64 = 0
+        public var antiEntropyRepairs: UInt64 = 0
+        public var moveEntries: UInt64 = 0
+        public var healMs: Int64 = 0
+
+        public init() {}
+
+        public var passed: Bool { problem == nil }
+
+        public var description: String {
+            "acked=\(writesAcknowledged) timedOut=\(writesTimedOut) readsChecked=\(readsChecked) crashes=\(crashes) joins=\(joins) leaves=\(leaves) switches=\(switches) hints=\(hintsStored)/\(hintsReplayed) readRepairs=\(readRepairs) aeRepairs=\(antiEntropyRepairs) moved=\(moveEntries) healMs=\(healMs)"
+                + (problem.map { " problem: \($0)" } ?? "")
+        }
+    }
+
+    enum Event {
+        case message(from: Int, to: Int, ClusterMessage)
+        case placement(to: Int)
+        case proposal(from: Int, partitions: [Int], changeEpoch: UInt64)
+    }
+
+    struct Scheduled {
+        var atMs: Int64
+        var order: UInt64
+        var event: Event
+    }
+
+    struct SimulatedNode {
+        var node: ClusterNode?
+        var saved: ClusterDurableState
+        var random: SplitMix64
+    }
+
+    enum Command {
+        case write(key: Int, value: [UInt8]?)
+        case read(key: Int, epoch: UInt64, acknowledgedBefore: LWWStamp?, checked: Bool)
+    }
+
+    public let seed: UInt64
+    public let options: Options
+    var random: SplitMix64
+    var nowMs: Int64 = 0
+    var committed: Placement
+    var nodes: [Int: SimulatedNode] = [:]
+    var queue: [Scheduled] = []
+    var order: UInt64 = 0
+    var cuts: [(a: Int, b: Int, untilMs: Int64)] = []
+    var clients: [UInt64: (node: Int, command: Command)] = [:]
+    var nextClient: UInt64 = 1
+    var nextValue = 0
+    /// Per key: the newest acknowledged stamp.
+    var acknowledged: [Int: LWWStamp] = [:]
+    var outcome = Outcome()
+    var faults = true
+    /// Nodes removed by a finished change: stopped, never restarted.
+    var retired: Set<Int> = []
+
+    public init(seed: UInt64, options: Options = Options()) {
+        self.seed = seed
+        self.options = options
+        self.random = SplitMix64(seed: seed)
+        self.committed = Placement(
+            memberNames: (0..<options.nodes).map { "node-\($0)" }, partitionCount: options.partitions,
+            replicationFactor: options.replicationFactor)
+        for id in 0..<options.nodes { start(id, durable: nil) }
+    }
+
+    static func key(_ index: Int) -> [UInt8] { Array("key:\(index)".utf8) }
+
+    mutating func start(_ id: Int, durable: ClusterDurableState?) {
+        let state = durable ?? ClusterDurableState(placement: committed, hintsBytesMax: options.settings.hintsBytesMax)
+        let node = ClusterNode(id: id, durable: state, settings: options.settings, nowMs: nowMs, incarnation: UInt64(nowMs) + 1)
+        nodes[id] = SimulatedNode(node: node, saved: state, random: SplitMix64(seed: seed &* 31 &+ UInt64(id) &+ UInt64(nowMs)))
+        collect(id)
+    }
+
+    mutating func crash(_ id: Int) {
+        guard let node = nodes[id]?.node else { return }
+        nodes[id]!.saved = node.durable
+        nodes[id]!.node = nil
+        // Its clients lose their connection: the outcome of their commands is unknown.
+        clients = clients.filter { $0.value.node != id }
+        outcome.crashes += 1
+    }
+
+    /// Runs the seed: faults and traffic, then healing, then the checks.
+    public mutating func run() -> Outcome {
+        while nowMs < options.faultMs && outcome.problem == nil {
+            step()
+        }
+        faults = false
+        cuts.removeAll()
+        let healStart = nowMs
+        if options.wipeOneMember, let victim = committed.memberIDs.randomElement(using: &random) {
+            crash(victim)
+            nodes[victim]!.saved = ClusterDurableState(placement: committed, hintsBytesMax: options.settings.hintsBytesMax)
+        }
+        for id in nodes.keys.sorted() where nodes[id]!.node == nil && !retired.contains(id) && committed.member(id) != nil {
+            start(id, durable: nodes[id]!.saved)
+        }
+        while outcome.problem == nil && nowMs - healStart < options.healMsMax {
+            step()
+            if nowMs % 1_000 == 0, quiet() { break }
+        }
+        outcome.healMs = nowMs - healStart
+        if outcome.problem == nil { outcome.problem = check() }
+        for id in nodes.keys.sorted() {
+            guard let stats = nodes[id]?.node?.stats else { continue }
+            outcome.hintsStored += stats.hintsStored
+            outcome.hintsReplayed += stats.hintsReplayed
+            outcome.readRepairs += stats.readRepairs
+            outcome.antiEntropyRepairs += stats.antiEntropyRepairs
+            outcome.moveEntries += stats.moveEntriesReceived
+        }
+        return outcome
+    }
+
+    mutating func step() {
+        nowMs += options.stepMs
+        if faults { injectFaults() }
+        if faults { issueCommands() }
+        deliverDueEvents()
+        for id in nodes.keys.sorted() where nodes[id]!.node != nil {
+            var generator = nodes[id]!.random
+            nodes[id]!.node!.tick(nowMs: nowMs, random: &generator)
+            nodes[id]!.random = generator
+            collect(id)
+        }
+        retireRemovedNodes()
+    }
+
+    // MARK: Faults and traffic
+
+    mutating func injectFaults() {
+        let members = committed.memberIDs
+        let down = members.filter { nodes[$0]?.node == nil }
+        if Int.random(in: 0..<1_000, using: &random) < options.crashPerMille, down.count < options.downMax {
+            let up = members.filter { nodes[$0]?.node != nil }
+            if let victim = up.randomElement(using: &random) { crash(victim) }
+        }
+        if !down.isEmpty, Int.random(in: 0..<1_000, using: &random) < options.restartPerMille {
+            let id = down.randomElement(using: &random)!
+            start(id, durable: nodes[id]!.saved)
+        }
+        if Int.random(in: 0..<1_000, using: &random) < options.cutPerMille, members.count >= 2 {
+            let a = members.randomElement(using: &random)!
+            let b = members.filter { $0 != a }.randomElement(using: &random)!
+            cuts.append((a, b, nowMs + Int64.random(in: 200...3_000, using: &random)))
+        }
+        cuts.removeAll { $0.untilMs <= nowMs }
+        if !committed.isChanging, Int.random(in: 0..<1_000, using: &random) < options.changePerMille {
+            changeMembership()
+        }
+    }
+
+    mutating func changeMembership() {
+        let members = committed.members
+        let add = members.count < options.membersMax && (members.count <= options.membersMin || Bool.random(using: &random))
+        if add {
+            let name = "node-\((nodes.keys.max() ?? 0) + 1)"
+            guard let next = try? committed.adding(name: name) else { return }
+            commit(next)
+            let joined = next.members.last!.id
+            precondition(nodes[joined] == nil, "a joining node gets a fresh id")
+            start(joined, durable: nil)
+            outcome.joins += 1
+        } else if members.count > options.membersMin {
+            let leaving = members.randomElement(using: &random)!
+            guard let next = try? committed.removing(name: leaving.name) else { return }
+            commit(next)
+            outcome.leaves += 1
+        }
+    }
+
+    mutating func commit(_ next: Placement) {
+        committed = next
+        for id in nodes.keys.sorted() where nodes[id]!.node != nil {
+            schedule(.placement(to: id), delayMs: Int64.random(in: 1...options.delayMsMax, using: &random), lossy: true)
+        }
+    }
+
+    /// Stops the nodes a finished change removed (after the grace period, so that they served
+    /// their streams and in-flight reads).
+    mutating func retireRemovedNodes() {
+        for id in nodes.keys.sorted() where committed.member(id) == nil && !retired.contains(id) {
+            guard let node = nodes[id]?.node else {
+                retired.insert(id)
+                continue
+            }
+            if node.placement.epoch >= committed.epoch && node.placement.member(id) == nil && node.durable.store.heldPartitions.isEmpty {
+                nodes[id]!.node = nil
+                retired.insert(id)
+            }
+        }
+    }
+
+    mutating func issueCommands() {
+        for _ in 0..<options.commandsPerStep {
+            let up = committed.memberIDs.filter { nodes[$0]?.node != nil }
+            guard let at = up.randomElement(using: &random) else { return }
+            let key = Int.random(in: 0..<options.keys, using: &random)
+            let client = nextClient
+            nextClient += 1
+            let roll = Int.random(in: 0..<10, using: &random)
+            if roll < 6 {
+                nextValue += 1
+                let value: [UInt8]? = roll == 0 ? nil : Array("v\(nextValue)".utf8)
+                clients[client] = (at, .write(key: key, value: value))
+                nodes[at]!.node!.write(client: client, key: Self.key(key), value: value, acks: options.writeAcks, nowMs: nowMs)
+            } else {
+                // A read is checked when it starts and ends on a settled placement that its
+                // coordinator already knows (see `checkRead`).
+                let current = nodes[at]!.node!.placement.epoch == committed.epoch
+                clients[client] = (at, .read(key: key, epoch: committed.epoch, acknowledgedBefore: acknowledged[key], checked: current))
+                nodes[at]!.node!.read(client: client, key: Self.key(key), acks: options.readAcks, nowMs: nowMs)
+            }
+            collect(at)
+        }
+    }
+
+    // MARK: Events
+
+    mutating func schedule(_ event: Event, delayMs: Int64, lossy: Bool) {
+        if lossy && faults && Int.random(in: 0..<100, using: &random) < options.lossPercent { return }
+        order += 1
+        queue.append(Scheduled(atMs: nowMs + delayMs, order: order, event: event))
+        if lossy && faults && Int.random(in: 0..<100, using: &random) < options.duplicatePercent {
+            order += 1
+            queue.append(Scheduled(atMs: nowMs + delayMs + Int64.random(in: 1...options.delayMsMax, using: &random), order: order, event: event))
+        }
+    }
+
+    func isCut(_ a: Int, _ b: Int) -> Bool {
+        cuts.contains { ($0.a == a && $0.b == b) || ($0.a == b && $0.b == a) }
+    }
+
+    mutating func deliverDueEvents() {
+        var due = queue.filter { $0.atMs <= nowMs }
+        guard !due.isEmpty else { return }
+        queue.removeAll { $0.atMs <= nowMs }
+        due.sort { ($0.atMs, $0.order) < ($1.atMs, $1.order) }
+        for scheduled in due {
+            switch scheduled.event {
+            case .message(let from, let to, let message):
+                guard nodes[to]?.node != nil, !isCut(from, to) else { continue }
+                nodes[to]!.node!.receive(message, from: from, nowMs: nowMs)
+                collect(to)
+            case .placement(let to):
+                guard nodes[to]?.node != nil else { continue }
+                nodes[to]!.node!.learn(committed, nowMs: nowMs)
+                collect(to)
+            case .proposal(_, let partitions, let changeEpoch):
+                let valid = partitions.filter { committed.isMoving($0) }
+                guard changeEpoch == committed.changeEpoch, !valid.isEmpty,
+                      let next = try? committed.switching(partitions: valid, changeEpoch: changeEpoch) else { continue }
+                outcome.switches += valid.count
+                commit(next)
+            }
+        }
+    }
+
+    /// Carries out a node's outputs: messages into the network, replies to the clients.
+    mutating func collect(_ id: Int) {
+        guard let outputs = nodes[id]?.node?.takeOutputs() else { return }
+        for output in outputs {
+            switch output {
+            case .send(let to, let message):
+                schedule(.message(from: id, to: to, message), delayMs: Int64.random(in: 1...options.delayMsMax, using: &random), lossy: true)
+            case .reply(let client, let result):
+                guard let (_, command) = clients.removeValue(forKey: client) else { continue }
+                record(command, result)
+            case .fetchPlacement:
+                schedule(.placement(to: id), delayMs: Int64.random(in: 1...options.delayMsMax, using: &random), lossy: true)
+            case .proposeSwitch(let partitions, let changeEpoch):
+                schedule(.proposal(from: id, partitions: partitions, changeEpoch: changeEpoch), delayMs: options.delayMsMax, lossy: true)
+            }
+        }
+    }
+
+    mutating func record(_ command: Command, _ result: ClusterClientResult) {
+        switch (command, result) {
+        case (.write(let key, _), .written(let stamp)):
+            outcome.writesAcknowledged += 1
+            if acknowledged[key].map({ stamp > $0 }) ?? true { acknowledged[key] = stamp }
+        case (.write, .timedOut):
+            outcome.writesTimedOut += 1
+        case (.read(let key, let epoch, let before, let checked), .read(let state)):
+            guard checked, options.writeAcks == .quorum, options.readAcks == .quorum, committed.epoch == epoch, let before else { return }
+            outcome.readsChecked += 1
+            // W + R > RF: the read meets a replica of every quorum that acknowledged a write.
+            if state.map({ $0.valueStamp < before }) ?? true {
+                outcome.problem = "a quorum read of key:\(key) returned \(state.map { "\($0.valueStamp)" } ?? "nothing") but \(before) was acknowledged before it began"
+            }
+        default:
+            break
+        }
+    }
+
+    // MARK: Checks
+
+    /// Whether the system has gone quiet: the placement settled and known everywhere, no hints,
+    /// owners equal, non-owners empty.
+    func quiet() -> Bool {
+        !committed.isChanging && check() == nil
+    }
+
+    /// The first invariant that does not hold, or nil.
+    func check() -> String? {
+        if committed.isChanging { return "the change of epoch \(committed.changeEpoch) did not finish: \(committed)" }
+        let members = committed.memberIDs
+        for id in members {
+            guard let node = nodes[id]?.node else { return "member \(id) is down after healing" }
+            if node.placement.epoch != committed.epoch { return "member \(id) knows epoch \(node.placement.epoch), not \(committed.epoch)" }
+            if !node.durable.hints.isEmpty { return "member \(id) still holds \(node.durable.hints.hints.count) hints" }
+        }
+        for partition in 0..<committed.partitionCount {
+            let owners = committed.owners(of: partition)
+            let reference = nodes[owners[0]]!.node!.durable.store.partitions[partition]?.entries ?? [:]
+            for owner in owners.dropFirst() {
+                let entries = nodes[owner]!.node!.durable.store.partitions[partition]?.entries ?? [:]
+                if entries != reference {
+                    return "partition \(partition): owners \(owners[0]) and \(owner) differ (\(reference.count) vs \(entries.count) keys)"
+                }
+            }
+            for id in members where !owners.contains(id) {
+                if let held = nodes[id]!.node!.durable.store.partitions[partition], !held.entries.isEmpty {
+                    return "member \(id) still holds partition \(partition), owned by \(owners)"
+                }
+            }
+        }
+        for (key, stamp) in acknowledged.sorted(by: { $0.key < $1.key }) {
+            let bytes = Self.key(key)
+            let partition = nodes[members[0]]!.node!.partition(of: bytes)
+            for owner in committed.owners(of: partition) {
+                let state = nodes[owner]!.node!.durable.store.state(of: bytes, partition: partition)
+                if state.map({ $0.valueStamp < stamp }) ?? true {
+                    return "acknowledged write \(stamp) of key:\(key) lost on owner \(owner) of partition \(partition)"
+                }
+            }
+        }
+        return nil
+    }
+}

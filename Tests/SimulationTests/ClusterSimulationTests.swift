@@ -1,0 +1,81 @@
+// Proves, in the deterministic simulator, the invariants of docs/CLUSTER.md for one data center
+// scaled out: 5 nodes, RF 3, `quorum` writes and reads, under message loss, duplication and
+// reordering, links cut for a while, nodes crashing (two at most at once) and restarting, and
+// nodes joining and leaving through committed placement changes (dual writes, streams, per-
+// partition switches). For every seed: every acknowledged write survives on every owner, the
+// owners of each partition converge (same states, same digests), hints drain, partitions end on
+// exactly their owners, and a quorum read on a settled placement sees every write acknowledged
+// before it began. A failure prints its seed; a seed that once failed becomes a test of its own.
+import MeridianCluster
+import MeridianSimulation
+import Testing
+
+@Suite struct ClusterSimulationTests {
+    static func run(_ seeds: ClosedRange<UInt64>, options: ClusterSimulation.Options = .init()) -> ClusterSimulation.Outcome? {
+        var total = ClusterSimulation.Outcome()
+        for seed in seeds {
+            var simulation = ClusterSimulation(seed: seed, options: options)
+            let outcome = simulation.run()
+            #expect(outcome.passed, "seed \(seed): \(outcome)")
+            if !outcome.passed { return nil }
+            total.writesAcknowledged += outcome.writesAcknowledged
+            total.readsChecked += outcome.readsChecked
+            total.crashes += outcome.crashes
+            total.joins += outcome.joins
+            total.leaves += outcome.leaves
+            total.switches += outcome.switches
+            total.hintsReplayed += outcome.hintsReplayed
+            total.readRepairs += outcome.readRepairs
+            total.antiEntropyRepairs += outcome.antiEntropyRepairs
+            total.moveEntries += outcome.moveEntries
+        }
+        return total
+    }
+
+    /// Seeds in groups (the groups run in parallel). Each group must exercise every mechanism.
+    @Test(arguments: 0..<8)
+    func noAcknowledgedWriteIsLostAndReplicasConverge(group: Int) throws {
+        let first = UInt64(group * 25 + 1)
+        let total = try #require(Self.run(first...(first + 24)))
+        #expect(total.crashes > 0 && total.joins > 0 && total.leaves > 0 && total.switches > 0, "\(total)")
+        #expect(total.hintsReplayed > 0 && total.readRepairs > 0 && total.antiEntropyRepairs > 0 && total.readsChecked > 0, "\(total)")
+    }
+
+    /// Without faults every write is acknowledged and nothing needs repair.
+    @Test func withoutFaultsEveryWriteIsAcknowledged() throws {
+        var options = ClusterSimulation.Options()
+        options.lossPercent = 0
+        options.duplicatePercent = 0
+        options.crashPerMille = 0
+        options.cutPerMille = 0
+        options.changePerMille = 0
+        for seed in UInt64(1)...10 {
+            var simulation = ClusterSimulation(seed: seed, options: options)
+            let outcome = simulation.run()
+            #expect(outcome.passed && outcome.writesTimedOut == 0 && outcome.hintsStored == 0, "seed \(seed): \(outcome)")
+        }
+    }
+
+    /// `write_acks: all` with `read_acks: one` holds the same invariants (the read check applies
+    /// to quorum/quorum only). `write_acks: one` keeps them without membership changes: a write
+    /// acknowledged by one replica may be on that replica only when a move streams from a
+    /// quorum that lacks it (docs/CLUSTER.md says so).
+    @Test func otherAckCountsKeepTheInvariants() throws {
+        var options = ClusterSimulation.Options()
+        options.writeAcks = .all
+        options.readAcks = .one
+        _ = try #require(Self.run(500...519, options: options))
+        options.writeAcks = .one
+        options.changePerMille = 0
+        _ = try #require(Self.run(600...619, options: options))
+    }
+
+    /// A member that lost its disk (store and hints) is rebuilt by anti-entropy: every
+    /// acknowledged write is back on it.
+    @Test func aMemberThatLostItsDiskIsRebuilt() throws {
+        var options = ClusterSimulation.Options()
+        options.wipeOneMember = true
+        options.changePerMille = 0
+        _ = try #require(Self.run(700...719, options: options))
+    }
+}
