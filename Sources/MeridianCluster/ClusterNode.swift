@@ -452,16 +452,16 @@ public struct ClusterNode: Sendable {
         guard partition >= 0, partition < placement.partitionCount, level >= 0, level <= PartitionDigest.leafLevel,
               nodes.count == digests.count, nodes.count <= PartitionDigest.leafCount else { return }
         let mine = durable.store.digest(of: partition)
-        let differing = zip(nodes, digests).filter { mine.digest(level: level, index: $0.0) != $0.1 }.map(\.0)
+        let width = PartitionDigest.width(of: level)
+        let differing = zip(nodes, digests).filter { $0.0 >= 0 && $0.0 < width && mine.digest(level: level, index: $0.0) != $0.1 }.map(\.0)
         guard !differing.isEmpty else { return }
         if level == PartitionDigest.leafLevel {
             let entries = Array(durable.store.entries(of: partition, inLeaves: differing).prefix(settings.antiEntropyEntriesMax))
             stats.antiEntropyEntriesSent += UInt64(entries.count)
             outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, leaves: differing, entries: entries, answer: false)))
         } else {
-            let width = PartitionDigest.width(of: level + 1)
             let children = differing.flatMap { parent in
-                (0..<PartitionDigest.fanout).map { parent * PartitionDigest.fanout + $0 }.filter { $0 < width }
+                (0..<PartitionDigest.fanout).map { parent * PartitionDigest.fanout + $0 }
             }
             outputs.append(.send(to: peer, .antiEntropyDigests(
                 partition: partition, level: level + 1, nodes: children,
