@@ -56,7 +56,7 @@ let package = Package(
         // The peer protocol: frames, delta-batch codec, zstd. Bytes in, values out; no IO.
         .target(
             name: "MeridianWire",
-            dependencies: ["MeridianCore", "MeridianPaxos", "CZstd", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["MeridianCore", "MeridianPaxos", "MeridianCluster", "CZstd", .product(name: "NIOCore", package: "swift-nio")]
         ),
         // Deterministic simulations that drive Core's state machines with seeded faults.
         .target(
@@ -104,7 +104,7 @@ let package = Package(
         .testTarget(name: "MeridianPaxosTests", dependencies: ["MeridianPaxos", "MeridianWire", "MeridianCore"]),
         .testTarget(
             name: "MeridianWireTests",
-            dependencies: ["MeridianWire", "MeridianCore", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["MeridianWire", "MeridianCore", "MeridianCluster", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "MeridianRESPTests",

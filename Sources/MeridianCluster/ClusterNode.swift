@@ -32,6 +32,9 @@ public struct ClusterSettings: Sendable, Equatable {
     /// Entries per move chunk, and chunks sent per stream per tick.
     public var moveChunkEntries = 256
     public var moveChunksPerTick = 4
+    /// Key and value bytes one anti-entropy or move message carries at most (besides one entry
+    /// of any size): with values up to 1 MiB, a message stays within a 2 MiB peer frame.
+    public var entriesBytesMax = 1 << 20
     /// A stream with no progress for this long is requested again from where it stopped.
     public var moveRetryMs: Int64 = 1_000
     /// How long a node keeps a partition it no longer owns (in-flight reads at the old epoch).
@@ -456,7 +459,8 @@ public struct ClusterNode: Sendable {
         let differing = zip(nodes, digests).filter { $0.0 >= 0 && $0.0 < width && mine.digest(level: level, index: $0.0) != $0.1 }.map(\.0)
         guard !differing.isEmpty else { return }
         if level == PartitionDigest.leafLevel {
-            let entries = Array(durable.store.entries(of: partition, inLeaves: differing).prefix(settings.antiEntropyEntriesMax))
+            let entries = durable.store.entries(
+                of: partition, inLeaves: differing, limit: settings.antiEntropyEntriesMax, bytesMax: settings.entriesBytesMax)
             stats.antiEntropyEntriesSent += UInt64(entries.count)
             outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, leaves: differing, entries: entries, answer: false)))
         } else {
@@ -479,9 +483,15 @@ public struct ClusterNode: Sendable {
         }
         guard !answer else { return }
         // Send back what the peer lacks or holds older (after the merge, ours is the newest).
-        let back = durable.store.entries(of: partition, inLeaves: leaves).filter { theirs[$0.key] != $0.state }
+        let back = durable.store.entries(of: partition, inLeaves: leaves, limit: .max, bytesMax: .max).filter { theirs[$0.key] != $0.state }
         guard !back.isEmpty else { return }
-        let limited = Array(back.prefix(settings.antiEntropyEntriesMax))
+        var limited: [ReplicaEntry] = []
+        var bytes = 0
+        for entry in back.prefix(settings.antiEntropyEntriesMax) {
+            bytes += entry.key.count + (entry.state.value?.count ?? 0) + 48
+            if bytes > settings.entriesBytesMax && !limited.isEmpty { break }
+            limited.append(entry)
+        }
         stats.antiEntropyEntriesSent += UInt64(limited.count)
         outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, leaves: leaves, entries: limited, answer: true)))
     }
@@ -597,8 +607,10 @@ public struct ClusterNode: Sendable {
         for index in outgoing.indices {
             for _ in 0..<settings.moveChunksPerTick {
                 let stream = outgoing[index]
-                let entries = durable.store.entries(of: stream.partition, after: stream.after, limit: settings.moveChunkEntries)
-                let last = entries.count < settings.moveChunkEntries
+                let entries = durable.store.entries(
+                    of: stream.partition, after: stream.after, limit: settings.moveChunkEntries, bytesMax: settings.entriesBytesMax)
+                // The chunk after the last key is empty: an empty chunk ends the stream.
+                let last = entries.isEmpty
                 outputs.append(.send(to: stream.to, .moveChunk(
                     partition: stream.partition, changeEpoch: stream.changeEpoch, after: stream.after, entries: entries, last: last)))
                 outgoing[index].after = entries.last?.key ?? stream.after

@@ -48,21 +48,33 @@ public struct ReplicaStore: Sendable, Equatable {
         partitions[partition]?.digest ?? PartitionDigest()
     }
 
-    /// The entries in `leaves`, in key order.
-    public func entries(of partition: Int, inLeaves leaves: [Int]) -> [ReplicaEntry] {
+    /// The entries in `leaves`, in key order, at most `limit` of them and about `bytesMax`
+    /// bytes (always at least one: a key and a value fit in any message).
+    public func entries(of partition: Int, inLeaves leaves: [Int], limit: Int, bytesMax: Int) -> [ReplicaEntry] {
         guard let holder = partitions[partition] else { return [] }
         let wanted = Set(leaves)
-        return holder.entries.filter { wanted.contains(PartitionDigest.leaf(of: $0.key)) }
-            .map { ReplicaEntry(key: $0.key, state: $0.value) }
-            .sorted { $0.key.lexicographicallyPrecedes($1.key) }
+        let keys = holder.entries.keys.filter { wanted.contains(PartitionDigest.leaf(of: $0)) }
+        return Self.bounded(keys.sorted { $0.lexicographicallyPrecedes($1) }, in: holder, limit: limit, bytesMax: bytesMax)
     }
 
-    /// Up to `limit` entries with keys after `after`, in key order: one chunk of a move.
-    public func entries(of partition: Int, after: [UInt8]?, limit: Int) -> [ReplicaEntry] {
+    /// Entries with keys after `after`, in key order, bounded as above: one chunk of a move.
+    public func entries(of partition: Int, after: [UInt8]?, limit: Int, bytesMax: Int) -> [ReplicaEntry] {
         guard let holder = partitions[partition] else { return [] }
         var keys = holder.entries.keys.filter { after == nil || after!.lexicographicallyPrecedes($0) }
         keys.sort { $0.lexicographicallyPrecedes($1) }
-        return keys.prefix(limit).map { ReplicaEntry(key: $0, state: holder.entries[$0]!) }
+        return Self.bounded(keys, in: holder, limit: limit, bytesMax: bytesMax)
+    }
+
+    private static func bounded(_ keys: [[UInt8]], in holder: Partition, limit: Int, bytesMax: Int) -> [ReplicaEntry] {
+        var entries: [ReplicaEntry] = []
+        var bytes = 0
+        for key in keys.prefix(limit) {
+            let state = holder.entries[key]!
+            bytes += key.count + (state.value?.count ?? 0) + 48
+            if bytes > bytesMax && !entries.isEmpty { break }
+            entries.append(ReplicaEntry(key: key, state: state))
+        }
+        return entries
     }
 
     /// The partitions this node holds anything of, ascending.

@@ -15,6 +15,9 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case pong = 10
     /// One message of the strong protocol (`PaxosCodec`; docs/CONSISTENCY.md, "Messages").
     case strong = 11
+    /// One message between the nodes of a data center (`ClusterCodec`; docs/CLUSTER.md,
+    /// "Messages"). Not yet sent by the server: a node answers it as an unexpected frame.
+    case cluster = 12
 }
 
 /// One message between peers: a type and its payload.

@@ -207,86 +207,77 @@ public enum PaxosCodec {
         return entry
     }
 
-    struct Writer {
-        var bytes: [UInt8] = []
+    typealias Writer = WireWriter
+}
 
-        mutating func u8(_ value: UInt8) { bytes.append(value) }
-        mutating func u16(_ value: UInt16) { integer(value) }
-        mutating func u32(_ value: UInt32) { integer(value) }
-        mutating func u64(_ value: UInt64) { integer(value) }
-        mutating func i64(_ value: Int64) { integer(UInt64(bitPattern: value)) }
-        mutating func integer<T: FixedWidthInteger>(_ value: T) {
-            for index in 0..<MemoryLayout<T>.size { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * index))) }
+/// The strong protocol's values in byte form.
+extension WireWriter {
+    mutating func partition(_ value: Int) { u32(UInt32(value)) }
+    mutating func ballot(_ value: Ballot) { u64(value.round); u16(value.voter) }
+    mutating func request(_ value: RequestID) { u16(value.origin); u64(value.sequence) }
+
+    mutating func chosen(_ entries: [ChosenEntry]) {
+        u32(UInt32(entries.count))
+        for chosen in entries { u64(chosen.slot); entry(chosen.entry) }
+    }
+
+    mutating func entry(_ value: StrongEntry) {
+        request(value.request)
+        i64(value.timeMs)
+        if let command = value.command {
+            u8(1)
+            self.command(command)
+        } else {
+            u8(0)
         }
-        mutating func flag(_ value: Bool) { bytes.append(value ? 1 : 0) }
-        mutating func blob(_ value: [UInt8]) { u32(UInt32(value.count)); bytes.append(contentsOf: value) }
-        mutating func partition(_ value: Int) { u32(UInt32(value)) }
-        mutating func ballot(_ value: Ballot) { u64(value.round); u16(value.voter) }
-        mutating func request(_ value: RequestID) { u16(value.origin); u64(value.sequence) }
+    }
 
-        mutating func chosen(_ entries: [ChosenEntry]) {
-            u32(UInt32(entries.count))
-            for chosen in entries { u64(chosen.slot); entry(chosen.entry) }
-        }
+    mutating func command(_ value: StrongCommand) {
+        flag(value.isTransaction)
+        u32(UInt32(value.operations.count))
+        for operation in value.operations { self.operation(operation) }
+        u32(UInt32(value.watched.count))
+        for watched in value.watched { blob(watched.key); u64(watched.version) }
+    }
 
-        mutating func entry(_ value: StrongEntry) {
-            request(value.request)
-            i64(value.timeMs)
-            if let command = value.command {
-                u8(1)
-                self.command(command)
-            } else {
-                u8(0)
+    mutating func operation(_ value: StrongOperation) {
+        switch value {
+        case .get(let key): u8(1); blob(key)
+        case .exists(let key): u8(2); blob(key)
+        case .timeToLive(let key): u8(3); blob(key)
+        case .set(let key, let value, let options):
+            u8(4); blob(key); blob(value)
+            switch options.condition {
+            case .always: u8(0)
+            case .ifAbsent: u8(1)
+            case .ifPresent: u8(2)
+            case .ifEqual(let old): u8(3); blob(old)
             }
-        }
-
-        mutating func command(_ value: StrongCommand) {
-            flag(value.isTransaction)
-            u32(UInt32(value.operations.count))
-            for operation in value.operations { self.operation(operation) }
-            u32(UInt32(value.watched.count))
-            for watched in value.watched { blob(watched.key); u64(watched.version) }
-        }
-
-        mutating func operation(_ value: StrongOperation) {
-            switch value {
-            case .get(let key): u8(1); blob(key)
-            case .exists(let key): u8(2); blob(key)
-            case .timeToLive(let key): u8(3); blob(key)
-            case .set(let key, let value, let options):
-                u8(4); blob(key); blob(value)
-                switch options.condition {
-                case .always: u8(0)
-                case .ifAbsent: u8(1)
-                case .ifPresent: u8(2)
-                case .ifEqual(let old): u8(3); blob(old)
-                }
-                switch options.expiry {
-                case .none: u8(0)
-                case .keep: u8(1)
-                case .afterMs(let ms): u8(2); i64(ms)
-                }
-                flag(options.fence != nil); u64(options.fence ?? 0)
-                flag(options.returnPrevious)
-            case .delete(let key): u8(5); blob(key)
-            case .incrementBy(let key, let amount): u8(6); blob(key); i64(amount)
-            case .expire(let key, let ttl): u8(7); blob(key); flag(ttl != nil); i64(ttl ?? 0)
-            case .lock(let name, let ttl, let owner): u8(8); blob(name); i64(ttl); blob(owner)
-            case .unlock(let name, let token): u8(9); blob(name); u64(token)
-            case .version(let key): u8(10); blob(key)
+            switch options.expiry {
+            case .none: u8(0)
+            case .keep: u8(1)
+            case .afterMs(let ms): u8(2); i64(ms)
             }
+            flag(options.fence != nil); u64(options.fence ?? 0)
+            flag(options.returnPrevious)
+        case .delete(let key): u8(5); blob(key)
+        case .incrementBy(let key, let amount): u8(6); blob(key); i64(amount)
+        case .expire(let key, let ttl): u8(7); blob(key); flag(ttl != nil); i64(ttl ?? 0)
+        case .lock(let name, let ttl, let owner): u8(8); blob(name); i64(ttl); blob(owner)
+        case .unlock(let name, let token): u8(9); blob(name); u64(token)
+        case .version(let key): u8(10); blob(key)
         }
+    }
 
-        mutating func reply(_ value: StrongReply) {
-            switch value {
-            case .ok: u8(0)
-            case .null: u8(1)
-            case .bulk(let bytes): u8(2); blob(bytes)
-            case .integer(let number): u8(3); i64(number)
-            case .error(let message): u8(4); blob(Array(message.utf8))
-            case .array(let items): u8(5); u32(UInt32(items.count)); for item in items { reply(item) }
-            case .nullArray: u8(6)
-            }
+    mutating func reply(_ value: StrongReply) {
+        switch value {
+        case .ok: u8(0)
+        case .null: u8(1)
+        case .bulk(let bytes): u8(2); blob(bytes)
+        case .integer(let number): u8(3); i64(number)
+        case .error(let message): u8(4); blob(Array(message.utf8))
+        case .array(let items): u8(5); u32(UInt32(items.count)); for item in items { reply(item) }
+        case .nullArray: u8(6)
         }
     }
 }

@@ -61,3 +61,21 @@ struct WireReader {
         return Array(bytes[offset...])
     }
 }
+
+/// Writes the little-endian values of a peer message: the counterpart of `WireReader`, shared
+/// by every encoder of the peer protocol.
+struct WireWriter {
+    var bytes: [UInt8] = []
+
+    mutating func u8(_ value: UInt8) { bytes.append(value) }
+    mutating func u16(_ value: UInt16) { integer(value) }
+    mutating func u32(_ value: UInt32) { integer(value) }
+    mutating func u64(_ value: UInt64) { integer(value) }
+    mutating func i64(_ value: Int64) { integer(UInt64(bitPattern: value)) }
+    mutating func integer<T: FixedWidthInteger>(_ value: T) {
+        for index in 0..<MemoryLayout<T>.size { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * index))) }
+    }
+    mutating func flag(_ value: Bool) { bytes.append(value ? 1 : 0) }
+    /// A byte string with a 32-bit length.
+    mutating func blob(_ value: [UInt8]) { u32(UInt32(value.count)); bytes.append(contentsOf: value) }
+}

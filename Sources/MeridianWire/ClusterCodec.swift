@@ -1,0 +1,205 @@
+import MeridianCluster
+import MeridianCore
+
+/// The byte form of the messages between the nodes of one data center (docs/CLUSTER.md,
+/// "Messages"): the payload of a `cluster` peer frame. The first byte is the message kind (the
+/// table's number); integers are little-endian, byte strings carry a 32-bit length. Decoding
+/// never reads past the payload, refuses unknown kinds and out-of-range fields, and requires the
+/// payload to end where the message does.
+public enum ClusterCodec {
+    /// The message kinds, as numbered in docs/CLUSTER.md.
+    enum Kind: UInt8 {
+        case swimPing = 20, swimAck, swimPingRequest, replicate, replicateAck, read, readReply, movedEpoch
+        case antiEntropyDigests, antiEntropyEntries, moveRequest, moveChunk
+    }
+
+    /// Updates a SWIM message may carry, and digests/leaves an anti-entropy message may name.
+    static let updatesMax = 64
+    static let treeNodesMax = PartitionDigest.leafCount
+
+    public static func encode(_ message: ClusterMessage) -> [UInt8] {
+        var writer = WireWriter()
+        switch message {
+        case .swim(.ping(let sequence, let onBehalfOf, let updates)):
+            writer.u8(Kind.swimPing.rawValue); writer.u64(sequence)
+            writer.flag(onBehalfOf != nil); writer.u32(UInt32(onBehalfOf ?? 0)); writer.updates(updates)
+        case .swim(.ack(let sequence, let target, let incarnation, let updates)):
+            writer.u8(Kind.swimAck.rawValue); writer.u64(sequence); writer.u32(UInt32(target)); writer.u64(incarnation)
+            writer.updates(updates)
+        case .swim(.pingRequest(let sequence, let target, let updates)):
+            writer.u8(Kind.swimPingRequest.rawValue); writer.u64(sequence); writer.u32(UInt32(target)); writer.updates(updates)
+        case .replicate(let epoch, let request, let partition, let key, let state, let hinted):
+            writer.u8(Kind.replicate.rawValue); writer.u64(epoch); writer.u64(request); writer.u32(UInt32(partition))
+            writer.blob(key); writer.state(state); writer.flag(hinted)
+        case .replicateAck(let request):
+            writer.u8(Kind.replicateAck.rawValue); writer.u64(request)
+        case .read(let epoch, let request, let partition, let key):
+            writer.u8(Kind.read.rawValue); writer.u64(epoch); writer.u64(request); writer.u32(UInt32(partition)); writer.blob(key)
+        case .readReply(let request, let state):
+            writer.u8(Kind.readReply.rawValue); writer.u64(request); writer.flag(state != nil)
+            if let state { writer.state(state) }
+        case .movedEpoch(let request, let epoch):
+            writer.u8(Kind.movedEpoch.rawValue); writer.u64(request); writer.u64(epoch)
+        case .antiEntropyDigests(let partition, let level, let nodes, let digests):
+            writer.u8(Kind.antiEntropyDigests.rawValue); writer.u32(UInt32(partition)); writer.u8(UInt8(level))
+            writer.u32(UInt32(nodes.count))
+            for (node, digest) in zip(nodes, digests) { writer.u32(UInt32(node)); writer.u64(digest.high); writer.u64(digest.low) }
+        case .antiEntropyEntries(let partition, let leaves, let entries, let answer):
+            writer.u8(Kind.antiEntropyEntries.rawValue); writer.u32(UInt32(partition))
+            writer.u32(UInt32(leaves.count))
+            for leaf in leaves { writer.u32(UInt32(leaf)) }
+            writer.entries(entries); writer.flag(answer)
+        case .moveRequest(let partition, let changeEpoch, let after):
+            writer.u8(Kind.moveRequest.rawValue); writer.u32(UInt32(partition)); writer.u64(changeEpoch); writer.optionalBlob(after)
+        case .moveChunk(let partition, let changeEpoch, let after, let entries, let last):
+            writer.u8(Kind.moveChunk.rawValue); writer.u32(UInt32(partition)); writer.u64(changeEpoch); writer.optionalBlob(after)
+            writer.entries(entries); writer.flag(last)
+        }
+        return writer.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> ClusterMessage {
+        var reader = WireReader(bytes)
+        let byte = try reader.uint8()
+        guard let kind = Kind(rawValue: byte) else { throw .malformed("unknown cluster message kind \(byte)") }
+        let message: ClusterMessage
+        switch kind {
+        case .swimPing:
+            let sequence = try reader.uint64()
+            let relayed = try reader.flag()
+            let onBehalfOf = Int(try reader.uint32())
+            message = .swim(.ping(sequence: sequence, onBehalfOf: relayed ? onBehalfOf : nil, updates: try reader.updates()))
+        case .swimAck:
+            message = .swim(.ack(
+                sequence: try reader.uint64(), target: Int(try reader.uint32()), incarnation: try reader.uint64(),
+                updates: try reader.updates()))
+        case .swimPingRequest:
+            message = .swim(.pingRequest(sequence: try reader.uint64(), target: Int(try reader.uint32()), updates: try reader.updates()))
+        case .replicate:
+            message = .replicate(
+                epoch: try reader.uint64(), request: try reader.uint64(), partition: Int(try reader.uint32()),
+                key: try reader.key(), state: try reader.state(), hinted: try reader.flag())
+        case .replicateAck:
+            message = .replicateAck(request: try reader.uint64())
+        case .read:
+            message = .read(epoch: try reader.uint64(), request: try reader.uint64(), partition: Int(try reader.uint32()), key: try reader.key())
+        case .readReply:
+            let request = try reader.uint64()
+            message = .readReply(request: request, state: try reader.flag() ? try reader.state() : nil)
+        case .movedEpoch:
+            message = .movedEpoch(request: try reader.uint64(), epoch: try reader.uint64())
+        case .antiEntropyDigests:
+            let partition = Int(try reader.uint32())
+            let level = Int(try reader.uint8())
+            guard level <= PartitionDigest.leafLevel else { throw .malformed("tree level \(level)") }
+            let count = try reader.count()
+            guard count <= treeNodesMax else { throw .malformed("\(count) tree nodes") }
+            var nodes: [Int] = []
+            var digests: [Digest128] = []
+            for _ in 0..<count {
+                nodes.append(Int(try reader.uint32()))
+                digests.append(Digest128(high: try reader.uint64(), low: try reader.uint64()))
+            }
+            message = .antiEntropyDigests(partition: partition, level: level, nodes: nodes, digests: digests)
+        case .antiEntropyEntries:
+            let partition = Int(try reader.uint32())
+            let count = try reader.count()
+            guard count <= treeNodesMax else { throw .malformed("\(count) leaves") }
+            var leaves: [Int] = []
+            for _ in 0..<count { leaves.append(Int(try reader.uint32())) }
+            message = .antiEntropyEntries(partition: partition, leaves: leaves, entries: try reader.entries(), answer: try reader.flag())
+        case .moveRequest:
+            message = .moveRequest(partition: Int(try reader.uint32()), changeEpoch: try reader.uint64(), after: try reader.optionalKey())
+        case .moveChunk:
+            message = .moveChunk(
+                partition: Int(try reader.uint32()), changeEpoch: try reader.uint64(), after: try reader.optionalKey(),
+                entries: try reader.entries(), last: try reader.flag())
+        }
+        guard reader.isAtEnd else { throw .malformed("\(bytes.count - reader.offset) bytes after a cluster message") }
+        return message
+    }
+}
+
+/// The cluster messages' values in byte form.
+extension WireWriter {
+    mutating func updates(_ updates: [MemberUpdate]) {
+        u32(UInt32(updates.count))
+        for update in updates { u32(UInt32(update.member)); u64(update.incarnation); u8(update.liveness.rawValue) }
+    }
+
+    mutating func stamp(_ stamp: LWWStamp) {
+        u64(stamp.timestamp.rawValue); u16(stamp.origin.datacenter); u16(stamp.origin.node)
+    }
+
+    mutating func state(_ state: ReplicaState) {
+        flag(state.value != nil)
+        if let value = state.value { blob(value) }
+        stamp(state.valueStamp)
+        flag(state.expiryUnixMs != nil)
+        i64(state.expiryUnixMs ?? 0)
+        stamp(state.expiryStamp)
+    }
+
+    mutating func entries(_ entries: [ReplicaEntry]) {
+        u32(UInt32(entries.count))
+        for entry in entries { blob(entry.key); state(entry.state) }
+    }
+
+    mutating func optionalBlob(_ value: [UInt8]?) {
+        flag(value != nil)
+        if let value { blob(value) }
+    }
+}
+
+extension WireReader {
+    mutating func updates() throws(WireError) -> [MemberUpdate] {
+        let count = try count()
+        guard count <= ClusterCodec.updatesMax else { throw .malformed("\(count) membership updates") }
+        var updates: [MemberUpdate] = []
+        for _ in 0..<count {
+            let member = Int(try uint32())
+            let incarnation = try uint64()
+            let byte = try uint8()
+            guard let liveness = MemberLiveness(rawValue: byte) else { throw .malformed("liveness \(byte)") }
+            updates.append(MemberUpdate(member: member, incarnation: incarnation, liveness: liveness))
+        }
+        return updates
+    }
+
+    mutating func stamp() throws(WireError) -> LWWStamp {
+        LWWStamp(timestamp: HLCTimestamp(rawValue: try uint64()), origin: try replica())
+    }
+
+    /// A key: at most `Limits.keyBytesMax` bytes.
+    mutating func key() throws(WireError) -> [UInt8] {
+        let length = Int(try uint32())
+        guard length <= Limits.keyBytesMax else { throw .malformed("key of \(length) bytes") }
+        return try bytes(length)
+    }
+
+    mutating func optionalKey() throws(WireError) -> [UInt8]? {
+        try flag() ? try key() : nil
+    }
+
+    mutating func state() throws(WireError) -> ReplicaState {
+        var value: [UInt8]? = nil
+        if try flag() {
+            let length = Int(try uint32())
+            guard length <= Limits.valueBytesMax else { throw .malformed("value of \(length) bytes") }
+            value = try bytes(length)
+        }
+        let valueStamp = try stamp()
+        let hasExpiry = try flag()
+        let expiry = try int64()
+        return ReplicaState(value: value, valueStamp: valueStamp, expiryUnixMs: hasExpiry ? expiry : nil, expiryStamp: try stamp())
+    }
+
+    mutating func entries() throws(WireError) -> [ReplicaEntry] {
+        var entries: [ReplicaEntry] = []
+        for _ in 0..<(try count()) {
+            let key = try key()
+            entries.append(ReplicaEntry(key: key, state: try state()))
+        }
+        return entries
+    }
+}
