@@ -220,6 +220,19 @@ public enum ConfigurationLoader {
         guard datacenters.count <= Int(UInt16.max), datacenters.allSatisfy({ $0.nodes.count <= Int(UInt16.max) }) else {
             throw ConfigurationError(field: "cluster.datacenters", problem: "too many data centers or nodes")
         }
+        // Scale-out inside a data center (docs/CLUSTER.md) is not served yet: two nodes of one
+        // data center would each hold every key and never exchange their local writes, so such
+        // a topology is refused rather than left to diverge silently.
+        for (index, dc) in datacenters.enumerated() where dc.nodes.count > 1 {
+            throw ConfigurationError(
+                field: "cluster.datacenters[\(index)].nodes",
+                problem: "data center '\(dc.name)' lists \(dc.nodes.count) nodes; this version serves one node per data center (scale-out inside a data center: docs/CLUSTER.md)")
+        }
+        if replicationFactor > 1 {
+            throw ConfigurationError(
+                field: "cluster.replication_factor",
+                problem: "\(replicationFactor) replicas per data center need several nodes per data center, which this version does not serve yet; use 1")
+        }
         return ClusterConfig(name: name, partitions: partitions, replicationFactor: replicationFactor, datacenters: datacenters)
     }
 
