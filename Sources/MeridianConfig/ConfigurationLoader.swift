@@ -151,7 +151,11 @@ public enum ConfigurationLoader {
         guard let mapping = node.mapping else { throw ConfigurationError(field: "cluster", problem: "expected a mapping") }
         try checkKeys(mapping, allowed: ["name", "partitions", "replication_factor", "datacenters"], at: "cluster")
         let name = try requiredName(mapping, "name", at: "cluster")
-        let partitions = try optionalInt(mapping, "partitions", at: "cluster", range: 1...1_048_576) ?? ClusterConfig.partitionsDefault
+        let partitions = try optionalInt(mapping, "partitions", at: "cluster", range: 1...Partitioner.slotCount) ?? ClusterConfig.partitionsDefault
+        // Partitions are contiguous ranges of Redis's 16,384 slots, so their count divides them.
+        guard Partitioner.isValidPartitionCount(partitions) else {
+            throw ConfigurationError(field: "cluster.partitions", problem: "expected a power of two from 1 to 16384 (such as 1024), got \(partitions)")
+        }
         let replicationFactor = try optionalInt(mapping, "replication_factor", at: "cluster", range: 1...16) ?? 1
         guard let dcNode = mapping["datacenters"] else {
             throw ConfigurationError(field: "cluster.datacenters", problem: "missing")

@@ -766,12 +766,25 @@ public struct PaxosReplica: Sendable {
             preparing.refusals.insert(voter)
             state.role = .preparing(preparing)
             partitions[p] = state
-            // Give up when a newer ballot is out there or a majority can no longer promise.
-            if promised > ballot || preparing.refusals.count > configuration.voterCount - configuration.majority {
+            // Give up once a majority can no longer promise. One voter that promised a rival
+            // ballot (often the rival's own) does not decide it: the others may still promise
+            // this one — giving up at the first refusal let two proposers that each held their
+            // own vote abandon each other in turn until a client timed out (seed 50155).
+            if preparing.refusals.count > configuration.voterCount - configuration.majority {
                 stepDown(p, now: now)
             }
-        case .leading(let leading) where leading.ballot == ballot && promised > ballot:
-            stepDown(p, now: now)
+        case .leading(var leading) where leading.ballot == ballot && promised > ballot:
+            // One voter that promised a rival ballot does not unseat a leader that a majority
+            // still accepts (and whose lease a majority still grants, refusing the rival): it
+            // steps down once a majority can no longer accept its ballot. Stepping down at the
+            // first refusal once left a partition without a leader until the lease ran out,
+            // with no fault at all (seed 50037).
+            leading.refusals.insert(voter)
+            state.role = .leading(leading)
+            partitions[p] = state
+            if leading.refusals.count > configuration.voterCount - configuration.majority {
+                stepDown(p, now: now)
+            }
         default:
             break
         }
@@ -1022,6 +1035,8 @@ struct Leading: Sendable {
     var truncateSent: UInt64 = 0
     var lastCommitResend: Int64 = .min / 2
     var lastStamp: Int64 = 0
+    /// Voters that refused this leader's ballot (they promised a higher one).
+    var refusals: Set<Int> = []
 }
 
 struct InFlight: Sendable {

@@ -206,11 +206,12 @@ public final class Database: Sendable {
 
     // MARK: Placement
 
-    /// The shard index of a key: its partition modulo the shard count, so that keys sharing
-    /// a hash tag share a shard (and multi-key commands on them take one lock).
+    /// The shard index of a key: its slot modulo the shard count, so that keys sharing a hash
+    /// tag share a shard (and multi-key commands on them take one lock), however few partitions
+    /// the cluster has.
     @inline(__always)
     public func shardIndex(of key: ByteBuffer) -> Int {
-        key.withUnsafeReadableBytes { partitioner.partition(of: $0) } & (Self.shardCount - 1)
+        key.withUnsafeReadableBytes { Partitioner.slot(of: $0) } & (Self.shardCount - 1)
     }
 
     // MARK: Clock

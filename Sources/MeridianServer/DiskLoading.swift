@@ -136,7 +136,7 @@ extension Database {
 
     /// The shard index of a key given as bytes.
     func shardIndex(ofBytes key: [UInt8]) -> Int {
-        key.withUnsafeBytes { partitioner.partition(of: $0) } & (Self.shardCount - 1)
+        key.withUnsafeBytes { Partitioner.slot(of: $0) } & (Self.shardCount - 1)
     }
 
     /// Reads `key` through the storage engine and installs it, reading again while the key

@@ -125,6 +125,8 @@ import Testing
         ("cluster: { name: c, datacenters: [ { name: w, witness: true, nodes: [ { name: w1, peer: \"127.0.0.1:1\" } ] } ] }", "cluster.datacenters"),
         ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" }, { name: a2, client: \"127.0.0.1:2\" } ] } ] }", "cluster.datacenters[0].nodes"),
         ("cluster: { name: c, replication_factor: 3, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }", "cluster.replication_factor"),
+        ("cluster: { name: c, partitions: 1000, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }", "cluster.partitions"),
+        ("cluster: { name: c, partitions: 32768, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }", "cluster.partitions"),
         ("cluster: { name: c, partitions: 0, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }", "cluster.partitions"),
         ("cluster: { name: c }", "cluster.datacenters"),
         ("clusters: {}", "clusters"),

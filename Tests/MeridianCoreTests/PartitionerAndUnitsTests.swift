@@ -10,14 +10,36 @@ import Testing
         let redis = Partitioner(partitionCount: 16384)
         #expect(Array("somekey".utf8).withUnsafeBytes { redis.partition(of: $0) } == 11058)
         #expect(Array("foo{hash_tag}".utf8).withUnsafeBytes { redis.partition(of: $0) } == 2515)
+        #expect(Array("somekey".utf8).withUnsafeBytes { Partitioner.slot(of: $0) } == 11058)
+    }
+
+    /// A partition is one contiguous slot range; the ranges tile the 16,384 slots in order.
+    @Test func partitionsAreContiguousSlotRanges() {
+        for count in [1, 2, 1024, 16384] {
+            let partitioner = Partitioner(partitionCount: count)
+            var next = 0
+            for partition in 0..<count {
+                let slots = partitioner.slots(of: partition)
+                #expect(slots.lowerBound == next)
+                next = slots.upperBound + 1
+            }
+            #expect(next == Partitioner.slotCount)
+            for key in ["a", "somekey", "{user:1}:x", "zzz"] {
+                let slot = Array(key.utf8).withUnsafeBytes { Partitioner.slot(of: $0) }
+                let partition = Array(key.utf8).withUnsafeBytes { partitioner.partition(of: $0) }
+                #expect(partitioner.slots(of: partition).contains(slot))
+            }
+        }
+        #expect([1, 2, 64, 16384].allSatisfy(Partitioner.isValidPartitionCount))
+        #expect(![0, 3, 1000, 32768, -2].contains(where: Partitioner.isValidPartitionCount))
     }
 
     @Test func hashTagsShareAPartition() {
         let partitioner = Partitioner(partitionCount: 1024)
         func partition(_ key: String) -> Int { Array(key.utf8).withUnsafeBytes { partitioner.partition(of: $0) } }
         #expect(partition("{user:42}:profile") == partition("{user:42}:cart"))
-        #expect(partition("{}x") == Array("{}x".utf8).withUnsafeBytes { Int(Partitioner.crc16($0)) % 1024 }, "an empty tag hashes the whole key")
-        #expect(partition("a{b") == Array("a{b".utf8).withUnsafeBytes { Int(Partitioner.crc16($0)) % 1024 }, "an unclosed tag hashes the whole key")
+        #expect(partition("{}x") == Array("{}x".utf8).withUnsafeBytes { Int(Partitioner.crc16($0)) % 16384 / 16 }, "an empty tag hashes the whole key")
+        #expect(partition("a{b") == Array("a{b".utf8).withUnsafeBytes { Int(Partitioner.crc16($0)) % 16384 / 16 }, "an unclosed tag hashes the whole key")
     }
 
     @Test func parsesSizes() {

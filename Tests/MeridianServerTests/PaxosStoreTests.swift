@@ -31,12 +31,14 @@ import Testing
             .forgetAccepted(partition: 9, throughSlot: 2),
         ]
         let disk = InMemoryStore()
-        let writer = PaxosStore(store: disk)
+        let writer = PaxosStore(store: disk, partitionCount: 16)
+        // The engine loads before it persists anything (which marks a new store's layout).
+        #expect(try writer.load() == PaxosDurableState())
         try writer.persist(Array(changes.prefix(5)))
         try writer.persist(Array(changes.dropFirst(5)))
         var expected = PaxosDurableState()
         for change in changes { expected.apply(change) }
-        let reloaded = try PaxosStore(store: disk).load()
+        let reloaded = try PaxosStore(store: disk, partitionCount: 16).load()
         #expect(reloaded == expected)
         #expect(reloaded.partitions[3]?.chosen.keys.sorted() == [5, 6, 7])
         #expect(reloaded.partitions[3]?.snapshot?.slot == 6)
@@ -46,9 +48,27 @@ import Testing
 
     @Test func aDamagedRecordIsAnError() throws {
         let disk = InMemoryStore()
+        _ = try PaxosStore(store: disk, partitionCount: 16).load()
         var batch = StoreBatch()
         batch.puts = [(PaxosStore.key(UInt8(ascii: "S"), partition: 1), [1, 2, 3])]
         try disk.apply(batch, sync: true)
-        #expect(throws: (any Error).self) { try PaxosStore(store: disk).load() }
+        #expect(throws: WireError.self) { try PaxosStore(store: disk, partitionCount: 16).load() }
+        // The marker is intact: the error is the damaged snapshot's.
+        #expect(try disk.read(key: PaxosStore.layoutKey) == [2, 0, 0, 0, 16])
+    }
+
+    /// Partition numbers mean nothing under another partition function or count: a store
+    /// without the layout marker (the earlier CRC16-modulo layout) or with another partition
+    /// count is refused, and an empty store gets the marker.
+    @Test func aStoreOfAnotherLayoutIsRefused() throws {
+        let empty = InMemoryStore()
+        #expect(try PaxosStore(store: empty, partitionCount: 16).load() == PaxosDurableState())
+        #expect(try empty.read(key: PaxosStore.layoutKey) == [2, 0, 0, 0, 16])
+        #expect(throws: (any Error).self) { try PaxosStore(store: empty, partitionCount: 32).load() }
+        let unmarked = InMemoryStore()
+        var batch = StoreBatch()
+        batch.puts = [(PaxosStore.key(UInt8(ascii: "P"), partition: 1), PaxosCodec.encode(ballot: Ballot(round: 1, voter: 0)))]
+        try unmarked.apply(batch, sync: true)
+        #expect(throws: (any Error).self) { try PaxosStore(store: unmarked, partitionCount: 16).load() }
     }
 }

@@ -12,16 +12,48 @@ import MeridianWire
 /// big-endian), so one partition's entries are in slot order:
 /// `P` promised ballot, `B` the last ballot this node proposed with, `A` accepted entry, `C` chosen
 /// entry, `F` the slot a witness forgot through, `S` a learner's snapshot of its applied state
-/// (with its slot), `G` the slot through which it forgot chosen entries.
+/// (with its slot), `G` the slot through which it forgot chosen entries. One key `V` records the
+/// layout (format version and partition count): partition numbers are only meaningful under the
+/// partition function and count that wrote them, so a store of another layout is refused
+/// rather than read as the wrong partitions.
 final class PaxosStore {
     let store: DurableStore
+    let partitionCount: Int
     /// Accepted slots on disk per partition: a witness's truncation deletes them by key.
     private var acceptedOnDisk: [Int: Set<UInt64>] = [:]
     /// Per partition: chosen entries at or below this slot are gone from disk.
     private var chosenForgottenOnDisk: [Int: UInt64] = [:]
 
-    init(store: DurableStore) {
+    /// The layout marker's key, and the layout this build writes: version 2 numbers partitions
+    /// as contiguous slot ranges (version 1, unmarked, used CRC16 modulo the partition count).
+    static let layoutKey: [UInt8] = [UInt8(ascii: "V")]
+    static let layoutVersion: UInt8 = 2
+
+    init(store: DurableStore, partitionCount: Int) {
         self.store = store
+        self.partitionCount = partitionCount
+    }
+
+    /// The marker's bytes: the version, then the partition count (4 bytes, big-endian).
+    var layout: [UInt8] {
+        [Self.layoutVersion] + (0..<4).map { UInt8(truncatingIfNeeded: UInt32(partitionCount) >> UInt32(24 - 8 * $0)) }
+    }
+
+    /// Checks the layout marker: writes it into an empty store, refuses a store of another layout.
+    private func checkLayout() throws {
+        if let marker = try store.read(key: Self.layoutKey) {
+            guard marker == layout else {
+                let partitions = marker.count == 5 ? Int(marker[1]) << 24 | Int(marker[2]) << 16 | Int(marker[3]) << 8 | Int(marker[4]) : -1
+                throw StorageError.read(reason: "paxos store: written with layout version \(marker.first ?? 0) and \(partitions) partitions; this node runs version \(Self.layoutVersion) with \(partitionCount) partitions (cluster.partitions is fixed for the cluster's life)")
+            }
+            return
+        }
+        guard try store.scan(after: nil, limit: 1).isEmpty else {
+            throw StorageError.read(reason: "paxos store: written by an earlier layout (partitions by CRC16 modulo the count); this build numbers partitions by slot range and cannot read it — move the data directory's paxos store aside to start the strong namespaces empty")
+        }
+        var batch = StoreBatch()
+        batch.puts = [(Self.layoutKey, layout)]
+        try store.apply(batch, sync: true)
     }
 
     static func key(_ kind: UInt8, partition: Int, slot: UInt64? = nil) -> [UInt8] {
@@ -36,11 +68,12 @@ final class PaxosStore {
 
     /// Everything on disk, for a restart.
     func load() throws -> PaxosDurableState {
+        try checkLayout()
         var state = PaxosDurableState()
         var after: [UInt8]?
         while true {
             let page = try store.scan(after: after, limit: 4096)
-            for (key, value) in page {
+            for (key, value) in page where key != Self.layoutKey {
                 guard key.count >= 5 else { throw StorageError.read(reason: "paxos store: a key of \(key.count) bytes") }
                 let partition = Int(key[1]) << 24 | Int(key[2]) << 16 | Int(key[3]) << 8 | Int(key[4])
                 var slot: UInt64 = 0

@@ -95,7 +95,7 @@ public final class StrongEngine: @unchecked Sendable {
         self.configuration = paxos
         self.logger = logger
         self.onFatal = onFatal
-        let paxosStore = store.map(PaxosStore.init)
+        let paxosStore = store.map { PaxosStore(store: $0, partitionCount: configuration.cluster.partitions) }
         self.store = paxosStore
         let durable = try paxosStore?.load() ?? PaxosDurableState()
         let restarted = !durable.partitions.isEmpty
