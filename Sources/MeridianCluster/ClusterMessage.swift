@@ -14,6 +14,9 @@ public struct ReplicaEntry: Sendable, Equatable {
         self.key = key
         self.state = state
     }
+
+    /// What the entry costs against a message's byte bound: key, value and the fixed fields.
+    public var approximateBytes: Int { key.count + (state.value?.count ?? 0) + 48 }
 }
 
 /// The messages between the nodes of one data center (docs/CLUSTER.md, "Messages"). Request

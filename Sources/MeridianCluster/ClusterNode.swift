@@ -106,6 +106,10 @@ public struct ClusterStats: Sendable, Equatable {
 /// the write is stored.
 public struct ClusterNode: Sendable {
     public let id: Int
+    /// Who this node is in write stamps: its data center and node index in the configuration
+    /// (the same `ReplicaID` its cross-DC deltas carry), so stamps tie-break the same way in
+    /// every data center.
+    public let origin: ReplicaID
     public let settings: ClusterSettings
     public private(set) var durable: ClusterDurableState
     public private(set) var stats = ClusterStats()
@@ -115,11 +119,16 @@ public struct ClusterNode: Sendable {
     private var membership: SWIMMembership
     private var clock: HybridLogicalClock
     private let partitioner: Partitioner
-    private var nextRequest: UInt64 = 1
+    /// Request numbers start from the incarnation, so that a late answer to the previous run's
+    /// request can never be taken for an answer to this run's.
+    private var nextRequest: UInt64
+    /// The highest placement epoch a peer's message named: while this node's placement is
+    /// behind it, it drops no partition (a newer epoch may give it back).
+    private var highestEpochSeen: UInt64
     private var writes: [UInt64: PendingWrite] = [:]
     private var reads: [UInt64: PendingRead] = [:]
     /// Hint replays in flight: request → hint id.
-    private var replays: [UInt64: (hint: UInt64, sentAtMs: Int64)] = [:]
+    private var replays: [UInt64: (hint: UInt64, target: Int, sentAtMs: Int64)] = [:]
     /// Streams this node receives, per partition and source.
     private var incoming: [Int: IncomingMove] = [:]
     /// Streams this node sends.
@@ -179,8 +188,13 @@ public struct ClusterNode: Sendable {
 
     /// A node starting (or restarting) from `durable`. `incarnation` must grow across restarts
     /// (the start time will do): it is how the node refutes the others' belief that it is down.
-    public init(id: Int, durable: ClusterDurableState, settings: ClusterSettings, nowMs: Int64, incarnation: UInt64) {
+    public init(
+        id: Int, origin: ReplicaID, durable: ClusterDurableState, settings: ClusterSettings, nowMs: Int64, incarnation: UInt64
+    ) {
         self.id = id
+        self.origin = origin
+        self.nextRequest = (incarnation & 0x0000_0FFF_FFFF_FFFF) << 20 | 1
+        self.highestEpochSeen = durable.placement.epoch
         self.settings = settings
         self.durable = durable
         self.partitioner = Partitioner(partitionCount: durable.placement.partitionCount)
@@ -216,7 +230,7 @@ public struct ClusterNode: Sendable {
     /// A client's write (`value == nil` deletes). The reply comes as `.reply(client:)`.
     public mutating func write(client: UInt64, key: [UInt8], value: [UInt8]?, acks: AckCount, nowMs: Int64) {
         let stamp = LWWStamp(
-            timestamp: clock.now(physicalMs: UInt64(max(0, nowMs))), origin: ReplicaID(datacenter: 0, node: UInt16(id)))
+            timestamp: clock.now(physicalMs: UInt64(max(0, nowMs))), origin: origin)
         durable.lastStamp = stamp.timestamp
         // A write sets the value and clears the expiry, with one stamp for both fields.
         let state = ReplicaState(value: value, valueStamp: stamp, expiryUnixMs: nil, expiryStamp: stamp)
@@ -334,46 +348,57 @@ public struct ClusterNode: Sendable {
                 outputs.append(.send(to: send.to, .swim(send.message)))
             }
         case .replicate(let epoch, let request, let partition, let key, let state, _):
-            guard partition >= 0, partition < placement.partitionCount else { return }
+            guard partition >= 0, partition < placement.partitionCount, self.partition(of: key) == partition else { return }
             if epoch < placement.epoch && request != 0 {
                 stats.movedEpochAnswers += 1
                 outputs.append(.send(to: sender, .movedEpoch(request: request, epoch: placement.epoch)))
                 return
             }
-            if epoch > placement.epoch { outputs.append(.fetchPlacement) }
-            durable.store.merge(key: key, state: state, partition: partition)
+            if epoch > placement.epoch { sawEpoch(epoch) }
+            merge(key: key, state: state, partition: partition, nowMs: nowMs)
             if request != 0 { outputs.append(.send(to: sender, .replicateAck(request: request))) }
         case .replicateAck(let request):
-            if let replay = replays.removeValue(forKey: request) {
+            if let replay = replays[request] {
+                guard replay.target == sender else { return }
+                replays[request] = nil
                 if durable.hints.remove(id: replay.hint) { stats.hintsReplayed += 1 }
-            } else if var pending = writes[request] {
+            } else if var pending = writes[request], pending.targets.contains(sender) {
                 pending.acked.insert(sender)
                 writes[request] = pending
                 finishWriteIfAcknowledged(request)
             }
         case .read(let epoch, let request, let partition, let key):
-            guard partition >= 0, partition < placement.partitionCount else { return }
+            guard partition >= 0, partition < placement.partitionCount, self.partition(of: key) == partition else { return }
             if epoch < placement.epoch {
                 stats.movedEpochAnswers += 1
                 outputs.append(.send(to: sender, .movedEpoch(request: request, epoch: placement.epoch)))
                 return
             }
-            if epoch > placement.epoch { outputs.append(.fetchPlacement) }
+            if epoch > placement.epoch { sawEpoch(epoch) }
             outputs.append(.send(to: sender, .readReply(request: request, state: durable.store.state(of: key, partition: partition))))
         case .readReply(let request, let state):
             guard var pending = reads[request], pending.targets.contains(sender) else { return }
+            if let state { observe(state, nowMs: nowMs) }
             pending.answers[sender] = .some(state)
             reads[request] = pending
             finishReadIfAnswered(request)
         case .movedEpoch(_, let epoch):
             // The request is retried on the new placement once it is learned (`learn`).
-            if epoch > placement.epoch { outputs.append(.fetchPlacement) }
+            if epoch > placement.epoch { sawEpoch(epoch) }
         case .antiEntropyDigests(let partition, let level, let nodes, let digests):
             answerDigests(partition: partition, level: level, nodes: nodes, digests: digests, to: sender)
         case .antiEntropyEntries(let partition, let leaves, let entries, let answer):
-            mergeEntries(partition: partition, leaves: leaves, entries: entries, answer: answer, from: sender)
+            mergeEntries(partition: partition, leaves: leaves, entries: entries, answer: answer, from: sender, nowMs: nowMs)
         case .moveRequest(let partition, let changeEpoch, let after):
             guard partition >= 0, partition < placement.partitionCount else { return }
+            // Stream only once this node knows the move: from then on it refuses writes at older
+            // epochs, so every write it takes after the stream passed a key is a dual write that
+            // reaches the new replica too. A source behind fetches the placement; the requester
+            // asks again.
+            guard placement.isChanging, placement.changeEpoch == changeEpoch else {
+                if changeEpoch > placement.epoch { sawEpoch(changeEpoch) }
+                return
+            }
             // A fresh request replaces a stream in progress: the requester saw no progress.
             outgoing.removeAll { $0.partition == partition && $0.to == sender }
             outgoing.append(OutgoingMove(partition: partition, to: sender, changeEpoch: changeEpoch, after: after))
@@ -439,8 +464,10 @@ public struct ClusterNode: Sendable {
     ) {
         guard var move = incoming[partition], move.changeEpoch == changeEpoch, move.sources.contains(source),
               !move.finished.contains(source), let expected = move.after[source], expected == after else { return }
+        // A key of another partition is a sender's bug: the chunk is refused whole.
+        guard entries.allSatisfy({ self.partition(of: $0.key) == partition }) else { return }
         for entry in entries {
-            durable.store.merge(key: entry.key, state: entry.state, partition: partition)
+            merge(key: entry.key, state: entry.state, partition: partition, nowMs: nowMs)
         }
         stats.moveEntriesReceived += UInt64(entries.count)
         move.after[source] = .some(entries.last?.key ?? after)
@@ -459,10 +486,25 @@ public struct ClusterNode: Sendable {
         let differing = zip(nodes, digests).filter { $0.0 >= 0 && $0.0 < width && mine.digest(level: level, index: $0.0) != $0.1 }.map(\.0)
         guard !differing.isEmpty else { return }
         if level == PartitionDigest.leafLevel {
-            let entries = durable.store.entries(
-                of: partition, inLeaves: differing, limit: settings.antiEntropyEntriesMax, bytesMax: settings.entriesBytesMax)
+            // Whole leaves only, as many as the message bounds allow (at least one): the peer
+            // compares what it holds in exactly those leaves, so a leaf sent in part would make
+            // the keys left out look missing. The leaves left out differ again next pass.
+            let byLeaf = durable.store.entriesByLeaf(of: partition, leaves: differing)
+            var leaves: [Int] = []
+            var entries: [ReplicaEntry] = []
+            var bytes = 0
+            for leaf in differing {
+                let more = byLeaf[leaf] ?? []
+                let moreBytes = more.reduce(0) { $0 + $1.approximateBytes }
+                if !leaves.isEmpty && (entries.count + more.count > settings.antiEntropyEntriesMax || bytes + moreBytes > settings.entriesBytesMax) {
+                    break
+                }
+                leaves.append(leaf)
+                entries += more
+                bytes += moreBytes
+            }
             stats.antiEntropyEntriesSent += UInt64(entries.count)
-            outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, leaves: differing, entries: entries, answer: false)))
+            outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, leaves: leaves, entries: entries, answer: false)))
         } else {
             let children = differing.flatMap { parent in
                 (0..<PartitionDigest.fanout).map { parent * PartitionDigest.fanout + $0 }
@@ -473,22 +515,27 @@ public struct ClusterNode: Sendable {
         }
     }
 
-    private mutating func mergeEntries(partition: Int, leaves: [Int], entries: [ReplicaEntry], answer: Bool, from peer: Int) {
+    private mutating func mergeEntries(partition: Int, leaves: [Int], entries: [ReplicaEntry], answer: Bool, from peer: Int, nowMs: Int64) {
         guard partition >= 0, partition < placement.partitionCount,
               leaves.allSatisfy({ $0 >= 0 && $0 < PartitionDigest.leafCount }) else { return }
+        guard entries.allSatisfy({ self.partition(of: $0.key) == partition }) else { return }
         var theirs: [[UInt8]: ReplicaState] = [:]
         for entry in entries {
             theirs[entry.key] = entry.state
-            if durable.store.merge(key: entry.key, state: entry.state, partition: partition) { stats.antiEntropyRepairs += 1 }
+            if merge(key: entry.key, state: entry.state, partition: partition, nowMs: nowMs) { stats.antiEntropyRepairs += 1 }
         }
         guard !answer else { return }
         // Send back what the peer lacks or holds older (after the merge, ours is the newest).
-        let back = durable.store.entries(of: partition, inLeaves: leaves, limit: .max, bytesMax: .max).filter { theirs[$0.key] != $0.state }
+        // The peer sent whole leaves, so what it did not send it does not hold. A reply over the
+        // bounds is cut; the rest goes on the next pass (the leaves still differ, and what was
+        // sent no longer does, so every pass makes progress).
+        let mine = durable.store.entriesByLeaf(of: partition, leaves: leaves)
+        let back = mine.keys.sorted().flatMap { leaf in mine[leaf]!.filter { theirs[$0.key] != $0.state } }
         guard !back.isEmpty else { return }
         var limited: [ReplicaEntry] = []
         var bytes = 0
         for entry in back.prefix(settings.antiEntropyEntriesMax) {
-            bytes += entry.key.count + (entry.state.value?.count ?? 0) + 48
+            bytes += entry.approximateBytes
             if bytes > settings.entriesBytesMax && !limited.isEmpty { break }
             limited.append(entry)
         }
@@ -576,7 +623,7 @@ public struct ClusterNode: Sendable {
             guard membership.liveness(of: target) == .alive else { continue }
             for hint in durable.hints.pending(for: target, limit: settings.hintReplaysPerRound) where !inFlight.contains(hint.id) {
                 let request = takeRequestNumber()
-                replays[request] = (hint.id, nowMs)
+                replays[request] = (hint.id, target, nowMs)
                 outputs.append(.send(to: target, .replicate(
                     epoch: placement.epoch, request: request, partition: hint.partition, key: hint.key,
                     state: hint.state, hinted: true)))
@@ -648,7 +695,8 @@ public struct ClusterNode: Sendable {
     }
 
     private mutating func dropPartitionsNoLongerOwned(nowMs: Int64) {
-        guard nowMs >= nextOwnershipCheckMs, nowMs - placementLearnedAtMs >= settings.graceMs else { return }
+        guard nowMs >= nextOwnershipCheckMs, nowMs - placementLearnedAtMs >= settings.graceMs,
+              placement.epoch >= highestEpochSeen else { return }
         nextOwnershipCheckMs = nowMs + Self.ownershipCheckIntervalMs
         for partition in durable.store.heldPartitions where !placement.writeTargets(of: partition).contains(id) {
             durable.store.drop(partition: partition)
@@ -661,6 +709,31 @@ public struct ClusterNode: Sendable {
     static let hintReplayIntervalMs: Int64 = 100
     /// How often the node looks for partitions it holds but no longer owns.
     static let ownershipCheckIntervalMs: Int64 = 1_000
+
+    /// Merges a peer's state of a key (and moves the clock past its stamps).
+    @discardableResult
+    private mutating func merge(key: [UInt8], state: ReplicaState, partition: Int, nowMs: Int64) -> Bool {
+        observe(state, nowMs: nowMs)
+        return durable.store.merge(key: key, state: state, partition: partition)
+    }
+
+    /// Hybrid logical clock receive: a write this node stamps after seeing a state is stamped
+    /// above it, so a client that wrote through another node and then through this one sees
+    /// its second write win even when that node's clock runs ahead. A stamp further ahead than
+    /// the clock bound is not taken in (it still merges: the cross-DC path refuses such stamps
+    /// at the border, so inside the DC they come only from a node's own clock).
+    private mutating func observe(_ state: ReplicaState, nowMs: Int64) {
+        let physical = UInt64(max(0, nowMs))
+        for stamp in [state.valueStamp.timestamp, state.expiryStamp.timestamp] where stamp > clock.last {
+            if (try? clock.receive(stamp, physicalMs: physical)) != nil { durable.lastStamp = clock.last }
+        }
+    }
+
+    /// A peer named a newer placement epoch: fetch the committed placement.
+    private mutating func sawEpoch(_ epoch: UInt64) {
+        highestEpochSeen = max(highestEpochSeen, epoch)
+        outputs.append(.fetchPlacement)
+    }
 
     private mutating func takeRequestNumber() -> UInt64 {
         defer { nextRequest += 1 }

@@ -23,8 +23,11 @@ public struct ReplicaStore: Sendable, Equatable {
     @discardableResult
     public mutating func merge(key: [UInt8], state: ReplicaState, partition: Int) -> Bool {
         let leaf = PartitionDigest.leaf(of: key)
-        var holder = partitions[partition] ?? Partition()
-        defer { partitions[partition] = holder }
+        // Changed in place (no copy of the partition per merge).
+        return Self.merge(key: key, state: state, leaf: leaf, into: &partitions[partition, default: Partition()])
+    }
+
+    private static func merge(key: [UInt8], state: ReplicaState, leaf: Int, into holder: inout Partition) -> Bool {
         if let current = holder.entries[key] {
             let merged = current.merged(with: state)
             if merged == current { return false }
@@ -48,13 +51,17 @@ public struct ReplicaStore: Sendable, Equatable {
         partitions[partition]?.digest ?? PartitionDigest()
     }
 
-    /// The entries in `leaves`, in key order, at most `limit` of them and about `bytesMax`
-    /// bytes (always at least one: a key and a value fit in any message).
-    public func entries(of partition: Int, inLeaves leaves: [Int], limit: Int, bytesMax: Int) -> [ReplicaEntry] {
-        guard let holder = partitions[partition] else { return [] }
+    /// The entries of each of `leaves` (a leaf with none is absent), each leaf in key order.
+    public func entriesByLeaf(of partition: Int, leaves: [Int]) -> [Int: [ReplicaEntry]] {
+        guard let holder = partitions[partition] else { return [:] }
         let wanted = Set(leaves)
-        let keys = holder.entries.keys.filter { wanted.contains(PartitionDigest.leaf(of: $0)) }
-        return Self.bounded(keys.sorted { $0.lexicographicallyPrecedes($1) }, in: holder, limit: limit, bytesMax: bytesMax)
+        var byLeaf: [Int: [ReplicaEntry]] = [:]
+        for (key, state) in holder.entries {
+            let leaf = PartitionDigest.leaf(of: key)
+            if wanted.contains(leaf) { byLeaf[leaf, default: []].append(ReplicaEntry(key: key, state: state)) }
+        }
+        for leaf in byLeaf.keys { byLeaf[leaf]!.sort { $0.key.lexicographicallyPrecedes($1.key) } }
+        return byLeaf
     }
 
     /// Entries with keys after `after`, in key order, bounded as above: one chunk of a move.
@@ -70,7 +77,7 @@ public struct ReplicaStore: Sendable, Equatable {
         var bytes = 0
         for key in keys.prefix(limit) {
             let state = holder.entries[key]!
-            bytes += key.count + (state.value?.count ?? 0) + 48
+            bytes += ReplicaEntry(key: key, state: state).approximateBytes
             if bytes > bytesMax && !entries.isEmpty { break }
             entries.append(ReplicaEntry(key: key, state: state))
         }

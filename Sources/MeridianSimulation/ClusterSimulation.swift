@@ -52,6 +52,9 @@ public struct ClusterSimulation {
             settings.graceMs = 1_000
             settings.moveChunkEntries = 4
             settings.moveChunksPerTick = 1
+            // Small message bounds, so that anti-entropy and moves run past one message.
+            settings.antiEntropyEntriesMax = 3
+            settings.entriesBytesMax = 160
             settings.moveRetryMs = 500
             settings.hintsBytesMax = 1 << 20
             return settings
@@ -142,7 +145,9 @@ public struct ClusterSimulation {
 
     mutating func start(_ id: Int, durable: ClusterDurableState?) {
         let state = durable ?? ClusterDurableState(placement: committed, hintsBytesMax: options.settings.hintsBytesMax)
-        let node = ClusterNode(id: id, durable: state, settings: options.settings, nowMs: nowMs, incarnation: UInt64(nowMs) + 1)
+        let node = ClusterNode(
+            id: id, origin: ReplicaID(datacenter: 0, node: UInt16(id)), durable: state, settings: options.settings, nowMs: nowMs,
+            incarnation: UInt64(nowMs) + 1)
         nodes[id] = SimulatedNode(node: node, saved: state, random: SplitMix64(seed: seed &* 31 &+ UInt64(id) &+ UInt64(nowMs)))
         collect(id)
     }
@@ -358,9 +363,14 @@ public struct ClusterSimulation {
         case (.write, .timedOut):
             outcome.writesTimedOut += 1
         case (.read(let key, let epoch, let before, let checked), .read(let state)):
-            guard checked, options.writeAcks == .quorum, options.readAcks == .quorum, committed.epoch == epoch, let before else { return }
+            let factor = options.replicationFactor
+            let overlapping = options.writeAcks.required(of: factor) + options.readAcks.required(of: factor) > factor
+            // A replica that lost its disk answers reads before anti-entropy rebuilt it (a known
+            // gap, docs/CLUSTER.md): reads answered after the wipe are not checked.
+            let wiped = options.wipeOneMember && !faults
+            guard checked, overlapping, !wiped, committed.epoch == epoch, let before else { return }
             outcome.readsChecked += 1
-            // W + R > RF: the read meets a replica of every quorum that acknowledged a write.
+            // W + R > RF: the read meets a replica of every set that acknowledged a write.
             if state.map({ $0.valueStamp < before }) ?? true {
                 outcome.problem = "a quorum read of key:\(key) returned \(state.map { "\($0.valueStamp)" } ?? "nothing") but \(before) was acknowledged before it began"
             }
@@ -389,6 +399,15 @@ public struct ClusterSimulation {
         for partition in 0..<committed.partitionCount {
             let owners = committed.owners(of: partition)
             let reference = nodes[owners[0]]!.node!.durable.store.partitions[partition]?.entries ?? [:]
+            for owner in owners {
+                // The tree kept up merge by merge equals the tree of what the replica holds.
+                let held = nodes[owner]!.node!.durable.store.partitions[partition]
+                var rebuilt = PartitionDigest()
+                for (key, state) in held?.entries ?? [:] {
+                    rebuilt.toggle(PartitionDigest.entryDigest(key: key, state: state), leaf: PartitionDigest.leaf(of: key))
+                }
+                if rebuilt != (held?.digest ?? PartitionDigest()) { return "partition \(partition): owner \(owner)'s tree drifted from its keys" }
+            }
             for owner in owners.dropFirst() {
                 let entries = nodes[owner]!.node!.durable.store.partitions[partition]?.entries ?? [:]
                 if entries != reference {

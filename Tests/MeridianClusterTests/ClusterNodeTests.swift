@@ -30,7 +30,7 @@ struct TestDataCenter {
             memberNames: (0..<members).map { "node-\($0)" }, partitionCount: partitions, replicationFactor: replicationFactor)
         nodes = (0..<members).map { id in
             ClusterNode(
-                id: id, durable: ClusterDurableState(placement: placement, hintsBytesMax: hintsBytesMax), settings: settings,
+                id: id, origin: ReplicaID(datacenter: 0, node: UInt16(id)), durable: ClusterDurableState(placement: placement, hintsBytesMax: hintsBytesMax), settings: settings,
                 nowMs: 1_000, incarnation: 1)
         }
         for id in nodes.indices { _ = nodes[id].takeOutputs() }
@@ -188,7 +188,7 @@ struct TestDataCenter {
         var dc = TestDataCenter(members: 3, partitions: 4, settings: settings)
         for index in 0..<100 { _ = dc.write(at: 0, Array("key:\(index)".utf8), "v\(index)", acks: .all) }
         dc.nodes[1] = ClusterNode(
-            id: 1, durable: ClusterDurableState(placement: dc.nodes[0].placement, hintsBytesMax: 1 << 20), settings: settings,
+            id: 1, origin: ReplicaID(datacenter: 0, node: 1), durable: ClusterDurableState(placement: dc.nodes[0].placement, hintsBytesMax: 1 << 20), settings: settings,
             nowMs: dc.nowMs, incarnation: 2)
         #expect(dc.value(at: 1, Array("key:5".utf8)) == nil)
         dc.advance(ms: 2_000)
@@ -198,13 +198,35 @@ struct TestDataCenter {
         #expect((0..<100).allSatisfy { dc.value(at: 1, Array("key:\($0)".utf8)) == "v\($0)" })
     }
 
+    /// Anti-entropy works in whole leaves: with far more differing keys than one message
+    /// carries, every pass still completes some leaves, until a wiped initiator has them all.
+    @Test func antiEntropyRebuildsAWipedInitiatorBeyondOneMessage() {
+        var settings = ClusterSettings()
+        settings.antiEntropyIntervalMs = 100
+        settings.antiEntropyEntriesMax = 100
+        var dc = TestDataCenter(members: 3, partitions: 1, settings: settings)
+        for index in 0..<2_000 { _ = dc.write(at: 1, Array("key:\(index)".utf8), "v\(index)", acks: .all) }
+        let initiator = dc.nodes[0].placement.owners(of: 0)[0]
+        dc.nodes[initiator] = ClusterNode(
+            id: initiator, origin: ReplicaID(datacenter: 0, node: UInt16(initiator)),
+            durable: ClusterDurableState(placement: dc.nodes[0].placement, hintsBytesMax: 1 << 20), settings: settings,
+            nowMs: dc.nowMs, incarnation: 2)
+        dc.advance(ms: 10_000)
+        let other = (initiator + 1) % 3
+        #expect(dc.nodes[initiator].durable.store.partitions[0]?.entries.count == 2_000)
+        #expect(dc.nodes[initiator].durable.store.digest(of: 0) == dc.nodes[other].durable.store.digest(of: 0))
+        #expect(dc.delivered.allSatisfy { message in
+            if case .antiEntropyEntries(_, _, let entries, _) = message { return entries.count <= 100 } else { return true }
+        })
+    }
+
     /// During a move a write must reach a quorum of the old and of the new replicas: with the
     /// new replica and one staying replica unreachable, it cannot be acknowledged.
     @Test func duringAMoveAWriteNeedsAQuorumOfTheNewReplicasToo() throws {
         var dc = TestDataCenter(members: 3)
         let grown = try dc.nodes[0].placement.adding(name: "node-3")
         dc.nodes.append(ClusterNode(
-            id: 3, durable: ClusterDurableState(placement: grown, hintsBytesMax: 1 << 20), settings: ClusterSettings(),
+            id: 3, origin: ReplicaID(datacenter: 0, node: 3), durable: ClusterDurableState(placement: grown, hintsBytesMax: 1 << 20), settings: ClusterSettings(),
             nowMs: dc.nowMs, incarnation: 1))
         for id in 0..<3 { dc.nodes[id].learn(grown, nowMs: dc.nowMs) }
         for id in dc.nodes.indices { _ = dc.nodes[id].takeOutputs() }
@@ -238,7 +260,7 @@ struct TestDataCenter {
         // Only one old replica can reach the newcomer at first.
         dc.unreachable = Set(old.dropFirst())
         dc.nodes.append(ClusterNode(
-            id: 3, durable: ClusterDurableState(placement: grown, hintsBytesMax: 1 << 20), settings: ClusterSettings(),
+            id: 3, origin: ReplicaID(datacenter: 0, node: 3), durable: ClusterDurableState(placement: grown, hintsBytesMax: 1 << 20), settings: ClusterSettings(),
             nowMs: dc.nowMs, incarnation: 1))
         dc.collect(3)
         dc.advance(ms: 500)

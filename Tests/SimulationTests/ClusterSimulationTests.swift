@@ -56,8 +56,8 @@ import Testing
         }
     }
 
-    /// `write_acks: all` with `read_acks: one` holds the same invariants (the read check applies
-    /// to quorum/quorum only). `write_acks: one` keeps them without membership changes: a write
+    /// `write_acks: all` with `read_acks: one` holds the same invariants (W + R > RF, so the read
+    /// check applies too). `write_acks: one` keeps them without membership changes: a write
     /// acknowledged by one replica may be on that replica only when a move streams from a
     /// quorum that lacks it (docs/CLUSTER.md says so).
     @Test func otherAckCountsKeepTheInvariants() throws {
