@@ -67,6 +67,7 @@ let package = Package(
             name: "MeridianServer",
             dependencies: [
                 "MeridianCore", "MeridianConfig", "MeridianRESP", "MeridianStorage", "MeridianWire", "MeridianPaxos",
+                "MeridianCluster",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -3,6 +3,8 @@ public enum CommandID: UInt8, CaseIterable, Sendable {
     // Connection and server
     case ping, echo, hello, quit, reset, select, auth, command, client, info, dbsize, time
     case flushdb, flushall, save, bgsave, lastsave, config, audit
+    // Cluster introspection (docs/CLUSTER.md)
+    case cluster
     // Strings
     case get, set, setnx, setex, psetex, getset, getdel, getex, mget, mset, msetnx
     case append, strlen, getrange, substr, setrange
@@ -124,6 +126,8 @@ public enum CommandTable {
                  subcommands: ["get", "resetstat", "set"]),
             spec(.audit, -2, [.admin], "server", "meridian", "Exports the audit log of changes to audited namespaces (docs/AUDIT.md).",
                  subcommands: ["export", "help"]),
+            spec(.cluster, -2, [], "cluster", "3.0.0", "Reports which node of this data center serves which hash slots.",
+                 subcommands: ["help", "info", "keyslot", "myid", "nodes", "shards", "slots"]),
             spec(.get, 2, [.readonly, .fast], keys: one, "string", "1.0.0", "Returns the string value of a key."),
             spec(.set, -3, [.write, .denyOOM], keys: one, "string", "1.0.0", "Sets the string value of a key."),
             spec(.setnx, 3, [.write, .denyOOM, .fast], keys: one, "string", "1.0.0", "Sets a key only when it does not exist."),

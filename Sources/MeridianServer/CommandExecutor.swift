@@ -190,6 +190,7 @@ public struct CommandExecutor {
         case .lastsave: lastsave(into: &out)
         case .config: config(a, into: &out)
         case .audit: return audit(a, into: &out)
+        case .cluster: cluster(a, into: &out)
         case .get: get(a, into: &out)
         case .set: set(a, into: &out)
         case .setnx: setnx(a, into: &out)

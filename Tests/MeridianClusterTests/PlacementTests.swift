@@ -3,6 +3,7 @@
 // replica slots and each moving partition changes exactly one replica, removing a member moves
 // only the partitions it held, and a change runs to its end one committed switch at a time.
 import MeridianCluster
+import MeridianCore
 import Testing
 
 @Suite struct PlacementTests {
@@ -118,5 +119,30 @@ import Testing
         #expect(Placement.score(partition: 7, name: "east-2") == 0x9AA1_83A8_A56F_4DD4)
         let pinned = Placement(memberNames: Self.names(5), partitionCount: 16, replicationFactor: 3)
         #expect(pinned.owners(of: 0) == [3, 4, 2])
+    }
+}
+
+/// `CLUSTER SLOTS` ranges: one node owns one range; several nodes' ranges tile the slots in
+/// order, each with its partition's owners.
+@Suite struct SlotRangeTests {
+    @Test func oneNodeReportsEverySlotAsOneRange() {
+        let placement = Placement(memberNames: ["east-1"], partitionCount: 1024, replicationFactor: 1)
+        let ranges = SlotRange.ranges(of: placement, partitioner: Partitioner(partitionCount: 1024))
+        #expect(ranges == [SlotRange(slots: 0...16383, owners: [0])])
+    }
+
+    @Test func rangesTileTheSlotsWithTheirOwners() {
+        let placement = Placement(memberNames: ["a", "b", "c", "d"], partitionCount: 64, replicationFactor: 2)
+        let partitioner = Partitioner(partitionCount: 64)
+        let ranges = SlotRange.ranges(of: placement, partitioner: partitioner)
+        var next = 0
+        for range in ranges {
+            #expect(range.slots.lowerBound == next)
+            next = range.slots.upperBound + 1
+            let partition = range.slots.lowerBound / partitioner.slotsPerPartition
+            #expect(range.owners == placement.owners(of: partition))
+        }
+        #expect(next == Partitioner.slotCount)
+        #expect(ranges.count > 1 && ranges.count <= 64)
     }
 }

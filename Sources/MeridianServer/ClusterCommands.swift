@@ -1,0 +1,177 @@
+import MeridianCluster
+import MeridianCore
+import MeridianRESP
+import NIOCore
+
+/// CLUSTER introspection (docs/CLUSTER.md, "Routing"): what a cluster-aware client asks to learn
+/// which node serves which Redis slots. It reports this node's data center only — every data
+/// center holds every key (multi-master), so another data center's nodes are not this one's
+/// replicas — from the placement of the DC's configured nodes. This version serves one node per
+/// data center, so the node reports every slot as its own; the answers come from the same
+/// `Placement` that will place partitions once a data center has several nodes.
+extension CommandExecutor {
+    private static let clusterKEYSLOT: [UInt8] = Array("KEYSLOT".utf8)
+    private static let clusterSLOTS: [UInt8] = Array("SLOTS".utf8)
+    private static let clusterSHARDS: [UInt8] = Array("SHARDS".utf8)
+    private static let clusterNODES: [UInt8] = Array("NODES".utf8)
+    private static let clusterMYID: [UInt8] = Array("MYID".utf8)
+    private static let clusterINFO: [UInt8] = Array("INFO".utf8)
+    private static let clusterHELP: [UInt8] = Array("HELP".utf8)
+
+    /// CLUSTER KEYSLOT | SLOTS | SHARDS | NODES | MYID | INFO | HELP
+    mutating func cluster(_ a: [ByteBuffer], into out: inout ByteBuffer) {
+        let sub = a[1]
+        func arity(_ expected: Int, _ name: String) -> Bool {
+            if a.count == expected { return true }
+            error("ERR wrong number of arguments for 'cluster|\(name)' command", into: &out)
+            return false
+        }
+        if Self.matches(sub, Self.clusterKEYSLOT) {
+            guard arity(3, "keyslot") else { return }
+            out.writeIntegerReply(a[2].withUnsafeReadableBytes { Partitioner.slot(of: $0) })
+            return
+        }
+        if Self.matches(sub, Self.clusterHELP) {
+            Self.writeHelp([
+                "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "INFO", "    Return information about this node's data center as a cluster.",
+                "KEYSLOT <key>", "    Return the hash slot for <key>.",
+                "MYID", "    Return this node's id.",
+                "NODES", "    Return this data center's nodes and their slots.",
+                "SHARDS", "    Return this data center's slot ranges with their nodes.",
+                "SLOTS", "    Return this data center's slot ranges with their nodes' addresses.",
+                "HELP", "    Print this help.",
+            ], into: &out)
+            return
+        }
+        let view = ClusterView(server: server)
+        if Self.matches(sub, Self.clusterMYID) {
+            guard arity(2, "myid") else { return }
+            out.writeBulkString(view.id(of: view.me))
+        } else if Self.matches(sub, Self.clusterSLOTS) {
+            guard arity(2, "slots") else { return }
+            out.writeArrayHeader(view.ranges.count)
+            for range in view.ranges {
+                out.writeArrayHeader(2 + range.owners.count)
+                out.writeIntegerReply(range.slots.lowerBound)
+                out.writeIntegerReply(range.slots.upperBound)
+                for owner in range.owners {
+                    let address = view.address(of: owner)
+                    out.writeArrayHeader(3)
+                    out.writeBulkString(address.host)
+                    out.writeIntegerReply(address.port)
+                    out.writeBulkString(view.id(of: owner))
+                }
+            }
+        } else if Self.matches(sub, Self.clusterSHARDS) {
+            guard arity(2, "shards") else { return }
+            // A shard is one owner set with every slot range it serves.
+            var shards: [(owners: [Int], ranges: [ClosedRange<Int>])] = []
+            for range in view.ranges {
+                if let index = shards.firstIndex(where: { $0.owners == range.owners }) {
+                    shards[index].ranges.append(range.slots)
+                } else {
+                    shards.append((range.owners, [range.slots]))
+                }
+            }
+            out.writeArrayHeader(shards.count)
+            for shard in shards {
+                out.writeMapHeader(2, resp)
+                out.writeBulkString("slots")
+                out.writeArrayHeader(2 * shard.ranges.count)
+                for slots in shard.ranges {
+                    out.writeIntegerReply(slots.lowerBound)
+                    out.writeIntegerReply(slots.upperBound)
+                }
+                out.writeBulkString("nodes")
+                out.writeArrayHeader(shard.owners.count)
+                for (index, owner) in shard.owners.enumerated() {
+                    let address = view.address(of: owner)
+                    out.writeMapHeader(7, resp)
+                    out.writeBulkString("id"); out.writeBulkString(view.id(of: owner))
+                    out.writeBulkString("port"); out.writeIntegerReply(address.port)
+                    out.writeBulkString("ip"); out.writeBulkString(address.host)
+                    out.writeBulkString("endpoint"); out.writeBulkString(address.host)
+                    out.writeBulkString("role"); out.writeBulkString(index == 0 ? "master" : "replica")
+                    out.writeBulkString("replication-offset"); out.writeIntegerReply(0)
+                    out.writeBulkString("health"); out.writeBulkString("online")
+                }
+            }
+        } else if Self.matches(sub, Self.clusterNODES) {
+            guard arity(2, "nodes") else { return }
+            var text = ""
+            for member in view.placement.members {
+                let address = view.address(of: member.id)
+                let slots = view.ranges.filter { $0.owners.first == member.id }
+                    .map { $0.slots.lowerBound == $0.slots.upperBound ? "\($0.slots.lowerBound)" : "\($0.slots.lowerBound)-\($0.slots.upperBound)" }
+                let flags = member.id == view.me ? "myself,master" : "master"
+                text += "\(view.id(of: member.id)) \(address.host):\(address.port)@\(view.peerPort(of: member.id)) \(flags) - 0 0 \(view.placement.epoch) connected"
+                text += slots.isEmpty ? "\n" : " " + slots.joined(separator: " ") + "\n"
+            }
+            out.writeVerbatimText(text, resp)
+        } else if Self.matches(sub, Self.clusterINFO) {
+            guard arity(2, "info") else { return }
+            let assigned = view.ranges.reduce(0) { $0 + $1.slots.count }
+            let lines = [
+                "cluster_state:ok",
+                "cluster_slots_assigned:\(assigned)",
+                "cluster_slots_ok:\(assigned)",
+                "cluster_slots_pfail:0",
+                "cluster_slots_fail:0",
+                "cluster_known_nodes:\(view.placement.members.count)",
+                "cluster_size:\(Set(view.ranges.compactMap(\.owners.first)).count)",
+                "cluster_current_epoch:\(view.placement.epoch)",
+                "cluster_my_epoch:\(view.placement.epoch)",
+                "meridian_datacenter:\(server.datacenterName)",
+                "meridian_partitions:\(view.placement.partitionCount)",
+                "meridian_replication_factor:\(view.placement.replicationFactor)",
+            ]
+            out.writeVerbatimText(lines.joined(separator: "\r\n") + "\r\n", resp)
+        } else {
+            unknownSubcommand(sub, of: "CLUSTER", into: &out)
+        }
+    }
+}
+
+/// This node's data center as CLUSTER commands describe it: its configured nodes placed by
+/// `Placement` (ids are the nodes' indexes in the configuration, as in their `ReplicaID`s).
+struct ClusterView {
+    let placement: Placement
+    let ranges: [SlotRange]
+    let me: Int
+    private let nodes: [NodeConfig]
+    private let ownAddress: HostPort
+    private let prefix: String
+
+    init(server: ServerContext) {
+        let configuration = server.configuration
+        let datacenter = configuration.cluster.datacenters.first { $0.name == server.datacenterName }
+        nodes = datacenter?.nodes ?? [NodeConfig(name: server.nodeName, client: nil, peer: nil)]
+        me = nodes.firstIndex { $0.name == server.nodeName } ?? 0
+        placement = Placement(
+            memberNames: nodes.map(\.name), partitionCount: configuration.cluster.partitions,
+            replicationFactor: configuration.cluster.replicationFactor)
+        ranges = SlotRange.ranges(of: placement, partitioner: Partitioner(partitionCount: configuration.cluster.partitions))
+        ownAddress = server.listenAddress.withLockedValue { $0 }
+        prefix = "meridian/\(configuration.cluster.name)/\(server.datacenterName)/"
+    }
+
+    /// A Redis-style node id (40 hex digits), stable across restarts: from the cluster, data
+    /// center and node names.
+    func id(of member: Int) -> String {
+        let name = member < nodes.count ? nodes[member].name : "?"
+        return String(SHA256.hex(SHA256.digest(Array((prefix + name).utf8))).prefix(40))
+    }
+
+    /// Where clients reach a member. A wildcard bind address is reported as an empty host, which
+    /// clients read as "the address you used to reach me".
+    func address(of member: Int) -> HostPort {
+        let address = member == me ? ownAddress : (member < nodes.count ? nodes[member].client : nil) ?? HostPort(host: "", port: 0)
+        let wildcard = address.host == "0.0.0.0" || address.host == "::" || address.host == "[::]"
+        return HostPort(host: wildcard ? "" : address.host, port: address.port)
+    }
+
+    func peerPort(of member: Int) -> Int {
+        member < nodes.count ? nodes[member].peer?.port ?? 0 : 0
+    }
+}
