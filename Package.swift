@@ -88,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "meridian",
             dependencies: [
-                "MeridianCore", "MeridianConfig", "MeridianWire",
+                "MeridianCore", "MeridianConfig", "MeridianWire", "MeridianCluster", "MeridianSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -101,7 +101,7 @@ let package = Package(
         .testTarget(
             name: "SimulationTests", dependencies: ["MeridianSimulation", "MeridianPaxos", "MeridianCluster", "MeridianCore"]
         ),
-        .testTarget(name: "MeridianClusterTests", dependencies: ["MeridianCluster", "MeridianCore"]),
+        .testTarget(name: "MeridianClusterTests", dependencies: ["MeridianCluster", "MeridianCore", "MeridianSimulation"]),
         .testTarget(name: "MeridianPaxosTests", dependencies: ["MeridianPaxos", "MeridianWire", "MeridianCore"]),
         .testTarget(
             name: "MeridianWireTests",

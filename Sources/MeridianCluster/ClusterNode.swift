@@ -450,13 +450,19 @@ public struct ClusterNode: Sendable {
             let sources = placement.previousReplicas(of: partition)
             guard placement.nextReplicas(of: partition).contains(id), !sources.contains(id), incoming[partition] == nil else { continue }
             var move = IncomingMove(changeEpoch: placement.changeEpoch, sources: sources)
-            for source in sources {
-                move.after[source] = .some(nil)
-                move.progressAtMs[source] = nowMs
-                outputs.append(.send(to: source, .moveRequest(partition: partition, changeEpoch: placement.changeEpoch, after: nil)))
+            // A quorum of sources is enough; live ones first. Another is asked when one stalls.
+            let ordered = sources.filter { liveness(of: $0) != .down } + sources.filter { liveness(of: $0) == .down }
+            for source in ordered.prefix(AckCount.quorum.required(of: sources.count)) {
+                requestStream(&move, partition: partition, from: source, nowMs: nowMs)
             }
             incoming[partition] = move
         }
+    }
+
+    private mutating func requestStream(_ move: inout IncomingMove, partition: Int, from source: Int, nowMs: Int64) {
+        move.after[source] = .some(nil)
+        move.progressAtMs[source] = nowMs
+        outputs.append(.send(to: source, .moveRequest(partition: partition, changeEpoch: move.changeEpoch, after: nil)))
     }
 
     private mutating func receiveChunk(
@@ -672,11 +678,15 @@ public struct ClusterNode: Sendable {
         var caughtUp: [Int] = []
         for partition in incoming.keys.sorted() {
             guard var move = incoming[partition] else { continue }
-            for source in move.sources where !move.finished.contains(source) {
+            for source in move.sources where move.after[source] != nil && !move.finished.contains(source) {
                 if nowMs - (move.progressAtMs[source] ?? nowMs) >= settings.moveRetryMs {
                     move.progressAtMs[source] = nowMs
                     outputs.append(.send(to: source, .moveRequest(
                         partition: partition, changeEpoch: move.changeEpoch, after: move.after[source] ?? nil)))
+                    // A stalled source may be down: a source not asked yet is asked as well.
+                    if let spare = move.sources.first(where: { move.after[$0] == nil }) {
+                        requestStream(&move, partition: partition, from: spare, nowMs: nowMs)
+                    }
                 }
             }
             // A quorum of the old replicas holds every acknowledged write; streams from that

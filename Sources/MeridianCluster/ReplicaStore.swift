@@ -91,6 +91,10 @@ public struct ReplicaStore: Sendable, Equatable {
 /// Writes a coordinator owes to replicas that did not acknowledge them (docs/CLUSTER.md,
 /// "Hinted handoff"), in arrival order per target, bounded in bytes: past the bound the oldest
 /// hints go first (anti-entropy repairs what they carried) and are counted.
+///
+/// Every operation is O(1) amortized (O(limit) for `pending`): a node may hold hundreds of
+/// thousands of hints exactly while a replica is down, and each write adds one. Hints live in a
+/// table by id; per-target and global arrival queues hold ids and skip removed ones lazily.
 public struct HintStore: Sendable, Equatable {
     /// One owed write.
     public struct Hint: Sendable, Equatable {
@@ -105,12 +109,33 @@ public struct HintStore: Sendable, Equatable {
         public var bytes: Int { key.count + (state.value?.count ?? 0) + 64 }
     }
 
+    /// An arrival queue of ids with a moving head; removed ids are skipped when reached.
+    struct Queue: Sendable {
+        var ids: [UInt64] = []
+        var head = 0
+
+        mutating func compact() {
+            if head > 64 && head * 2 > ids.count {
+                ids.removeFirst(head)
+                head = 0
+            }
+        }
+    }
+
+    struct Owed: Hashable, Sendable {
+        var target: Int
+        var key: [UInt8]
+    }
+
     public let bytesMax: Int
-    /// In arrival order.
-    public private(set) var hints: [Hint] = []
     public private(set) var bytes = 0
     /// Hints dropped to stay within `bytesMax`.
     public private(set) var dropped: UInt64 = 0
+    private var byID: [UInt64: Hint] = [:]
+    private var latest: [Owed: UInt64] = [:]
+    private var perTarget: [Int: Queue] = [:]
+    private var liveCount: [Int: Int] = [:]
+    private var arrival = Queue()
     private var nextID: UInt64 = 1
 
     public init(bytesMax: Int) {
@@ -118,48 +143,78 @@ public struct HintStore: Sendable, Equatable {
         self.bytesMax = bytesMax
     }
 
+    public static func == (lhs: HintStore, rhs: HintStore) -> Bool {
+        lhs.bytesMax == rhs.bytesMax && lhs.bytes == rhs.bytes && lhs.dropped == rhs.dropped && lhs.hints == rhs.hints
+    }
+
+    /// Every hint, in arrival order (O(n log n): for checks and tests, not for a hot path).
+    public var hints: [Hint] { byID.values.sorted { $0.id < $1.id } }
+
+    public var count: Int { byID.count }
+
+    public var isEmpty: Bool { byID.isEmpty }
+
+    /// The targets with hints, ascending.
+    public var targets: [Int] { liveCount.filter { $0.value > 0 }.keys.sorted() }
+
     /// Stores a hint, replacing an older one for the same target and key (only the newest state
     /// matters: a merge of the newer state covers the older).
     public mutating func add(target: Int, partition: Int, key: [UInt8], state: ReplicaState) {
-        if let index = hints.firstIndex(where: { $0.target == target && $0.key == key }) {
-            let merged = hints[index].state.merged(with: state)
-            bytes -= hints[index].bytes
-            hints.remove(at: index)
-            append(Hint(id: 0, target: target, partition: partition, key: key, state: merged))
-        } else {
-            append(Hint(id: 0, target: target, partition: partition, key: key, state: state))
+        var merged = state
+        if let previous = latest[Owed(target: target, key: key)], let old = byID[previous] {
+            merged = old.state.merged(with: state)
+            remove(id: previous)
         }
-    }
-
-    private mutating func append(_ hint: Hint) {
-        var hint = hint
-        hint.id = nextID
+        let hint = Hint(id: nextID, target: target, partition: partition, key: key, state: merged)
         nextID += 1
+        byID[hint.id] = hint
+        latest[Owed(target: target, key: key)] = hint.id
+        perTarget[target, default: Queue()].ids.append(hint.id)
+        liveCount[target, default: 0] += 1
+        arrival.ids.append(hint.id)
         bytes += hint.bytes
-        hints.append(hint)
-        while bytes > bytesMax, !hints.isEmpty {
-            bytes -= hints.removeFirst().bytes
+        while bytes > bytesMax, let oldest = nextLive(&arrival) {
+            remove(id: oldest)
             dropped += 1
         }
     }
 
     /// The oldest `limit` hints for `target`.
     public func pending(for target: Int, limit: Int) -> [Hint] {
-        Array(hints.lazy.filter { $0.target == target }.prefix(limit))
+        guard let queue = perTarget[target] else { return [] }
+        var result: [Hint] = []
+        var index = queue.head
+        while index < queue.ids.count && result.count < limit {
+            if let hint = byID[queue.ids[index]] { result.append(hint) }
+            index += 1
+        }
+        return result
     }
 
-    /// The targets with hints, ascending.
-    public var targets: [Int] { Set(hints.map(\.target)).sorted() }
-
-    /// Removes a hint once its target acknowledged it (or it no longer applies).
-    /// Returns whether it was still there.
+    /// Removes a hint once its target acknowledged it (or it no longer applies). Returns
+    /// whether it was still there.
     @discardableResult
     public mutating func remove(id: UInt64) -> Bool {
-        guard let index = hints.firstIndex(where: { $0.id == id }) else { return false }
-        bytes -= hints[index].bytes
-        hints.remove(at: index)
+        guard let hint = byID.removeValue(forKey: id) else { return false }
+        bytes -= hint.bytes
+        let owed = Owed(target: hint.target, key: hint.key)
+        if latest[owed] == id { latest[owed] = nil }
+        liveCount[hint.target, default: 1] -= 1
+        if liveCount[hint.target] == 0 {
+            liveCount[hint.target] = nil
+            perTarget[hint.target] = nil
+        } else if var queue = perTarget[hint.target] {
+            _ = nextLive(&queue)
+            perTarget[hint.target] = queue
+        }
+        _ = nextLive(&arrival)
         return true
     }
 
-    public var isEmpty: Bool { hints.isEmpty }
+    /// Advances the queue's head past removed ids; returns the first live id.
+    private func nextLive(_ queue: inout Queue) -> UInt64? {
+        while queue.head < queue.ids.count && byID[queue.ids[queue.head]] == nil { queue.head += 1 }
+        queue.compact()
+        return queue.head < queue.ids.count ? queue.ids[queue.head] : nil
+    }
 }

@@ -7,100 +7,8 @@
 // the switch only after a quorum of the old replicas streamed to it; hostile fields never trap.
 import MeridianCluster
 import MeridianCore
+import MeridianSimulation
 import Testing
-
-/// A data center of `ClusterNode`s on a network that delivers in order, except to and from the
-/// nodes in `unreachable`, whose messages are dropped.
-struct TestDataCenter {
-    var nodes: [ClusterNode]
-    var nowMs: Int64 = 1_000
-    var unreachable: Set<Int> = []
-    var queue: [(from: Int, to: Int, message: ClusterMessage)] = []
-    var replies: [UInt64: ClusterClientResult] = [:]
-    var proposals: [[Int]] = []
-    var delivered: [ClusterMessage] = []
-    var random = SplitMix64(seed: 7)
-    var nextClient: UInt64 = 1
-
-    init(
-        members: Int, replicationFactor: Int = 3, partitions: Int = 8, settings: ClusterSettings = ClusterSettings(),
-        hintsBytesMax: Int = 1 << 20
-    ) {
-        let placement = Placement(
-            memberNames: (0..<members).map { "node-\($0)" }, partitionCount: partitions, replicationFactor: replicationFactor)
-        nodes = (0..<members).map { id in
-            ClusterNode(
-                id: id, origin: ReplicaID(datacenter: 0, node: UInt16(id)), durable: ClusterDurableState(placement: placement, hintsBytesMax: hintsBytesMax), settings: settings,
-                nowMs: 1_000, incarnation: 1)
-        }
-        for id in nodes.indices { _ = nodes[id].takeOutputs() }
-    }
-
-    mutating func collect(_ id: Int) {
-        for output in nodes[id].takeOutputs() {
-            switch output {
-            case .send(let to, let message): queue.append((id, to, message))
-            case .reply(let client, let result): replies[client] = result
-            case .fetchPlacement: break
-            case .proposeSwitch(let partitions, _): proposals.append(partitions)
-            }
-        }
-    }
-
-    mutating func deliver() {
-        while !queue.isEmpty {
-            let (from, to, message) = queue.removeFirst()
-            guard !unreachable.contains(from), !unreachable.contains(to), to < nodes.count else { continue }
-            delivered.append(message)
-            nodes[to].receive(message, from: from, nowMs: nowMs)
-            collect(to)
-        }
-    }
-
-    mutating func advance(ms: Int64) {
-        let end = nowMs + ms
-        while nowMs < end {
-            nowMs += 10
-            for id in nodes.indices where !unreachable.contains(id) {
-                nodes[id].tick(nowMs: nowMs, random: &random)
-                collect(id)
-            }
-            deliver()
-        }
-    }
-
-    mutating func write(at id: Int, _ key: [UInt8], _ value: String?, acks: AckCount = .quorum) -> UInt64 {
-        let client = nextClient
-        nextClient += 1
-        nodes[id].write(client: client, key: key, value: value.map { Array($0.utf8) }, acks: acks, nowMs: nowMs)
-        collect(id)
-        deliver()
-        return client
-    }
-
-    mutating func read(at id: Int, _ key: [UInt8], acks: AckCount = .quorum) -> UInt64 {
-        let client = nextClient
-        nextClient += 1
-        nodes[id].read(client: client, key: key, acks: acks, nowMs: nowMs)
-        collect(id)
-        deliver()
-        return client
-    }
-
-    func value(at id: Int, _ key: [UInt8]) -> String? {
-        let partition = nodes[id].partition(of: key)
-        return nodes[id].durable.store.state(of: key, partition: partition)?.value.map { String(decoding: $0, as: UTF8.self) }
-    }
-
-    /// The first key `key:<n>` whose partition satisfies `wanted`.
-    func key(where wanted: (Int) -> Bool) -> [UInt8] {
-        for index in 0... {
-            let key = Array("key:\(index)".utf8)
-            if wanted(nodes[0].partition(of: key)) { return key }
-        }
-        fatalError("unreachable")
-    }
-}
 
 @Suite struct ClusterNodeTests {
     static func isWritten(_ result: ClusterClientResult?) -> Bool {
@@ -108,7 +16,7 @@ struct TestDataCenter {
     }
 
     @Test func aWriteWaitsForAQuorumAndHintsTheReplicaItCouldNotReach() {
-        var dc = TestDataCenter(members: 3)
+        var dc = InProcessDataCenter(members: 3)
         let key = Array("session:1".utf8)
         dc.unreachable = [2]
         let client = dc.write(at: 0, key, "v1")
@@ -124,7 +32,7 @@ struct TestDataCenter {
     }
 
     @Test func writeAcksAllTimesOutWhenAReplicaIsUnreachableButTheWriteSpreads() {
-        var dc = TestDataCenter(members: 3)
+        var dc = InProcessDataCenter(members: 3)
         let key = Array("k".utf8)
         dc.unreachable = [1]
         let client = dc.write(at: 0, key, "v", acks: .all)
@@ -139,7 +47,7 @@ struct TestDataCenter {
     }
 
     @Test func aReadAnswersTheNewestStateAndRepairsTheStaleReplica() {
-        var dc = TestDataCenter(members: 3)
+        var dc = InProcessDataCenter(members: 3)
         let key = Array("k".utf8)
         _ = dc.write(at: 0, key, "old", acks: .all)
         dc.unreachable = [2]
@@ -161,7 +69,7 @@ struct TestDataCenter {
         var settings = ClusterSettings()
         settings.antiEntropyIntervalMs = 800
         // Hints overflow at once (a bound of one byte): only anti-entropy can repair.
-        var dc = TestDataCenter(members: 3, partitions: 4, settings: settings, hintsBytesMax: 1)
+        var dc = InProcessDataCenter(members: 3, partitions: 4, settings: settings, hintsBytesMax: 1)
         for index in 0..<400 { _ = dc.write(at: 0, Array("key:\(index)".utf8), "v\(index)", acks: .all) }
         // One write reaches node 0 and node 2 only; its hint for node 1 overflows.
         let key = Array("key:17".utf8)
@@ -185,7 +93,7 @@ struct TestDataCenter {
     @Test func antiEntropyRebuildsAReplicaThatLostItsDisk() {
         var settings = ClusterSettings()
         settings.antiEntropyIntervalMs = 800
-        var dc = TestDataCenter(members: 3, partitions: 4, settings: settings)
+        var dc = InProcessDataCenter(members: 3, partitions: 4, settings: settings)
         for index in 0..<100 { _ = dc.write(at: 0, Array("key:\(index)".utf8), "v\(index)", acks: .all) }
         dc.nodes[1] = ClusterNode(
             id: 1, origin: ReplicaID(datacenter: 0, node: 1), durable: ClusterDurableState(placement: dc.nodes[0].placement, hintsBytesMax: 1 << 20), settings: settings,
@@ -204,7 +112,7 @@ struct TestDataCenter {
         var settings = ClusterSettings()
         settings.antiEntropyIntervalMs = 100
         settings.antiEntropyEntriesMax = 100
-        var dc = TestDataCenter(members: 3, partitions: 1, settings: settings)
+        var dc = InProcessDataCenter(members: 3, partitions: 1, settings: settings)
         for index in 0..<2_000 { _ = dc.write(at: 1, Array("key:\(index)".utf8), "v\(index)", acks: .all) }
         let initiator = dc.nodes[0].placement.owners(of: 0)[0]
         dc.nodes[initiator] = ClusterNode(
@@ -223,7 +131,7 @@ struct TestDataCenter {
     /// During a move a write must reach a quorum of the old and of the new replicas: with the
     /// new replica and one staying replica unreachable, it cannot be acknowledged.
     @Test func duringAMoveAWriteNeedsAQuorumOfTheNewReplicasToo() throws {
-        var dc = TestDataCenter(members: 3)
+        var dc = InProcessDataCenter(members: 3)
         let grown = try dc.nodes[0].placement.adding(name: "node-3")
         dc.nodes.append(ClusterNode(
             id: 3, origin: ReplicaID(datacenter: 0, node: 3), durable: ClusterDurableState(placement: grown, hintsBytesMax: 1 << 20), settings: ClusterSettings(),
@@ -251,7 +159,7 @@ struct TestDataCenter {
     /// The newcomer proposes the switch only once a quorum of the old replicas streamed the
     /// partition to it.
     @Test func theSwitchWaitsForStreamsFromAQuorumOfTheOldReplicas() throws {
-        var dc = TestDataCenter(members: 3)
+        var dc = InProcessDataCenter(members: 3)
         for index in 0..<40 { _ = dc.write(at: 0, Array("key:\(index)".utf8), "v\(index)", acks: .all) }
         let grown = try dc.nodes[0].placement.adding(name: "node-3")
         for id in 0..<3 { dc.nodes[id].learn(grown, nowMs: dc.nowMs) }
@@ -273,7 +181,7 @@ struct TestDataCenter {
     }
 
     @Test func hostileFieldsAreIgnored() {
-        var dc = TestDataCenter(members: 3)
+        var dc = InProcessDataCenter(members: 3)
         let state = ReplicaState(value: [1], valueStamp: .zero, expiryUnixMs: nil, expiryStamp: .zero)
         let hostile: [ClusterMessage] = [
             .replicate(epoch: .max, request: 1, partition: -1, key: [1], state: state, hinted: false),

@@ -1,0 +1,47 @@
+// Proves the hint store's contract (docs/CLUSTER.md, "Hinted handoff"): hints come back per
+// target in arrival order, a newer hint for the same target and key replaces (merges) the older,
+// the byte bound drops the oldest hints first and counts them, and every operation stays cheap
+// with many thousands of hints.
+import MeridianCluster
+import MeridianCore
+import Testing
+
+@Suite struct HintStoreTests {
+    static func state(_ value: String, _ time: UInt64) -> ReplicaState {
+        let stamp = LWWStamp(timestamp: HLCTimestamp(physicalMs: time, logical: 0), origin: ReplicaID(datacenter: 0, node: 0))
+        return ReplicaState(value: Array(value.utf8), valueStamp: stamp, expiryUnixMs: nil, expiryStamp: stamp)
+    }
+
+    @Test func perTargetOrderReplacementAndTheBound() {
+        var store = HintStore(bytesMax: 10_000)
+        store.add(target: 1, partition: 0, key: [1], state: Self.state("a", 1))
+        store.add(target: 2, partition: 0, key: [2], state: Self.state("b", 2))
+        store.add(target: 1, partition: 0, key: [3], state: Self.state("c", 3))
+        store.add(target: 1, partition: 0, key: [1], state: Self.state("d", 4))
+        #expect(store.targets == [1, 2] && store.count == 3)
+        #expect(store.pending(for: 1, limit: 10).map(\.key) == [[3], [1]])
+        #expect(store.pending(for: 1, limit: 10).last?.state.value == Array("d".utf8))
+        let first = store.pending(for: 1, limit: 1)[0]
+        #expect(store.remove(id: first.id) && !store.remove(id: first.id))
+        #expect(store.pending(for: 1, limit: 10).map(\.key) == [[1]])
+        // Over the bound, the oldest hints go first, whatever their target.
+        var bounded = HintStore(bytesMax: 3 * 65)
+        for index in 0..<5 { bounded.add(target: index % 2, partition: 0, key: [UInt8(index)], state: Self.state("", UInt64(index))) }
+        #expect(bounded.hints.map(\.key) == [[2], [3], [4]] && bounded.dropped == 2 && bounded.bytes == 3 * 65)
+    }
+
+    @Test func manyHintsStayCheap() {
+        var store = HintStore(bytesMax: 1 << 30)
+        let count = 50_000
+        for index in 0..<count {
+            store.add(target: index % 3, partition: 0, key: Array("key:\(index)".utf8), state: Self.state("v", UInt64(index)))
+        }
+        var replayed = 0
+        while !store.isEmpty {
+            for target in store.targets {
+                for hint in store.pending(for: target, limit: 64) where store.remove(id: hint.id) { replayed += 1 }
+            }
+        }
+        #expect(replayed == count && store.bytes == 0 && store.targets.isEmpty)
+    }
+}
