@@ -7,22 +7,34 @@ import MeridianWire
 /// Unit tests drive one mechanism at a time with it; `meridian bench-cluster` measures the
 /// core's cost with it (`countBytes` adds each delivered message's encoded size).
 public struct InProcessDataCenter {
+    /// The nodes; a node's id is its index.
     public var nodes: [ClusterNode]
+    /// Simulated time.
     public var nowMs: Int64 = 1_000
+    /// Nodes whose messages, both ways, are dropped (and which get no ticks).
     public var unreachable: Set<Int> = []
+    /// Messages sent and not yet delivered.
     public var queue: [(from: Int, to: Int, message: ClusterMessage)] = []
+    /// Client replies by client number.
     public var replies: [UInt64: ClusterClientResult] = [:]
+    /// Switch proposals the nodes made (the caller commits them, or not).
     public var proposals: [[Int]] = []
+    /// Every delivered message, in order (while `recordsMessages`).
     public var delivered: [ClusterMessage] = []
     /// Keep every delivered message in `delivered` (tests) or not (benchmarks).
     public var recordsMessages = true
     /// When set, `deliveredBytes` adds up each delivered message's `ClusterCodec` size.
     public var countBytes = false
+    /// Encoded bytes delivered (while `countBytes`).
     public var deliveredBytes = 0
+    /// Messages delivered.
     public var deliveredMessages = 0
+    /// The randomness the nodes' ticks draw from.
     public var random = SplitMix64(seed: 7)
+    /// The next client number `write` / `read` hand out.
     public var nextClient: UInt64 = 1
 
+    /// `members` nodes of one data center, all knowing the same placement, epoch 1.
     public init(
         members: Int, replicationFactor: Int = 3, partitions: Int = 8, settings: ClusterSettings = ClusterSettings(),
         hintsBytesMax: Int = 1 << 20
@@ -38,6 +50,7 @@ public struct InProcessDataCenter {
         for id in nodes.indices { _ = nodes[id].takeOutputs() }
     }
 
+    /// Takes a node's outputs: messages into `queue`, replies, proposals.
     public mutating func collect(_ id: Int) {
         for output in nodes[id].takeOutputs() {
             switch output {
@@ -49,6 +62,7 @@ public struct InProcessDataCenter {
         }
     }
 
+    /// Delivers every queued message (and those they cause) now.
     public mutating func deliver() {
         // By index, not removeFirst: a benchmark's queue holds many thousands of messages.
         var index = 0
@@ -65,6 +79,7 @@ public struct InProcessDataCenter {
         queue.removeAll(keepingCapacity: true)
     }
 
+    /// Moves time on in 10 ms ticks, ticking every reachable node and delivering after each.
     public mutating func advance(ms: Int64) {
         let end = nowMs + ms
         while nowMs < end {
@@ -77,6 +92,7 @@ public struct InProcessDataCenter {
         }
     }
 
+    /// A client's write of a text value (`nil` deletes); returns the client number.
     public mutating func write(at id: Int, _ key: [UInt8], _ value: String?, acks: AckCount = .quorum) -> UInt64 {
         write(at: id, key, bytes: value.map { Array($0.utf8) }, acks: acks)
     }
@@ -91,6 +107,7 @@ public struct InProcessDataCenter {
         return client
     }
 
+    /// A client's read at node `id`, delivered at once; returns the client number.
     public mutating func read(at id: Int, _ key: [UInt8], acks: AckCount = .quorum) -> UInt64 {
         let client = nextClient
         nextClient += 1
@@ -100,6 +117,7 @@ public struct InProcessDataCenter {
         return client
     }
 
+    /// The value node `id` holds for `key`, as text.
     public func value(at id: Int, _ key: [UInt8]) -> String? {
         let partition = nodes[id].partition(of: key)
         return nodes[id].durable.store.state(of: key, partition: partition)?.value.map { String(decoding: $0, as: UTF8.self) }
