@@ -19,6 +19,21 @@ public struct ReplicaEntry: Sendable, Equatable {
     public var approximateBytes: Int { key.count + (state.value?.count ?? 0) + 48 }
 }
 
+extension Sequence where Element == ReplicaEntry {
+    /// The leading entries within a message's bounds: at most `limit`, about `bytesMax` bytes,
+    /// and always at least one (a key and a value fit in any message).
+    func bounded(limit: Int, bytesMax: Int) -> [ReplicaEntry] {
+        var entries: [ReplicaEntry] = []
+        var bytes = 0
+        for entry in self {
+            bytes += entry.approximateBytes
+            if entries.count == limit || (bytes > bytesMax && !entries.isEmpty) { break }
+            entries.append(entry)
+        }
+        return entries
+    }
+}
+
 /// The messages between the nodes of one data center (docs/CLUSTER.md, "Messages"). Request
 /// numbers are the sender's own; an answer goes back to the sender with the number it asked with.
 public enum ClusterMessage: Sendable, Equatable {

@@ -538,13 +538,7 @@ public struct ClusterNode: Sendable {
         let mine = durable.store.entriesByLeaf(of: partition, leaves: leaves)
         let back = mine.keys.sorted().flatMap { leaf in mine[leaf]!.filter { theirs[$0.key] != $0.state } }
         guard !back.isEmpty else { return }
-        var limited: [ReplicaEntry] = []
-        var bytes = 0
-        for entry in back.prefix(settings.antiEntropyEntriesMax) {
-            bytes += entry.approximateBytes
-            if bytes > settings.entriesBytesMax && !limited.isEmpty { break }
-            limited.append(entry)
-        }
+        let limited = back.bounded(limit: settings.antiEntropyEntriesMax, bytesMax: settings.entriesBytesMax)
         stats.antiEntropyEntriesSent += UInt64(limited.count)
         outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, leaves: leaves, entries: limited, answer: true)))
     }

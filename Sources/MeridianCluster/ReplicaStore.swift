@@ -69,19 +69,7 @@ public struct ReplicaStore: Sendable, Equatable {
         guard let holder = partitions[partition] else { return [] }
         var keys = holder.entries.keys.filter { after == nil || after!.lexicographicallyPrecedes($0) }
         keys.sort { $0.lexicographicallyPrecedes($1) }
-        return Self.bounded(keys, in: holder, limit: limit, bytesMax: bytesMax)
-    }
-
-    private static func bounded(_ keys: [[UInt8]], in holder: Partition, limit: Int, bytesMax: Int) -> [ReplicaEntry] {
-        var entries: [ReplicaEntry] = []
-        var bytes = 0
-        for key in keys.prefix(limit) {
-            let state = holder.entries[key]!
-            bytes += ReplicaEntry(key: key, state: state).approximateBytes
-            if bytes > bytesMax && !entries.isEmpty { break }
-            entries.append(ReplicaEntry(key: key, state: state))
-        }
-        return entries
+        return keys.lazy.map { ReplicaEntry(key: $0, state: holder.entries[$0]!) }.bounded(limit: limit, bytesMax: bytesMax)
     }
 
     /// The partitions this node holds anything of, ascending.
