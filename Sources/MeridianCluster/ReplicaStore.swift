@@ -140,6 +140,12 @@ public struct HintStore: Sendable, Equatable {
 
     public var count: Int { byID.count }
 
+    /// Ids the arrival queues hold, removed ones included: what the store's bookkeeping costs
+    /// beyond the hints themselves (tests check it stays proportional to `count`).
+    public var queuedIDs: Int {
+        arrival.ids.count - arrival.head + perTarget.values.reduce(0) { $0 + $1.ids.count - $1.head }
+    }
+
     public var isEmpty: Bool { byID.isEmpty }
 
     /// The targets with hints, ascending.
@@ -155,6 +161,11 @@ public struct HintStore: Sendable, Equatable {
         }
         let hint = Hint(id: nextID, target: target, partition: partition, key: key, state: merged)
         nextID += 1
+        // One hint over the whole bound is dropped alone rather than emptying the store for it.
+        guard hint.bytes <= bytesMax else {
+            dropped += 1
+            return
+        }
         byID[hint.id] = hint
         latest[Owed(target: target, key: key)] = hint.id
         perTarget[target, default: Queue()].ids.append(hint.id)
@@ -193,10 +204,21 @@ public struct HintStore: Sendable, Equatable {
             perTarget[hint.target] = nil
         } else if var queue = perTarget[hint.target] {
             _ = nextLive(&queue)
+            prune(&queue, live: liveCount[hint.target]!)
             perTarget[hint.target] = queue
         }
         _ = nextLive(&arrival)
+        prune(&arrival, live: byID.count)
         return true
+    }
+
+    /// Rebuilds a queue whose removed ids (behind a live head: a hot key replaced over and
+    /// over, a target down for hours) outnumber its live ones, so that queues stay within a
+    /// constant factor of the hints held.
+    private func prune(_ queue: inout Queue, live: Int) {
+        guard queue.ids.count - queue.head > 2 * live + 64 else { return }
+        queue.ids = queue.ids[queue.head...].filter { byID[$0] != nil }
+        queue.head = 0
     }
 
     /// Advances the queue's head past removed ids; returns the first live id.

@@ -234,6 +234,17 @@ public struct PaxosReplica: Sendable {
             state = partitions[p]!
 
             switch state.role {
+            case .preparing(let preparing) where preparing.outbidAtMs.map({ nowMs - $0 >= outbidPatienceMs }) ?? false:
+                // Outbid and still no majority: the refusing voter will never promise this ballot,
+                // so waiting on the others could last forever (one of them down). Step down and
+                // come back with a higher ballot.
+                stepDown(p, now: now)
+                state = partitions[p]!
+            case .leading(let leading) where !leading.inFlight.isEmpty
+                && leading.outbidAtMs.map({ nowMs - max($0, leading.lastChosenAtMs) >= outbidPatienceMs }) ?? false:
+                // Outbid and nothing chosen since: same reasoning, for a leader.
+                stepDown(p, now: now)
+                state = partitions[p]!
             case .preparing(var preparing):
                 if nowMs - preparing.lastSend >= configuration.retryMs {
                     preparing.lastSend = nowMs
@@ -619,6 +630,9 @@ public struct PaxosReplica: Sendable {
     ) {
         guard var state = partitions[p], case .preparing(var preparing) = state.role, preparing.ballot == ballot,
               preparing.promises[voter] == nil else { return }
+        // A voter that refused for a while (a lease running, a quarantine) and now promises no
+        // longer counts against this ballot.
+        preparing.refusals.remove(voter)
         var promise = preparing.partial[voter] ?? Promise(accepted: [], chosen: [], sentAt: min(sentAt, now.monotonicMs), answer: sentAt)
         // Parts of one answer share its PREPARE's sentAt; an answer to a retransmitted PREPARE
         // starts over (parts of two answers are never mixed), and a part counts once.
@@ -732,6 +746,7 @@ public struct PaxosReplica: Sendable {
         flight.acceptedBy.insert(voter)
         if flight.acceptedBy.count >= configuration.majority {
             leading.inFlight[slot] = nil
+            leading.lastChosenAtMs = now.monotonicMs
             state.role = .leading(leading)
             partitions[p] = state
             learnChosen(p, slot, flight.entry)
@@ -764,6 +779,7 @@ public struct PaxosReplica: Sendable {
         switch state.role {
         case .preparing(var preparing) where preparing.ballot == ballot:
             preparing.refusals.insert(voter)
+            if promised > ballot && preparing.outbidAtMs == nil { preparing.outbidAtMs = now.monotonicMs }
             state.role = .preparing(preparing)
             partitions[p] = state
             // Give up once a majority can no longer promise. One voter that promised a rival
@@ -778,8 +794,10 @@ public struct PaxosReplica: Sendable {
             // still accepts (and whose lease a majority still grants, refusing the rival): it
             // steps down once a majority can no longer accept its ballot. Stepping down at the
             // first refusal once left a partition without a leader until the lease ran out,
-            // with no fault at all (seed 50037).
+            // with no fault at all (seed 50037). A leader outbid that stops choosing steps down
+            // after `outbidPatienceMs` (tick).
             leading.refusals.insert(voter)
+            if leading.outbidAtMs == nil { leading.outbidAtMs = now.monotonicMs }
             state.role = .leading(leading)
             partitions[p] = state
             if leading.refusals.count > configuration.voterCount - configuration.majority {
@@ -816,6 +834,10 @@ public struct PaxosReplica: Sendable {
         partitions[p] = state
         for pending in waiting { dispatch(pending, p, now: now) }
     }
+
+    /// How long a proposer whose ballot a voter refused for a higher one keeps trying without
+    /// progress (a majority of promises, or a slot chosen) before it steps down.
+    private var outbidPatienceMs: Int64 { 2 * configuration.retryMs }
 
     private func leaseExpiry(_ leading: Leading) -> Int64 {
         let starts = leading.leaseStarts.values.sorted(by: >)
@@ -1009,6 +1031,8 @@ struct Preparing: Sendable {
     var promises: [Int: Promise] = [:]
     var partial: [Int: Promise] = [:]
     var refusals: Set<Int> = []
+    /// When a voter first refused this ballot for a higher one (see `outbidPatienceMs`).
+    var outbidAtMs: Int64?
 }
 
 struct Promise: Sendable {
@@ -1037,6 +1061,10 @@ struct Leading: Sendable {
     var lastStamp: Int64 = 0
     /// Voters that refused this leader's ballot (they promised a higher one).
     var refusals: Set<Int> = []
+    /// When a voter first refused this ballot for a higher one (see `outbidPatienceMs`).
+    var outbidAtMs: Int64?
+    /// When a slot was last chosen under this ballot.
+    var lastChosenAtMs: Int64 = .min / 2
 }
 
 struct InFlight: Sendable {

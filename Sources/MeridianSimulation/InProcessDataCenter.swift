@@ -129,6 +129,6 @@ public struct InProcessDataCenter {
             let key = Array("key:\(index)".utf8)
             if wanted(nodes[0].partition(of: key)) { return key }
         }
-        fatalError("unreachable")
+        preconditionFailure("unreachable: the keys never run out")
     }
 }

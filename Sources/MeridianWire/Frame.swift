@@ -32,7 +32,10 @@ public struct Frame: Equatable, Sendable {
 
     /// `MRDN`.
     public static let magic: [UInt8] = Array("MRDN".utf8)
-    public static let protocolVersion: UInt8 = 1
+    /// 2: partitions are contiguous slot ranges (docs/CLUSTER.md). A version-1 node numbers
+    /// partitions by CRC16 modulo the count, so the two must not exchange strong messages: the
+    /// handshake refuses a mismatch (nodes of one cluster upgrade together).
+    public static let protocolVersion: UInt8 = 2
     public static let headerBytes = 16
     /// Largest payload a peer may send: a 1 MiB raw batch compresses to less, and snapshot
     /// chunks are cut to fit. Larger frames are refused before their bytes are buffered.

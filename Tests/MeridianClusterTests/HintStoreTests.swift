@@ -44,4 +44,19 @@ import Testing
         }
         #expect(replayed == count && store.bytes == 0 && store.targets.isEmpty)
     }
+
+    /// A hot key replaced over and over behind an old hint that stays (its target down for
+    /// hours) does not grow the queues; one hint larger than the whole bound is dropped alone.
+    @Test func bookkeepingStaysProportionalAndAHugeHintDropsAlone() {
+        var store = HintStore(bytesMax: 1 << 20)
+        store.add(target: 1, partition: 0, key: Array("old".utf8), state: Self.state("o", 1))
+        for index in 0..<10_000 {
+            store.add(target: 1, partition: 0, key: Array("hot".utf8), state: Self.state("v", UInt64(2 + index)))
+        }
+        #expect(store.count == 2 && store.queuedIDs < 200, "\(store.queuedIDs) ids queued for 2 hints")
+        var small = HintStore(bytesMax: 1_000)
+        for index in 0..<5 { small.add(target: 1, partition: 0, key: [UInt8(index)], state: Self.state("v", UInt64(index))) }
+        small.add(target: 2, partition: 0, key: [9], state: Self.state(String(repeating: "x", count: 2_000), 9))
+        #expect(small.count == 5 && small.dropped == 1 && small.targets == [1])
+    }
 }

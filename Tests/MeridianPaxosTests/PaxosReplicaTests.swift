@@ -119,3 +119,37 @@ extension PaxosReplicaTests {
         #expect(reproposed == [1, 2, 3])
     }
 }
+
+extension PaxosReplicaTests {
+    /// A leader outbid by one voter keeps leading while the others follow it (no step-down at
+    /// the first refusal), but once nothing is chosen any more — here the voter it still relied
+    /// on went down — it steps down after `outbidPatienceMs` and comes back with a higher ballot
+    /// rather than wait for that voter forever (found by a second reading of the change).
+    @Test func anOutbidLeaderThatStopsChoosingStepsDown() {
+        var replica = Self.replica()
+        let start = PaxosTime(monotonicMs: 1_000, wallMs: 1_700_000_000_000)
+        replica.submit(StrongCommand(.set(key: [1], value: [2], options: SetOptions())), partition: 0, client: 1, now: start)
+        guard case .prepare(_, let ballot, _, let sentAt)? = replica.effects.messages.first?.message else {
+            Issue.record("no PREPARE"); return
+        }
+        for voter in [0, 2] {
+            replica.receive(.promise(partition: 0, ballot: ballot, accepted: [], chosen: [], applied: 0, sentAt: sentAt, part: 0, parts: 1), from: voter, now: start)
+        }
+        #expect(replica.isLeader(0))
+        // Voter 1 promised a rival's higher ballot; only the leader's own acceptor accepts; the
+        // witness (voter 2) is gone.
+        let rival = Ballot(round: ballot.round + 3, voter: 1)
+        replica.receive(.nack(partition: 0, ballot: ballot, promised: rival, leaseHolder: nil, leaseRemainingMs: 0, behindFrom: nil), from: 1, now: start)
+        replica.receive(.accepted(partition: 0, ballot: ballot, slot: 1, applied: 0, sentAt: sentAt), from: 0, now: start)
+        let stillLeading = replica.isLeader(0)
+        #expect(stillLeading, "one refusal does not unseat a leader")
+        replica.effects = PaxosEffects()
+        var higher: [UInt64] = []
+        for step in 1...60 {
+            replica.tick(now: PaxosTime(monotonicMs: 1_000 + Int64(step) * 50, wallMs: start.wallMs + Int64(step) * 50))
+            higher += Self.prepareRounds(replica.effects).filter { $0 > rival.round }
+            replica.effects = PaxosEffects()
+        }
+        #expect(!replica.isLeader(0) && !higher.isEmpty, "an outbid leader that chose nothing for 3 s never tried a higher ballot")
+    }
+}

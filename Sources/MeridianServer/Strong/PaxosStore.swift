@@ -49,7 +49,7 @@ final class PaxosStore {
             return
         }
         guard try store.scan(after: nil, limit: 1).isEmpty else {
-            throw StorageError.read(reason: "paxos store: written by an earlier layout (partitions by CRC16 modulo the count); this build numbers partitions by slot range and cannot read it — move the data directory's paxos store aside to start the strong namespaces empty")
+            throw StorageError.read(reason: "paxos store: written by an earlier layout (partitions by CRC16 modulo the count); this build numbers partitions by slot range and cannot read it — to start the strong namespaces empty, stop every node of the cluster and move each node's <data_dir>/paxos aside")
         }
         var batch = StoreBatch()
         batch.puts = [(Self.layoutKey, layout)]
