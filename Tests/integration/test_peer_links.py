@@ -122,7 +122,9 @@ def test_a_node_of_another_cluster_is_refused(cluster, tmp_path):
     cluster.start("west-1", config=impostor)
     wait_for(lambda: "refused a peer" in cluster.log("west-1"), timeout=15, what="the refusal")
     assert "cluster 'demo' is not this node's cluster 'other'" in cluster.log("west-1")
-    assert "peer refused this node" in cluster.log("east-1")
+    # The dialer logs the REFUSE once the frame reached it, after the listener logged sending
+    # it: wait for it rather than read its log at once (a CI run once caught the gap).
+    wait_for(lambda: "peer refused this node" in cluster.log("east-1"), timeout=15, what="the dialer's log of the refusal")
     assert not linked(cluster, "east-1", "west")
 
 
