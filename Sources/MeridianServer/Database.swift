@@ -118,7 +118,6 @@ public final class Database: Sendable {
 
     public let shards: [Shard]
     public let namespaces: NamespaceTable
-    public let partitioner: Partitioner
     /// This node's identity, the tie-breaker of LWW stamps.
     public let origin: ReplicaID
     public let statistics: NodeStatistics
@@ -168,7 +167,7 @@ public final class Database: Sendable {
     public let evictionSamples = Synchronization.Atomic<Int>(Database.evictionSamplesDefault)
 
     public init(
-        namespaces: NamespaceTable, partitions: Int, origin: ReplicaID, maxmemoryBytes: Int, eventLoopCount: Int,
+        namespaces: NamespaceTable, origin: ReplicaID, maxmemoryBytes: Int, eventLoopCount: Int,
         storage: StorageEngine? = nil, keepsTombstones: Bool = false, replicator: Replicator? = nil
     ) {
         self.statistics = NodeStatistics(loopCount: eventLoopCount)
@@ -199,7 +198,6 @@ public final class Database: Sendable {
         let logged = zip(durableUrgency, replicated).map { $0 != nil || $1 }
         self.shards = (0..<Self.shardCount).map { _ in Shard(evictableNamespaces: evictable, loggedNamespaces: logged, replicatedNamespaces: replicated) }
         self.namespaces = namespaces
-        self.partitioner = Partitioner(partitionCount: partitions)
         self.origin = origin
         self.maxmemoryBytes = Synchronization.Atomic(maxmemoryBytes)
     }

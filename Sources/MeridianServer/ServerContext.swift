@@ -62,7 +62,7 @@ public final class ServerContext: Sendable {
             firstSequence: Replicator.startingSequence(nowUnixMs: SystemClock.nowUnixMs()))
         let database = Database(
             namespaces: NamespaceTable(configuration.namespaces),
-            partitions: configuration.cluster.partitions, origin: origin,
+            origin: origin,
             maxmemoryBytes: configuration.maxmemoryBytes, eventLoopCount: max(1, eventLoopCount),
             storage: storage, keepsTombstones: fullDatacenters > 1, replicator: replicator)
         let warmUp = WarmUpProgress()

@@ -21,7 +21,7 @@ import Testing
             NamespaceConfig(name: "orders", prefix: Array("orders:".utf8), durability: .writeThrough),
         ])
         let database = Database(
-            namespaces: namespaces, partitions: 1024, origin: ReplicaID(datacenter: 0, node: 0),
+            namespaces: namespaces, origin: ReplicaID(datacenter: 0, node: 0),
             maxmemoryBytes: 0, eventLoopCount: 1, storage: engine)
         return (database, engine)
     }

@@ -11,7 +11,7 @@ import Testing
 @Suite struct DatabaseTests {
     static func makeDatabase() -> Database {
         Database(
-            namespaces: NamespaceTable([.defaultNamespace]), partitions: 1024,
+            namespaces: NamespaceTable([.defaultNamespace]),
             origin: ReplicaID(datacenter: 0, node: 0), maxmemoryBytes: 0, eventLoopCount: 1)
     }
 

@@ -26,7 +26,7 @@ import Testing
             NamespaceConfig(name: "durable", prefix: Array("durable:".utf8), durability: .writeBack, writeBackWindowMs: 60_000),
         ])
         let database = Database(
-            namespaces: namespaces, partitions: 1024, origin: ReplicaID(datacenter: 0, node: 0),
+            namespaces: namespaces, origin: ReplicaID(datacenter: 0, node: 0),
             maxmemoryBytes: 0, eventLoopCount: 1, storage: engine)
         return (database, engine)
     }
@@ -193,7 +193,7 @@ import Glibc
             NamespaceConfig(name: "durable", prefix: Array("durable:".utf8), durability: .writeBack, writeBackWindowMs: 60_000, auditRetentionMs: retentionMs),
         ])
         let database = Database(
-            namespaces: namespaces, partitions: 1024, origin: ReplicaID(datacenter: 0, node: 0),
+            namespaces: namespaces, origin: ReplicaID(datacenter: 0, node: 0),
             maxmemoryBytes: 0, eventLoopCount: 1, storage: engine)
         return (database, engine)
     }
