@@ -12,8 +12,9 @@ import MeridianCore
 /// After the faults stop, `run` restarts every member, heals the links, lets the change in
 /// progress finish and the system go quiet, then checks the invariants of docs/CLUSTER.md:
 /// every acknowledged write is on every owner (or superseded), owners converge, hints drain,
-/// partitions end on exactly their owners. During the run it checks that a `quorum` read on a
-/// stable placement sees every write acknowledged before it began.
+/// partitions end on exactly their owners. During the run, whenever W + R > RF, it checks that
+/// a read whose coordinator knew the committed epoch, and whose epoch did not change before the
+/// answer, sees every write acknowledged before it began.
 public struct ClusterSimulation {
     public struct Options: Sendable {
         public var nodes = 5
@@ -286,8 +287,8 @@ public struct ClusterSimulation {
                 clients[client] = (at, .write(key: key, value: value))
                 nodes[at]!.node!.write(client: client, key: Self.key(key), value: value, acks: options.writeAcks, nowMs: nowMs)
             } else {
-                // A read is checked when it starts and ends on a settled placement that its
-                // coordinator already knows (see `checkRead`).
+                // A read is checked when its coordinator knows the committed epoch at the start
+                // and that epoch is still the committed one at the answer (see `record`).
                 let current = nodes[at]!.node!.placement.epoch == committed.epoch
                 clients[client] = (at, .read(key: key, epoch: committed.epoch, acknowledgedBefore: acknowledged[key], checked: current))
                 nodes[at]!.node!.read(client: client, key: Self.key(key), acks: options.readAcks, nowMs: nowMs)
@@ -372,7 +373,7 @@ public struct ClusterSimulation {
             outcome.readsChecked += 1
             // W + R > RF: the read meets a replica of every set that acknowledged a write.
             if state.map({ $0.valueStamp < before }) ?? true {
-                outcome.problem = "a quorum read of key:\(key) returned \(state.map { "\($0.valueStamp)" } ?? "nothing") but \(before) was acknowledged before it began"
+                outcome.problem = "a read of key:\(key) returned \(state.map { "\($0.valueStamp)" } ?? "nothing") but \(before) was acknowledged before it began"
             }
         default:
             break

@@ -4,8 +4,8 @@
 // nodes joining and leaving through committed placement changes (dual writes, streams, per-
 // partition switches). For every seed: every acknowledged write survives on every owner, the
 // owners of each partition converge (same states, same digests), hints drain, partitions end on
-// exactly their owners, and a quorum read on a settled placement sees every write acknowledged
-// before it began. A failure prints its seed; a seed that once failed becomes a test of its own.
+// exactly their owners, and (W + R > RF) a read on the epoch its coordinator knows sees every
+// write acknowledged before it began. A failure prints its seed; a seed that once failed becomes a test of its own.
 import MeridianCluster
 import MeridianSimulation
 import Testing
