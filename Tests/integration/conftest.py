@@ -86,6 +86,28 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
+# How long a server may take to come up. Generous on purpose: this is not a timing check, and on
+# a loaded CI machine the first fsyncs of a fresh store (RocksDB opening the Paxos log) can
+# wait behind seconds of writeback from the build. A server that exits fails at once instead.
+STARTUP_TIMEOUT = 60.0
+
+
+def wait_for_start(proc: subprocess.Popen, ready: Callable[[], Any], read_log: Callable[[], str], what: str,
+                   timeout: float = STARTUP_TIMEOUT) -> None:
+    """Waits until ``ready()`` holds for a process just started; fails at once, with its log, if
+    the process exits first, and with its log if it is not ready within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.02) + 2):
+        if ready():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited with {proc.returncode} before it was ready:\n{read_log()[-4000:]}")
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not ready after {timeout}s; its log:\n{read_log()[-4000:]}")
+
+
 def ping_ok(port: int) -> bool:
     try:
         with socket.create_connection((LOOPBACK, port), timeout=0.5) as s:
@@ -145,7 +167,7 @@ class MeridianProcess:
             args += ["--config", str(self.config_path)]
         return args + self.extra_args
 
-    def start(self, timeout: float = 15.0) -> "MeridianProcess":
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> "MeridianProcess":
         assert os.path.exists(MERIDIAN_SERVER), f"server binary not found: {MERIDIAN_SERVER}"
         self.stopped = False  # a restarted server is the fixture's to stop again
         for attempt in range(3):  # a port that was free can be taken before we bind it

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 
-from conftest import MERIDIAN_SERVER, client_for, free_port, ping_ok, wait_for
+from conftest import MERIDIAN_SERVER, client_for, free_port, ping_ok, wait_for, wait_for_start
 from test_peer_links import topology
 
 MERIDIAN_CLI = os.path.join(os.path.dirname(MERIDIAN_SERVER), "meridian")
@@ -25,7 +25,7 @@ def start_dev_cluster(tmp_path):
     proc = subprocess.Popen([MERIDIAN_CLI, "dev-cluster", "--config", str(config), "--data-dir", str(tmp_path / "data"),
                              "--server", MERIDIAN_SERVER], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     output = lambda: (tmp_path / "dev-cluster.log").read_text(errors="replace")
-    wait_for(lambda: ping_ok(ports["east-client"]) and ping_ok(ports["west-client"]), timeout=20, what="both full nodes")
+    wait_for_start(proc, lambda: ping_ok(ports["east-client"]) and ping_ok(ports["west-client"]), output, what="dev-cluster (both full nodes answering PING)")
     return proc, ports, output
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MERIDIAN_SERVER, client_for, free_port, ping_ok, wait_for
+from conftest import MERIDIAN_SERVER, client_for, free_port, ping_ok, wait_for, wait_for_start
 
 
 MEMORY_ONLY = "  - { name: default, prefix: \"\", durability: memory }\n"
@@ -61,9 +61,9 @@ class Cluster:
         self.procs[node] = proc
         if node != "central-w":
             port = self.ports[f"{node.split('-')[0]}-client"]
-            wait_for(lambda: ping_ok(port), timeout=15, what=f"{node} answering PING")
+            wait_for_start(proc, lambda: ping_ok(port), lambda: self.log(node), what=f"{node} (answering PING)")
         else:
-            wait_for(lambda: "witness ready" in self.log(node), timeout=15, what="the witness")
+            wait_for_start(proc, lambda: "witness ready" in self.log(node), lambda: self.log(node), what="the witness")
         return proc
 
     def log(self, node: str) -> str:

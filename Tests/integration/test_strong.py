@@ -35,7 +35,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conftest import MERIDIAN_SERVER, client_for, free_port, ping_ok, wait_for
+from conftest import MERIDIAN_SERVER, client_for, free_port, ping_ok, wait_for, wait_for_start
 
 MERIDIAN = str(Path(MERIDIAN_SERVER).with_name("meridian"))
 
@@ -96,11 +96,12 @@ class StrongCluster:
             [MERIDIAN_SERVER, "--config", str(self.configs[node]), "--node", node, "--data-dir", str(self.tmp / f"data-{node}")],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if node == "central-w":
-            wait_for(lambda: self.log(node).count("witness ready") >= self.log(node).count("strong engine started") > 0,
-                     timeout=15, what="the witness")
+            wait_for_start(self.procs[node],
+                           lambda: self.log(node).count("witness ready") >= self.log(node).count("strong engine started") > 0,
+                           lambda: self.log(node), what="the witness")
         else:
             port = self.ports[f"{node.split('-')[0]}-client"]
-            wait_for(lambda: ping_ok(port), timeout=15, what=f"{node} answering PING")
+            wait_for_start(self.procs[node], lambda: ping_ok(port), lambda: self.log(node), what=f"{node} (answering PING)")
 
     def kill9(self, node: str) -> None:
         self.procs[node].send_signal(signal.SIGKILL)
