@@ -73,10 +73,21 @@ public struct ClusterDurableState: Sendable, Equatable {
     public var placement: Placement
     /// The largest stamp this node issued, so that its clock never issues a smaller one.
     public var lastStamp: HLCTimestamp = .zero
+    /// Partitions whose contents this node cannot vouch for: it lost its data (a new disk, a
+    /// wiped data directory) after acknowledging writes. While it owns such a partition it
+    /// answers no reads of it and serves no move streams of it; it takes writes, and streams
+    /// the partition from every other owner (docs/CLUSTER.md, "Rebuilding a replica that lost
+    /// its data"). A partition leaves the set when those streams ended, or when a move into
+    /// this node collected its quorum of streams.
+    public var rebuilding: Set<Int> = []
 
-    public init(placement: Placement, hintsBytesMax: Int) {
+    /// `lostData`: the node held partitions before and lost them (the shell knows: its data
+    /// directory is new but the committed placement already lists it); every partition it
+    /// owns, or comes to own, must be rebuilt before it answers reads.
+    public init(placement: Placement, hintsBytesMax: Int, lostData: Bool = false) {
         self.placement = placement
         self.hints = HintStore(bytesMax: hintsBytesMax)
+        if lostData { rebuilding = Set(0..<placement.partitionCount) }
     }
 }
 
@@ -95,6 +106,8 @@ public struct ClusterStats: Sendable, Equatable {
     public var moveEntriesReceived: UInt64 = 0
     public var movedEpochAnswers: UInt64 = 0
     public var partitionsDropped: UInt64 = 0
+    /// Partitions rebuilt from every other owner after this node lost its data.
+    public var partitionsRebuilt: UInt64 = 0
 }
 
 /// One node of a data center (docs/CLUSTER.md): the coordinator of client commands, a replica
@@ -170,6 +183,8 @@ public struct ClusterNode: Sendable {
         var sentAtMs: Int64
     }
 
+    /// A partition streamed in: a move into this node (`changeEpoch` is the change's), or a
+    /// rebuild after lost data (`changeEpoch` 0, every other owner a source and needed).
     struct IncomingMove {
         var changeEpoch: UInt64
         var sources: [Int]
@@ -177,6 +192,8 @@ public struct ClusterNode: Sendable {
         var finished: Set<Int> = []
         var progressAtMs: [Int: Int64] = [:]
         var proposed = false
+
+        var isRebuild: Bool { changeEpoch == 0 }
     }
 
     struct OutgoingMove {
@@ -305,7 +322,10 @@ public struct ClusterNode: Sendable {
     private mutating func sendRead(_ pending: inout PendingRead, request: UInt64) {
         for target in pending.targets where pending.answers[target] == nil {
             if target == id {
-                pending.answers[id] = .some(durable.store.state(of: pending.key, partition: pending.partition))
+                // A replica rebuilding the partition cannot vouch for its copy: the others answer.
+                if !durable.rebuilding.contains(pending.partition) {
+                    pending.answers[id] = .some(durable.store.state(of: pending.key, partition: pending.partition))
+                }
             } else if membership.liveness(of: target) != .down {
                 outputs.append(.send(to: target, .read(
                     epoch: pending.epoch, request: request, partition: pending.partition, key: pending.key)))
@@ -375,6 +395,8 @@ public struct ClusterNode: Sendable {
                 return
             }
             if epoch > placement.epoch { sawEpoch(epoch) }
+            // Rebuilding: silence, so the coordinator counts only replicas that hold their data.
+            guard !durable.rebuilding.contains(partition) else { return }
             outputs.append(.send(to: sender, .readReply(request: request, state: durable.store.state(of: key, partition: partition))))
         case .readReply(let request, let state):
             guard var pending = reads[request], pending.targets.contains(sender) else { return }
@@ -391,6 +413,18 @@ public struct ClusterNode: Sendable {
             mergeEntries(partition: partition, leaves: leaves, entries: entries, answer: answer, from: sender, nowMs: nowMs)
         case .moveRequest(let partition, let changeEpoch, let after):
             guard partition >= 0, partition < placement.partitionCount else { return }
+            if changeEpoch == 0 {
+                // A rebuild: an owner that lost its data asks every other owner for its copy.
+                // Any owner serves, even one rebuilding too: the requester needs every other
+                // owner's copy, so whatever survives anywhere reaches it.
+                guard placement.owners(of: partition).contains(id), placement.owners(of: partition).contains(sender) else { return }
+                outgoing.removeAll { $0.partition == partition && $0.to == sender }
+                outgoing.append(OutgoingMove(partition: partition, to: sender, changeEpoch: 0, after: after))
+                return
+            }
+            // A move counts on a quorum of full copies: a source rebuilding the partition stays
+            // silent and the requester asks another.
+            guard !durable.rebuilding.contains(partition) else { return }
             // Stream only once this node knows the move: from then on it refuses writes at older
             // epochs, so every write it takes after the stream passed a key is a dual write that
             // reaches the new replica too. A source behind fetches the placement; the requester
@@ -442,9 +476,21 @@ public struct ClusterNode: Sendable {
         startIncomingMoves(nowMs: nowMs)
     }
 
-    /// Starts streaming every partition that this node enters in the current change.
+    /// Starts streaming every partition that this node enters in the current change, and every
+    /// partition it owns but must rebuild.
     private mutating func startIncomingMoves(nowMs: Int64) {
-        incoming = incoming.filter { placement.isMoving($0.key) && $0.value.changeEpoch == placement.changeEpoch }
+        incoming = incoming.filter { partition, move in
+            move.isRebuild
+                ? rebuildSources(of: partition).map { $0 == move.sources } ?? false
+                : placement.isMoving(partition) && move.changeEpoch == placement.changeEpoch
+        }
+        for partition in durable.rebuilding.sorted() where incoming[partition] == nil {
+            guard let sources = rebuildSources(of: partition) else { continue }
+            var rebuild = IncomingMove(changeEpoch: 0, sources: sources)
+            for source in sources { requestStream(&rebuild, partition: partition, from: source, nowMs: nowMs) }
+            incoming[partition] = rebuild
+            finishRebuildIfComplete(partition)
+        }
         guard placement.isChanging else { return }
         for partition in placement.changingPartitions where placement.isMoving(partition) {
             let sources = placement.previousReplicas(of: partition)
@@ -457,6 +503,23 @@ public struct ClusterNode: Sendable {
             }
             incoming[partition] = move
         }
+    }
+
+    /// The other owners a rebuild of `partition` streams from, or nil when this node does not
+    /// own it (a move brings it, if ever).
+    private func rebuildSources(of partition: Int) -> [Int]? {
+        let owners = placement.owners(of: partition)
+        guard owners.contains(id) else { return nil }
+        return owners.filter { $0 != id }
+    }
+
+    /// A rebuild is complete once every other owner's stream ended: an acknowledged write is on
+    /// `write_acks` owners, so on at least one other owner unless every copy was on this node.
+    private mutating func finishRebuildIfComplete(_ partition: Int) {
+        guard let rebuild = incoming[partition], rebuild.isRebuild, rebuild.finished.count == rebuild.sources.count else { return }
+        incoming[partition] = nil
+        durable.rebuilding.remove(partition)
+        stats.partitionsRebuilt += 1
     }
 
     private mutating func requestStream(_ move: inout IncomingMove, partition: Int, from source: Int, nowMs: Int64) {
@@ -480,6 +543,7 @@ public struct ClusterNode: Sendable {
         move.progressAtMs[source] = nowMs
         if last { move.finished.insert(source) }
         incoming[partition] = move
+        finishRebuildIfComplete(partition)
     }
 
     // MARK: Anti-entropy
@@ -685,10 +749,16 @@ public struct ClusterNode: Sendable {
             }
             // A quorum of the old replicas holds every acknowledged write; streams from that
             // many of them cover them all (docs/CLUSTER.md, "Rebalancing").
+            if move.isRebuild {
+                incoming[partition] = move
+                continue
+            }
             if move.finished.count >= AckCount.quorum.required(of: move.sources.count),
                !move.proposed || nowMs - (move.progressAtMs.values.max() ?? nowMs) >= settings.moveRetryMs {
                 caughtUp.append(partition)
                 move.proposed = true
+                // The quorum's copies are all this node needs, whatever it lost before.
+                durable.rebuilding.remove(partition)
                 for source in move.sources { move.progressAtMs[source] = max(move.progressAtMs[source] ?? nowMs, nowMs) }
             }
             incoming[partition] = move
@@ -748,6 +818,8 @@ public struct ClusterNode: Sendable {
 
     /// Writes and reads this node still coordinates.
     public var pendingRequests: Int { writes.count + reads.count }
-    /// Partitions this node is streaming in.
+    /// Partitions this node is streaming in (moves and rebuilds).
     public var incomingMoves: [Int] { incoming.keys.sorted() }
+    /// Partitions this node owns but is still rebuilding after it lost its data.
+    public var rebuildingPartitions: [Int] { durable.rebuilding.filter { placement.owners(of: $0).contains(id) }.sorted() }
 }

@@ -44,8 +44,9 @@ public struct ClusterSimulation {
         public var commandsPerStep = 1
         public var writeAcks = AckCount.quorum
         public var readAcks = AckCount.quorum
-        /// When the faults stop, one member loses its disk (store and hints) and restarts empty:
-        /// anti-entropy must rebuild it from the other replicas.
+        /// One member loses its disk (store and hints) at a random moment of the faults, and one
+        /// (perhaps the same) when they stop; each restarts empty, knowing it lost its data, and
+        /// must answer no read before it rebuilt its partitions from the other owners.
         public var wipeOneMember = false
         public var settings: ClusterSettings = {
             var settings = ClusterSettings()
@@ -70,6 +71,8 @@ public struct ClusterSimulation {
         public var writesTimedOut = 0
         public var readsChecked = 0
         public var crashes = 0
+        public var wipes = 0
+        public var partitionsRebuilt: UInt64 = 0
         public var joins = 0
         public var leaves = 0
         public var switches = 0
@@ -85,7 +88,7 @@ public struct ClusterSimulation {
         public var passed: Bool { problem == nil }
 
         public var description: String {
-            "acked=\(writesAcknowledged) timedOut=\(writesTimedOut) readsChecked=\(readsChecked) crashes=\(crashes) joins=\(joins) leaves=\(leaves) switches=\(switches) hints=\(hintsStored)/\(hintsReplayed) readRepairs=\(readRepairs) aeRepairs=\(antiEntropyRepairs) moved=\(moveEntries) healMs=\(healMs)"
+            "acked=\(writesAcknowledged) timedOut=\(writesTimedOut) readsChecked=\(readsChecked) crashes=\(crashes) wipes=\(wipes) rebuilt=\(partitionsRebuilt) joins=\(joins) leaves=\(leaves) switches=\(switches) hints=\(hintsStored)/\(hintsReplayed) readRepairs=\(readRepairs) aeRepairs=\(antiEntropyRepairs) moved=\(moveEntries) healMs=\(healMs)"
                 + (problem.map { " problem: \($0)" } ?? "")
         }
     }
@@ -131,6 +134,8 @@ public struct ClusterSimulation {
     var faults = true
     /// Nodes removed by a finished change: stopped, never restarted.
     var retired: Set<Int> = []
+    /// When a member loses its disk during the faults (nil: done, or not asked for).
+    var wipeAtMs: Int64?
 
     public init(seed: UInt64, options: Options = Options()) {
         self.seed = seed
@@ -140,6 +145,9 @@ public struct ClusterSimulation {
             memberNames: (0..<options.nodes).map { "node-\($0)" }, partitionCount: options.partitions,
             replicationFactor: options.replicationFactor)
         for id in 0..<options.nodes { start(id, durable: nil) }
+        if options.wipeOneMember {
+            wipeAtMs = Int64.random(in: options.faultMs / 4...options.faultMs / 2, using: &random) / options.stepMs * options.stepMs
+        }
     }
 
     static func key(_ index: Int) -> [UInt8] { Array("key:\(index)".utf8) }
@@ -151,6 +159,13 @@ public struct ClusterSimulation {
             incarnation: UInt64(nowMs) + 1)
         nodes[id] = SimulatedNode(node: node, saved: state, random: SplitMix64(seed: seed &* 31 &+ UInt64(id) &+ UInt64(nowMs)))
         collect(id)
+    }
+
+    /// The member crashes and comes back (when restarted) with an empty disk.
+    mutating func wipe(_ id: Int) {
+        crash(id)
+        nodes[id]!.saved = ClusterDurableState(placement: committed, hintsBytesMax: options.settings.hintsBytesMax, lostData: true)
+        outcome.wipes += 1
     }
 
     mutating func crash(_ id: Int) {
@@ -171,8 +186,7 @@ public struct ClusterSimulation {
         cuts.removeAll()
         let healStart = nowMs
         if options.wipeOneMember, let victim = committed.memberIDs.randomElement(using: &random) {
-            crash(victim)
-            nodes[victim]!.saved = ClusterDurableState(placement: committed, hintsBytesMax: options.settings.hintsBytesMax)
+            wipe(victim)
         }
         for id in nodes.keys.sorted() where nodes[id]!.node == nil && !retired.contains(id) && committed.member(id) != nil {
             start(id, durable: nodes[id]!.saved)
@@ -190,6 +204,7 @@ public struct ClusterSimulation {
             outcome.readRepairs += stats.readRepairs
             outcome.antiEntropyRepairs += stats.antiEntropyRepairs
             outcome.moveEntries += stats.moveEntriesReceived
+            outcome.partitionsRebuilt += stats.partitionsRebuilt
         }
         return outcome
     }
@@ -213,6 +228,11 @@ public struct ClusterSimulation {
     mutating func injectFaults() {
         let members = committed.memberIDs
         let down = members.filter { nodes[$0]?.node == nil }
+        if let at = wipeAtMs, nowMs >= at, down.count < options.downMax,
+           let victim = members.filter({ nodes[$0]?.node != nil }).randomElement(using: &random) {
+            wipeAtMs = nil
+            wipe(victim)
+        }
         if Int.random(in: 0..<1_000, using: &random) < options.crashPerMille, down.count < options.downMax {
             let up = members.filter { nodes[$0]?.node != nil }
             if let victim = up.randomElement(using: &random) { crash(victim) }
@@ -366,10 +386,7 @@ public struct ClusterSimulation {
         case (.read(let key, let epoch, let before, let checked), .read(let state)):
             let factor = options.replicationFactor
             let overlapping = options.writeAcks.required(of: factor) + options.readAcks.required(of: factor) > factor
-            // A replica that lost its disk answers reads before anti-entropy rebuilt it (a known
-            // gap, docs/CLUSTER.md): reads answered after the wipe are not checked.
-            let wiped = options.wipeOneMember && !faults
-            guard checked, overlapping, !wiped, committed.epoch == epoch, let before else { return }
+            guard checked, overlapping, committed.epoch == epoch, let before else { return }
             outcome.readsChecked += 1
             // W + R > RF: the read meets a replica of every set that acknowledged a write.
             if state.map({ $0.valueStamp < before }) ?? true {

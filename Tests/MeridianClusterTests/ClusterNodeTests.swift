@@ -3,6 +3,7 @@
 // hint for the replica it could not reach, which is replayed when it answers again; `all` fails
 // clearly; a read repairs the stale replica it saw; anti-entropy finds one differing key among
 // hundreds by exchanging only the differing leaves, and rebuilds a replica that lost its disk;
+// a replica that knows it lost its data answers no read until every other owner streamed to it;
 // during a move a write needs a quorum of the new replicas too, and the new replica proposes
 // the switch only after a quorum of the old replicas streamed to it; hostile fields never trap.
 import MeridianCluster
@@ -104,6 +105,42 @@ import Testing
             #expect(dc.nodes[1].durable.store.digest(of: partition) == dc.nodes[0].durable.store.digest(of: partition))
         }
         #expect((0..<100).allSatisfy { dc.value(at: 1, Array("key:\($0)".utf8)) == "v\($0)" })
+    }
+
+    /// A replica that lost its data (and knows it) answers no read of a partition until every
+    /// other owner streamed its copy: until then its empty store could hide a write it had
+    /// acknowledged before, and a read counting it could miss that write.
+    @Test func aReplicaThatLostItsDataAnswersNoReadUntilEveryOtherOwnerStreamedToIt() throws {
+        var dc = InProcessDataCenter(members: 3, partitions: 1)
+        let key = { (index: Int) in Array("key:\(index)".utf8) }
+        for index in 0..<100 { _ = dc.write(at: 0, key(index), "v\(index)", acks: .all) }
+        dc.unreachable = [0, 2]
+        dc.nodes[1] = ClusterNode(
+            id: 1, origin: ReplicaID(datacenter: 0, node: 1),
+            durable: ClusterDurableState(placement: dc.nodes[0].placement, hintsBytesMax: 1 << 20, lostData: true),
+            settings: ClusterSettings(), nowMs: dc.nowMs, incarnation: 2)
+        dc.collect(1)
+        // Alone, it cannot vouch for its (empty) copy: a read it coordinates waits, then times out.
+        let alone = dc.read(at: 1, key(5), acks: .one)
+        #expect(dc.replies[alone] == nil)
+        dc.advance(ms: 2_100)
+        #expect(dc.replies[alone] == .timedOut)
+        // Node 0 is back and streams its copy; node 2 is still away, so the rebuild is not over.
+        dc.unreachable = [2]
+        dc.advance(ms: 1_100)
+        #expect(dc.value(at: 1, key(5)) == "v5")
+        #expect(dc.nodes[1].rebuildingPartitions == [0])
+        let helped = dc.read(at: 1, key(7), acks: .one)
+        guard case .read(let state)? = dc.replies[helped] else { Issue.record("no answer: \(String(describing: dc.replies[helped]))"); return }
+        #expect(state?.value == Array("v7".utf8))
+        // Node 2 streams too: rebuilt, and it answers reads from its own copy again.
+        dc.unreachable = []
+        dc.advance(ms: 1_100)
+        #expect(dc.nodes[1].rebuildingPartitions.isEmpty && dc.nodes[1].stats.partitionsRebuilt == 1)
+        dc.unreachable = [0, 2]
+        let rebuilt = dc.read(at: 1, key(9), acks: .one)
+        guard case .read(let own)? = dc.replies[rebuilt] else { Issue.record("no answer from the rebuilt replica"); return }
+        #expect(own?.value == Array("v9".utf8))
     }
 
     /// Anti-entropy works in whole leaves: with far more differing keys than one message
