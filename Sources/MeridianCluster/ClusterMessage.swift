@@ -19,6 +19,28 @@ public struct ReplicaEntry: Sendable, Equatable {
     public var approximateBytes: Int { key.count + (state.value?.count ?? 0) + 48 }
 }
 
+/// A key with the two stamps of its state, as anti-entropy compares leaves before it ships any
+/// value: equal stamps name the same writes, so they mean equal states, and the newer stamp of
+/// each field says which side must send.
+public struct KeyStamps: Sendable, Equatable {
+    public var key: [UInt8]
+    public var valueStamp: LWWStamp
+    public var expiryStamp: LWWStamp
+
+    public init(key: [UInt8], valueStamp: LWWStamp, expiryStamp: LWWStamp) {
+        self.key = key
+        self.valueStamp = valueStamp
+        self.expiryStamp = expiryStamp
+    }
+
+    public init(_ entry: ReplicaEntry) {
+        self.init(key: entry.key, valueStamp: entry.state.valueStamp, expiryStamp: entry.state.expiryStamp)
+    }
+
+    /// What it costs against a message's byte bound.
+    public var approximateBytes: Int { key.count + 28 }
+}
+
 extension Sequence where Element == ReplicaEntry {
     /// The leading entries within a message's bounds: at most `limit`, about `bytesMax` bytes,
     /// and always at least one (a key and a value fit in any message).
@@ -49,16 +71,21 @@ public enum ClusterMessage: Sendable, Equatable {
     case readReply(request: UInt64, state: ReplicaState?)
     /// Replica → coordinator: your placement is older than mine; refresh and retry (type 27).
     case movedEpoch(request: UInt64, epoch: UInt64)
-    /// Anti-entropy (type 28/29): the sender's digests of `nodes` at `level` of the partition's
+    /// Anti-entropy (type 28): the sender's digests of `nodes` at `level` of the partition's
     /// tree. The receiver answers with the next level's digests under the nodes that differ, or
-    /// at the leaves with its entries there.
+    /// at the leaves with the stamps of its keys there (`antiEntropyStamps`).
     case antiEntropyDigests(partition: Int, level: Int, nodes: [Int], digests: [Digest128])
-    /// Anti-entropy (type 30): the sender's entries in `leaves`. The receiver merges them; if
-    /// `answer` is false it sends back its own entries there that the sender lacks or has older.
-    case antiEntropyEntries(partition: Int, leaves: [Int], entries: [ReplicaEntry], answer: Bool)
-    /// New replica → old replica: stream the partition to me, keys after `after` (type 31).
-    case moveRequest(partition: Int, changeEpoch: UInt64, after: [UInt8]?)
-    /// Old replica → new replica: the next keys in order, continuing after `after`; `last` ends
-    /// the stream (type 31/32).
-    case moveChunk(partition: Int, changeEpoch: UInt64, after: [UInt8]?, entries: [ReplicaEntry], last: Bool)
+    /// Anti-entropy (type 29): the sender's states of keys the receiver lacks or holds older,
+    /// and the keys the sender wants the receiver's states of (empty in the last step).
+    case antiEntropyEntries(partition: Int, entries: [ReplicaEntry], wanted: [[UInt8]])
+    /// Rebuilding owner → other owner, or new replica → old replica: stream the partition to me,
+    /// keys after `after` (type 30; change epoch 0 for a rebuild). `stream` is the requester's
+    /// number for this request, echoed in every chunk.
+    case moveRequest(partition: Int, changeEpoch: UInt64, stream: UInt64, after: [UInt8]?)
+    /// The next keys in order, continuing after `after`; `last` ends the stream (type 31).
+    case moveChunk(partition: Int, changeEpoch: UInt64, stream: UInt64, after: [UInt8]?, entries: [ReplicaEntry], last: Bool)
+    /// Anti-entropy (type 32): the stamps of every key the sender holds in `leaves` (whole
+    /// leaves: a key absent is a key the sender lacks). The receiver answers with
+    /// `antiEntropyEntries`: its states the sender lacks or holds older, and the keys it wants.
+    case antiEntropyStamps(partition: Int, leaves: [Int], stamps: [KeyStamps])
 }

@@ -154,6 +154,9 @@ public struct ClusterNode: Sendable {
     private var hintsCheckedEpoch: UInt64 = 0
     private var nextHintReplayMs: Int64 = 0
     private var nextOwnershipCheckMs: Int64 = 0
+    /// After a restart that lost data, no stream is asked for before this time (nil once
+    /// passed): see `init`.
+    private var streamsHeldUntilMs: Int64?
 
     struct PendingWrite {
         var client: UInt64?
@@ -189,6 +192,10 @@ public struct ClusterNode: Sendable {
         var changeEpoch: UInt64
         var sources: [Int]
         var after: [Int: [UInt8]?] = [:]
+        /// The stream number of the latest request to each source: a chunk of an earlier request
+        /// (a stream replaced after a stall, or one asked for before this node restarted) is
+        /// refused, so chunks of one stream never continue another.
+        var stream: [Int: UInt64] = [:]
         var finished: Set<Int> = []
         var progressAtMs: [Int: Int64] = [:]
         var proposed = false
@@ -200,6 +207,7 @@ public struct ClusterNode: Sendable {
         var partition: Int
         var to: Int
         var changeEpoch: UInt64
+        var stream: UInt64
         var after: [UInt8]?
     }
 
@@ -221,6 +229,13 @@ public struct ClusterNode: Sendable {
         self.placementLearnedAtMs = nowMs
         self.nextPlacementRefreshMs = nowMs
         self.nextAntiEntropyMs = nowMs + settings.antiEntropyIntervalMs / Int64(max(1, durable.placement.partitionCount))
+        // A coordinator may still count an ack this node sent before it lost its data, and
+        // reply `written` once another owner acks — up to the client's deadline. A stream that
+        // starts after every such deadline passed finds those writes on the owners that acked
+        // them; one that starts earlier may pass the key before they arrive. So a node that lost
+        // data waits out one request timeout (and one replica timeout of slack) before it asks
+        // for any stream (rebuild or move).
+        self.streamsHeldUntilMs = durable.rebuilding.isEmpty ? nil : nowMs + settings.requestTimeoutMs + settings.replicaTimeoutMs
         startIncomingMoves(nowMs: nowMs)
     }
 
@@ -409,9 +424,11 @@ public struct ClusterNode: Sendable {
             if epoch > placement.epoch { sawEpoch(epoch) }
         case .antiEntropyDigests(let partition, let level, let nodes, let digests):
             answerDigests(partition: partition, level: level, nodes: nodes, digests: digests, to: sender)
-        case .antiEntropyEntries(let partition, let leaves, let entries, let answer):
-            mergeEntries(partition: partition, leaves: leaves, entries: entries, answer: answer, from: sender, nowMs: nowMs)
-        case .moveRequest(let partition, let changeEpoch, let after):
+        case .antiEntropyStamps(let partition, let leaves, let stamps):
+            compareStamps(partition: partition, leaves: leaves, stamps: stamps, from: sender)
+        case .antiEntropyEntries(let partition, let entries, let wanted):
+            mergeEntries(partition: partition, entries: entries, wanted: wanted, from: sender, nowMs: nowMs)
+        case .moveRequest(let partition, let changeEpoch, let stream, let after):
             guard partition >= 0, partition < placement.partitionCount else { return }
             if changeEpoch == 0 {
                 // A rebuild: an owner that lost its data asks every other owner for its copy.
@@ -419,7 +436,7 @@ public struct ClusterNode: Sendable {
                 // owner's copy, so whatever survives anywhere reaches it.
                 guard placement.owners(of: partition).contains(id), placement.owners(of: partition).contains(sender) else { return }
                 outgoing.removeAll { $0.partition == partition && $0.to == sender }
-                outgoing.append(OutgoingMove(partition: partition, to: sender, changeEpoch: 0, after: after))
+                outgoing.append(OutgoingMove(partition: partition, to: sender, changeEpoch: 0, stream: stream, after: after))
                 return
             }
             // A move counts on a quorum of full copies: a source rebuilding the partition stays
@@ -435,9 +452,11 @@ public struct ClusterNode: Sendable {
             }
             // A fresh request replaces a stream in progress: the requester saw no progress.
             outgoing.removeAll { $0.partition == partition && $0.to == sender }
-            outgoing.append(OutgoingMove(partition: partition, to: sender, changeEpoch: changeEpoch, after: after))
-        case .moveChunk(let partition, let changeEpoch, let after, let entries, let last):
-            receiveChunk(partition: partition, changeEpoch: changeEpoch, after: after, entries: entries, last: last, from: sender, nowMs: nowMs)
+            outgoing.append(OutgoingMove(partition: partition, to: sender, changeEpoch: changeEpoch, stream: stream, after: after))
+        case .moveChunk(let partition, let changeEpoch, let stream, let after, let entries, let last):
+            receiveChunk(
+                partition: partition, changeEpoch: changeEpoch, stream: stream, after: after, entries: entries, last: last,
+                from: sender, nowMs: nowMs)
         }
     }
 
@@ -479,6 +498,10 @@ public struct ClusterNode: Sendable {
     /// Starts streaming every partition that this node enters in the current change, and every
     /// partition it owns but must rebuild.
     private mutating func startIncomingMoves(nowMs: Int64) {
+        if let until = streamsHeldUntilMs {
+            guard nowMs >= until else { return }
+            streamsHeldUntilMs = nil
+        }
         incoming = incoming.filter { partition, move in
             move.isRebuild
                 ? rebuildSources(of: partition).map { $0 == move.sources } ?? false
@@ -524,14 +547,24 @@ public struct ClusterNode: Sendable {
 
     private mutating func requestStream(_ move: inout IncomingMove, partition: Int, from source: Int, nowMs: Int64) {
         move.after[source] = .some(nil)
+        askAgain(&move, partition: partition, from: source, nowMs: nowMs)
+    }
+
+    /// Asks `source` for the partition from where its stream got to, under a new stream number.
+    private mutating func askAgain(_ move: inout IncomingMove, partition: Int, from source: Int, nowMs: Int64) {
+        let stream = takeRequestNumber()
+        move.stream[source] = stream
         move.progressAtMs[source] = nowMs
-        outputs.append(.send(to: source, .moveRequest(partition: partition, changeEpoch: move.changeEpoch, after: nil)))
+        outputs.append(.send(to: source, .moveRequest(
+            partition: partition, changeEpoch: move.changeEpoch, stream: stream, after: move.after[source] ?? nil)))
     }
 
     private mutating func receiveChunk(
-        partition: Int, changeEpoch: UInt64, after: [UInt8]?, entries: [ReplicaEntry], last: Bool, from source: Int, nowMs: Int64
+        partition: Int, changeEpoch: UInt64, stream: UInt64, after: [UInt8]?, entries: [ReplicaEntry], last: Bool,
+        from source: Int, nowMs: Int64
     ) {
         guard var move = incoming[partition], move.changeEpoch == changeEpoch, move.sources.contains(source),
+              move.stream[source] == stream,
               !move.finished.contains(source), let expected = move.after[source], expected == after else { return }
         // A key of another partition is a sender's bug: the chunk is refused whole.
         guard entries.allSatisfy({ self.partition(of: $0.key) == partition }) else { return }
@@ -556,25 +589,25 @@ public struct ClusterNode: Sendable {
         let differing = zip(nodes, digests).filter { $0.0 >= 0 && $0.0 < width && mine.digest(level: level, index: $0.0) != $0.1 }.map(\.0)
         guard !differing.isEmpty else { return }
         if level == PartitionDigest.leafLevel {
-            // Whole leaves only, as many as the message bounds allow (at least one): the peer
-            // compares what it holds in exactly those leaves, so a leaf sent in part would make
-            // the keys left out look missing. The leaves left out differ again next pass.
+            // The stamps of whole leaves only, as many as the message bounds allow (at least
+            // one): the peer compares what it holds in exactly those leaves, so a leaf sent in
+            // part would make the keys left out look missing. The leaves left out differ again
+            // next pass.
             let byLeaf = durable.store.entriesByLeaf(of: partition, leaves: differing)
             var leaves: [Int] = []
-            var entries: [ReplicaEntry] = []
+            var stamps: [KeyStamps] = []
             var bytes = 0
             for leaf in differing {
-                let more = byLeaf[leaf] ?? []
+                let more = (byLeaf[leaf] ?? []).map(KeyStamps.init)
                 let moreBytes = more.reduce(0) { $0 + $1.approximateBytes }
-                if !leaves.isEmpty && (entries.count + more.count > settings.antiEntropyEntriesMax || bytes + moreBytes > settings.entriesBytesMax) {
+                if !leaves.isEmpty && (stamps.count + more.count > settings.antiEntropyEntriesMax || bytes + moreBytes > settings.entriesBytesMax) {
                     break
                 }
                 leaves.append(leaf)
-                entries += more
+                stamps += more
                 bytes += moreBytes
             }
-            stats.antiEntropyEntriesSent += UInt64(entries.count)
-            outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, leaves: leaves, entries: entries, answer: false)))
+            outputs.append(.send(to: peer, .antiEntropyStamps(partition: partition, leaves: leaves, stamps: stamps)))
         } else {
             let children = differing.flatMap { parent in
                 (0..<PartitionDigest.fanout).map { parent * PartitionDigest.fanout + $0 }
@@ -585,26 +618,64 @@ public struct ClusterNode: Sendable {
         }
     }
 
-    private mutating func mergeEntries(partition: Int, leaves: [Int], entries: [ReplicaEntry], answer: Bool, from peer: Int, nowMs: Int64) {
-        guard partition >= 0, partition < placement.partitionCount,
+    /// The peer's stamps of whole leaves: answer with the states it lacks or holds older, and
+    /// ask for the keys this node lacks or holds older. A stamp names one write, so comparing
+    /// each field's stamp says exactly which side is behind; equal keys cost no value bytes.
+    private mutating func compareStamps(partition: Int, leaves: [Int], stamps: [KeyStamps], from peer: Int) {
+        guard partition >= 0, partition < placement.partitionCount, leaves.count <= PartitionDigest.leafCount,
               leaves.allSatisfy({ $0 >= 0 && $0 < PartitionDigest.leafCount }) else { return }
-        guard entries.allSatisfy({ self.partition(of: $0.key) == partition }) else { return }
-        var theirs: [[UInt8]: ReplicaState] = [:]
+        // Only keys of the named leaves of this partition count: anything else is a sender's bug.
+        let named = Set(leaves)
+        guard stamps.allSatisfy({ self.partition(of: $0.key) == partition && named.contains(PartitionDigest.leaf(of: $0.key)) }) else { return }
+        var theirs: [[UInt8]: KeyStamps] = [:]
+        for entry in stamps { theirs[entry.key] = entry }
+        let mine = durable.store.entriesByLeaf(of: partition, leaves: leaves.sorted())
+        var send: [ReplicaEntry] = []
+        for leaf in mine.keys.sorted() {
+            for entry in mine[leaf]! {
+                guard let their = theirs[entry.key] else {
+                    send.append(entry)
+                    continue
+                }
+                if entry.state.valueStamp > their.valueStamp || entry.state.expiryStamp > their.expiryStamp { send.append(entry) }
+            }
+        }
+        var wanted: [[UInt8]] = []
+        var wantedBytes = 0
+        for their in stamps {
+            guard wanted.count < settings.antiEntropyEntriesMax, wantedBytes < settings.entriesBytesMax else { break }
+            let behind = durable.store.state(of: their.key, partition: partition).map {
+                their.valueStamp > $0.valueStamp || their.expiryStamp > $0.expiryStamp
+            } ?? true
+            if behind {
+                wanted.append(their.key)
+                wantedBytes += their.key.count + 4
+            }
+        }
+        // Over the bounds, the rest goes on the next pass: the leaves still differ, and what was
+        // sent no longer does, so every pass makes progress.
+        let limited = send.bounded(limit: settings.antiEntropyEntriesMax, bytesMax: settings.entriesBytesMax)
+        guard !limited.isEmpty || !wanted.isEmpty else { return }
+        stats.antiEntropyEntriesSent += UInt64(limited.count)
+        outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, entries: limited, wanted: wanted)))
+    }
+
+    /// The peer's states (merged), and the keys it wants: sent back after the merge, so each is
+    /// the newer of both sides.
+    private mutating func mergeEntries(partition: Int, entries: [ReplicaEntry], wanted: [[UInt8]], from peer: Int, nowMs: Int64) {
+        guard partition >= 0, partition < placement.partitionCount else { return }
+        guard entries.allSatisfy({ self.partition(of: $0.key) == partition }),
+              wanted.allSatisfy({ self.partition(of: $0) == partition }) else { return }
         for entry in entries {
-            theirs[entry.key] = entry.state
             if merge(key: entry.key, state: entry.state, partition: partition, nowMs: nowMs) { stats.antiEntropyRepairs += 1 }
         }
-        guard !answer else { return }
-        // Send back what the peer lacks or holds older (after the merge, ours is the newest).
-        // The peer sent whole leaves, so what it did not send it does not hold. A reply over the
-        // bounds is cut; the rest goes on the next pass (the leaves still differ, and what was
-        // sent no longer does, so every pass makes progress).
-        let mine = durable.store.entriesByLeaf(of: partition, leaves: leaves)
-        let back = mine.keys.sorted().flatMap { leaf in mine[leaf]!.filter { theirs[$0.key] != $0.state } }
+        let back = wanted.compactMap { key in
+            durable.store.state(of: key, partition: partition).map { ReplicaEntry(key: key, state: $0) }
+        }
         guard !back.isEmpty else { return }
         let limited = back.bounded(limit: settings.antiEntropyEntriesMax, bytesMax: settings.entriesBytesMax)
         stats.antiEntropyEntriesSent += UInt64(limited.count)
-        outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, leaves: leaves, entries: limited, answer: true)))
+        outputs.append(.send(to: peer, .antiEntropyEntries(partition: partition, entries: limited, wanted: [])))
     }
 
     // MARK: Timers
@@ -713,6 +784,7 @@ public struct ClusterNode: Sendable {
     }
 
     private mutating func tickMoves(nowMs: Int64) {
+        if streamsHeldUntilMs != nil { startIncomingMoves(nowMs: nowMs) }
         // Send the next chunks of every outgoing stream.
         var finished: [Int] = []
         for index in outgoing.indices {
@@ -723,7 +795,8 @@ public struct ClusterNode: Sendable {
                 // The chunk after the last key is empty: an empty chunk ends the stream.
                 let last = entries.isEmpty
                 outputs.append(.send(to: stream.to, .moveChunk(
-                    partition: stream.partition, changeEpoch: stream.changeEpoch, after: stream.after, entries: entries, last: last)))
+                    partition: stream.partition, changeEpoch: stream.changeEpoch, stream: stream.stream, after: stream.after,
+                    entries: entries, last: last)))
                 outgoing[index].after = entries.last?.key ?? stream.after
                 if last {
                     finished.append(index)
@@ -738,9 +811,7 @@ public struct ClusterNode: Sendable {
             guard var move = incoming[partition] else { continue }
             for source in move.sources where move.after[source] != nil && !move.finished.contains(source) {
                 if nowMs - (move.progressAtMs[source] ?? nowMs) >= settings.moveRetryMs {
-                    move.progressAtMs[source] = nowMs
-                    outputs.append(.send(to: source, .moveRequest(
-                        partition: partition, changeEpoch: move.changeEpoch, after: move.after[source] ?? nil)))
+                    askAgain(&move, partition: partition, from: source, nowMs: nowMs)
                     // A stalled source may be down: a source not asked yet is asked as well.
                     if let spare = move.sources.first(where: { move.after[$0] == nil }) {
                         requestStream(&move, partition: partition, from: spare, nowMs: nowMs)

@@ -227,12 +227,12 @@ public struct ClusterSimulation {
 
     mutating func injectFaults() {
         let members = committed.memberIDs
-        let down = members.filter { nodes[$0]?.node == nil }
-        if let at = wipeAtMs, nowMs >= at, down.count < options.downMax,
+        if let at = wipeAtMs, nowMs >= at, members.filter({ nodes[$0]?.node == nil }).count < options.downMax,
            let victim = members.filter({ nodes[$0]?.node != nil }).randomElement(using: &random) {
             wipeAtMs = nil
             wipe(victim)
         }
+        let down = members.filter { nodes[$0]?.node == nil }
         if Int.random(in: 0..<1_000, using: &random) < options.crashPerMille, down.count < options.downMax {
             let up = members.filter { nodes[$0]?.node != nil }
             if let victim = up.randomElement(using: &random) { crash(victim) }
@@ -413,6 +413,7 @@ public struct ClusterSimulation {
             guard let node = nodes[id]?.node else { return "member \(id) is down after healing" }
             if node.placement.epoch != committed.epoch { return "member \(id) knows epoch \(node.placement.epoch), not \(committed.epoch)" }
             if !node.durable.hints.isEmpty { return "member \(id) still holds \(node.durable.hints.hints.count) hints" }
+            if !node.rebuildingPartitions.isEmpty { return "member \(id) is still rebuilding partitions \(node.rebuildingPartitions)" }
         }
         for partition in 0..<committed.partitionCount {
             let owners = committed.owners(of: partition)

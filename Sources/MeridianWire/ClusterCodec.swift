@@ -10,7 +10,7 @@ public enum ClusterCodec {
     /// The message kinds, as numbered in docs/CLUSTER.md.
     enum Kind: UInt8 {
         case swimPing = 20, swimAck, swimPingRequest, replicate, replicateAck, read, readReply, movedEpoch
-        case antiEntropyDigests, antiEntropyEntries, moveRequest, moveChunk
+        case antiEntropyDigests, antiEntropyEntries, moveRequest, moveChunk, antiEntropyStamps
     }
 
     /// Updates a SWIM message may carry, and digests/leaves an anti-entropy message may name.
@@ -44,16 +44,23 @@ public enum ClusterCodec {
             writer.u8(Kind.antiEntropyDigests.rawValue); writer.u32(UInt32(partition)); writer.u8(UInt8(level))
             writer.u32(UInt32(nodes.count))
             for (node, digest) in zip(nodes, digests) { writer.u32(UInt32(node)); writer.u64(digest.high); writer.u64(digest.low) }
-        case .antiEntropyEntries(let partition, let leaves, let entries, let answer):
+        case .antiEntropyEntries(let partition, let entries, let wanted):
             writer.u8(Kind.antiEntropyEntries.rawValue); writer.u32(UInt32(partition))
+            writer.entries(entries)
+            writer.u32(UInt32(wanted.count))
+            for key in wanted { writer.blob(key) }
+        case .antiEntropyStamps(let partition, let leaves, let stamps):
+            writer.u8(Kind.antiEntropyStamps.rawValue); writer.u32(UInt32(partition))
             writer.u32(UInt32(leaves.count))
             for leaf in leaves { writer.u32(UInt32(leaf)) }
-            writer.entries(entries); writer.flag(answer)
-        case .moveRequest(let partition, let changeEpoch, let after):
-            writer.u8(Kind.moveRequest.rawValue); writer.u32(UInt32(partition)); writer.u64(changeEpoch); writer.optionalBlob(after)
-        case .moveChunk(let partition, let changeEpoch, let after, let entries, let last):
-            writer.u8(Kind.moveChunk.rawValue); writer.u32(UInt32(partition)); writer.u64(changeEpoch); writer.optionalBlob(after)
-            writer.entries(entries); writer.flag(last)
+            writer.u32(UInt32(stamps.count))
+            for entry in stamps { writer.blob(entry.key); writer.stamp(entry.valueStamp); writer.stamp(entry.expiryStamp) }
+        case .moveRequest(let partition, let changeEpoch, let stream, let after):
+            writer.u8(Kind.moveRequest.rawValue); writer.u32(UInt32(partition)); writer.u64(changeEpoch); writer.u64(stream)
+            writer.optionalBlob(after)
+        case .moveChunk(let partition, let changeEpoch, let stream, let after, let entries, let last):
+            writer.u8(Kind.moveChunk.rawValue); writer.u32(UInt32(partition)); writer.u64(changeEpoch); writer.u64(stream)
+            writer.optionalBlob(after); writer.entries(entries); writer.flag(last)
         }
         return writer.bytes
     }
@@ -103,17 +110,30 @@ public enum ClusterCodec {
             message = .antiEntropyDigests(partition: partition, level: level, nodes: nodes, digests: digests)
         case .antiEntropyEntries:
             let partition = Int(try reader.uint32())
+            let entries = try reader.entries()
+            var wanted: [[UInt8]] = []
+            for _ in 0..<(try reader.count()) { wanted.append(try reader.key()) }
+            message = .antiEntropyEntries(partition: partition, entries: entries, wanted: wanted)
+        case .antiEntropyStamps:
+            let partition = Int(try reader.uint32())
             let count = try reader.count()
             guard count <= treeNodesMax else { throw .malformed("\(count) leaves") }
             var leaves: [Int] = []
             for _ in 0..<count { leaves.append(Int(try reader.uint32())) }
-            message = .antiEntropyEntries(partition: partition, leaves: leaves, entries: try reader.entries(), answer: try reader.flag())
+            var stamps: [KeyStamps] = []
+            for _ in 0..<(try reader.count()) {
+                let key = try reader.key()
+                stamps.append(KeyStamps(key: key, valueStamp: try reader.stamp(), expiryStamp: try reader.stamp()))
+            }
+            message = .antiEntropyStamps(partition: partition, leaves: leaves, stamps: stamps)
         case .moveRequest:
-            message = .moveRequest(partition: Int(try reader.uint32()), changeEpoch: try reader.uint64(), after: try reader.optionalKey())
+            message = .moveRequest(
+                partition: Int(try reader.uint32()), changeEpoch: try reader.uint64(), stream: try reader.uint64(),
+                after: try reader.optionalKey())
         case .moveChunk:
             message = .moveChunk(
-                partition: Int(try reader.uint32()), changeEpoch: try reader.uint64(), after: try reader.optionalKey(),
-                entries: try reader.entries(), last: try reader.flag())
+                partition: Int(try reader.uint32()), changeEpoch: try reader.uint64(), stream: try reader.uint64(),
+                after: try reader.optionalKey(), entries: try reader.entries(), last: try reader.flag())
         }
         guard reader.isAtEnd else { throw .malformed("\(bytes.count - reader.offset) bytes after a cluster message") }
         return message

@@ -85,10 +85,16 @@ import Testing
         dc.advance(ms: 1_000)
         #expect(dc.value(at: 1, key) == "changed")
         let shipped = dc.delivered.reduce(0) { total, message in
-            if case .antiEntropyEntries(_, _, let entries, _) = message { return total + entries.count } else { return total }
+            if case .antiEntropyEntries(_, let entries, _) = message { return total + entries.count } else { return total }
         }
-        // 400 keys over 4 partitions × 256 leaves: the differing leaf holds a key or two.
-        #expect(shipped >= 1 && shipped <= 4, "\(shipped) entries shipped")
+        let compared = dc.delivered.reduce(0) { total, message in
+            if case .antiEntropyStamps(_, _, let stamps) = message { return total + stamps.count } else { return total }
+        }
+        // 400 keys over 4 partitions × 256 leaves: the differing leaf holds a key or two, whose
+        // stamps are compared; only the one changed state travels (once per exchange: the node
+        // that was away and another owner that still suspects it may both start one).
+        #expect(shipped >= 1 && shipped <= 2, "\(shipped) entries shipped")
+        #expect(compared >= 1 && compared <= 4, "\(compared) stamps compared")
     }
 
     @Test func antiEntropyRebuildsAReplicaThatLostItsDisk() {
@@ -133,6 +139,11 @@ import Testing
         let helped = dc.read(at: 1, key(7), acks: .one)
         guard case .read(let state)? = dc.replies[helped] else { Issue.record("no answer: \(String(describing: dc.replies[helped]))"); return }
         #expect(state?.value == Array("v7".utf8))
+        // Another coordinator does not count it either: a quorum needs node 2.
+        let elsewhere = dc.read(at: 0, key(7), acks: .quorum)
+        #expect(dc.replies[elsewhere] == nil)
+        dc.advance(ms: 2_100)
+        #expect(dc.replies[elsewhere] == .timedOut)
         // Node 2 streams too: rebuilt, and it answers reads from its own copy again.
         dc.unreachable = []
         dc.advance(ms: 1_100)
@@ -141,6 +152,44 @@ import Testing
         let rebuilt = dc.read(at: 1, key(9), acks: .one)
         guard case .read(let own)? = dc.replies[rebuilt] else { Issue.record("no answer from the rebuilt replica"); return }
         #expect(own?.value == Array("v9".utf8))
+    }
+
+    /// A coordinator may count an ack a replica sent before it lost its data, and reply once
+    /// another owner acks, up to the client's deadline. The rebuilt replica must still end up
+    /// holding the write: its streams wait out that deadline, so they start after the write
+    /// reached the owner that acked it. (Streaming at once, it rebuilt from copies that lacked
+    /// the write, and a quorum read of it and the third owner, which only has a hint pending,
+    /// missed an acknowledged write.)
+    @Test func aRebuildWaitsOutAcksTheReplicaSentBeforeItLostItsData() throws {
+        var dc = InProcessDataCenter(members: 5, partitions: 1)
+        let owners = dc.nodes[0].placement.owners(of: 0)
+        let (wiped, first, second) = (owners[0], owners[1], owners[2])
+        let coordinator = try #require((0..<5).first { !owners.contains($0) })
+        let key = Array("key:1".utf8)
+        // The write reaches only the replica about to lose its disk: one ack of two.
+        dc.unreachable = [first, second]
+        let client = dc.write(at: coordinator, key, "w")
+        #expect(dc.replies[client] == nil)
+        dc.nodes[wiped] = ClusterNode(
+            id: wiped, origin: ReplicaID(datacenter: 0, node: UInt16(wiped)),
+            durable: ClusterDurableState(placement: dc.nodes[0].placement, hintsBytesMax: 1 << 20, lostData: true),
+            settings: ClusterSettings(), nowMs: dc.nowMs, incarnation: 2)
+        dc.collect(wiped)
+        dc.unreachable = [coordinator]
+        dc.advance(ms: 300)
+        // The coordinator sends again: the first other owner acks, and with the ack from before
+        // the wipe the write is acknowledged. The second only gets a hint, which stays pending.
+        dc.unreachable = [second]
+        dc.advance(ms: 300)
+        #expect(ClusterNodeTests.isWritten(dc.replies[client]))
+        dc.unreachable = [coordinator]
+        dc.advance(ms: 3_000)
+        #expect(dc.nodes[wiped].rebuildingPartitions.isEmpty)
+        #expect(dc.value(at: wiped, key) == "w" && dc.value(at: second, key) == nil)
+        dc.unreachable = [coordinator, first]
+        let read = dc.read(at: second, key, acks: .quorum)
+        guard case .read(let state)? = dc.replies[read] else { Issue.record("no answer: \(String(describing: dc.replies[read]))"); return }
+        #expect(state?.value == Array("w".utf8))
     }
 
     /// Anti-entropy works in whole leaves: with far more differing keys than one message
@@ -161,7 +210,11 @@ import Testing
         #expect(dc.nodes[initiator].durable.store.partitions[0]?.entries.count == 2_000)
         #expect(dc.nodes[initiator].durable.store.digest(of: 0) == dc.nodes[other].durable.store.digest(of: 0))
         #expect(dc.delivered.allSatisfy { message in
-            if case .antiEntropyEntries(_, _, let entries, _) = message { return entries.count <= 100 } else { return true }
+            switch message {
+            case .antiEntropyEntries(_, let entries, let wanted): return entries.count <= 100 && wanted.count <= 100
+            case .antiEntropyStamps(_, _, let stamps): return stamps.count <= 100
+            default: return true
+            }
         })
     }
 
@@ -227,10 +280,15 @@ import Testing
             .antiEntropyDigests(partition: 0, level: 7, nodes: [0], digests: [.zero]),
             .antiEntropyDigests(partition: 0, level: 1, nodes: [-3, 1 << 30], digests: [.zero, .zero]),
             .antiEntropyDigests(partition: 0, level: 0, nodes: [0, 1], digests: [.zero]),
-            .antiEntropyEntries(partition: 0, leaves: [-1, 1 << 20], entries: [], answer: false),
-            .antiEntropyEntries(partition: -5, leaves: [0], entries: [], answer: false),
-            .moveRequest(partition: 1 << 33, changeEpoch: 0, after: nil),
-            .moveChunk(partition: -1, changeEpoch: 9, after: nil, entries: [], last: true),
+            .antiEntropyStamps(partition: 0, leaves: [-1, 1 << 20], stamps: []),
+            .antiEntropyStamps(partition: -5, leaves: [0], stamps: []),
+            .antiEntropyStamps(partition: 0, leaves: [0], stamps: [KeyStamps(key: [9, 9, 9], valueStamp: .zero, expiryStamp: .zero)]),
+            .antiEntropyEntries(partition: -5, entries: [], wanted: []),
+            .antiEntropyEntries(partition: 0, entries: [], wanted: [[9, 9, 9], []]),
+            .moveRequest(partition: 1 << 33, changeEpoch: 0, stream: 1, after: nil),
+            .moveChunk(partition: -1, changeEpoch: 9, stream: 1, after: nil, entries: [], last: true),
+            // A rebuild chunk when no rebuild runs.
+            .moveChunk(partition: 0, changeEpoch: 0, stream: 1, after: nil, entries: [ReplicaEntry(key: [1], state: state)], last: true),
             .readReply(request: 999, state: nil),
             .replicateAck(request: .max),
             .movedEpoch(request: 0, epoch: .max),

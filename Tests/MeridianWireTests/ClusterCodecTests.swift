@@ -28,12 +28,14 @@ import Testing
         .movedEpoch(request: 9, epoch: 10),
         .antiEntropyDigests(partition: 7, level: 0, nodes: [0], digests: [Digest128(high: 1, low: 2)]),
         .antiEntropyDigests(partition: 7, level: 2, nodes: [], digests: []),
-        .antiEntropyEntries(partition: 7, leaves: [1, 255], entries: entries, answer: false),
-        .antiEntropyEntries(partition: 7, leaves: [], entries: [], answer: true),
-        .moveRequest(partition: 3, changeEpoch: 4, after: nil),
-        .moveRequest(partition: 3, changeEpoch: 4, after: Array("k".utf8)),
-        .moveChunk(partition: 3, changeEpoch: 4, after: Array("a".utf8), entries: entries, last: false),
-        .moveChunk(partition: 3, changeEpoch: 4, after: nil, entries: [], last: true),
+        .antiEntropyEntries(partition: 7, entries: entries, wanted: [Array("b".utf8), []]),
+        .antiEntropyEntries(partition: 7, entries: [], wanted: []),
+        .antiEntropyStamps(partition: 7, leaves: [1, 255], stamps: [KeyStamps(entries[0]), KeyStamps(entries[1])]),
+        .antiEntropyStamps(partition: 7, leaves: [], stamps: []),
+        .moveRequest(partition: 3, changeEpoch: 4, stream: 5, after: nil),
+        .moveRequest(partition: 3, changeEpoch: 0, stream: .max, after: Array("k".utf8)),
+        .moveChunk(partition: 3, changeEpoch: 4, stream: 5, after: Array("a".utf8), entries: entries, last: false),
+        .moveChunk(partition: 3, changeEpoch: 0, stream: 1, after: nil, entries: [], last: true),
     ]
 
     @Test func everyMessageRoundTrips() throws {
@@ -51,7 +53,7 @@ import Testing
             #expect(throws: WireError.self) { try ClusterCodec.decode(bytes + [0]) }
         }
         #expect(throws: WireError.self) { try ClusterCodec.decode([19]) }
-        #expect(throws: WireError.self) { try ClusterCodec.decode([32]) }
+        #expect(throws: WireError.self) { try ClusterCodec.decode([33]) }
         // A tree level past the leaves.
         #expect(throws: WireError.self) { try ClusterCodec.decode([28, 0, 0, 0, 0, 3, 0, 0, 0, 0]) }
         // A liveness byte that names nothing.

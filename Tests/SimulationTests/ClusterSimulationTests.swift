@@ -72,9 +72,9 @@ import Testing
 
     /// A member that loses its disk (store and hints) during the faults, and another when they
     /// stop, come back knowing it: each answers no read of a partition until it streamed that
-    /// partition from every other owner, so reads keep seeing every acknowledged write (the read
-    /// check runs throughout), and every acknowledged write is back on it. Membership changes
-    /// run as well: a move must not count a rebuilding member's copy among its quorum.
+    /// partition from every other owner, so reads keep seeing every acknowledged write (reads
+    /// run, and are checked, during the faults), every acknowledged write is back on it, and
+    /// no member is still rebuilding at the end. Membership changes run as well.
     @Test func aMemberThatLostItsDiskIsRebuiltBeforeItAnswersReads() throws {
         var options = ClusterSimulation.Options()
         options.wipeOneMember = true
@@ -84,12 +84,13 @@ import Testing
         for seed in UInt64(700)...724 {
             var simulation = ClusterSimulation(seed: seed, options: options)
             let outcome = simulation.run()
-            #expect(outcome.passed, "seed \(seed): \(outcome)")
+            #expect(outcome.passed && outcome.wipes >= 1, "seed \(seed): \(outcome)")
             if !outcome.passed { return }
             wipes += outcome.wipes
             rebuilt += outcome.partitionsRebuilt
             checked += outcome.readsChecked
         }
-        #expect(wipes >= 25 && rebuilt > 0 && checked > 0, "wipes=\(wipes) rebuilt=\(rebuilt) readsChecked=\(checked)")
+        // Most seeds wipe a member during the faults too (when fewer than two are down then).
+        #expect(wipes > 40 && rebuilt > 0 && checked > 0, "wipes=\(wipes) rebuilt=\(rebuilt) readsChecked=\(checked)")
     }
 }
