@@ -1,9 +1,19 @@
 import MeridianCore
 
-/// A key's replicated state: the same LWW register that cross-DC deltas carry, so a write merges
-/// into a replica by the same rules whether it came from a coordinator in this DC, a hint, a
-/// repair or another DC.
-public typealias ReplicaState = LWWRegister<[UInt8]>
+/// A key's replicated state: the record the keyspace keeps on disk and cross-DC deltas carry —
+/// value register (value or tombstone, stamp, dot), expiry (with its stamp and dot) and, for a
+/// key of the `INCR` family, its PN counter — so a write merges into a replica by the same rules
+/// (`DurableRecord.merged(with:)`) whether it came from a coordinator in this DC, a hint, a
+/// repair or another DC (docs/CLUSTER.md, "The server wiring").
+public typealias ReplicaState = DurableRecord
+
+extension DurableRecord {
+    /// A plain write of `value` (`nil`: a delete) with one stamp for both fields: it sets the
+    /// value and clears the expiry, as `SET` does.
+    public static func written(_ value: [UInt8]?, stamp: LWWStamp) -> DurableRecord {
+        DurableRecord(value: value, valueStamp: stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: stamp, encoding: .byContent)
+    }
+}
 
 /// One key with its state, as anti-entropy and moves ship them.
 public struct ReplicaEntry: Sendable, Equatable {
@@ -15,30 +25,49 @@ public struct ReplicaEntry: Sendable, Equatable {
         self.state = state
     }
 
-    /// What the entry costs against a message's byte bound: key, value and the fixed fields.
-    public var approximateBytes: Int { key.count + (state.value?.count ?? 0) + 48 }
+    /// What the entry costs against a message's byte bound: the key and the encoded record.
+    public var approximateBytes: Int { key.count + state.encodedByteCount + 8 }
 }
 
-/// A key with the two stamps of its state, as anti-entropy compares leaves before it ships any
-/// value: equal stamps name the same writes, so they mean equal states, and the newer stamp of
-/// each field says which side must send.
+/// A key as anti-entropy compares it before it ships any value: its state's digest (equal
+/// digests, equal states), the two stamps (the newer stamp of each field says which side must
+/// send), and whether it has a counter (a counter's increments keep the stamps, so when either
+/// side has one and the digests differ, both sides send).
 public struct KeyStamps: Sendable, Equatable {
     public var key: [UInt8]
     public var valueStamp: LWWStamp
     public var expiryStamp: LWWStamp
+    public var hasCounter: Bool
+    public var digest: Digest128
 
-    public init(key: [UInt8], valueStamp: LWWStamp, expiryStamp: LWWStamp) {
+    public init(key: [UInt8], valueStamp: LWWStamp, expiryStamp: LWWStamp, hasCounter: Bool, digest: Digest128) {
         self.key = key
         self.valueStamp = valueStamp
         self.expiryStamp = expiryStamp
+        self.hasCounter = hasCounter
+        self.digest = digest
     }
 
     public init(_ entry: ReplicaEntry) {
-        self.init(key: entry.key, valueStamp: entry.state.valueStamp, expiryStamp: entry.state.expiryStamp)
+        self.init(
+            key: entry.key, valueStamp: entry.state.valueStamp, expiryStamp: entry.state.expiryStamp,
+            hasCounter: entry.state.counter != nil, digest: PartitionDigest.entryDigest(key: entry.key, state: entry.state))
     }
 
     /// What it costs against a message's byte bound.
-    public var approximateBytes: Int { key.count + 28 }
+    public var approximateBytes: Int { key.count + 45 }
+
+    /// Which way a key must travel between a replica holding `mine` and the peer that sent
+    /// these stamps: (this replica sends its state, this replica wants the peer's).
+    public func exchange(with mine: ReplicaState?) -> (send: Bool, want: Bool) {
+        guard let mine else { return (false, true) }
+        if PartitionDigest.entryDigest(key: key, state: mine) == digest { return (false, false) }
+        if hasCounter || mine.counter != nil || (mine.valueStamp == valueStamp && mine.expiryStamp == expiryStamp) {
+            return (true, true)
+        }
+        return (mine.valueStamp > valueStamp || mine.expiryStamp > expiryStamp,
+                valueStamp > mine.valueStamp || expiryStamp > mine.expiryStamp)
+    }
 }
 
 extension Sequence where Element == ReplicaEntry {

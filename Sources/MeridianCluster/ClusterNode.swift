@@ -265,8 +265,15 @@ public struct ClusterNode: Sendable {
             timestamp: clock.now(physicalMs: UInt64(max(0, nowMs))), origin: origin)
         durable.lastStamp = stamp.timestamp
         // A write sets the value and clears the expiry, with one stamp for both fields.
-        let state = ReplicaState(value: value, valueStamp: stamp, expiryUnixMs: nil, expiryStamp: stamp)
-        coordinateWrite(client: client, key: key, state: state, acks: acks, nowMs: nowMs)
+        coordinateWrite(client: client, key: key, state: .written(value, stamp: stamp), acks: acks, nowMs: nowMs)
+    }
+
+    /// Replicates a record the caller produced (the partition's primary after it executed a
+    /// command on its keyspace, docs/CLUSTER.md "The server wiring"): stamped by the caller,
+    /// merged here first, and answered like `write`. This node's clock takes in its stamps.
+    public mutating func replicate(client: UInt64, key: [UInt8], record: ReplicaState, acks: AckCount, nowMs: Int64) {
+        observe(record, nowMs: nowMs)
+        coordinateWrite(client: client, key: key, state: record, acks: acks, nowMs: nowMs)
     }
 
     /// A client's read of one key.
@@ -355,7 +362,7 @@ public struct ClusterNode: Sendable {
         // The field-wise merge of every answer: the newest value and the newest expiry.
         var newest: ReplicaState? = nil
         for case let state? in pending.answers.values {
-            if newest == nil { newest = state } else { newest!.merge(state) }
+            newest = newest.map { $0.merged(with: state) } ?? state
         }
         outputs.append(.reply(client: pending.client, .read(newest)))
         stats.readsAnswered += 1
@@ -619,8 +626,9 @@ public struct ClusterNode: Sendable {
     }
 
     /// The peer's stamps of whole leaves: answer with the states it lacks or holds older, and
-    /// ask for the keys this node lacks or holds older. A stamp names one write, so comparing
-    /// each field's stamp says exactly which side is behind; equal keys cost no value bytes.
+    /// ask for the keys this node lacks or holds older (`KeyStamps.exchange`: equal digests
+    /// travel no further; otherwise the newer stamps decide, and counters go both ways). Keys
+    /// that are equal cost no value bytes.
     private mutating func compareStamps(partition: Int, leaves: [Int], stamps: [KeyStamps], from peer: Int) {
         guard partition >= 0, partition < placement.partitionCount, leaves.count <= PartitionDigest.leafCount,
               leaves.allSatisfy({ $0 >= 0 && $0 < PartitionDigest.leafCount }) else { return }
@@ -632,25 +640,16 @@ public struct ClusterNode: Sendable {
         let mine = durable.store.entriesByLeaf(of: partition, leaves: leaves.sorted())
         var send: [ReplicaEntry] = []
         for leaf in mine.keys.sorted() {
-            for entry in mine[leaf]! {
-                guard let their = theirs[entry.key] else {
-                    send.append(entry)
-                    continue
-                }
-                if entry.state.valueStamp > their.valueStamp || entry.state.expiryStamp > their.expiryStamp { send.append(entry) }
+            for entry in mine[leaf]! where theirs[entry.key]?.exchange(with: entry.state).send ?? true {
+                send.append(entry)
             }
         }
         var wanted: [[UInt8]] = []
         var wantedBytes = 0
-        for their in stamps {
+        for their in stamps where their.exchange(with: durable.store.state(of: their.key, partition: partition)).want {
             guard wanted.count < settings.antiEntropyEntriesMax, wantedBytes < settings.entriesBytesMax else { break }
-            let behind = durable.store.state(of: their.key, partition: partition).map {
-                their.valueStamp > $0.valueStamp || their.expiryStamp > $0.expiryStamp
-            } ?? true
-            if behind {
-                wanted.append(their.key)
-                wantedBytes += their.key.count + 4
-            }
+            wanted.append(their.key)
+            wantedBytes += their.key.count + 4
         }
         // Over the bounds, the rest goes on the next pass: the leaves still differ, and what was
         // sent no longer does, so every pass makes progress.

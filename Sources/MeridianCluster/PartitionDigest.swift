@@ -75,18 +75,18 @@ public struct PartitionDigest: Sendable, Equatable {
         return Int(truncatingIfNeeded: (hash ^ (hash >> 32)) & UInt64(leafCount - 1))
     }
 
-    /// The digest of one key's state: SHA-256 over the key and everything that decides a merge
-    /// (both stamps, the expiry, whether it is a tombstone). Two replicas with the same stamps
-    /// hold the same value, because a stamp names one write.
-    public static func entryDigest(key: [UInt8], state: LWWRegister<[UInt8]>) -> Digest128 {
+    /// The digest of one key's state: SHA-256 over the key and the record's encoding (value or
+    /// tombstone, stamps, expiry, counter, dots) — everything a merge decides on. The encoding
+    /// hint (`OBJECT ENCODING`) is left out: it is presentation, not state, and must not keep
+    /// two replicas' trees apart.
+    public static func entryDigest(key: [UInt8], state: DurableRecord) -> Digest128 {
+        var canonical = state
+        canonical.encoding = .byContent
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(key.count + 48)
+        bytes.reserveCapacity(key.count + canonical.encodedByteCount + 4)
         appendBigEndian(UInt32(key.count), to: &bytes)
         bytes += key
-        appendStamp(state.valueStamp, to: &bytes)
-        appendStamp(state.expiryStamp, to: &bytes)
-        appendBigEndian(UInt64(bitPattern: state.expiryUnixMs ?? -1), to: &bytes)
-        bytes.append(state.isTombstone ? 1 : 0)
+        bytes += canonical.encoded()
         let hash = SHA256.digest(bytes)
         var high: UInt64 = 0
         var low: UInt64 = 0
@@ -108,11 +108,6 @@ public struct PartitionDigest: Sendable, Equatable {
             index /= Self.fanout
             level -= 1
         }
-    }
-
-    private static func appendStamp(_ stamp: LWWStamp, to bytes: inout [UInt8]) {
-        appendBigEndian(stamp.timestamp.rawValue, to: &bytes)
-        appendBigEndian(UInt32(stamp.origin.datacenter) << 16 | UInt32(stamp.origin.node), to: &bytes)
     }
 
     private static func appendBigEndian<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {

@@ -16,6 +16,9 @@ public enum ClusterCodec {
     /// Updates a SWIM message may carry, and digests/leaves an anti-entropy message may name.
     static let updatesMax = 64
     static let treeNodesMax = PartitionDigest.leafCount
+    /// A record's bytes: a value at its limit, the fixed fields, and room for a counter's
+    /// contributions (28 bytes each) and the dots.
+    static let recordBytesMax = Limits.valueBytesMax + 64 * 1024
 
     public static func encode(_ message: ClusterMessage) -> [UInt8] {
         var writer = WireWriter()
@@ -54,7 +57,10 @@ public enum ClusterCodec {
             writer.u32(UInt32(leaves.count))
             for leaf in leaves { writer.u32(UInt32(leaf)) }
             writer.u32(UInt32(stamps.count))
-            for entry in stamps { writer.blob(entry.key); writer.stamp(entry.valueStamp); writer.stamp(entry.expiryStamp) }
+            for entry in stamps {
+                writer.blob(entry.key); writer.stamp(entry.valueStamp); writer.stamp(entry.expiryStamp); writer.flag(entry.hasCounter)
+                writer.u64(entry.digest.high); writer.u64(entry.digest.low)
+            }
         case .moveRequest(let partition, let changeEpoch, let stream, let after):
             writer.u8(Kind.moveRequest.rawValue); writer.u32(UInt32(partition)); writer.u64(changeEpoch); writer.u64(stream)
             writer.optionalBlob(after)
@@ -123,7 +129,9 @@ public enum ClusterCodec {
             var stamps: [KeyStamps] = []
             for _ in 0..<(try reader.count()) {
                 let key = try reader.key()
-                stamps.append(KeyStamps(key: key, valueStamp: try reader.stamp(), expiryStamp: try reader.stamp()))
+                stamps.append(KeyStamps(
+                    key: key, valueStamp: try reader.stamp(), expiryStamp: try reader.stamp(), hasCounter: try reader.flag(),
+                    digest: Digest128(high: try reader.uint64(), low: try reader.uint64())))
             }
             message = .antiEntropyStamps(partition: partition, leaves: leaves, stamps: stamps)
         case .moveRequest:
@@ -151,13 +159,9 @@ extension WireWriter {
         u64(stamp.timestamp.rawValue); u16(stamp.origin.datacenter); u16(stamp.origin.node)
     }
 
+    /// A key's state: its `DurableRecord` encoding (the disk's bytes, with their checksum).
     mutating func state(_ state: ReplicaState) {
-        flag(state.value != nil)
-        if let value = state.value { blob(value) }
-        stamp(state.valueStamp)
-        flag(state.expiryUnixMs != nil)
-        i64(state.expiryUnixMs ?? 0)
-        stamp(state.expiryStamp)
+        blob(state.encoded())
     }
 
     mutating func entries(_ entries: [ReplicaEntry]) {
@@ -201,17 +205,20 @@ extension WireReader {
         try flag() ? try key() : nil
     }
 
+    /// A key's state: a `DurableRecord` that decodes whole (checksum included), with a value of
+    /// at most `Limits.valueBytesMax` bytes.
     mutating func state() throws(WireError) -> ReplicaState {
-        var value: [UInt8]? = nil
-        if try flag() {
-            let length = Int(try uint32())
-            guard length <= Limits.valueBytesMax else { throw .malformed("value of \(length) bytes") }
-            value = try bytes(length)
+        let length = Int(try uint32())
+        guard length <= ClusterCodec.recordBytesMax else { throw .malformed("record of \(length) bytes") }
+        let bytes = try bytes(length)
+        let record: DurableRecord
+        do {
+            record = try DurableRecord(decoding: bytes)
+        } catch {
+            throw .malformed("record: \(error)")
         }
-        let valueStamp = try stamp()
-        let hasExpiry = try flag()
-        let expiry = try int64()
-        return ReplicaState(value: value, valueStamp: valueStamp, expiryUnixMs: hasExpiry ? expiry : nil, expiryStamp: try stamp())
+        guard (record.value?.count ?? 0) <= Limits.valueBytesMax else { throw .malformed("value of \(record.value!.count) bytes") }
+        return record
     }
 
     mutating func entries() throws(WireError) -> [ReplicaEntry] {

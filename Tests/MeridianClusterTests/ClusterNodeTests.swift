@@ -192,6 +192,39 @@ import Testing
         #expect(state?.value == Array("w".utf8))
     }
 
+    /// A key of the `INCR` family carries its PN counter in the record, and increments keep the
+    /// value stamp: anti-entropy compares record digests and, when a counter differs, sends both
+    /// ways, so replicas that each took increments the others missed end with all of them.
+    @Test func antiEntropyMergesCountersEveryReplicaMissedPartsOf() {
+        var settings = ClusterSettings()
+        settings.antiEntropyIntervalMs = 100
+        var dc = InProcessDataCenter(members: 3, partitions: 1, settings: settings)
+        let key = Array("hits".utf8)
+        func counted(_ amount: Int64, by node: UInt16, at ms: UInt64) -> ReplicaState {
+            let stamp = LWWStamp(timestamp: HLCTimestamp(physicalMs: ms, logical: 0), origin: ReplicaID(datacenter: 0, node: node))
+            var counter = PNCounter()
+            counter.add(amount, origin: ReplicaID(datacenter: 0, node: node))
+            return ReplicaState(
+                value: PNCounter.decimalBytes(counter.value), valueStamp: stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: stamp,
+                encoding: .byContent, counter: counter)
+        }
+        // Each replica took one node's increments and missed the others' (read repairs carry no
+        // ack: a way to put a state on one replica only).
+        for (node, amount) in [(0, Int64(5)), (1, 7), (2, -2)] {
+            dc.nodes[node].receive(
+                .replicate(epoch: 1, request: 0, partition: 0, key: key, state: counted(amount, by: UInt16(node), at: UInt64(1_000 + node)), hinted: false),
+                from: (node + 1) % 3, nowMs: dc.nowMs)
+        }
+        _ = (0..<3).map { dc.collect($0) }
+        #expect(dc.nodes[0].durable.store.state(of: key, partition: 0)?.counter?.value == 5)
+        dc.advance(ms: 2_000)
+        for node in 0..<3 {
+            #expect(dc.nodes[node].durable.store.state(of: key, partition: 0)?.counter?.value == 10, "node \(node)")
+        }
+        #expect(dc.nodes[1].durable.store.digest(of: 0) == dc.nodes[0].durable.store.digest(of: 0))
+        #expect(dc.nodes[2].durable.store.digest(of: 0) == dc.nodes[0].durable.store.digest(of: 0))
+    }
+
     /// Anti-entropy works in whole leaves: with far more differing keys than one message
     /// carries, every pass still completes some leaves, until a wiped initiator has them all.
     @Test func antiEntropyRebuildsAWipedInitiatorBeyondOneMessage() {
@@ -272,7 +305,7 @@ import Testing
 
     @Test func hostileFieldsAreIgnored() {
         var dc = InProcessDataCenter(members: 3)
-        let state = ReplicaState(value: [1], valueStamp: .zero, expiryUnixMs: nil, expiryStamp: .zero)
+        let state = ReplicaState.written([1], stamp: .zero)
         let hostile: [ClusterMessage] = [
             .replicate(epoch: .max, request: 1, partition: -1, key: [1], state: state, hinted: false),
             .replicate(epoch: 1, request: 1, partition: 1 << 40, key: [1], state: state, hinted: true),
@@ -282,7 +315,8 @@ import Testing
             .antiEntropyDigests(partition: 0, level: 0, nodes: [0, 1], digests: [.zero]),
             .antiEntropyStamps(partition: 0, leaves: [-1, 1 << 20], stamps: []),
             .antiEntropyStamps(partition: -5, leaves: [0], stamps: []),
-            .antiEntropyStamps(partition: 0, leaves: [0], stamps: [KeyStamps(key: [9, 9, 9], valueStamp: .zero, expiryStamp: .zero)]),
+            .antiEntropyStamps(partition: 0, leaves: [0], stamps: [
+                KeyStamps(key: [9, 9, 9], valueStamp: .zero, expiryStamp: .zero, hasCounter: true, digest: .zero)]),
             .antiEntropyEntries(partition: -5, entries: [], wanted: []),
             .antiEntropyEntries(partition: 0, entries: [], wanted: [[9, 9, 9], []]),
             .moveRequest(partition: 1 << 33, changeEpoch: 0, stream: 1, after: nil),

@@ -9,7 +9,7 @@ import Testing
 @Suite struct HintStoreTests {
     static func state(_ value: String, _ time: UInt64) -> ReplicaState {
         let stamp = LWWStamp(timestamp: HLCTimestamp(physicalMs: time, logical: 0), origin: ReplicaID(datacenter: 0, node: 0))
-        return ReplicaState(value: Array(value.utf8), valueStamp: stamp, expiryUnixMs: nil, expiryStamp: stamp)
+        return ReplicaState.written(Array(value.utf8), stamp: stamp)
     }
 
     @Test func perTargetOrderReplacementAndTheBound() {

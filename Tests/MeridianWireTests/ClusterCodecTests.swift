@@ -9,10 +9,19 @@ import Testing
 
 @Suite struct ClusterCodecTests {
     static let stamp = LWWStamp(timestamp: HLCTimestamp(physicalMs: 1_700_000_000_000, logical: 3), origin: ReplicaID(datacenter: 1, node: 4))
-    static let live = ReplicaState(value: Array("value".utf8), valueStamp: stamp, expiryUnixMs: 1_700_000_060_000, expiryStamp: stamp)
-    static let tombstone = ReplicaState(value: nil, valueStamp: stamp, expiryUnixMs: nil, expiryStamp: .zero)
+    static let live = ReplicaState(
+        value: Array("value".utf8), valueStamp: stamp, expiryUnixMs: 1_700_000_060_000, expiryStamp: stamp, encoding: .raw,
+        dot: Dot(origin: ReplicaID(datacenter: 1, node: 4), sequence: 9))
+    static let tombstone = ReplicaState.tombstone(stamp: stamp)
+    /// A key of the `INCR` family: its PN counter travels inside the record.
+    static let counted = ReplicaState(
+        value: Array("12".utf8), valueStamp: stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: stamp, encoding: .byContent,
+        counter: PNCounter(base: 2, resetStamp: stamp, contributions: [
+            PNCounter.Contribution(origin: ReplicaID(datacenter: 1, node: 4), p: 10, n: 0, observed: 0)]))
     static let updates = [MemberUpdate(member: 3, incarnation: 9, liveness: .suspect), MemberUpdate(member: 0, incarnation: 1, liveness: .down)]
-    static let entries = [ReplicaEntry(key: Array("a".utf8), state: live), ReplicaEntry(key: [], state: tombstone)]
+    static let entries = [
+        ReplicaEntry(key: Array("a".utf8), state: live), ReplicaEntry(key: [], state: tombstone), ReplicaEntry(key: Array("n".utf8), state: counted),
+    ]
 
     static let messages: [ClusterMessage] = [
         .swim(.ping(sequence: 1, onBehalfOf: nil, updates: [])),
@@ -65,8 +74,12 @@ import Testing
         // A key over the key limit, a value over the value limit.
         let longKey = ClusterCodec.encode(.read(epoch: 1, request: 1, partition: 0, key: [UInt8](repeating: 1, count: Limits.keyBytesMax + 1)))
         #expect(throws: WireError.self) { try ClusterCodec.decode(longKey) }
-        let bigValue = ReplicaState(value: [UInt8](repeating: 0, count: Limits.valueBytesMax + 1), valueStamp: Self.stamp, expiryUnixMs: nil, expiryStamp: Self.stamp)
+        let bigValue = ReplicaState.written([UInt8](repeating: 0, count: Limits.valueBytesMax + 1), stamp: Self.stamp)
         #expect(throws: WireError.self) { try ClusterCodec.decode(ClusterCodec.encode(.readReply(request: 1, state: bigValue))) }
+        // A record whose checksum does not match (one value byte changed in flight).
+        var damaged = ClusterCodec.encode(.readReply(request: 1, state: Self.live))
+        damaged[damaged.count - 10] ^= 0x20
+        #expect(throws: WireError.self) { try ClusterCodec.decode(damaged) }
         var random = SplitMix64(seed: 11)
         for _ in 0..<20_000 {
             let count = Int(random.next() % 60)
