@@ -58,12 +58,34 @@ public enum ClusterClientResult: Sendable, Equatable {
 
 /// What a step asks the shell (or the simulator) to do.
 public enum ClusterOutput: Sendable, Equatable {
+    /// Make this change of `ClusterDurableState` durable (`ClusterDurableState.apply` is what
+    /// it means). The shell makes every `persist` of a batch (one `takeOutputs()`) as durable as
+    /// the namespace asks before it carries out any `send` or `reply` of that batch.
+    case persist(ClusterPersist)
     case send(to: Int, ClusterMessage)
     case reply(client: UInt64, ClusterClientResult)
     /// Read the committed placement and hand it to `learn(_:)`.
     case fetchPlacement
     /// Commit `Placement.switching(partitions:changeEpoch:)`: this node caught up on them.
     case proposeSwitch(partitions: [Int], changeEpoch: UInt64)
+}
+
+/// One change to what survives a restart, as the node returns it for the shell to store.
+public enum ClusterPersist: Sendable, Equatable {
+    /// The key's state as this node now holds it (after a merge).
+    case record(partition: Int, key: [UInt8], ReplicaState)
+    /// The node no longer holds the partition.
+    case dropPartition(Int)
+    /// A hint stored (with its id).
+    case hintStored(HintStore.Hint)
+    /// A hint gone: replayed, replaced by a newer one, dropped for the bound, or discarded.
+    case hintRemoved(UInt64)
+    /// A committed placement learned.
+    case placement(Placement)
+    /// The largest stamp the node issued or took in.
+    case lastStamp(HLCTimestamp)
+    /// A partition rebuilt after lost data (or brought whole by a move).
+    case rebuilt(Int)
 }
 
 /// What survives a restart: the shell keeps it on disk, the simulator in memory.
@@ -89,6 +111,26 @@ public struct ClusterDurableState: Sendable, Equatable {
         self.hints = HintStore(bytesMax: hintsBytesMax)
         if lostData { rebuilding = Set(0..<placement.partitionCount) }
     }
+
+    /// Applies one persisted change, as the shell's store (or the simulator's disk) does: a
+    /// state built from the node's `persist` outputs alone equals the node's own.
+    public mutating func apply(_ change: ClusterPersist) {
+        switch change {
+        case .record(let partition, let key, let state): store.merge(key: key, state: state, partition: partition)
+        case .dropPartition(let partition): store.drop(partition: partition)
+        case .hintStored(let hint): hints.restore(hint)
+        case .hintRemoved(let id): hints.remove(id: id)
+        case .placement(let next): placement = next
+        case .lastStamp(let stamp): lastStamp = max(lastStamp, stamp)
+        case .rebuilt(let partition): rebuilding.remove(partition)
+        }
+    }
+
+    /// Whether the two hold the same data (hint statistics aside: they are counters, not state).
+    public func holdsTheSame(as other: ClusterDurableState) -> Bool {
+        store == other.store && hints.hints == other.hints.hints && placement == other.placement
+            && lastStamp == other.lastStamp && rebuilding == other.rebuilding
+    }
 }
 
 /// Counters for INFO and the simulator.
@@ -113,10 +155,11 @@ public struct ClusterStats: Sendable, Equatable {
 /// One node of a data center (docs/CLUSTER.md): the coordinator of client commands, a replica
 /// of its partitions, a SWIM member, a hint keeper, an anti-entropy peer and a move endpoint.
 ///
-/// Deterministic: time and randomness come in, `outputs` go out. **Order of duties:** the shell
-/// makes `durable` changes of a step (merged writes, stored hints) as durable as the namespace
-/// asks *before* it sends the step's messages or replies — an ack or a `written` reply promises
-/// the write is stored.
+/// Deterministic: time and randomness come in, `outputs` go out. **Order of duties: persist
+/// before send.** Every change to `durable` comes out as a `.persist` output; the shell makes
+/// every `persist` of a batch (one `takeOutputs()`) as durable as the namespace asks before it
+/// carries out any `send` or `reply` of that batch — an ack or a `written` reply promises the
+/// write is stored.
 public struct ClusterNode: Sendable {
     public let id: Int
     /// Who this node is in write stamps: its data center and node index in the configuration
@@ -264,6 +307,7 @@ public struct ClusterNode: Sendable {
         let stamp = LWWStamp(
             timestamp: clock.now(physicalMs: UInt64(max(0, nowMs))), origin: origin)
         durable.lastStamp = stamp.timestamp
+        outputs.append(.persist(.lastStamp(stamp.timestamp)))
         // A write sets the value and clears the expiry, with one stamp for both fields.
         coordinateWrite(client: client, key: key, state: .written(value, stamp: stamp), acks: acks, nowMs: nowMs)
     }
@@ -303,7 +347,7 @@ public struct ClusterNode: Sendable {
     private mutating func sendWrite(_ pending: inout PendingWrite, request: UInt64) {
         for target in pending.targets where !pending.acked.contains(target) {
             if target == id {
-                durable.store.merge(key: pending.key, state: pending.state, partition: pending.partition)
+                storeMerge(key: pending.key, state: pending.state, partition: pending.partition)
                 pending.acked.insert(id)
             } else if membership.liveness(of: target) == .down {
                 hint(&pending, target: target)
@@ -318,7 +362,9 @@ public struct ClusterNode: Sendable {
     private mutating func hint(_ pending: inout PendingWrite, target: Int) {
         guard !pending.hinted.contains(target) else { return }
         pending.hinted.insert(target)
-        durable.hints.add(target: target, partition: pending.partition, key: pending.key, state: pending.state)
+        let (stored, removed) = durable.hints.add(target: target, partition: pending.partition, key: pending.key, state: pending.state)
+        for id in removed { outputs.append(.persist(.hintRemoved(id))) }
+        if let stored { outputs.append(.persist(.hintStored(stored))) }
         stats.hintsStored += 1
     }
 
@@ -371,7 +417,7 @@ public struct ClusterNode: Sendable {
         for target in pending.answers.keys.sorted() where pending.answers[target]! != newest {
             stats.readRepairs += 1
             if target == id {
-                durable.store.merge(key: pending.key, state: newest, partition: pending.partition)
+                storeMerge(key: pending.key, state: newest, partition: pending.partition)
             } else {
                 outputs.append(.send(to: target, .replicate(
                     epoch: placement.epoch, request: 0, partition: pending.partition, key: pending.key,
@@ -403,7 +449,10 @@ public struct ClusterNode: Sendable {
             if let replay = replays[request] {
                 guard replay.target == sender else { return }
                 replays[request] = nil
-                if durable.hints.remove(id: replay.hint) { stats.hintsReplayed += 1 }
+                if durable.hints.remove(id: replay.hint) {
+                    outputs.append(.persist(.hintRemoved(replay.hint)))
+                    stats.hintsReplayed += 1
+                }
             } else if var pending = writes[request], pending.targets.contains(sender) {
                 pending.acked.insert(sender)
                 writes[request] = pending
@@ -475,6 +524,7 @@ public struct ClusterNode: Sendable {
     public mutating func learn(_ next: Placement, nowMs: Int64) {
         guard next.epoch > placement.epoch else { return }
         durable.placement = next
+        outputs.append(.persist(.placement(next)))
         placementLearnedAtMs = nowMs
         membership.setMembers(next.memberIDs, nowMs: nowMs)
         for request in writes.keys.sorted() {
@@ -549,6 +599,7 @@ public struct ClusterNode: Sendable {
         guard let rebuild = incoming[partition], rebuild.isRebuild, rebuild.finished.count == rebuild.sources.count else { return }
         incoming[partition] = nil
         durable.rebuilding.remove(partition)
+        outputs.append(.persist(.rebuilt(partition)))
         stats.partitionsRebuilt += 1
     }
 
@@ -749,6 +800,7 @@ public struct ClusterNode: Sendable {
             hintsCheckedEpoch = placement.epoch
             for hint in durable.hints.hints where !placement.writeTargets(of: hint.partition).contains(hint.target) {
                 durable.hints.remove(id: hint.id)
+                outputs.append(.persist(.hintRemoved(hint.id)))
                 stats.hintsDiscarded += 1
             }
         }
@@ -828,7 +880,7 @@ public struct ClusterNode: Sendable {
                 caughtUp.append(partition)
                 move.proposed = true
                 // The quorum's copies are all this node needs, whatever it lost before.
-                durable.rebuilding.remove(partition)
+                if durable.rebuilding.remove(partition) != nil { outputs.append(.persist(.rebuilt(partition))) }
                 for source in move.sources { move.progressAtMs[source] = max(move.progressAtMs[source] ?? nowMs, nowMs) }
             }
             incoming[partition] = move
@@ -844,6 +896,7 @@ public struct ClusterNode: Sendable {
         nextOwnershipCheckMs = nowMs + Self.ownershipCheckIntervalMs
         for partition in durable.store.heldPartitions where !placement.writeTargets(of: partition).contains(id) {
             durable.store.drop(partition: partition)
+            outputs.append(.persist(.dropPartition(partition)))
             stats.partitionsDropped += 1
         }
     }
@@ -858,7 +911,16 @@ public struct ClusterNode: Sendable {
     @discardableResult
     private mutating func merge(key: [UInt8], state: ReplicaState, partition: Int, nowMs: Int64) -> Bool {
         observe(state, nowMs: nowMs)
-        return durable.store.merge(key: key, state: state, partition: partition)
+        return storeMerge(key: key, state: state, partition: partition)
+    }
+
+    /// Merges into the store and, when that changed the key, persists its new state.
+    @discardableResult
+    private mutating func storeMerge(key: [UInt8], state: ReplicaState, partition: Int) -> Bool {
+        guard durable.store.merge(key: key, state: state, partition: partition),
+              let merged = durable.store.state(of: key, partition: partition) else { return false }
+        outputs.append(.persist(.record(partition: partition, key: key, merged)))
+        return true
     }
 
     /// Hybrid logical clock receive: a write this node stamps after seeing a state is stamped
@@ -869,7 +931,10 @@ public struct ClusterNode: Sendable {
     private mutating func observe(_ state: ReplicaState, nowMs: Int64) {
         let physical = UInt64(max(0, nowMs))
         for stamp in [state.valueStamp.timestamp, state.expiryStamp.timestamp] where stamp > clock.last {
-            if (try? clock.receive(stamp, physicalMs: physical)) != nil { durable.lastStamp = clock.last }
+            if (try? clock.receive(stamp, physicalMs: physical)) != nil {
+                durable.lastStamp = clock.last
+                outputs.append(.persist(.lastStamp(clock.last)))
+            }
         }
     }
 

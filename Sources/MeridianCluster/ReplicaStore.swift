@@ -152,30 +152,51 @@ public struct HintStore: Sendable, Equatable {
     public var targets: [Int] { liveCount.filter { $0.value > 0 }.keys.sorted() }
 
     /// Stores a hint, replacing an older one for the same target and key (only the newest state
-    /// matters: a merge of the newer state covers the older).
-    public mutating func add(target: Int, partition: Int, key: [UInt8], state: ReplicaState) {
+    /// matters: a merge of the newer state covers the older). Returns the hint stored (nil when
+    /// it alone exceeds the bound) and the ids it removed (the one it replaced, and the oldest
+    /// hints dropped to stay within the bound), so that a store on disk can follow.
+    @discardableResult
+    public mutating func add(target: Int, partition: Int, key: [UInt8], state: ReplicaState) -> (stored: Hint?, removed: [UInt64]) {
         var merged = state
+        var removed: [UInt64] = []
         if let previous = latest[Owed(target: target, key: key)], let old = byID[previous] {
             merged = old.state.merged(with: state)
             remove(id: previous)
+            removed.append(previous)
         }
         let hint = Hint(id: nextID, target: target, partition: partition, key: key, state: merged)
         nextID += 1
         // One hint over the whole bound is dropped alone rather than emptying the store for it.
         guard hint.bytes <= bytesMax else {
             dropped += 1
-            return
+            return (nil, removed)
         }
-        byID[hint.id] = hint
-        latest[Owed(target: target, key: key)] = hint.id
-        perTarget[target, default: Queue()].ids.append(hint.id)
-        liveCount[target, default: 0] += 1
-        arrival.ids.append(hint.id)
-        bytes += hint.bytes
+        insert(hint)
         while bytes > bytesMax, let oldest = nextLive(&arrival) {
             remove(id: oldest)
+            removed.append(oldest)
             dropped += 1
         }
+        return (hint, removed)
+    }
+
+    /// Puts back a hint read from disk at restart, with its id (in id order, within the bound
+    /// it was stored under).
+    public mutating func restore(_ hint: Hint) {
+        guard byID[hint.id] == nil else { return }
+        if let previous = latest[Owed(target: hint.target, key: hint.key)], previous > hint.id { return }
+        if let previous = latest[Owed(target: hint.target, key: hint.key)] { remove(id: previous) }
+        nextID = max(nextID, hint.id + 1)
+        insert(hint)
+    }
+
+    private mutating func insert(_ hint: Hint) {
+        byID[hint.id] = hint
+        latest[Owed(target: hint.target, key: hint.key)] = hint.id
+        perTarget[hint.target, default: Queue()].ids.append(hint.id)
+        liveCount[hint.target, default: 0] += 1
+        arrival.ids.append(hint.id)
+        bytes += hint.bytes
     }
 
     /// The oldest `limit` hints for `target`.

@@ -107,6 +107,7 @@ public struct ClusterSimulation {
 
     struct SimulatedNode {
         var node: ClusterNode?
+        /// The node's disk: built only from its `persist` outputs, and what a restart gets.
         var saved: ClusterDurableState
         var random: SplitMix64
     }
@@ -170,7 +171,11 @@ public struct ClusterSimulation {
 
     mutating func crash(_ id: Int) {
         guard let node = nodes[id]?.node else { return }
-        nodes[id]!.saved = node.durable
+        // What it persisted is what it keeps (`saved` follows its persist outputs): it must be
+        // everything it held (compared here, where it matters, rather than after every step).
+        if outcome.problem == nil, !nodes[id]!.saved.holdsTheSame(as: node.durable) {
+            outcome.problem = "member \(id) crashed with a persisted state that differs from its state in memory"
+        }
         nodes[id]!.node = nil
         // Its clients lose their connection: the outcome of their commands is unknown.
         clients = clients.filter { $0.value.node != id }
@@ -197,6 +202,11 @@ public struct ClusterSimulation {
         }
         outcome.healMs = nowMs - healStart
         if outcome.problem == nil { outcome.problem = check() }
+        for id in nodes.keys.sorted() where outcome.problem == nil {
+            if let node = nodes[id]?.node, !nodes[id]!.saved.holdsTheSame(as: node.durable) {
+                outcome.problem = "member \(id)'s persisted state differs from its state in memory"
+            }
+        }
         for id in nodes.keys.sorted() {
             guard let stats = nodes[id]?.node?.stats else { continue }
             outcome.hintsStored += stats.hintsStored
@@ -361,8 +371,11 @@ public struct ClusterSimulation {
     /// Carries out a node's outputs: messages into the network, replies to the clients.
     mutating func collect(_ id: Int) {
         guard let outputs = nodes[id]?.node?.takeOutputs() else { return }
+        for case .persist(let change) in outputs { nodes[id]!.saved.apply(change) }
         for output in outputs {
             switch output {
+            case .persist:
+                break
             case .send(let to, let message):
                 schedule(.message(from: id, to: to, message), delayMs: Int64.random(in: 1...options.delayMsMax, using: &random), lossy: true)
             case .reply(let client, let result):

@@ -30,6 +30,34 @@ import Testing
         #expect(bounded.hints.map(\.key) == [[2], [3], [4]] && bounded.dropped == 2 && bounded.bytes == 3 * 65)
     }
 
+    /// What `add` reports (the hint stored, the ids it removed) is enough for a store on disk
+    /// to follow: replaying it with `restore` and `remove` into an empty store, as a restart
+    /// does, gives the same hints — through replacements, the bound's evictions and a hint
+    /// too large to keep — and ids keep growing after the restart.
+    @Test func whatAddReportsIsEnoughToRebuildTheStore() {
+        var memory = HintStore(bytesMax: 5 * 66)
+        var disk = HintStore(bytesMax: 5 * 66)
+        var random = SplitMix64(seed: 3)
+        for index in 0..<400 {
+            let big = index % 97 == 0
+            let (stored, removed) = memory.add(
+                target: Int.random(in: 0..<3, using: &random), partition: 0, key: [UInt8(Int.random(in: 0..<12, using: &random))],
+                state: Self.state(big ? String(repeating: "x", count: 400) : "v", UInt64(index)))
+            for id in removed { disk.remove(id: id) }
+            if let stored { disk.restore(stored) }
+            if index % 5 == 0, let some = memory.hints.first {
+                memory.remove(id: some.id)
+                disk.remove(id: some.id)
+            }
+            #expect(disk.hints == memory.hints, "after add \(index)")
+        }
+        #expect(memory.dropped > 0)
+        var restarted = HintStore(bytesMax: 5 * 66)
+        for hint in disk.hints { restarted.restore(hint) }
+        let (next, _) = restarted.add(target: 0, partition: 0, key: [99], state: Self.state("n", 1_000))
+        #expect(next.map { id in memory.hints.allSatisfy { $0.id < id.id } } == true)
+    }
+
     @Test func manyHintsStayCheap() {
         var store = HintStore(bytesMax: 1 << 30)
         let count = 50_000
