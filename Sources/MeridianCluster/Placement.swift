@@ -7,9 +7,9 @@
 /// partitions, each losing exactly one replica); removing a member changes only the partitions
 /// it held. There are no tokens to tune, unlike a ring of virtual nodes.
 ///
-/// A `Placement` is a value with an epoch: it is committed as a whole (the shell through the
-/// strong log, the simulator through its oracle), and every node computes the same replica
-/// sets from the same epoch. Failures never change it; only operator changes (`adding`,
+/// A `Placement` is a value with an epoch: it is committed as a whole (by compare-and-set in
+/// the data center's placement log, a Paxos group — docs/CLUSTER.md, "The server wiring"), and
+/// every node computes the same replica sets from the same epoch. Failures never change it; only operator changes (`adding`,
 /// `removing`) and the per-partition switches of a move (`switching`) do, each with a new epoch.
 public struct Placement: Sendable, Equatable, CustomStringConvertible {
     /// A member's part in the placement.
@@ -82,6 +82,31 @@ public struct Placement: Sendable, Equatable, CustomStringConvertible {
         self.switched = Array(repeating: false, count: partitionCount)
         self.changeEpoch = 0
         self.nextMemberID = memberNames.count
+        computeReplicaSets()
+    }
+
+    /// A placement from its stored parts (`PlacementCodec`), checked: members in ascending id
+    /// order with unique ids below `nextMemberID` and unique names, `joining`/`leaving` members
+    /// and switched partitions only during a change, a change epoch no later than the epoch.
+    /// Returns nil for parts no placement could have.
+    public init?(
+        partitionCount: Int, replicationFactor: Int, epoch: UInt64, members: [Member], switched: [Bool], changeEpoch: UInt64,
+        nextMemberID: Int
+    ) {
+        guard partitionCount > 0, replicationFactor > 0, epoch >= 1, !members.isEmpty, switched.count == partitionCount,
+              changeEpoch <= epoch, zip(members, members.dropFirst()).allSatisfy({ $0.id < $1.id }),
+              members.allSatisfy({ $0.id >= 0 && $0.id < nextMemberID }), Set(members.map(\.name)).count == members.count
+        else { return nil }
+        if changeEpoch == 0 {
+            guard members.allSatisfy({ $0.state == .active }), !switched.contains(true) else { return nil }
+        }
+        self.partitionCount = partitionCount
+        self.replicationFactor = replicationFactor
+        self.epoch = epoch
+        self.members = members
+        self.switched = switched
+        self.changeEpoch = changeEpoch
+        self.nextMemberID = nextMemberID
         computeReplicaSets()
     }
 
