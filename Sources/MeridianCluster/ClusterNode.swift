@@ -491,6 +491,7 @@ public struct ClusterNode: Sendable {
                 // Any owner serves, even one rebuilding too: the requester needs every other
                 // owner's copy, so whatever survives anywhere reaches it.
                 guard placement.owners(of: partition).contains(id), placement.owners(of: partition).contains(sender) else { return }
+                if outgoing.contains(where: { $0.partition == partition && $0.to == sender && $0.stream >= stream }) { return }
                 outgoing.removeAll { $0.partition == partition && $0.to == sender }
                 outgoing.append(OutgoingMove(partition: partition, to: sender, changeEpoch: 0, stream: stream, after: after))
                 return
@@ -506,7 +507,9 @@ public struct ClusterNode: Sendable {
                 if changeEpoch > placement.epoch { sawEpoch(changeEpoch) }
                 return
             }
-            // A fresh request replaces a stream in progress: the requester saw no progress.
+            // A fresh request replaces a stream in progress (the requester saw no progress); an
+            // older one (duplicated or overtaken on the way) is ignored: stream numbers grow.
+            if outgoing.contains(where: { $0.partition == partition && $0.to == sender && $0.stream >= stream }) { return }
             outgoing.removeAll { $0.partition == partition && $0.to == sender }
             outgoing.append(OutgoingMove(partition: partition, to: sender, changeEpoch: changeEpoch, stream: stream, after: after))
         case .moveChunk(let partition, let changeEpoch, let stream, let after, let entries, let last):
@@ -518,7 +521,7 @@ public struct ClusterNode: Sendable {
 
     // MARK: Placement
 
-    /// A committed placement (from the strong log, or the simulator's oracle). Older epochs are
+    /// A committed placement (what a placement voter applied). Older epochs are
     /// ignored. Requests in flight are re-addressed to the new replica sets (their acks from
     /// replicas that stay in the set still count: the write is stored there).
     public mutating func learn(_ next: Placement, nowMs: Int64) {

@@ -92,9 +92,9 @@ public struct HintStore: Sendable, Equatable {
         public var key: [UInt8]
         public var state: ReplicaState
 
-        /// What the hint costs against the bound: its key and value bytes plus a fixed
-        /// overhead for the stamps and bookkeeping.
-        public var bytes: Int { key.count + (state.value?.count ?? 0) + 64 }
+        /// What the hint costs against the bound: its key and its record's encoded bytes (value,
+        /// stamps, counter, dots) plus a fixed overhead for the bookkeeping.
+        public var bytes: Int { key.count + state.encodedByteCount + 20 }
     }
 
     /// An arrival queue of ids with a moving head; removed ids are skipped when reached.

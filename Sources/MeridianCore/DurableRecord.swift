@@ -92,7 +92,9 @@ public struct DurableRecord: Sendable, Equatable {
 
     /// This state merged with another replica's, field by field: the value field (value and
     /// encoding) by the larger value stamp, the expiry field by the larger expiry stamp, the
-    /// counters by `PNCounter.merge`. Commutative, associative and idempotent.
+    /// counters by `PNCounter.merge`; a value that shows its counter is the counter's decimal
+    /// text, as the keyspace keeps it. Commutative, associative and idempotent, byte for byte:
+    /// every tie is broken by the bytes alone.
     public func merged(with other: DurableRecord) -> DurableRecord {
         var result = self
         if other.valueStamp > valueStamp {
@@ -103,11 +105,15 @@ public struct DurableRecord: Sendable, Equatable {
         } else if other.valueStamp == valueStamp {
             // One stamp, one write, one value — but a counter's increments keep the stamp and
             // move the dot (and the decimal text): the larger of each, so the merge stays
-            // order-independent byte for byte.
+            // order-independent byte for byte. (A value against a tombstone under one stamp
+            // cannot happen; the value is kept, whichever side holds it.)
             result.dot = Self.larger(dot, other.dot)
-            if let theirs = other.value, let mine = value, mine.lexicographicallyPrecedes(theirs) {
-                result.value = theirs
+            switch (value, other.value) {
+            case (nil, let theirs?): result.value = theirs
+            case (let mine?, let theirs?) where mine.lexicographicallyPrecedes(theirs): result.value = theirs
+            default: break
             }
+            result.encoding = EncodingHint(rawValue: max(encoding.rawValue, other.encoding.rawValue)) ?? encoding
         }
         if other.expiryStamp > expiryStamp {
             result.expiryUnixMs = other.expiryUnixMs
@@ -115,12 +121,19 @@ public struct DurableRecord: Sendable, Equatable {
             result.expiryDot = other.expiryDot
         } else if other.expiryStamp == expiryStamp {
             result.expiryDot = Self.larger(expiryDot, other.expiryDot)
+            result.expiryUnixMs = max(expiryUnixMs, other.expiryUnixMs)
         }
         if var counter = counter, let theirs = other.counter {
             counter.merge(theirs)
             result.counter = counter
         } else if counter == nil {
             result.counter = other.counter
+        }
+        // Increments under one stamp make the texts of two replicas differ while their merged
+        // counter is the same: the text follows the counter (`Entry.showsCounter`).
+        if let counter = result.counter, result.value != nil, counter.resetStamp >= result.valueStamp {
+            result.value = PNCounter.decimalBytes(counter.value)
+            result.encoding = .byContent
         }
         return result
     }

@@ -1,13 +1,18 @@
 import MeridianCluster
 import MeridianCore
+import MeridianPaxos
+import MeridianWire
 
 /// A deterministic simulation of one data center scaled out (docs/CLUSTER.md): `ClusterNode`s
 /// (coordinators, replicas, SWIM members, hint keepers, anti-entropy peers, move endpoints)
 /// exchange `ClusterMessage`s over a network that loses, duplicates, delays and reorders them
 /// and cuts links for a while; nodes crash (keeping their durable state) and restart; nodes
-/// join and leave through committed placement changes. The committed placement is an oracle
-/// here (in the server it is a key of the strong log, whose protocol `PaxosSimulation` checks):
-/// nodes learn it late, from broadcasts that may be lost and from their own fetches.
+/// join and leave through committed placement changes. The placement is committed as the
+/// server will commit it (docs/CLUSTER.md, "The server wiring"): the first three members are
+/// the placement log's voters, running `PaxosReplica` over the same faulty network and crashing
+/// with their node; a change, and each partition's switch, is a compare-and-set of the
+/// placement's bytes (`PlacementCodec`) submitted to a live voter, and nodes learn what the
+/// voters applied late, from broadcasts that may be lost and from their own fetches.
 ///
 /// After the faults stop, `run` restarts every member, heals the links, lets the change in
 /// progress finish and the system go quiet, then checks the invariants of docs/CLUSTER.md:
@@ -95,6 +100,7 @@ public struct ClusterSimulation {
 
     enum Event {
         case message(from: Int, to: Int, ClusterMessage)
+        case paxos(from: Int, to: Int, PaxosMessage)
         case placement(to: Int)
         case proposal(from: Int, partitions: [Int], changeEpoch: UInt64)
     }
@@ -110,7 +116,17 @@ public struct ClusterSimulation {
         /// The node's disk: built only from its `persist` outputs, and what a restart gets.
         var saved: ClusterDurableState
         var random: SplitMix64
+        /// A placement voter's part of the placement log, and its disk.
+        var voter: PaxosReplica?
+        var voterDisk = PaxosDurableState()
+        var voterStarted = false
     }
+
+    /// The key of the placement in the placement log.
+    static let placementKey = Array("placement".utf8)
+    /// The placement log's voters: the first members (ids 0, 1, 2), never removed.
+    let voters: [Int]
+    var nextLogClient: UInt64 = 1
 
     enum Command {
         case write(key: Int, value: [UInt8]?)
@@ -121,7 +137,9 @@ public struct ClusterSimulation {
     public let options: Options
     var random: SplitMix64
     var nowMs: Int64 = 0
+    /// The newest placement any voter has applied (the initial one until a change commits).
     var committed: Placement
+    let initial: Placement
     var nodes: [Int: SimulatedNode] = [:]
     var queue: [Scheduled] = []
     var order: UInt64 = 0
@@ -145,6 +163,8 @@ public struct ClusterSimulation {
         self.committed = Placement(
             memberNames: (0..<options.nodes).map { "node-\($0)" }, partitionCount: options.partitions,
             replicationFactor: options.replicationFactor)
+        self.initial = committed
+        self.voters = Array(0..<min(3, options.nodes))
         for id in 0..<options.nodes { start(id, durable: nil) }
         if options.wipeOneMember {
             wipeAtMs = Int64.random(in: options.faultMs / 4...options.faultMs / 2, using: &random) / options.stepMs * options.stepMs
@@ -158,9 +178,22 @@ public struct ClusterSimulation {
         let node = ClusterNode(
             id: id, origin: ReplicaID(datacenter: 0, node: UInt16(id)), durable: state, settings: options.settings, nowMs: nowMs,
             incarnation: UInt64(nowMs) + 1)
-        nodes[id] = SimulatedNode(node: node, saved: state, random: SplitMix64(seed: seed &* 31 &+ UInt64(id) &+ UInt64(nowMs)))
+        var simulated = nodes[id] ?? SimulatedNode(node: nil, saved: state, random: SplitMix64(seed: 0))
+        simulated.node = node
+        simulated.saved = state
+        simulated.random = SplitMix64(seed: seed &* 31 &+ UInt64(id) &+ UInt64(nowMs))
+        nodes[id] = simulated
+        if voters.contains(id) {
+            let configuration = PaxosConfiguration(voterCount: voters.count, learners: voters, me: id, partitionCount: 1)
+            nodes[id]!.voter = PaxosReplica(
+                configuration: configuration, durable: nodes[id]!.voterDisk, now: logTime,
+                seed: seed &* 7 &+ UInt64(id) &+ UInt64(nowMs), restarted: nodes[id]!.voterStarted)
+            nodes[id]!.voterStarted = true
+        }
         collect(id)
     }
+
+    var logTime: PaxosTime { PaxosTime(monotonicMs: nowMs, wallMs: 1_700_000_000_000 + nowMs) }
 
     /// The member crashes and comes back (when restarted) with an empty disk.
     mutating func wipe(_ id: Int) {
@@ -177,6 +210,7 @@ public struct ClusterSimulation {
             outcome.problem = "member \(id) crashed with a persisted state that differs from its state in memory"
         }
         nodes[id]!.node = nil
+        nodes[id]!.voter = nil
         // Its clients lose their connection: the outcome of their commands is unknown.
         clients = clients.filter { $0.value.node != id }
         outcome.crashes += 1
@@ -190,7 +224,9 @@ public struct ClusterSimulation {
         faults = false
         cuts.removeAll()
         let healStart = nowMs
-        if options.wipeOneMember, let victim = committed.memberIDs.randomElement(using: &random) {
+        // A voter keeps its placement log (a voter that lost it would have to rejoin the group as
+        // a new voter, which is not built): the disk a victim loses is its data.
+        if options.wipeOneMember, let victim = committed.memberIDs.filter({ !voters.contains($0) }).randomElement(using: &random) {
             wipe(victim)
         }
         for id in nodes.keys.sorted() where nodes[id]!.node == nil && !retired.contains(id) && committed.member(id) != nil {
@@ -230,6 +266,10 @@ public struct ClusterSimulation {
             nodes[id]!.random = generator
             collect(id)
         }
+        for id in voters where nodes[id]?.voter != nil {
+            nodes[id]!.voter!.tick(now: logTime)
+            drainLog(id)
+        }
         retireRemovedNodes()
     }
 
@@ -238,7 +278,7 @@ public struct ClusterSimulation {
     mutating func injectFaults() {
         let members = committed.memberIDs
         if let at = wipeAtMs, nowMs >= at, members.filter({ nodes[$0]?.node == nil }).count < options.downMax,
-           let victim = members.filter({ nodes[$0]?.node != nil }).randomElement(using: &random) {
+           let victim = members.filter({ nodes[$0]?.node != nil && !voters.contains($0) }).randomElement(using: &random) {
             wipeAtMs = nil
             wipe(victim)
         }
@@ -263,26 +303,78 @@ public struct ClusterSimulation {
     }
 
     mutating func changeMembership() {
-        let members = committed.members
+        guard let voter = voters.filter({ nodes[$0]?.voter != nil }).randomElement(using: &random) else { return }
+        let current = appliedPlacement(at: voter)
+        let members = current.members
         let add = members.count < options.membersMax && (members.count <= options.membersMin || Bool.random(using: &random))
+        let next: Placement
         if add {
-            let name = "node-\((nodes.keys.max() ?? 0) + 1)"
-            guard let next = try? committed.adding(name: name) else { return }
-            commit(next)
-            let joined = next.members.last!.id
-            precondition(nodes[joined] == nil, "a joining node gets a fresh id")
-            start(joined, durable: nil)
-            outcome.joins += 1
-        } else if members.count > options.membersMin {
-            let leaving = members.randomElement(using: &random)!
-            guard let next = try? committed.removing(name: leaving.name) else { return }
-            commit(next)
-            outcome.leaves += 1
+            guard let added = try? current.adding(name: "node-\(current.nextMemberID)") else { return }
+            next = added
+        } else {
+            // Voters stay: the placement log's voters are fixed.
+            guard members.count > options.membersMin,
+                  let leaving = members.filter({ !voters.contains($0.id) }).randomElement(using: &random),
+                  let removed = try? current.removing(name: leaving.name) else { return }
+            next = removed
         }
+        propose(next, replacing: current, at: voter)
     }
 
-    mutating func commit(_ next: Placement) {
+    /// Submits "replace `current` by `next`" to the placement log at `voter`: a compare-and-set
+    /// on the placement's bytes (on an absent key while the initial placement stands). A stale
+    /// `current` loses the compare; whoever wanted the change asks again.
+    mutating func propose(_ next: Placement, replacing current: Placement, at voter: Int) {
+        let condition: SetOptions.Condition = current == initial && appliedBytes(at: voter) == nil
+            ? .ifAbsent : .ifEqual(PlacementCodec.encode(current))
+        let command = StrongCommand(.set(key: Self.placementKey, value: PlacementCodec.encode(next), options: SetOptions(condition: condition)))
+        nextLogClient += 1
+        nodes[voter]!.voter!.submit(command, partition: 0, client: nextLogClient, now: logTime)
+        drainLog(voter)
+    }
+
+    /// The placement's bytes as `voter` has applied them (nil: never changed).
+    func appliedBytes(at voter: Int) -> [UInt8]? {
+        guard let state = nodes[voter]?.voter?.state(0),
+              case .bulk(let bytes) = state.read(StrongCommand(.get(key: Self.placementKey)), nowMs: nowMs) else { return nil }
+        return bytes
+    }
+
+    /// The placement as `voter` has applied it.
+    func appliedPlacement(at voter: Int) -> Placement {
+        guard let bytes = appliedBytes(at: voter) else { return initial }
+        guard let placement = try? PlacementCodec.decode(bytes) else { preconditionFailure("the placement log holds bytes that do not decode") }
+        return placement
+    }
+
+    /// Carries out a voter's effects: its disk first, then its messages; then looks at what it
+    /// applied.
+    mutating func drainLog(_ voter: Int) {
+        guard var replica = nodes[voter]?.voter else { return }
+        let effects = replica.effects
+        replica.effects = PaxosEffects()
+        nodes[voter]!.voter = replica
+        if outcome.problem == nil, let violation = replica.violations.first { outcome.problem = "placement voter \(voter): \(violation)" }
+        for change in effects.persist { nodes[voter]!.voterDisk.apply(change) }
+        for (to, message) in effects.messages {
+            schedule(.paxos(from: voter, to: to, message), delayMs: to == voter ? 1 : Int64.random(in: 1...options.delayMsMax, using: &random), lossy: to != voter)
+        }
+        if !effects.applied.isEmpty { learnCommitted(appliedPlacement(at: voter)) }
+    }
+
+    /// A voter applied `next`: when it is newer than any placement seen, members that joined
+    /// start, and every node is told.
+    mutating func learnCommitted(_ next: Placement) {
+        guard next.epoch > committed.epoch else { return }
+        if committed.isChanging {
+            outcome.switches += committed.changingPartitions.filter { committed.isMoving($0) && !next.isMoving($0) }.count
+        }
+        outcome.joins += next.members.filter { $0.state == .joining && committed.member($0.id) == nil }.count
+        outcome.leaves += next.members.filter { $0.state == .leaving && committed.member($0.id)?.state != .leaving }.count
         committed = next
+        for member in next.members where nodes[member.id] == nil {
+            start(member.id, durable: nil)
+        }
         for id in nodes.keys.sorted() where nodes[id]!.node != nil {
             schedule(.placement(to: id), delayMs: Int64.random(in: 1...options.delayMsMax, using: &random), lossy: true)
         }
@@ -354,16 +446,25 @@ public struct ClusterSimulation {
                 guard nodes[to]?.node != nil, !isCut(from, to) else { continue }
                 nodes[to]!.node!.receive(message, from: from, nowMs: nowMs)
                 collect(to)
+            case .paxos(let from, let to, let message):
+                guard nodes[to]?.voter != nil, !isCut(from, to) else { continue }
+                nodes[to]!.voter!.receive(message, from: from, now: logTime)
+                drainLog(to)
             case .placement(let to):
-                guard nodes[to]?.node != nil else { continue }
-                nodes[to]!.node!.learn(committed, nowMs: nowMs)
+                // The node reads what a live voter it can reach has applied.
+                guard nodes[to]?.node != nil,
+                      let voter = voters.filter({ nodes[$0]?.voter != nil && !isCut($0, to) }).randomElement(using: &random) else { continue }
+                nodes[to]!.node!.learn(appliedPlacement(at: voter), nowMs: nowMs)
                 collect(to)
-            case .proposal(_, let partitions, let changeEpoch):
-                let valid = partitions.filter { committed.isMoving($0) }
-                guard changeEpoch == committed.changeEpoch, !valid.isEmpty,
-                      let next = try? committed.switching(partitions: valid, changeEpoch: changeEpoch) else { continue }
-                outcome.switches += valid.count
-                commit(next)
+            case .proposal(let from, let partitions, let changeEpoch):
+                // The proposing node's request reaches a live voter, which checks it against what
+                // it has applied and submits the compare-and-set.
+                guard let voter = voters.filter({ nodes[$0]?.voter != nil && !isCut($0, from) }).randomElement(using: &random) else { continue }
+                let current = appliedPlacement(at: voter)
+                let valid = partitions.filter { current.isMoving($0) }
+                guard changeEpoch == current.changeEpoch, !valid.isEmpty,
+                      let next = try? current.switching(partitions: valid, changeEpoch: changeEpoch) else { continue }
+                propose(next, replacing: current, at: voter)
             }
         }
     }

@@ -200,26 +200,30 @@ import Testing
         settings.antiEntropyIntervalMs = 100
         var dc = InProcessDataCenter(members: 3, partitions: 1, settings: settings)
         let key = Array("hits".utf8)
-        func counted(_ amount: Int64, by node: UInt16, at ms: UInt64) -> ReplicaState {
-            let stamp = LWWStamp(timestamp: HLCTimestamp(physicalMs: ms, logical: 0), origin: ReplicaID(datacenter: 0, node: node))
+        // The key was created by an INCR (a reset to 0 whose stamp the value takes); each replica
+        // then took one node's later increments, which keep that stamp, and missed the others'
+        // (read repairs carry no ack: a way to put a state on one replica only).
+        let created = LWWStamp(timestamp: HLCTimestamp(physicalMs: 1_000, logical: 0), origin: ReplicaID(datacenter: 0, node: 0))
+        func counted(_ amount: Int64, by node: UInt16) -> ReplicaState {
             var counter = PNCounter()
+            counter.reset(to: 0, stamp: created)
             counter.add(amount, origin: ReplicaID(datacenter: 0, node: node))
             return ReplicaState(
-                value: PNCounter.decimalBytes(counter.value), valueStamp: stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: stamp,
+                value: PNCounter.decimalBytes(counter.value), valueStamp: created, expiryUnixMs: Entry.noExpiry, expiryStamp: created,
                 encoding: .byContent, counter: counter)
         }
-        // Each replica took one node's increments and missed the others' (read repairs carry no
-        // ack: a way to put a state on one replica only).
         for (node, amount) in [(0, Int64(5)), (1, 7), (2, -2)] {
             dc.nodes[node].receive(
-                .replicate(epoch: 1, request: 0, partition: 0, key: key, state: counted(amount, by: UInt16(node), at: UInt64(1_000 + node)), hinted: false),
+                .replicate(epoch: 1, request: 0, partition: 0, key: key, state: counted(amount, by: UInt16(node)), hinted: false),
                 from: (node + 1) % 3, nowMs: dc.nowMs)
         }
         _ = (0..<3).map { dc.collect($0) }
         #expect(dc.nodes[0].durable.store.state(of: key, partition: 0)?.counter?.value == 5)
         dc.advance(ms: 2_000)
         for node in 0..<3 {
-            #expect(dc.nodes[node].durable.store.state(of: key, partition: 0)?.counter?.value == 10, "node \(node)")
+            let state = dc.nodes[node].durable.store.state(of: key, partition: 0)
+            // The counter holds every increment, and the text shows it (not whichever text sorted last).
+            #expect(state?.counter?.value == 10 && state?.value == Array("10".utf8), "node \(node): \(String(describing: state))")
         }
         #expect(dc.nodes[1].durable.store.digest(of: 0) == dc.nodes[0].durable.store.digest(of: 0))
         #expect(dc.nodes[2].durable.store.digest(of: 0) == dc.nodes[0].durable.store.digest(of: 0))

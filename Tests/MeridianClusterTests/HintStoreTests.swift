@@ -33,7 +33,8 @@ import Testing
     /// What `add` reports (the hint stored, the ids it removed) is enough for a store on disk
     /// to follow: replaying it with `restore` and `remove` into an empty store, as a restart
     /// does, gives the same hints — through replacements, the bound's evictions and a hint
-    /// too large to keep — and ids keep growing after the restart.
+    /// too large to keep — and a hint added after the restart gets an id above every hint held
+    /// (ids of hints already gone may come again: only held hints' ids must stay unique).
     @Test func whatAddReportsIsEnoughToRebuildTheStore() {
         var memory = HintStore(bytesMax: 5 * 66)
         var disk = HintStore(bytesMax: 5 * 66)

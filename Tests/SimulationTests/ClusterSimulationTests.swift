@@ -1,8 +1,9 @@
 // Proves, in the deterministic simulator, the invariants of docs/CLUSTER.md for one data center
 // scaled out: 5 nodes, RF 3, `quorum` writes and reads, under message loss, duplication and
 // reordering, links cut for a while, nodes crashing (two at most at once) and restarting, and
-// nodes joining and leaving through committed placement changes (dual writes, streams, per-
-// partition switches). For every seed: every acknowledged write survives on every owner, the
+// nodes joining and leaving through placement changes committed by compare-and-set through
+// three Paxos voters (dual writes, streams, per-partition switches), each node restarting from
+// the disk its persist outputs built. For every seed: every acknowledged write survives on every owner, the
 // owners of each partition converge (same states, same digests), hints drain, partitions end on
 // exactly their owners, and (W + R > RF) a read on the epoch its coordinator knows sees every
 // write acknowledged before it began. A failure prints its seed; a seed that once failed becomes a test of its own.
