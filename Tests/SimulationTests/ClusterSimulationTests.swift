@@ -82,7 +82,7 @@ import Testing
         var wipes = 0
         var rebuilt: UInt64 = 0
         var checked = 0
-        for seed in UInt64(700)...724 {
+        for seed in UInt64(760)...784 {
             var simulation = ClusterSimulation(seed: seed, options: options)
             let outcome = simulation.run()
             #expect(outcome.passed && outcome.wipes >= 1, "seed \(seed): \(outcome)")
