@@ -6,7 +6,8 @@ import MeridianWire
 /// A deterministic simulation of one data center scaled out (docs/CLUSTER.md): `ClusterNode`s
 /// (coordinators, replicas, SWIM members, hint keepers, anti-entropy peers, move endpoints)
 /// exchange `ClusterMessage`s over a network that loses, duplicates, delays and reorders them
-/// and cuts links for a while; nodes crash (keeping their durable state) and restart; nodes
+/// and cuts links for a while; nodes crash (keeping the disk their `persist` outputs built, which
+/// must hold everything they held) and restart; nodes
 /// join and leave through committed placement changes. The placement is committed as the
 /// server will commit it (docs/CLUSTER.md, "The server wiring"): the first three members are
 /// the placement log's voters, running `PaxosReplica` over the same faulty network and crashing
@@ -49,9 +50,10 @@ public struct ClusterSimulation {
         public var commandsPerStep = 1
         public var writeAcks = AckCount.quorum
         public var readAcks = AckCount.quorum
-        /// One member loses its disk (store and hints) at a random moment of the faults, and one
-        /// (perhaps the same) when they stop; each restarts empty, knowing it lost its data, and
-        /// must answer no read before it rebuilt its partitions from the other owners.
+        /// A member that is not a placement voter loses its disk (store and hints) at a random
+        /// moment of the faults, and one (perhaps the same) when they stop; each restarts empty,
+        /// knowing it lost its data, and must answer no read before it rebuilt its partitions
+        /// from the other owners.
         public var wipeOneMember = false
         public var settings: ClusterSettings = {
             var settings = ClusterSettings()
