@@ -692,15 +692,20 @@ public struct ClusterNode: Sendable {
         var theirs: [[UInt8]: KeyStamps] = [:]
         for entry in stamps { theirs[entry.key] = entry }
         let mine = durable.store.entriesByLeaf(of: partition, leaves: leaves.sorted())
+        // One decision per key held (each costs the key's digest); a key the peer listed that
+        // this node does not hold in those leaves is one it lacks.
         var send: [ReplicaEntry] = []
+        var wantsTheirs: [[UInt8]: Bool] = [:]
         for leaf in mine.keys.sorted() {
-            for entry in mine[leaf]! where theirs[entry.key]?.exchange(with: entry.state).send ?? true {
-                send.append(entry)
+            for entry in mine[leaf]! {
+                let decision = theirs[entry.key]?.exchange(with: entry.state) ?? (send: true, want: false)
+                if decision.send { send.append(entry) }
+                wantsTheirs[entry.key] = decision.want
             }
         }
         var wanted: [[UInt8]] = []
         var wantedBytes = 0
-        for their in stamps where their.exchange(with: durable.store.state(of: their.key, partition: partition)).want {
+        for their in stamps where wantsTheirs[their.key] ?? true {
             guard wanted.count < settings.antiEntropyEntriesMax, wantedBytes < settings.entriesBytesMax else { break }
             wanted.append(their.key)
             wantedBytes += their.key.count + 4

@@ -327,7 +327,7 @@ public struct ClusterSimulation {
     /// on the placement's bytes (on an absent key while the initial placement stands). A stale
     /// `current` loses the compare; whoever wanted the change asks again.
     mutating func propose(_ next: Placement, replacing current: Placement, at voter: Int) {
-        let condition: SetOptions.Condition = current == initial && appliedBytes(at: voter) == nil
+        let condition: SetOptions.Condition = appliedBytes(at: voter) == nil
             ? .ifAbsent : .ifEqual(PlacementCodec.encode(current))
         let command = StrongCommand(.set(key: Self.placementKey, value: PlacementCodec.encode(next), options: SetOptions(condition: condition)))
         nextLogClient += 1
