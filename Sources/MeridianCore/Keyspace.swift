@@ -218,7 +218,13 @@ public struct Keyspace: Sendable {
 
     /// Creates an empty keyspace for namespaces whose eviction policies are `evictable`
     /// (indexed like the node's `NamespaceTable`).
-    public init(evictableNamespaces: [Bool], loggedNamespaces: [Bool] = [], replicatedNamespaces: [Bool] = []) {
+    /// `partitionCount`: keep each partition's tree and keys (`PartitionTracking`), for a node
+    /// that is one of several replicas in its data center.
+    public init(
+        evictableNamespaces: [Bool], loggedNamespaces: [Bool] = [], replicatedNamespaces: [Bool] = [],
+        partitionCount: Int? = nil
+    ) {
+        self.tracking = partitionCount.map { PartitionTracking(partitionCount: $0) }
         self.replicatedNamespaces = replicatedNamespaces.isEmpty
             ? Array(repeating: false, count: evictableNamespaces.count) : replicatedNamespaces
         self.evictableNamespaces = evictableNamespaces
@@ -307,6 +313,7 @@ public struct Keyspace: Sendable {
     @discardableResult
     public mutating func insert(bytes key: UnsafeRawBufferPointer, entry: Entry, logged: Bool = true) -> Int {
         precondition(slot(ofBytes: key) == nil, "insert of a key that is present")
+        if tracking != nil { noteChange(Array(key)) }
         let hash = KeyIndex.hash(key)
         let stored = Slot(key: StoredKey(key), hash: hash, entry: entry)
         let slot: Int
@@ -344,6 +351,7 @@ public struct Keyspace: Sendable {
 
     /// Replaces the value of a live slot.
     public mutating func setValue(at slot: Int, _ value: [UInt8], stamp: LWWStamp) {
+        willChange(slot: slot)
         let delta = value.count - slots[slot].entry.value.count
         slots[slot].entry.value = value
         slots[slot].entry.valueStamp = stamp
@@ -354,6 +362,7 @@ public struct Keyspace: Sendable {
 
     /// Changes the value of a live slot in place (APPEND, SETRANGE) without copying it first.
     public mutating func modifyValue<R>(at slot: Int, stamp: LWWStamp, _ body: (inout [UInt8]) -> R) -> R {
+        willChange(slot: slot)
         let before = slots[slot].entry.value.count
         let result = body(&slots[slot].entry.value)
         slots[slot].entry.valueStamp = stamp
@@ -363,7 +372,8 @@ public struct Keyspace: Sendable {
         return result
     }
 
-    /// Records how a live slot's value was written (see `EncodingHint`).
+    /// Records how a live slot's value was written (see `EncodingHint`). Not a change of the
+    /// partition trees: their digests leave the encoding hint out.
     public mutating func setEncoding(at slot: Int, _ encoding: EncodingHint) {
         slots[slot].entry.encoding = encoding
         logChange(slot: slot, .written)
@@ -371,6 +381,7 @@ public struct Keyspace: Sendable {
 
     /// Sets or clears (`Entry.noExpiry`) the expiry of a live slot.
     public mutating func setExpiry(at slot: Int, unixMs: Int64, stamp: LWWStamp) {
+        willChange(slot: slot)
         let had = slots[slot].entry.hasExpiry
         slots[slot].entry.expiryUnixMs = unixMs
         slots[slot].entry.expiryStamp = stamp
@@ -393,6 +404,7 @@ public struct Keyspace: Sendable {
 
     /// Removes a live key, logging the removal as `change` (nil: not at all).
     private mutating func remove(slot: Int, logging change: KeyChange.Kind?) -> Entry {
+        willChange(slot: slot)
         if let change { logChange(slot: slot, change) }
         let removed = slots[slot]
         if change != nil && replicatedNamespaces[Int(removed.entry.namespaceIndex)] {
@@ -446,6 +458,7 @@ public struct Keyspace: Sendable {
     /// the caller clears the disk as a whole.
     public mutating func removeAll() {
         keyChanges = []
+        tracking?.reset()
         tombstones = [:]
         tombstoneBytes = 0
         index.removeAll()
@@ -568,12 +581,14 @@ public struct Keyspace: Sendable {
     public private(set) var tombstoneBytes = 0
 
     private mutating func setTombstone(_ key: [UInt8], record: DurableRecord) {
+        willChange(key: key)
         if let old = tombstones[key] { tombstoneBytes -= key.count + old.record.encodedByteCount }
         tombstones[key] = Tombstone(record: record)
         tombstoneBytes += key.count + record.encodedByteCount
     }
 
     private mutating func takeTombstone(_ key: [UInt8]) -> Tombstone? {
+        willChange(key: key)
         guard let old = tombstones.removeValue(forKey: key) else { return nil }
         tombstoneBytes -= key.count + old.record.encodedByteCount
         return old
@@ -589,6 +604,7 @@ public struct Keyspace: Sendable {
     /// Sets the dots of the writes that produced a live slot's value and expiry fields (not a
     /// change: not logged).
     public mutating func setDots(at slot: Int, value: Dot?, expiry: Dot?) {
+        willChange(slot: slot)
         slots[slot].entry.dot = value
         slots[slot].entry.expiryDot = expiry
     }
@@ -604,6 +620,7 @@ public struct Keyspace: Sendable {
     /// Sets a live slot's counter state (its value follows when it shows the counter).
     /// `logged: false` when the caller is already handing the key's state on.
     public mutating func setCounter(at slot: Int, _ counter: PNCounter?, logged: Bool = true) {
+        willChange(slot: slot)
         slots[slot].entry.counter = counter
         materializeCounter(at: slot)
         if logged { logChange(slot: slot, .written) }
@@ -664,6 +681,7 @@ public struct Keyspace: Sendable {
         key: [UInt8], record incoming: DurableRecord, dot: Dot?, previousDot: Dot?, namespaceIndex: Int, nowUnixMs: Int64
     ) -> RemoteMerge {
         let record = incoming
+        willChange(key: key)
         let liveSlot = slot(ofBytes: key)
         let local: DurableRecord?
         let localDot: Dot?
@@ -758,6 +776,67 @@ public struct Keyspace: Sendable {
         for (key, tombstone) in tombstones {
             body(key, nil, tombstone.record, tombstone.dot)
         }
+    }
+
+    // MARK: Partition tracking (docs/CLUSTER.md, "The server wiring")
+
+    /// Per-partition trees and keys, when the node is one replica of several (nil otherwise:
+    /// then no change costs anything for them).
+    private var tracking: PartitionTracking?
+
+    /// Whether this keyspace keeps partition trees.
+    public var tracksPartitions: Bool { tracking != nil }
+
+    /// The state of `key` as a replica holds it: its live entry's record (expired or not), else
+    /// its dead state, else nil.
+    public func record(of key: [UInt8]) -> DurableRecord? {
+        if let slot = slot(ofBytes: key) { return DurableRecord(slots[slot].entry) }
+        return tombstones[key]?.record
+    }
+
+    /// Brings the partition trees up to date with every change since the last call. The node
+    /// calls it before it releases the shard's lock, as it drains `keyChanges`.
+    public mutating func settlePartitions() {
+        guard var settling = tracking, !settling.isSettled else { return }
+        tracking = nil  // keeps `settling` the only reference: no copy of the trees
+        settling.settle { record(of: $0) }
+        tracking = settling
+    }
+
+    /// The tree of this keyspace's part of `partition` (settled: call `settlePartitions` first).
+    public func partitionDigest(_ partition: Int) -> PartitionDigest {
+        guard let tracking else { preconditionFailure("the keyspace does not track partitions") }
+        precondition(tracking.isSettled, "partition trees read with changes pending")
+        return tracking.held[partition]?.digest ?? PartitionDigest()
+    }
+
+    /// The keys of `partition` held here (live or dead), unordered.
+    public func partitionKeys(_ partition: Int) -> Set<[UInt8]> {
+        guard let tracking else { preconditionFailure("the keyspace does not track partitions") }
+        precondition(tracking.isSettled, "partition keys read with changes pending")
+        return tracking.held[partition]?.keys ?? []
+    }
+
+    /// The partitions of which this keyspace holds any key, ascending.
+    public var heldPartitions: [Int] {
+        guard let tracking else { return [] }
+        return tracking.held.keys.sorted()
+    }
+
+    /// Notes, before the first change of a key in a locked section, what the trees hold for it.
+    @inline(__always)
+    private mutating func willChange(slot: Int) {
+        if tracking != nil { noteChange(slots[slot].key.bytes) }
+    }
+
+    @inline(__always)
+    private mutating func willChange(key: [UInt8]) {
+        if tracking != nil { noteChange(key) }
+    }
+
+    private mutating func noteChange(_ key: [UInt8]) {
+        let prior = record(of: key)
+        tracking!.noteChange(key, prior: prior)
     }
 
     // MARK: Private

@@ -1,5 +1,3 @@
-import MeridianCore
-
 /// 128 bits of a SHA-256, combined by XOR. XOR makes a set's digest order-free and updatable in
 /// O(1) per write (XOR the old entry out, the new one in); truncating SHA-256 to 128 bits keeps
 /// an accidental match between two different sets at 2^-128.
@@ -95,6 +93,12 @@ public struct PartitionDigest: Sendable, Equatable {
             low = low << 8 | UInt64(hash[8 + index])
         }
         return Digest128(high: high, low: low)
+    }
+
+    /// XORs every node of `other` in: the tree of the union of two disjoint sets of keys (a
+    /// node's partition is spread over its keyspace shards, each keeping its part's tree).
+    public mutating func combine(_ other: PartitionDigest) {
+        for index in nodes.indices { nodes[index].combine(other.nodes[index]) }
     }
 
     /// Adds or removes (XOR either way) one entry's digest in `leaf` and its ancestors.
