@@ -89,8 +89,8 @@ public enum ClusterPersist: Sendable, Equatable {
 }
 
 /// What survives a restart: the shell keeps it on disk, the simulator in memory.
-public struct ClusterDurableState: Sendable, Equatable {
-    public var store = ReplicaStore()
+public struct ClusterDurableState<Store: ReplicaStore>: Sendable, Equatable {
+    public var store: Store
     public var hints: HintStore
     public var placement: Placement
     /// The largest stamp this node issued, so that its clock never issues a smaller one.
@@ -106,7 +106,8 @@ public struct ClusterDurableState: Sendable, Equatable {
     /// `lostData`: the node held partitions before and lost them (the shell knows: its data
     /// directory is new but the committed placement already lists it); every partition it
     /// owns, or comes to own, must be rebuilt before it answers reads.
-    public init(placement: Placement, hintsBytesMax: Int, lostData: Bool = false) {
+    public init(store: Store, placement: Placement, hintsBytesMax: Int, lostData: Bool = false) {
+        self.store = store
         self.placement = placement
         self.hints = HintStore(bytesMax: hintsBytesMax)
         if lostData { rebuilding = Set(0..<placement.partitionCount) }
@@ -127,9 +128,16 @@ public struct ClusterDurableState: Sendable, Equatable {
     }
 
     /// Whether the two hold the same data (hint statistics aside: they are counters, not state).
-    public func holdsTheSame(as other: ClusterDurableState) -> Bool {
+    public func holdsTheSame(as other: ClusterDurableState<Store>) -> Bool {
         store == other.store && hints.hints == other.hints.hints && placement == other.placement
             && lastStamp == other.lastStamp && rebuilding == other.rebuilding
+    }
+}
+
+extension ClusterDurableState where Store == MemoryReplicaStore {
+    /// A state whose replicas live in memory (the simulator, the unit tests).
+    public init(placement: Placement, hintsBytesMax: Int, lostData: Bool = false) {
+        self.init(store: MemoryReplicaStore(), placement: placement, hintsBytesMax: hintsBytesMax, lostData: lostData)
     }
 }
 
@@ -160,14 +168,14 @@ public struct ClusterStats: Sendable, Equatable {
 /// every `persist` of a batch (one `takeOutputs()`) as durable as the namespace asks before it
 /// carries out any `send` or `reply` of that batch — an ack or a `written` reply promises the
 /// write is stored.
-public struct ClusterNode: Sendable {
+public struct ClusterNode<Store: ReplicaStore>: Sendable {
     public let id: Int
     /// Who this node is in write stamps: its data center and node index in the configuration
     /// (the same `ReplicaID` its cross-DC deltas carry), so stamps tie-break the same way in
     /// every data center.
     public let origin: ReplicaID
     public let settings: ClusterSettings
-    public private(set) var durable: ClusterDurableState
+    public private(set) var durable: ClusterDurableState<Store>
     public private(set) var stats = ClusterStats()
     /// Everything the steps since the last `takeOutputs()` produced, in order.
     public private(set) var outputs: [ClusterOutput] = []
@@ -257,7 +265,7 @@ public struct ClusterNode: Sendable {
     /// A node starting (or restarting) from `durable`. `incarnation` must grow across restarts
     /// (the start time will do): it is how the node refutes the others' belief that it is down.
     public init(
-        id: Int, origin: ReplicaID, durable: ClusterDurableState, settings: ClusterSettings, nowMs: Int64, incarnation: UInt64
+        id: Int, origin: ReplicaID, durable: ClusterDurableState<Store>, settings: ClusterSettings, nowMs: Int64, incarnation: UInt64
     ) {
         self.id = id
         self.origin = origin
@@ -911,9 +919,9 @@ public struct ClusterNode: Sendable {
 
     /// How often standing hints are offered to their targets (each offer sends up to
     /// `hintReplaysPerRound` per target).
-    static let hintReplayIntervalMs: Int64 = 100
+    static var hintReplayIntervalMs: Int64 { 100 }
     /// How often the node looks for partitions it holds but no longer owns.
-    static let ownershipCheckIntervalMs: Int64 = 1_000
+    static var ownershipCheckIntervalMs: Int64 { 1_000 }
 
     /// Merges a peer's state of a key (and moves the clock past its stamps).
     @discardableResult

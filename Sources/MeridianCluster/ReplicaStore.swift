@@ -1,9 +1,41 @@
 import MeridianCore
 
-/// The partitions one node holds, each with its Merkle tree kept current on every merge. This is
-/// the simulator's storage and the model the server's keyspace follows; merging is the LWW
-/// merge, so applying the same state twice, or two states in either order, ends the same.
-public struct ReplicaStore: Sendable, Equatable {
+/// Where a node keeps its replicas of the partitions it owns (docs/CLUSTER.md, "The server
+/// wiring"): `MemoryReplicaStore` in the simulator and the unit tests, `KeyspaceReplicaStore`
+/// (the keyspace the node's commands run on) in the server. Merging is `DurableRecord.merged`,
+/// so applying the same state twice, or two states in either order, ends the same; each
+/// partition's Merkle tree is kept current on every change.
+public protocol ReplicaStore: Sendable, Equatable {
+    /// This replica's state of `key`, if it holds any.
+    func state(of key: [UInt8], partition: Int) -> ReplicaState?
+    /// Merges `state` into the key's state. Returns whether anything changed.
+    @discardableResult
+    mutating func merge(key: [UInt8], state: ReplicaState, partition: Int) -> Bool
+    /// Forgets a partition this node no longer owns.
+    mutating func drop(partition: Int)
+    /// The partition's tree (empty for a partition this node holds nothing of).
+    func digest(of partition: Int) -> PartitionDigest
+    /// The entries of each of `leaves` (a leaf with none is absent), each leaf in key order.
+    func entriesByLeaf(of partition: Int, leaves: [Int]) -> [Int: [ReplicaEntry]]
+    /// Entries with keys after `after`, in key order, bounded as `ReplicaEntry` lists are: one
+    /// chunk of a move.
+    func entries(of partition: Int, after: [UInt8]?, limit: Int, bytesMax: Int) -> [ReplicaEntry]
+    /// The partitions this node holds anything of, ascending.
+    var heldPartitions: [Int] { get }
+}
+
+extension ReplicaStore {
+    /// Every state of a partition, by key (for checks and tests: it copies the partition).
+    public func states(of partition: Int) -> [[UInt8]: ReplicaState] {
+        var states: [[UInt8]: ReplicaState] = [:]
+        for entry in entries(of: partition, after: nil, limit: .max, bytesMax: .max) { states[entry.key] = entry.state }
+        return states
+    }
+}
+
+/// The partitions one node holds, in memory, each with its Merkle tree kept current on every
+/// merge: the simulator's storage, and the reference the keyspace's store is tested against.
+public struct MemoryReplicaStore: ReplicaStore {
     /// One partition's keys and tree.
     public struct Partition: Sendable, Equatable {
         public var entries: [[UInt8]: ReplicaState] = [:]

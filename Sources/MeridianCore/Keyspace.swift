@@ -823,6 +823,49 @@ public struct Keyspace: Sendable {
         return tracking.held.keys.sorted()
     }
 
+    /// Makes `record` the key's state, exactly: live in the index when it holds a value not
+    /// expired at `nowUnixMs`, otherwise its dead state. What a replica does with the result of
+    /// `DurableRecord.merged` (the merge is the caller's: here nothing is merged). Logged like a
+    /// command's change, for the disk.
+    public mutating func put(key: [UInt8], record: DurableRecord, namespaceIndex: Int, nowUnixMs: Int64) {
+        willChange(key: key)
+        let live = record.isTombstone || record.isExpired(atUnixMs: nowUnixMs)
+            ? nil : record.entry(namespaceIndex: namespaceIndex, lastAccessUnixMs: nowUnixMs)
+        switch (slot(ofBytes: key), live) {
+        case (let slot?, let entry?):
+            setValue(at: slot, entry.value, stamp: entry.valueStamp)
+            slots[slot].entry.encoding = entry.encoding
+            setExpiry(at: slot, unixMs: entry.expiryUnixMs, stamp: entry.expiryStamp)
+            // As given: a merged record's value already shows its counter when it should.
+            slots[slot].entry.counter = entry.counter
+            setDots(at: slot, value: entry.dot, expiry: entry.expiryDot)
+        case (nil, let entry?):
+            _ = takeTombstone(key)
+            key.withUnsafeBytes { _ = insert(bytes: $0, entry: entry) }
+        case (let slot?, nil):
+            _ = remove(slot: slot, logging: .deleted)
+            setTombstone(key, record: record)
+        case (nil, nil):
+            setTombstone(key, record: record)
+            logDeadState(key, namespaceIndex: namespaceIndex)
+        }
+        assert(self.record(of: key) == record, "put keeps the record as given")
+    }
+
+    /// Forgets every key of `partition`, live or dead, without logging or counting it as a
+    /// delete (the node no longer holds the partition: nothing happened to the keys). Returns
+    /// them, for the caller to forget on disk too.
+    public mutating func forgetPartition(_ partition: Int) -> [[UInt8]] {
+        settlePartitions()
+        let keys = Array(partitionKeys(partition))
+        for key in keys {
+            if let slot = slot(ofBytes: key) { _ = remove(slot: slot, logging: nil) }
+            _ = takeTombstone(key)
+        }
+        settlePartitions()
+        return keys
+    }
+
     /// Notes, before the first change of a key in a locked section, what the trees hold for it.
     @inline(__always)
     private mutating func willChange(slot: Int) {

@@ -3,6 +3,86 @@ import MeridianCore
 import MeridianPaxos
 import MeridianWire
 
+/// What a `ClusterSimulation` runs: the data center, its traffic and its faults.
+public struct ClusterSimulationOptions: Sendable {
+    public var nodes = 5
+    public var replicationFactor = 3
+    public var partitions = 16
+    public var keys = 48
+    /// Simulated time with faults and client traffic.
+    public var faultMs: Int64 = 30_000
+    /// The longest the system may take to go quiet afterwards.
+    public var healMsMax: Int64 = 120_000
+    public var stepMs: Int64 = 10
+    public var lossPercent = 3
+    public var duplicatePercent = 2
+    public var delayMsMax: Int64 = 20
+    /// Per mille per step that an up member crashes (at most `downMax` down at once).
+    public var crashPerMille = 2
+    public var downMax = 2
+    /// Per mille per step that a down node restarts.
+    public var restartPerMille = 8
+    /// Per mille per step that a link between two nodes is cut for 0.2–3 s.
+    public var cutPerMille = 3
+    /// Per mille per step that a node is added or removed (when no change is running).
+    public var changePerMille = 1
+    public var membersMin = 4
+    public var membersMax = 7
+    /// Client commands per step (each a write, a delete or a read at a random member).
+    public var commandsPerStep = 1
+    public var writeAcks = AckCount.quorum
+    public var readAcks = AckCount.quorum
+    /// A member that is not a placement voter loses its disk (store and hints) at a random
+    /// moment of the faults, and one (perhaps the same) when they stop; each restarts empty,
+    /// knowing it lost its data, and must answer no read before it rebuilt its partitions
+    /// from the other owners.
+    public var wipeOneMember = false
+    public var settings: ClusterSettings = {
+        var settings = ClusterSettings()
+        settings.antiEntropyIntervalMs = 2_000
+        settings.graceMs = 1_000
+        settings.moveChunkEntries = 4
+        settings.moveChunksPerTick = 1
+        // Small message bounds, so that anti-entropy and moves run past one message.
+        settings.antiEntropyEntriesMax = 3
+        settings.entriesBytesMax = 160
+        settings.moveRetryMs = 500
+        settings.hintsBytesMax = 1 << 20
+        return settings
+    }()
+
+    public init() {}
+}
+
+/// What a `ClusterSimulation` run saw, and the first invariant it found broken.
+public struct ClusterSimulationOutcome: Sendable, CustomStringConvertible {
+    public var problem: String?
+    public var writesAcknowledged = 0
+    public var writesTimedOut = 0
+    public var readsChecked = 0
+    public var crashes = 0
+    public var wipes = 0
+    public var partitionsRebuilt: UInt64 = 0
+    public var joins = 0
+    public var leaves = 0
+    public var switches = 0
+    public var hintsStored: UInt64 = 0
+    public var hintsReplayed: UInt64 = 0
+    public var readRepairs: UInt64 = 0
+    public var antiEntropyRepairs: UInt64 = 0
+    public var moveEntries: UInt64 = 0
+    public var healMs: Int64 = 0
+
+    public init() {}
+
+    public var passed: Bool { problem == nil }
+
+    public var description: String {
+        "acked=\(writesAcknowledged) timedOut=\(writesTimedOut) readsChecked=\(readsChecked) crashes=\(crashes) wipes=\(wipes) rebuilt=\(partitionsRebuilt) joins=\(joins) leaves=\(leaves) switches=\(switches) hints=\(hintsStored)/\(hintsReplayed) readRepairs=\(readRepairs) aeRepairs=\(antiEntropyRepairs) moved=\(moveEntries) healMs=\(healMs)"
+            + (problem.map { " problem: \($0)" } ?? "")
+    }
+}
+
 /// A deterministic simulation of one data center scaled out (docs/CLUSTER.md): `ClusterNode`s
 /// (coordinators, replicas, SWIM members, hint keepers, anti-entropy peers, move endpoints)
 /// exchange `ClusterMessage`s over a network that loses, duplicates, delays and reorders them
@@ -21,84 +101,11 @@ import MeridianWire
 /// partitions end on exactly their owners. During the run, whenever W + R > RF, it checks that
 /// a read whose coordinator knew the committed epoch, and whose epoch did not change before the
 /// answer, sees every write acknowledged before it began.
-public struct ClusterSimulation {
-    public struct Options: Sendable {
-        public var nodes = 5
-        public var replicationFactor = 3
-        public var partitions = 16
-        public var keys = 48
-        /// Simulated time with faults and client traffic.
-        public var faultMs: Int64 = 30_000
-        /// The longest the system may take to go quiet afterwards.
-        public var healMsMax: Int64 = 120_000
-        public var stepMs: Int64 = 10
-        public var lossPercent = 3
-        public var duplicatePercent = 2
-        public var delayMsMax: Int64 = 20
-        /// Per mille per step that an up member crashes (at most `downMax` down at once).
-        public var crashPerMille = 2
-        public var downMax = 2
-        /// Per mille per step that a down node restarts.
-        public var restartPerMille = 8
-        /// Per mille per step that a link between two nodes is cut for 0.2–3 s.
-        public var cutPerMille = 3
-        /// Per mille per step that a node is added or removed (when no change is running).
-        public var changePerMille = 1
-        public var membersMin = 4
-        public var membersMax = 7
-        /// Client commands per step (each a write, a delete or a read at a random member).
-        public var commandsPerStep = 1
-        public var writeAcks = AckCount.quorum
-        public var readAcks = AckCount.quorum
-        /// A member that is not a placement voter loses its disk (store and hints) at a random
-        /// moment of the faults, and one (perhaps the same) when they stop; each restarts empty,
-        /// knowing it lost its data, and must answer no read before it rebuilt its partitions
-        /// from the other owners.
-        public var wipeOneMember = false
-        public var settings: ClusterSettings = {
-            var settings = ClusterSettings()
-            settings.antiEntropyIntervalMs = 2_000
-            settings.graceMs = 1_000
-            settings.moveChunkEntries = 4
-            settings.moveChunksPerTick = 1
-            // Small message bounds, so that anti-entropy and moves run past one message.
-            settings.antiEntropyEntriesMax = 3
-            settings.entriesBytesMax = 160
-            settings.moveRetryMs = 500
-            settings.hintsBytesMax = 1 << 20
-            return settings
-        }()
-
-        public init() {}
-    }
-
-    public struct Outcome: Sendable, CustomStringConvertible {
-        public var problem: String?
-        public var writesAcknowledged = 0
-        public var writesTimedOut = 0
-        public var readsChecked = 0
-        public var crashes = 0
-        public var wipes = 0
-        public var partitionsRebuilt: UInt64 = 0
-        public var joins = 0
-        public var leaves = 0
-        public var switches = 0
-        public var hintsStored: UInt64 = 0
-        public var hintsReplayed: UInt64 = 0
-        public var readRepairs: UInt64 = 0
-        public var antiEntropyRepairs: UInt64 = 0
-        public var moveEntries: UInt64 = 0
-        public var healMs: Int64 = 0
-
-        public init() {}
-
-        public var passed: Bool { problem == nil }
-
-        public var description: String {
-            "acked=\(writesAcknowledged) timedOut=\(writesTimedOut) readsChecked=\(readsChecked) crashes=\(crashes) wipes=\(wipes) rebuilt=\(partitionsRebuilt) joins=\(joins) leaves=\(leaves) switches=\(switches) hints=\(hintsStored)/\(hintsReplayed) readRepairs=\(readRepairs) aeRepairs=\(antiEntropyRepairs) moved=\(moveEntries) healMs=\(healMs)"
-                + (problem.map { " problem: \($0)" } ?? "")
-        }
-    }
+/// The replicas live in `Store`: `MemoryReplicaStore`, or `KeyspaceReplicaStore` (the keyspace
+/// the server runs on, docs/CLUSTER.md "The server wiring").
+public struct ClusterSimulation<Store: ReplicaStore> {
+    public typealias Options = ClusterSimulationOptions
+    public typealias Outcome = ClusterSimulationOutcome
 
     enum Event {
         case message(from: Int, to: Int, ClusterMessage)
@@ -114,9 +121,9 @@ public struct ClusterSimulation {
     }
 
     struct SimulatedNode {
-        var node: ClusterNode?
+        var node: ClusterNode<Store>?
         /// The node's disk: built only from its `persist` outputs, and what a restart gets.
-        var saved: ClusterDurableState
+        var saved: ClusterDurableState<Store>
         var random: SplitMix64
         /// A placement voter's part of the placement log, and its disk.
         var voter: PaxosReplica?
@@ -125,7 +132,7 @@ public struct ClusterSimulation {
     }
 
     /// The key of the placement in the placement log.
-    static let placementKey = Array("placement".utf8)
+    static var placementKey: [UInt8] { Array("placement".utf8) }
     /// The placement log's voters: the first members (ids 0, 1, 2), never removed.
     let voters: [Int]
     var nextLogClient: UInt64 = 1
@@ -158,7 +165,11 @@ public struct ClusterSimulation {
     /// When a member loses its disk during the faults (nil: done, or not asked for).
     var wipeAtMs: Int64?
 
-    public init(seed: UInt64, options: Options = Options()) {
+    /// An empty store for a node (started without a disk, or wiped).
+    let makeStore: (_ partitionCount: Int) -> Store
+
+    public init(seed: UInt64, options: Options = Options(), makeStore: @escaping (_ partitionCount: Int) -> Store) {
+        self.makeStore = makeStore
         self.seed = seed
         self.options = options
         self.random = SplitMix64(seed: seed)
@@ -175,8 +186,9 @@ public struct ClusterSimulation {
 
     static func key(_ index: Int) -> [UInt8] { Array("key:\(index)".utf8) }
 
-    mutating func start(_ id: Int, durable: ClusterDurableState?) {
-        let state = durable ?? ClusterDurableState(placement: committed, hintsBytesMax: options.settings.hintsBytesMax)
+    mutating func start(_ id: Int, durable: ClusterDurableState<Store>?) {
+        let state = durable ?? ClusterDurableState(
+            store: makeStore(options.partitions), placement: committed, hintsBytesMax: options.settings.hintsBytesMax)
         let node = ClusterNode(
             id: id, origin: ReplicaID(datacenter: 0, node: UInt16(id)), durable: state, settings: options.settings, nowMs: nowMs,
             incarnation: UInt64(nowMs) + 1)
@@ -200,7 +212,8 @@ public struct ClusterSimulation {
     /// The member crashes and comes back (when restarted) with an empty disk.
     mutating func wipe(_ id: Int) {
         crash(id)
-        nodes[id]!.saved = ClusterDurableState(placement: committed, hintsBytesMax: options.settings.hintsBytesMax, lostData: true)
+        nodes[id]!.saved = ClusterDurableState(
+            store: makeStore(options.partitions), placement: committed, hintsBytesMax: options.settings.hintsBytesMax, lostData: true)
         outcome.wipes += 1
     }
 
@@ -533,24 +546,24 @@ public struct ClusterSimulation {
         }
         for partition in 0..<committed.partitionCount {
             let owners = committed.owners(of: partition)
-            let reference = nodes[owners[0]]!.node!.durable.store.partitions[partition]?.entries ?? [:]
+            let reference = nodes[owners[0]]!.node!.durable.store.states(of: partition)
             for owner in owners {
                 // The tree kept up merge by merge equals the tree of what the replica holds.
-                let held = nodes[owner]!.node!.durable.store.partitions[partition]
+                let store = nodes[owner]!.node!.durable.store
                 var rebuilt = PartitionDigest()
-                for (key, state) in held?.entries ?? [:] {
+                for (key, state) in store.states(of: partition) {
                     rebuilt.toggle(PartitionDigest.entryDigest(key: key, state: state), leaf: PartitionDigest.leaf(of: key))
                 }
-                if rebuilt != (held?.digest ?? PartitionDigest()) { return "partition \(partition): owner \(owner)'s tree drifted from its keys" }
+                if rebuilt != store.digest(of: partition) { return "partition \(partition): owner \(owner)'s tree drifted from its keys" }
             }
             for owner in owners.dropFirst() {
-                let entries = nodes[owner]!.node!.durable.store.partitions[partition]?.entries ?? [:]
+                let entries = nodes[owner]!.node!.durable.store.states(of: partition)
                 if entries != reference {
                     return "partition \(partition): owners \(owners[0]) and \(owner) differ (\(reference.count) vs \(entries.count) keys)"
                 }
             }
             for id in members where !owners.contains(id) {
-                if let held = nodes[id]!.node!.durable.store.partitions[partition], !held.entries.isEmpty {
+                if !nodes[id]!.node!.durable.store.states(of: partition).isEmpty {
                     return "member \(id) still holds partition \(partition), owned by \(owners)"
                 }
             }
@@ -566,5 +579,12 @@ public struct ClusterSimulation {
             }
         }
         return nil
+    }
+}
+
+extension ClusterSimulation where Store == MemoryReplicaStore {
+    /// A run whose replicas live in memory.
+    public init(seed: UInt64, options: Options = Options()) {
+        self.init(seed: seed, options: options) { _ in MemoryReplicaStore() }
     }
 }

@@ -8,7 +8,7 @@ import MeridianWire
 /// core's cost with it (`countBytes` adds each delivered message's encoded size).
 public struct InProcessDataCenter {
     /// The nodes; a node's id is its index.
-    public var nodes: [ClusterNode]
+    public var nodes: [ClusterNode<MemoryReplicaStore>]
     /// Simulated time.
     public var nowMs: Int64 = 1_000
     /// Nodes whose messages, both ways, are dropped (and which get no ticks).

@@ -14,7 +14,7 @@ extension Meridian {
     struct BenchCluster: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "bench-cluster",
-            abstract: "Measures the scale-out core in one process: anti-entropy (idle, diverged), hint replay, a node joining.")
+            abstract: "Measures the scale-out core in one process: the keyspace's partition trees, anti-entropy (idle, diverged), hint replay, a node joining.")
 
         @Option(help: "Keys loaded into the data center.")
         var keys = 1_000_000
@@ -40,6 +40,33 @@ extension Meridian {
             let value = [UInt8](repeating: UInt8(ascii: "v"), count: valueBytes)
             let clock = ContinuousClock()
             print("scale-out core, in one process: 3 nodes, RF 3, \(partitions) partitions, \(keys) keys of \(valueBytes) bytes")
+
+            // The keyspace's own partition trees, which the server keeps on every write of a node
+            // that is one of several replicas: the same writes on a keyspace without and with them,
+            // each write settled on its own (one locked section per command).
+            let keyBytes = (0..<keys).map { Array("key:\($0)".utf8) }
+            for tracked in [false, true] {
+                var keyspace = Keyspace(
+                    evictableNamespaces: [false], replicatedNamespaces: [true], partitionCount: tracked ? partitions : nil)
+                let origin = ReplicaID(datacenter: 0, node: 0)
+                let trackedStart = clock.now
+                for round in 0..<2 {
+                    for (index, key) in keyBytes.enumerated() {
+                        let stamp = LWWStamp(timestamp: HLCTimestamp(physicalMs: UInt64(round * keys + index + 1), logical: 0), origin: origin)
+                        if let slot = keyspace.slot(ofBytes: key) {
+                            keyspace.setValue(at: slot, value, stamp: stamp)
+                        } else {
+                            let entry = Entry(value: value, valueStamp: stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: stamp,
+                                              lastAccessUnixMs: 0, namespaceIndex: 0)
+                            key.withUnsafeBytes { _ = keyspace.insert(bytes: $0, entry: entry) }
+                        }
+                        keyspace.settlePartitions()
+                    }
+                }
+                report("keyspace alone, \(keys) inserts then \(keys) overwrites, partition trees \(tracked ? "kept" : "not kept")",
+                       clock.now - trackedStart, count: 2 * keys, unit: "write",
+                       note: tracked ? "\(keyspace.heldPartitions.count) partitions held" : nil)
+            }
 
             // Load: every key written with `all` acks, coordinated by the nodes in turn.
             var started = clock.now

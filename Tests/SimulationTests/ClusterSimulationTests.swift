@@ -12,8 +12,8 @@ import MeridianSimulation
 import Testing
 
 @Suite struct ClusterSimulationTests {
-    static func run(_ seeds: ClosedRange<UInt64>, options: ClusterSimulation.Options = .init()) -> ClusterSimulation.Outcome? {
-        var total = ClusterSimulation.Outcome()
+    static func run(_ seeds: ClosedRange<UInt64>, options: ClusterSimulationOptions = .init()) -> ClusterSimulationOutcome? {
+        var total = ClusterSimulationOutcome()
         for seed in seeds {
             var simulation = ClusterSimulation(seed: seed, options: options)
             let outcome = simulation.run()
@@ -44,7 +44,7 @@ import Testing
 
     /// Without faults every write is acknowledged and nothing needs repair.
     @Test func withoutFaultsEveryWriteIsAcknowledged() throws {
-        var options = ClusterSimulation.Options()
+        var options = ClusterSimulationOptions()
         options.lossPercent = 0
         options.duplicatePercent = 0
         options.crashPerMille = 0
@@ -62,7 +62,7 @@ import Testing
     /// acknowledged by one replica may be on that replica only when a move streams from a
     /// quorum that lacks it (docs/CLUSTER.md says so).
     @Test func otherAckCountsKeepTheInvariants() throws {
-        var options = ClusterSimulation.Options()
+        var options = ClusterSimulationOptions()
         options.writeAcks = .all
         options.readAcks = .one
         _ = try #require(Self.run(500...519, options: options))
@@ -77,7 +77,7 @@ import Testing
     /// run, and are checked, during the faults), every acknowledged write is back on it, and
     /// no member is still rebuilding at the end. Membership changes run as well.
     @Test func aMemberThatLostItsDiskIsRebuiltBeforeItAnswersReads() throws {
-        var options = ClusterSimulation.Options()
+        var options = ClusterSimulationOptions()
         options.wipeOneMember = true
         var wipes = 0
         var rebuilt: UInt64 = 0
@@ -93,5 +93,23 @@ import Testing
         }
         // Most seeds wipe a member during the faults too (when fewer than two are down then).
         #expect(wipes > 40 && rebuilt > 0 && checked > 0, "wipes=\(wipes) rebuilt=\(rebuilt) readsChecked=\(checked)")
+    }
+
+    /// The keyspace as the replica store (what the server runs on, `KeyspaceReplicaStore`)
+    /// behaves exactly as the memory store: the same seeds, with and without a member losing
+    /// its disk, pass and end with the same outcome, event for event.
+    @Test func theKeyspaceHoldsReplicasAsTheMemoryStoreDoes() {
+        var options = ClusterSimulationOptions()
+        for (seeds, wipe) in [(UInt64(1)...6, false), (UInt64(760)...762, true)] {
+            options.wipeOneMember = wipe
+            for seed in seeds {
+                var inMemory = ClusterSimulation(seed: seed, options: options)
+                var inKeyspace = ClusterSimulation(seed: seed, options: options) { KeyspaceReplicaStore(partitionCount: $0) }
+                let expected = inMemory.run()
+                let outcome = inKeyspace.run()
+                #expect(outcome.passed, "seed \(seed): \(outcome)")
+                #expect(outcome.description == expected.description, "seed \(seed): keyspace \(outcome), memory \(expected)")
+            }
+        }
     }
 }

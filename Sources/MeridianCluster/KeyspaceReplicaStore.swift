@@ -1,0 +1,87 @@
+import MeridianCore
+
+/// A node's replicas kept in a keyspace (docs/CLUSTER.md, "The server wiring"): the records a
+/// replica holds are the keyspace's entries and dead states, its trees the keyspace's partition
+/// tracking. One `Keyspace` here; the server's node spreads a partition over its shards, each a
+/// keyspace, and combines their trees (`PartitionDigest.combine`).
+///
+/// The merge is `DurableRecord.merged`, the same as `MemoryReplicaStore`'s, and the result is
+/// put in the keyspace as it is (`Keyspace.put`), so the two stores hold the same records after
+/// the same merges (`KeyspaceReplicaStoreTests`, and the cluster simulator run on this store).
+public struct KeyspaceReplicaStore: ReplicaStore {
+    public private(set) var keyspace: Keyspace
+    /// The namespace a key belongs to (the node's namespace table decides; the record does not
+    /// carry it).
+    private let namespaceOf: @Sendable ([UInt8]) -> Int
+    /// The time that decides whether a merged record is live or expired (Unix ms).
+    private let nowUnixMs: @Sendable () -> Int64
+
+    public init(keyspace: Keyspace, namespaceOf: @escaping @Sendable ([UInt8]) -> Int, nowUnixMs: @escaping @Sendable () -> Int64) {
+        precondition(keyspace.tracksPartitions, "a replica store's keyspace keeps partition trees")
+        self.keyspace = keyspace
+        self.namespaceOf = namespaceOf
+        self.nowUnixMs = nowUnixMs
+    }
+
+    /// A store of one replicated namespace whose clock stands at the epoch (nothing expires):
+    /// what the simulator runs on.
+    public init(partitionCount: Int) {
+        self.init(
+            keyspace: Keyspace(evictableNamespaces: [false], replicatedNamespaces: [true], partitionCount: partitionCount),
+            namespaceOf: { _ in 0 }, nowUnixMs: { 0 })
+    }
+
+    public func state(of key: [UInt8], partition: Int) -> ReplicaState? {
+        keyspace.record(of: key)
+    }
+
+    @discardableResult
+    public mutating func merge(key: [UInt8], state: ReplicaState, partition: Int) -> Bool {
+        let current = keyspace.record(of: key)
+        let merged = current.map { $0.merged(with: state) } ?? state
+        guard merged != current else { return false }
+        keyspace.put(key: key, record: merged, namespaceIndex: namespaceOf(key), nowUnixMs: nowUnixMs())
+        keyspace.settlePartitions()
+        return true
+    }
+
+    public mutating func drop(partition: Int) {
+        _ = keyspace.forgetPartition(partition)
+    }
+
+    public func digest(of partition: Int) -> PartitionDigest {
+        keyspace.partitionDigest(partition)
+    }
+
+    public func entriesByLeaf(of partition: Int, leaves: [Int]) -> [Int: [ReplicaEntry]] {
+        let wanted = Set(leaves)
+        var byLeaf: [Int: [ReplicaEntry]] = [:]
+        for key in keyspace.partitionKeys(partition) {
+            let leaf = PartitionDigest.leaf(of: key)
+            guard wanted.contains(leaf), let record = keyspace.record(of: key) else { continue }
+            byLeaf[leaf, default: []].append(ReplicaEntry(key: key, state: record))
+        }
+        for leaf in byLeaf.keys { byLeaf[leaf]!.sort { $0.key.lexicographicallyPrecedes($1.key) } }
+        return byLeaf
+    }
+
+    public func entries(of partition: Int, after: [UInt8]?, limit: Int, bytesMax: Int) -> [ReplicaEntry] {
+        let keys = keyspace.partitionKeys(partition).filter { after == nil || after!.lexicographicallyPrecedes($0) }
+            .sorted { $0.lexicographicallyPrecedes($1) }
+        return keys.lazy.compactMap { key in keyspace.record(of: key).map { ReplicaEntry(key: key, state: $0) } }
+            .bounded(limit: limit, bytesMax: bytesMax)
+    }
+
+    public var heldPartitions: [Int] { keyspace.heldPartitions }
+
+    /// Two stores are equal when they hold the same records (their trees follow).
+    public static func == (lhs: KeyspaceReplicaStore, rhs: KeyspaceReplicaStore) -> Bool {
+        guard lhs.heldPartitions == rhs.heldPartitions else { return false }
+        for partition in lhs.heldPartitions {
+            let keys = lhs.keyspace.partitionKeys(partition)
+            guard keys == rhs.keyspace.partitionKeys(partition) else { return false }
+            for key in keys where lhs.keyspace.record(of: key) != rhs.keyspace.record(of: key) { return false }
+        }
+        return true
+    }
+}
