@@ -794,12 +794,16 @@ public struct Keyspace: Sendable {
         return tombstones[key]?.record
     }
 
-    /// Brings the partition trees up to date with every change since the last call. The node
-    /// calls it before it releases the shard's lock, as it drains `keyChanges`.
+    /// Brings the partition trees up to date with every change since the last call. Whoever
+    /// reads the trees calls it first (under the shard's lock); the keyspace also settles by
+    /// itself once `PartitionTracking.pendingKeysMax` keys wait.
     public mutating func settlePartitions() {
         guard var settling = tracking, !settling.isSettled else { return }
         tracking = nil  // keeps `settling` the only reference: no copy of the trees
-        settling.settle { record(of: $0) }
+        settling.settle { key in
+            if let slot = slot(ofBytes: key) { return (DurableRecord(slots[slot].entry), slot) }
+            return tombstones[key].map { ($0.record, nil) }
+        }
         tracking = settling
     }
 
@@ -816,6 +820,9 @@ public struct Keyspace: Sendable {
         precondition(tracking.isSettled, "partition keys read with changes pending")
         return tracking.held[partition]?.keys ?? []
     }
+
+    /// Keys whose change the trees do not show yet (at most `PartitionTracking.pendingKeysMax`).
+    public var pendingPartitionKeys: Int { tracking?.pendingCount ?? 0 }
 
     /// The partitions of which this keyspace holds any key, ascending.
     public var heldPartitions: [Int] {
@@ -878,7 +885,14 @@ public struct Keyspace: Sendable {
     }
 
     private mutating func noteChange(_ key: [UInt8]) {
-        let prior = record(of: key)
+        guard !tracking!.isPending(key) else { return }
+        if tracking!.pendingCount >= PartitionTracking.pendingKeysMax { settlePartitions() }
+        let prior: Digest128?
+        if let slot = slot(ofBytes: key) {
+            prior = tracking!.digest(ofSlot: slot)
+        } else {
+            prior = tombstones[key].map { PartitionDigest.entryDigest(key: key, state: $0.record) }
+        }
         tracking!.noteChange(key, prior: prior)
     }
 

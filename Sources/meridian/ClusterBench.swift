@@ -41,11 +41,12 @@ extension Meridian {
             let clock = ContinuousClock()
             print("scale-out core, in one process: 3 nodes, RF 3, \(partitions) partitions, \(keys) keys of \(valueBytes) bytes")
 
-            // The keyspace's own partition trees, which the server keeps on every write of a node
-            // that is one of several replicas: the same writes on a keyspace without and with them,
-            // each write settled on its own (one locked section per command).
+            // The keyspace's own partition trees, which a node that is one of several replicas
+            // keeps on every write: the same writes on a keyspace without them, with them settled
+            // after every write, and with them settled as the keyspace does by itself (when
+            // `PartitionTracking.pendingKeysMax` keys wait; readers settle first).
             let keyBytes = (0..<keys).map { Array("key:\($0)".utf8) }
-            for tracked in [false, true] {
+            for (tracked, settleEach) in [(false, false), (true, true), (true, false)] {
                 var keyspace = Keyspace(
                     evictableNamespaces: [false], replicatedNamespaces: [true], partitionCount: tracked ? partitions : nil)
                 let origin = ReplicaID(datacenter: 0, node: 0)
@@ -60,10 +61,12 @@ extension Meridian {
                                               lastAccessUnixMs: 0, namespaceIndex: 0)
                             key.withUnsafeBytes { _ = keyspace.insert(bytes: $0, entry: entry) }
                         }
-                        keyspace.settlePartitions()
+                        if settleEach { keyspace.settlePartitions() }
                     }
                 }
-                report("keyspace alone, \(keys) inserts then \(keys) overwrites, partition trees \(tracked ? "kept" : "not kept")",
+                keyspace.settlePartitions()
+                let trees = tracked ? (settleEach ? "kept, settled after every write" : "kept, settled by the keyspace") : "not kept"
+                report("keyspace alone, \(keys) inserts then \(keys) overwrites, partition trees \(trees)",
                        clock.now - trackedStart, count: 2 * keys, unit: "write",
                        note: tracked ? "\(keyspace.heldPartitions.count) partitions held" : nil)
             }

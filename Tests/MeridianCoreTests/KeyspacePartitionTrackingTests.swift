@@ -138,6 +138,32 @@ import Testing
         _ = keyspace.takeKeyChanges()
     }
 
+    @Test func theKeyspaceSettlesByItselfOnceManyKeysWait() {
+        // Readers settle first; writers never need to: past the bound the keyspace settles.
+        var keyspace = Keyspace(evictableNamespaces: [false], replicatedNamespaces: [true], partitionCount: Self.partitions)
+        let count = PartitionTracking.pendingKeysMax * 2 + 100
+        for round in 0..<3 {
+            for index in 0..<count {
+                let key = Array("key:\(index)".utf8)
+                let stamp = Self.stamp(UInt64(round * count + index + 1))
+                if let slot = keyspace.slot(ofBytes: key) {
+                    if round == 2 && index % 3 == 0 {
+                        keyspace.remove(slot: slot)
+                        keyspace.recordTombstone(key: key, stamp: stamp, dot: nil)
+                    } else {
+                        keyspace.setValue(at: slot, Array("v\(round)".utf8), stamp: stamp)
+                    }
+                } else {
+                    let entry = Entry(value: [1], valueStamp: stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: stamp,
+                                      lastAccessUnixMs: 0, namespaceIndex: 0)
+                    key.withUnsafeBytes { _ = keyspace.insert(bytes: $0, entry: entry) }
+                }
+                #expect(keyspace.pendingPartitionKeys <= PartitionTracking.pendingKeysMax)
+            }
+        }
+        #expect(Self.tracksExactly(&keyspace, step: 0, seed: 0))
+    }
+
     @Test func aKeyspaceWithoutTrackingKeepsNoTrees() {
         var keyspace = Keyspace(evictableNamespaces: [false], replicatedNamespaces: [true])
         let entry = Entry(value: [1], valueStamp: Self.stamp(1), expiryUnixMs: Entry.noExpiry, expiryStamp: Self.stamp(1),
