@@ -2,7 +2,8 @@ import MeridianCore
 
 /// Where a node keeps its replicas of the partitions it owns (docs/CLUSTER.md, "The server
 /// wiring"): `MemoryReplicaStore` in the simulator and the unit tests, `KeyspaceReplicaStore`
-/// (the keyspace the node's commands run on) in the server. Merging is `DurableRecord.merged`,
+/// (replicas kept in a keyspace, as the server will keep them; the server does not run the
+/// core yet). Merging is `DurableRecord.merged`,
 /// so applying the same state twice, or two states in either order, ends the same; each
 /// partition's Merkle tree is kept current on every change.
 public protocol ReplicaStore: Sendable, Equatable {

@@ -160,9 +160,16 @@ public struct DurableRecord: Sendable, Equatable {
 
     /// The record's bytes.
     public func encoded() -> [UInt8] {
-        let valueCount = value?.count ?? 0
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(Self.headerBytes + valueCount + Self.trailerBytes)
+        bytes.reserveCapacity(encodedByteCount)
+        encode(into: &bytes)
+        return bytes
+    }
+
+    /// Appends the record's bytes (`encoded()`) to `bytes`, whatever it already holds.
+    public func encode(into bytes: inout [UInt8]) {
+        let start = bytes.count
+        let valueCount = value?.count ?? 0
         bytes.append(Self.formatVersion)
         bytes.append((isTombstone ? 1 : 0) | (counter == nil ? 0 : 2) | (dot == nil ? 0 : 4) | (expiryDot == nil ? 0 : 8))
         bytes.append(encoding.rawValue)
@@ -187,12 +194,13 @@ public struct DurableRecord: Sendable, Equatable {
             let length = UInt32(bytes.count - lengthAt - 4)
             for index in 0..<4 { bytes[lengthAt + index] = UInt8(truncatingIfNeeded: length >> UInt32(8 * index)) }
         }
-        for dot in [dot, expiryDot].compactMap({ $0 }) {
+        for dot in [dot, expiryDot] {
+            guard let dot else { continue }
             Self.append(UInt32(dot.origin.datacenter) | UInt32(dot.origin.node) << 16, to: &bytes)
             Self.append(dot.sequence, to: &bytes)
         }
-        Self.append(CRC32C.checksum(bytes), to: &bytes)
-        return bytes
+        let checksum = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[start...])) }
+        Self.append(checksum, to: &bytes)
     }
 
     /// Decodes a record, checking its length, version, flags and checksum.

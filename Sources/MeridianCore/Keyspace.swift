@@ -787,6 +787,14 @@ public struct Keyspace: Sendable {
     /// Whether this keyspace keeps partition trees.
     public var tracksPartitions: Bool { tracking != nil }
 
+    /// The partition count the trees are kept for (nil: none are).
+    public var trackedPartitionCount: Int? { tracking?.partitioner.partitionCount }
+
+    /// Whether every namespace keeps a dead state for a removed key (as replicated namespaces
+    /// do): what a replica store needs, or a delete would leave nothing to merge and an older
+    /// dead state could stand for the key.
+    public var keepsDeadStatesInEveryNamespace: Bool { !replicatedNamespaces.contains(false) }
+
     /// The state of `key` as a replica holds it: its live entry's record (expired or not), else
     /// its dead state, else nil.
     public func record(of key: [UInt8]) -> DurableRecord? {
@@ -824,9 +832,10 @@ public struct Keyspace: Sendable {
     /// Keys whose change the trees do not show yet (at most `PartitionTracking.pendingKeysMax`).
     public var pendingPartitionKeys: Int { tracking?.pendingCount ?? 0 }
 
-    /// The partitions of which this keyspace holds any key, ascending.
+    /// The partitions of which this keyspace holds any key, ascending (settled).
     public var heldPartitions: [Int] {
         guard let tracking else { return [] }
+        precondition(tracking.isSettled, "held partitions read with changes pending")
         return tracking.held.keys.sorted()
     }
 

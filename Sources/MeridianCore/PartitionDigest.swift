@@ -84,15 +84,9 @@ public struct PartitionDigest: Sendable, Equatable {
         bytes.reserveCapacity(key.count + canonical.encodedByteCount + 4)
         appendBigEndian(UInt32(key.count), to: &bytes)
         bytes += key
-        bytes += canonical.encoded()
-        let hash = SHA256.digest(bytes)
-        var high: UInt64 = 0
-        var low: UInt64 = 0
-        for index in 0..<8 {
-            high = high << 8 | UInt64(hash[index])
-            low = low << 8 | UInt64(hash[8 + index])
-        }
-        return Digest128(high: high, low: low)
+        canonical.encode(into: &bytes)
+        let hash = bytes.withUnsafeBytes { SHA256.digest128(of: $0) }
+        return Digest128(high: hash.high, low: hash.low)
     }
 
     /// XORs every node of `other` in: the tree of the union of two disjoint sets of keys (a

@@ -16,6 +16,35 @@ public struct SHA256: Sendable {
         return hasher.finish()
     }
 
+    /// The first 128 bits of the digest of `bytes`, big-endian, computed without allocating:
+    /// what a partition tree keeps per key (`PartitionDigest.entryDigest`), once per write.
+    public static func digest128(of bytes: UnsafeRawBufferPointer) -> (high: UInt64, low: UInt64) {
+        var hasher = SHA256()
+        let block = bytes.assumingMemoryBound(to: UInt8.self)
+        let whole = bytes.count / 64 * 64
+        var offset = 0
+        while offset < whole {
+            hasher.compress(block, offset: offset)
+            offset += 64
+        }
+        // The rest, the 0x80 marker and the bit length: one block, or two when the rest leaves
+        // fewer than 9 bytes of room.
+        let rest = bytes.count - whole
+        let tailCount = rest < 56 ? 64 : 128
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 128) { tail in
+            for index in 0..<rest { tail[index] = block[whole + index] }
+            tail[rest] = 0x80
+            for index in (rest + 1)..<tailCount { tail[index] = 0 }
+            let bitLength = UInt64(bytes.count) &* 8
+            for index in 0..<8 { tail[tailCount - 1 - index] = UInt8(truncatingIfNeeded: bitLength >> UInt64(8 * index)) }
+            let tailBlocks = UnsafeBufferPointer(tail)
+            hasher.compress(tailBlocks, offset: 0)
+            if tailCount == 128 { hasher.compress(tailBlocks, offset: 64) }
+        }
+        let state = hasher.state
+        return (UInt64(state.0) << 32 | UInt64(state.1), UInt64(state.2) << 32 | UInt64(state.3))
+    }
+
     /// Lowercase hex of a digest.
     public static func hex(_ digest: [UInt8]) -> String {
         var text: [UInt8] = []

@@ -63,6 +63,10 @@ import Testing
             if memory.state(of: key, partition: partition) != keyspace.state(of: key, partition: partition) {
                 return "the state of \(String(decoding: key, as: UTF8.self))"
             }
+            let elsewhere = (partition + 1) % partitions
+            if keyspace.state(of: key, partition: elsewhere) != memory.state(of: key, partition: elsewhere) {
+                return "the state of \(String(decoding: key, as: UTF8.self)) asked under partition \(elsewhere)"
+            }
         }
         return nil
     }
@@ -74,12 +78,13 @@ import Testing
         // Its clock at 1,500,000 ms: some merged records are live, some expired (dead states).
         let keyspace = Keyspace(evictableNamespaces: [false], replicatedNamespaces: [true], partitionCount: Self.partitions)
         var store = KeyspaceReplicaStore(keyspace: keyspace, namespaceOf: { _ in 0 }, nowUnixMs: { 1_500_000 })
-        let keys = (0..<24).map { Array("k\($0)".utf8) }
+        // More keys than the keyspace lets wait unsettled (its drop settles them by itself).
+        let keys = (0..<90).map { Array("k\($0)".utf8) }
         let partitioner = Partitioner(partitionCount: Self.partitions)
-        for step in 0..<400 {
+        for step in 0..<600 {
             let key = keys[Int.random(in: 0..<keys.count, using: &random)]
             let partition = key.withUnsafeBytes { partitioner.partition(of: $0) }
-            if step % 150 == 149 {
+            if step % 200 == 199 {
                 memory.drop(partition: partition)
                 store.drop(partition: partition)
             } else {

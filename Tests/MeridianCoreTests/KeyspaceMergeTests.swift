@@ -290,6 +290,35 @@ import Testing
         }
         #expect(SHA256.hex(hasher.finish()) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
     }
+
+    /// A record encoded after other bytes is the same bytes as on its own (its checksum covers
+    /// the record alone): the partition trees hash a key and its record in one buffer.
+    @Test func aRecordEncodesTheSameAfterOtherBytes() throws {
+        var counter = PNCounter()
+        counter.add(5, origin: ReplicaID(datacenter: 1, node: 2))
+        var record = DurableRecord(
+            value: Array("5".utf8), valueStamp: KeyspaceMergeTests.stamp(7, KeyspaceMergeTests.east), expiryUnixMs: 9,
+            expiryStamp: KeyspaceMergeTests.stamp(8, KeyspaceMergeTests.west), encoding: .raw, counter: counter)
+        record.dot = Dot(origin: KeyspaceMergeTests.east, sequence: 3)
+        var bytes: [UInt8] = [1, 2, 3]
+        record.encode(into: &bytes)
+        #expect(Array(bytes.dropFirst(3)) == record.encoded())
+        #expect(try DurableRecord(decoding: Array(bytes.dropFirst(3))) == record)
+    }
+
+    /// The one-shot 128-bit form agrees with the full digest at every length around the block
+    /// and padding boundaries (55, 56, 63, 64, 119, 120 …).
+    @Test func digest128IsTheDigestsFirstHalf() {
+        var random = SplitMix64(seed: 3)
+        for count in 0...300 {
+            let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) }
+            let full = SHA256.digest(bytes)
+            let half = bytes.withUnsafeBytes { SHA256.digest128(of: $0) }
+            let high = full[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let low = full[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            #expect(half.high == high && half.low == low, "\(count) bytes")
+        }
+    }
 }
 
 @Suite struct CounterTextTests {
