@@ -117,4 +117,20 @@ public enum ClusterMessage: Sendable, Equatable {
     /// leaves: a key absent is a key the sender lacks). The receiver answers with
     /// `antiEntropyEntries`: its states the sender lacks or holds older, and the keys it wants.
     case antiEntropyStamps(partition: Int, leaves: [Int], stamps: [KeyStamps])
+    /// Coordinator → primary: run this command (type 33) — one command's arguments, or a
+    /// transaction's several — routed by placement `epoch` to the partition's primary. The
+    /// shell's `CommandForwarder` sends it and the primary's command executor runs it;
+    /// `ClusterNode` ignores it.
+    case command(request: UInt64, epoch: UInt64, partition: Int, commands: [[[UInt8]]])
+    /// Primary → coordinator: what became of `command` (type 34).
+    case commandReply(request: UInt64, outcome: CommandOutcome)
+}
+
+/// What a primary did with a forwarded command.
+public enum CommandOutcome: Sendable, Equatable {
+    /// It ran; its reply, as the RESP bytes the client gets.
+    case executed(reply: [UInt8])
+    /// It did not run: the sender routed by an older placement, and this node does not own the
+    /// partition at its own epoch (given).
+    case movedEpoch(UInt64)
 }

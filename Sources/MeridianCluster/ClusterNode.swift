@@ -490,6 +490,9 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
             answerDigests(partition: partition, level: level, nodes: nodes, digests: digests, to: sender)
         case .antiEntropyStamps(let partition, let leaves, let stamps):
             compareStamps(partition: partition, leaves: leaves, stamps: stamps, from: sender)
+        case .command, .commandReply:
+            // Forwarded commands are the shell's (its `CommandForwarder` and its executor).
+            break
         case .antiEntropyEntries(let partition, let entries, let wanted):
             mergeEntries(partition: partition, entries: entries, wanted: wanted, from: sender, nowMs: nowMs)
         case .moveRequest(let partition, let changeEpoch, let stream, let after):

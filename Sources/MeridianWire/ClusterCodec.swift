@@ -10,7 +10,7 @@ public enum ClusterCodec {
     /// The message kinds, as numbered in docs/CLUSTER.md.
     enum Kind: UInt8 {
         case swimPing = 20, swimAck, swimPingRequest, replicate, replicateAck, read, readReply, movedEpoch
-        case antiEntropyDigests, antiEntropyEntries, moveRequest, moveChunk, antiEntropyStamps
+        case antiEntropyDigests, antiEntropyEntries, moveRequest, moveChunk, antiEntropyStamps, command, commandReply
     }
 
     /// Updates a SWIM message may carry, and digests/leaves an anti-entropy message may name.
@@ -67,6 +67,17 @@ public enum ClusterCodec {
         case .moveChunk(let partition, let changeEpoch, let stream, let after, let entries, let last):
             writer.u8(Kind.moveChunk.rawValue); writer.u32(UInt32(partition)); writer.u64(changeEpoch); writer.u64(stream)
             writer.optionalBlob(after); writer.entries(entries); writer.flag(last)
+        case .command(let request, let epoch, let partition, let commands):
+            writer.u8(Kind.command.rawValue); writer.u64(request); writer.u64(epoch); writer.u32(UInt32(partition))
+            writer.u32(UInt32(commands.count))
+            for arguments in commands {
+                writer.u32(UInt32(arguments.count))
+                for argument in arguments { writer.blob(argument) }
+            }
+        case .commandReply(let request, .executed(let reply)):
+            writer.u8(Kind.commandReply.rawValue); writer.u64(request); writer.u8(0); writer.blob(reply)
+        case .commandReply(let request, .movedEpoch(let epoch)):
+            writer.u8(Kind.commandReply.rawValue); writer.u64(request); writer.u8(1); writer.u64(epoch)
         }
         return writer.bytes
     }
@@ -142,6 +153,29 @@ public enum ClusterCodec {
             message = .moveChunk(
                 partition: Int(try reader.uint32()), changeEpoch: try reader.uint64(), stream: try reader.uint64(),
                 after: try reader.optionalKey(), entries: try reader.entries(), last: try reader.flag())
+        case .command:
+            let request = try reader.uint64()
+            let epoch = try reader.uint64()
+            let partition = Int(try reader.uint32())
+            let count = try reader.count()
+            guard count >= 1 else { throw .malformed("a forwarded command with no command") }
+            var commands: [[[UInt8]]] = []
+            for _ in 0..<count {
+                // Each argument takes at least its 4-byte length: `count` bounds them by the payload.
+                let argumentCount = try reader.count()
+                guard argumentCount >= 1 else { throw .malformed("a forwarded command with no arguments") }
+                var arguments: [[UInt8]] = []
+                for _ in 0..<argumentCount { arguments.append(try reader.blob()) }
+                commands.append(arguments)
+            }
+            message = .command(request: request, epoch: epoch, partition: partition, commands: commands)
+        case .commandReply:
+            let request = try reader.uint64()
+            switch try reader.uint8() {
+            case 0: message = .commandReply(request: request, outcome: .executed(reply: try reader.blob()))
+            case 1: message = .commandReply(request: request, outcome: .movedEpoch(try reader.uint64()))
+            case let other: throw .malformed("command outcome \(other)")
+            }
         }
         guard reader.isAtEnd else { throw .malformed("\(bytes.count - reader.offset) bytes after a cluster message") }
         return message

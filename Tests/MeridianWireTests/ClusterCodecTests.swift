@@ -45,6 +45,13 @@ import Testing
         .moveRequest(partition: 3, changeEpoch: 0, stream: .max, after: Array("k".utf8)),
         .moveChunk(partition: 3, changeEpoch: 4, stream: 5, after: Array("a".utf8), entries: entries, last: false),
         .moveChunk(partition: 3, changeEpoch: 0, stream: 1, after: nil, entries: [], last: true),
+        .command(request: 1, epoch: 2, partition: 3, commands: [[Array("GET".utf8), Array("k".utf8)]]),
+        .command(request: .max, epoch: 2, partition: 1_023, commands: [
+            [Array("MULTI".utf8)], [Array("SET".utf8), Array("{t}a".utf8), []], [Array("EXEC".utf8)],
+        ]),
+        .commandReply(request: 1, outcome: .executed(reply: Array("$1\r\nv\r\n".utf8))),
+        .commandReply(request: 1, outcome: .executed(reply: [])),
+        .commandReply(request: 2, outcome: .movedEpoch(7)),
     ]
 
     @Test func everyMessageRoundTrips() throws {
@@ -62,7 +69,12 @@ import Testing
             #expect(throws: WireError.self) { try ClusterCodec.decode(bytes + [0]) }
         }
         #expect(throws: WireError.self) { try ClusterCodec.decode([19]) }
-        #expect(throws: WireError.self) { try ClusterCodec.decode([33]) }
+        #expect(throws: WireError.self) { try ClusterCodec.decode([35]) }
+        // A forwarded command with no command, or a command with no arguments; an outcome
+        // that names nothing.
+        #expect(throws: WireError.self) { try ClusterCodec.decode([33] + [UInt8](repeating: 0, count: 24)) }
+        #expect(throws: WireError.self) { try ClusterCodec.decode([33] + [UInt8](repeating: 0, count: 20) + [1, 0, 0, 0, 0, 0, 0, 0]) }
+        #expect(throws: WireError.self) { try ClusterCodec.decode([34] + [UInt8](repeating: 0, count: 8) + [2]) }
         // A tree level past the leaves.
         #expect(throws: WireError.self) { try ClusterCodec.decode([28, 0, 0, 0, 0, 3, 0, 0, 0, 0]) }
         // A liveness byte that names nothing.
@@ -84,7 +96,7 @@ import Testing
         for _ in 0..<20_000 {
             let count = Int(random.next() % 60)
             var bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-            if !bytes.isEmpty { bytes[0] = UInt8(20 + random.next() % 12) }
+            if !bytes.isEmpty { bytes[0] = UInt8(20 + random.next() % 15) }
             _ = try? ClusterCodec.decode(bytes)
         }
     }
