@@ -308,6 +308,32 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
         key.withUnsafeBytes { partitioner.partition(of: $0) }
     }
 
+    // MARK: Forwarded commands (docs/CLUSTER.md, "Forwarding")
+
+    /// The partition's primary as this node sees it: the first owner, in placement order, that
+    /// SWIM believes alive, skipping this node while it rebuilds the partition (it cannot read
+    /// it). nil when no owner is alive: a command for the partition waits (`CommandForwarder`).
+    public func primary(of partition: Int) -> Int? {
+        placement.owners(of: partition).first { owner in
+            owner == id ? !durable.rebuilding.contains(partition) : membership.liveness(of: owner) == .alive
+        }
+    }
+
+    /// Whether this node refuses a command forwarded to it for `partition` by a coordinator that
+    /// routed by placement `epoch`: nil — run it — while this node owns the partition (when the
+    /// coordinator's placement is newer, `.fetchPlacement` comes out too); otherwise the answer
+    /// to send, "moved" with this node's epoch (nothing ran). Two nodes that both run commands
+    /// for one partition (SWIM views differing for a moment) merge their records as concurrent
+    /// writes do.
+    public mutating func refusesForwarded(partition: Int, epoch: UInt64) -> CommandOutcome? {
+        guard partition >= 0, partition < placement.partitionCount, placement.owners(of: partition).contains(id) else {
+            if epoch > placement.epoch { sawEpoch(epoch) }
+            return .movedEpoch(placement.epoch)
+        }
+        if epoch > placement.epoch { sawEpoch(epoch) }
+        return nil
+    }
+
     // MARK: Client commands (this node coordinates)
 
     /// A client's write (`value == nil` deletes). The reply comes as `.reply(client:)`.

@@ -5,6 +5,7 @@
 // for a command too large for a frame or without a live primary; a link's in-flight commands
 // are bounded.
 import MeridianCluster
+import MeridianSimulation
 import Testing
 
 @Suite struct CommandForwarderTests {
@@ -138,5 +139,27 @@ import Testing
         #expect(result19)
         let sent = forwarder.takeOutputs().filter { if case .send = $0 { true } else { false } }
         #expect(sent.count == 3 && forwarder.inFlight(to: 2) == 2)
+    }
+
+    /// The primary's side: the first live owner is the primary (a node rebuilding a partition
+    /// is not its primary); an owner runs a forwarded command, fetching a newer placement its
+    /// coordinator knew; a non-owner refuses it with its epoch.
+    @Test func ownersRunForwardedCommandsAndOthersRefuseThem() {
+        var dc = InProcessDataCenter(members: 4, replicationFactor: 2, partitions: 8)
+        let placement = dc.nodes[0].placement
+        let partition = 5
+        let owners = placement.owners(of: partition)
+        let outsider = (0..<4).first { !owners.contains($0) }!
+        #expect(dc.nodes[outsider].primary(of: partition) == owners[0])
+        #expect(dc.nodes[owners[1]].refusesForwarded(partition: partition, epoch: placement.epoch) == nil)
+        #expect(dc.nodes[outsider].refusesForwarded(partition: partition, epoch: placement.epoch) == .movedEpoch(placement.epoch))
+        _ = dc.nodes[owners[0]].takeOutputs()
+        #expect(dc.nodes[owners[0]].refusesForwarded(partition: partition, epoch: placement.epoch + 1) == nil)
+        #expect(dc.nodes[owners[0]].takeOutputs().contains(.fetchPlacement))
+        #expect(dc.nodes[owners[0]].refusesForwarded(partition: 99, epoch: placement.epoch) == .movedEpoch(placement.epoch))
+        // Once SWIM declares the first owner down, the second is the primary.
+        dc.unreachable = [owners[0]]
+        dc.advance(ms: 10_000)
+        #expect(dc.nodes[outsider].primary(of: partition) == owners[1])
     }
 }
