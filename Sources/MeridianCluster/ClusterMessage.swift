@@ -133,4 +133,6 @@ public enum CommandOutcome: Sendable, Equatable {
     /// It did not run: the sender routed by an older placement, and this node does not own the
     /// partition at its own epoch (given).
     case movedEpoch(UInt64)
+    /// It ran, but its reply does not fit one peer frame.
+    case replyTooLarge
 }

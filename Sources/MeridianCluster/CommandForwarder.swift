@@ -7,6 +7,8 @@ public enum ForwardingResult: Sendable, Equatable {
     case timedOut(mayHaveRun: Bool)
     /// Its arguments do not fit one peer frame: nothing ran.
     case tooLarge
+    /// It ran, but its reply does not fit one peer frame (the primary says so instead).
+    case replyTooLarge
     /// No primary of the partition was alive within `request_timeout`: nothing ran.
     case noPrimary
 }
@@ -37,6 +39,8 @@ public struct CommandForwarder: Sendable {
         case placement(atLeast: UInt64)
         /// No primary was alive when it was to be sent.
         case primary
+        /// The primary's link has `inFlightPerLinkMax` commands in flight.
+        case link(Int)
     }
 
     enum Where: Sendable, Equatable {
@@ -90,8 +94,11 @@ public struct CommandForwarder: Sendable {
 
     /// Forwards `commands` (one command, or a transaction's several, all of `partition`) for
     /// `client` to `primary` (nil: none alive now; it waits for one until its deadline).
-    /// Returns false, doing nothing, when `primary`'s link already has `inFlightPerLinkMax`
-    /// commands in flight: the shell holds the client's input and asks again later.
+    /// `client` names one reply slot (one command, or one partition's part of a split one): it
+    /// is unique among the commands pending, and grows in arrival order, the order waiting
+    /// commands are sent in. Returns false, doing nothing, when `primary`'s link already has
+    /// `inFlightPerLinkMax` commands in flight or commands waiting for room on it: the shell
+    /// holds the client's input and asks again later.
     public mutating func forward(
         client: UInt64, partition: Int, commands: [[[UInt8]]], epoch: UInt64, primary: Int?, nowMs: Int64
     ) -> Bool {
@@ -101,7 +108,7 @@ public struct CommandForwarder: Sendable {
             outputs.append(.reply(client: client, .tooLarge))
             return true
         }
-        if let primary, inFlight(to: primary) >= inFlightPerLinkMax { return false }
+        if let primary, inFlight(to: primary) >= inFlightPerLinkMax || waitsForRoom(on: primary) { return false }
         self.commands[client] = Command(partition: partition, commands: commands, deadlineMs: nowMs + requestTimeoutMs, place: .waiting(.primary))
         if let primary { send(client: client, to: primary, epoch: epoch) }
         return true
@@ -118,6 +125,9 @@ public struct CommandForwarder: Sendable {
         case .executed(let reply):
             commands[client] = nil
             outputs.append(.reply(client: client, .replied(reply)))
+        case .replyTooLarge:
+            commands[client] = nil
+            outputs.append(.reply(client: client, .replyTooLarge))
         case .movedEpoch(let epoch):
             // It did not run: send it again once the placement after `epoch` is known.
             commands[client]!.place = .waiting(.placement(atLeast: epoch))
@@ -125,8 +135,9 @@ public struct CommandForwarder: Sendable {
         }
     }
 
-    /// A committed placement (its `epoch`) is known: commands that wait for one, or for a
-    /// primary, go to the primary it names (`primary(partition)`; nil: none alive).
+    /// A committed placement (its `epoch`) is known — the shell calls this for every placement
+    /// it learns, its periodic refresh included: commands that wait for one, for a primary or
+    /// for room on a link go to the primary it names (`primary(partition)`; nil: none alive).
     public mutating func learned(epoch: UInt64, primary: (Int) -> Int?) {
         fetchRequested = false
         resend(epoch: epoch, primary: primary)
@@ -142,7 +153,7 @@ public struct CommandForwarder: Sendable {
                 clientOfRequest[request] = nil
                 inFlightByPeer[peer, default: 1] -= 1
                 result = .timedOut(mayHaveRun: true)
-            case .waiting(.placement):
+            case .waiting(.placement), .waiting(.link):
                 result = .timedOut(mayHaveRun: false)
             case .waiting(.primary):
                 result = .noPrimary
@@ -153,6 +164,10 @@ public struct CommandForwarder: Sendable {
         resend(epoch: epoch, primary: primary)
         // A fetch that brought an older placement than a refusal named: ask again.
         if commands.values.contains(where: { if case .waiting(.placement) = $0.place { true } else { false } }) { requestPlacement() }
+    }
+
+    private func waitsForRoom(on peer: Int) -> Bool {
+        commands.values.contains { $0.place == .waiting(.link(peer)) }
     }
 
     private mutating func requestPlacement() {
@@ -185,7 +200,16 @@ public struct CommandForwarder: Sendable {
             case .waiting(.placement(let atLeast)) where epoch < atLeast: continue
             case .waiting: break
             }
-            guard let target = primary(command.partition), inFlight(to: target) < inFlightPerLinkMax else { continue }
+            // A placement at least as new as any refusal's is known: what is missing now is a
+            // live primary, or room on its link.
+            guard let target = primary(command.partition) else {
+                commands[client]!.place = .waiting(.primary)
+                continue
+            }
+            guard inFlight(to: target) < inFlightPerLinkMax else {
+                commands[client]!.place = .waiting(.link(target))
+                continue
+            }
             send(client: client, to: target, epoch: epoch)
         }
     }

@@ -78,6 +78,8 @@ public enum ClusterCodec {
             writer.u8(Kind.commandReply.rawValue); writer.u64(request); writer.u8(0); writer.blob(reply)
         case .commandReply(let request, .movedEpoch(let epoch)):
             writer.u8(Kind.commandReply.rawValue); writer.u64(request); writer.u8(1); writer.u64(epoch)
+        case .commandReply(let request, .replyTooLarge):
+            writer.u8(Kind.commandReply.rawValue); writer.u64(request); writer.u8(2)
         }
         return writer.bytes
     }
@@ -174,6 +176,7 @@ public enum ClusterCodec {
             switch try reader.uint8() {
             case 0: message = .commandReply(request: request, outcome: .executed(reply: try reader.blob()))
             case 1: message = .commandReply(request: request, outcome: .movedEpoch(try reader.uint64()))
+            case 2: message = .commandReply(request: request, outcome: .replyTooLarge)
             case let other: throw .malformed("command outcome \(other)")
             }
         }

@@ -95,16 +95,50 @@ import Testing
         #expect(forwarder.pendingCount == 1 && forwarder.inFlight(to: 2) == 1 && forwarder.inFlight(to: 3) == 0)
     }
 
-    @Test func aRefusedCommandWithoutANewPrimaryFailsAsNotRun() throws {
+    @Test func aRefusedCommandFailsAsNotRunWithoutANewPrimaryOrPlacement() throws {
         var forwarder = Self.forwarder()
         _ = forwarder.forward(client: 1, partition: 0, commands: Self.incr, epoch: 5, primary: 2, nowMs: 0)
-        let request = try #require(Self.sentRequest(forwarder.takeOutputs(), to: 2))
-        forwarder.receive(.commandReply(request: request, outcome: .movedEpoch(6)), from: 2)
+        _ = forwarder.forward(client: 2, partition: 1, commands: Self.incr, epoch: 5, primary: 3, nowMs: 0)
+        let outputs = forwarder.takeOutputs()
+        let first = try #require(Self.sentRequest(outputs, to: 2))
+        let second = try #require(Self.sentRequest(outputs, to: 3))
+        forwarder.receive(.commandReply(request: first, outcome: .movedEpoch(6)), from: 2)
+        forwarder.receive(.commandReply(request: second, outcome: .movedEpoch(7)), from: 3)
+        let fetches = forwarder.takeOutputs()
+        #expect(fetches == [.fetchPlacement], "one fetch for both refusals")
+        // Epoch 6 names no live primary for partition 0, and is too old for partition 1.
         forwarder.learned(epoch: 6) { _ in nil }
+        forwarder.tick(nowMs: 1_000, epoch: 6) { _ in nil }
+        let waiting = forwarder.takeOutputs()
+        #expect(waiting == [.fetchPlacement], "asked again for partition 1 only, once")
         forwarder.tick(nowMs: 2_000, epoch: 6) { _ in nil }
-        let result11 = forwarder.takeOutputs()
-        #expect(result11.contains(.reply(client: 1, .timedOut(mayHaveRun: false))))
+        let failed = forwarder.takeOutputs()
+        #expect(failed == [.reply(client: 1, .noPrimary), .reply(client: 2, .timedOut(mayHaveRun: false))])
         #expect(forwarder.pendingCount == 0)
+    }
+
+    @Test func commandsWaitingForRoomOnALinkGoFirstAndInOrder() throws {
+        var forwarder = Self.forwarder(inFlight: 1)
+        _ = forwarder.forward(client: 1, partition: 0, commands: Self.get, epoch: 5, primary: 2, nowMs: 0)
+        let request = try #require(Self.sentRequest(forwarder.takeOutputs(), to: 2))
+        _ = forwarder.forward(client: 2, partition: 0, commands: Self.get, epoch: 5, primary: nil, nowMs: 0)
+        // The primary is back, its link full: client 2 waits for room, and a newer command for
+        // that link is refused rather than overtake it.
+        forwarder.tick(nowMs: 100, epoch: 5) { _ in 2 }
+        let refused = forwarder.forward(client: 3, partition: 0, commands: Self.get, epoch: 5, primary: 2, nowMs: 100)
+        #expect(!refused)
+        forwarder.receive(.commandReply(request: request, outcome: .replyTooLarge), from: 2)
+        let replied = forwarder.takeOutputs()
+        #expect(replied == [.reply(client: 1, .replyTooLarge)])
+        forwarder.tick(nowMs: 200, epoch: 5) { _ in 2 }
+        #expect(Self.sentRequest(forwarder.takeOutputs(), to: 2) != nil)
+        // Left waiting for room until the deadline, a command fails as not run.
+        _ = forwarder.forward(client: 4, partition: 1, commands: Self.get, epoch: 5, primary: nil, nowMs: 200)
+        forwarder.tick(nowMs: 300, epoch: 5) { _ in 2 }
+        #expect(forwarder.takeOutputs().isEmpty, "client 2 is still in flight on the only slot")
+        forwarder.tick(nowMs: 2_200, epoch: 5) { _ in 2 }
+        let timedOut = forwarder.takeOutputs()
+        #expect(timedOut == [.reply(client: 2, .timedOut(mayHaveRun: true)), .reply(client: 4, .timedOut(mayHaveRun: false))])
     }
 
     @Test func withoutALivePrimaryNothingRuns() throws {

@@ -52,6 +52,7 @@ import Testing
         .commandReply(request: 1, outcome: .executed(reply: Array("$1\r\nv\r\n".utf8))),
         .commandReply(request: 1, outcome: .executed(reply: [])),
         .commandReply(request: 2, outcome: .movedEpoch(7)),
+        .commandReply(request: 3, outcome: .replyTooLarge),
     ]
 
     @Test func everyMessageRoundTrips() throws {
@@ -74,7 +75,7 @@ import Testing
         // that names nothing.
         #expect(throws: WireError.self) { try ClusterCodec.decode([33] + [UInt8](repeating: 0, count: 24)) }
         #expect(throws: WireError.self) { try ClusterCodec.decode([33] + [UInt8](repeating: 0, count: 20) + [1, 0, 0, 0, 0, 0, 0, 0]) }
-        #expect(throws: WireError.self) { try ClusterCodec.decode([34] + [UInt8](repeating: 0, count: 8) + [2]) }
+        #expect(throws: WireError.self) { try ClusterCodec.decode([34] + [UInt8](repeating: 0, count: 8) + [3]) }
         // A tree level past the leaves.
         #expect(throws: WireError.self) { try ClusterCodec.decode([28, 0, 0, 0, 0, 3, 0, 0, 0, 0]) }
         // A liveness byte that names nothing.
