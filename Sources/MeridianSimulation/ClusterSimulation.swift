@@ -32,6 +32,13 @@ public struct ClusterSimulationOptions: Sendable {
     public var commandsPerStep = 1
     public var writeAcks = AckCount.quorum
     public var readAcks = AckCount.quorum
+    /// Percent of commands that increment a counter key (`counter:N`, `counterKeys` of them)
+    /// as a primary does (docs/CLUSTER.md, "The server wiring"): at a node that owns the
+    /// key's partition, a read quorum first, then the increment added to what the node holds
+    /// merged with what the read returned, as this node's counter contribution, replicated by
+    /// `ClusterNode.replicate(record:)`. 0 (the default) leaves the other seeds' runs as they were.
+    public var incrementPercent = 0
+    public var counterKeys = 6
     /// A member that is not a placement voter loses its disk (store and hints) at a random
     /// moment of the faults, and one (perhaps the same) when they stop; each restarts empty,
     /// knowing it lost its data, and must answer no read before it rebuilt its partitions
@@ -59,6 +66,7 @@ public struct ClusterSimulationOutcome: Sendable, CustomStringConvertible {
     public var problem: String?
     public var writesAcknowledged = 0
     public var writesTimedOut = 0
+    public var incrementsAcknowledged = 0
     public var readsChecked = 0
     public var crashes = 0
     public var wipes = 0
@@ -79,6 +87,7 @@ public struct ClusterSimulationOutcome: Sendable, CustomStringConvertible {
 
     public var description: String {
         "acked=\(writesAcknowledged) timedOut=\(writesTimedOut) readsChecked=\(readsChecked) crashes=\(crashes) wipes=\(wipes) rebuilt=\(partitionsRebuilt) joins=\(joins) leaves=\(leaves) switches=\(switches) hints=\(hintsStored)/\(hintsReplayed) readRepairs=\(readRepairs) aeRepairs=\(antiEntropyRepairs) moved=\(moveEntries) healMs=\(healMs)"
+                + (incrementsAcknowledged > 0 ? " increments=\(incrementsAcknowledged)" : "")
             + (problem.map { " problem: \($0)" } ?? "")
     }
 }
@@ -139,6 +148,10 @@ public struct ClusterSimulation<Store: ReplicaStore> {
 
     enum Command {
         case write(key: Int, value: [UInt8]?)
+        /// An increment's first step: the read quorum.
+        case incrementRead(key: Int, delta: UInt64)
+        /// An increment's second step: the record with the node's contribution raised.
+        case incrementWrite(key: Int, delta: UInt64)
         case read(key: Int, epoch: UInt64, acknowledgedBefore: LWWStamp?, checked: Bool)
     }
 
@@ -158,6 +171,8 @@ public struct ClusterSimulation<Store: ReplicaStore> {
     var nextValue = 0
     /// Per key: the newest acknowledged stamp.
     var acknowledged: [Int: LWWStamp] = [:]
+    /// Per counter key and executing node: the increments acknowledged.
+    var acknowledgedIncrements: [Int: [Int: UInt64]] = [:]
     var outcome = Outcome()
     var faults = true
     /// Nodes removed by a finished change: stopped, never restarted.
@@ -185,6 +200,7 @@ public struct ClusterSimulation<Store: ReplicaStore> {
     }
 
     static func key(_ index: Int) -> [UInt8] { Array("key:\(index)".utf8) }
+    static func counterKey(_ index: Int) -> [UInt8] { Array("counter:\(index)".utf8) }
 
     mutating func start(_ id: Int, durable: ClusterDurableState<Store>?) {
         let state = durable ?? ClusterDurableState(
@@ -417,6 +433,10 @@ public struct ClusterSimulation<Store: ReplicaStore> {
             let key = Int.random(in: 0..<options.keys, using: &random)
             let client = nextClient
             nextClient += 1
+            if options.incrementPercent > 0, Int.random(in: 0..<100, using: &random) < options.incrementPercent {
+                issueIncrement(client: client, delta: UInt64.random(in: 1...5, using: &random))
+                continue
+            }
             let roll = Int.random(in: 0..<10, using: &random)
             if roll < 6 {
                 nextValue += 1
@@ -432,6 +452,49 @@ public struct ClusterSimulation<Store: ReplicaStore> {
             }
             collect(at)
         }
+    }
+
+    /// An increment of a random counter key at a node that owns its partition by its own
+    /// placement (the primary executes; any owner may believe it is the primary).
+    mutating func issueIncrement(client: UInt64, delta: UInt64) {
+        let key = Int.random(in: 0..<options.counterKeys, using: &random)
+        let bytes = Self.counterKey(key)
+        let owners = committed.memberIDs.filter { id in
+            guard let node = nodes[id]?.node else { return false }
+            return node.placement.owners(of: node.partition(of: bytes)).contains(id)
+        }
+        guard let at = owners.randomElement(using: &random) else { return }
+        clients[client] = (at, .incrementRead(key: key, delta: delta))
+        nodes[at]!.node!.read(client: client, key: bytes, acks: options.readAcks, nowMs: nowMs)
+        collect(at)
+    }
+
+    /// The read quorum of an increment answered at `at`: add the increment to what `at` holds
+    /// merged with what the read returned, and replicate the record.
+    mutating func continueIncrement(key: Int, delta: UInt64, read: ReplicaState?, at: Int) {
+        guard let node = nodes[at]?.node else { return }
+        let bytes = Self.counterKey(key)
+        let partition = node.partition(of: bytes)
+        // No longer an owner (the placement moved on): it gives up, as a primary that learns
+        // it is not one any more forwards instead.
+        guard node.placement.owners(of: partition).contains(at) else { return }
+        let held = node.durable.store.state(of: bytes, partition: partition)
+        let merged: ReplicaState? = switch (held, read) {
+        case (let held?, let read?): held.merged(with: read)
+        case (let held?, nil): held
+        case (nil, let read?): read
+        case (nil, nil): nil
+        }
+        var counter = merged?.counter ?? PNCounter()
+        counter.add(Int64(delta), origin: ReplicaID(datacenter: 0, node: UInt16(at)))
+        let record = ReplicaState(
+            value: PNCounter.decimalBytes(counter.value), valueStamp: merged?.valueStamp ?? .zero,
+            expiryUnixMs: Entry.noExpiry, expiryStamp: merged?.expiryStamp ?? .zero, encoding: .byContent, counter: counter)
+        let client = nextClient
+        nextClient += 1
+        clients[client] = (at, .incrementWrite(key: key, delta: delta))
+        nodes[at]!.node!.replicate(client: client, key: bytes, record: record, acks: options.writeAcks, nowMs: nowMs)
+        collect(at)
     }
 
     // MARK: Events
@@ -495,8 +558,8 @@ public struct ClusterSimulation<Store: ReplicaStore> {
             case .send(let to, let message):
                 schedule(.message(from: id, to: to, message), delayMs: Int64.random(in: 1...options.delayMsMax, using: &random), lossy: true)
             case .reply(let client, let result):
-                guard let (_, command) = clients.removeValue(forKey: client) else { continue }
-                record(command, result)
+                guard let (at, command) = clients.removeValue(forKey: client) else { continue }
+                record(command, result, at: at)
             case .fetchPlacement:
                 schedule(.placement(to: id), delayMs: Int64.random(in: 1...options.delayMsMax, using: &random), lossy: true)
             case .proposeSwitch(let partitions, let changeEpoch):
@@ -505,8 +568,13 @@ public struct ClusterSimulation<Store: ReplicaStore> {
         }
     }
 
-    mutating func record(_ command: Command, _ result: ClusterClientResult) {
+    mutating func record(_ command: Command, _ result: ClusterClientResult, at: Int) {
         switch (command, result) {
+        case (.incrementRead(let key, let delta), .read(let state)):
+            continueIncrement(key: key, delta: delta, read: state, at: at)
+        case (.incrementWrite(let key, let delta), .written):
+            outcome.incrementsAcknowledged += 1
+            acknowledgedIncrements[key, default: [:]][at, default: 0] += delta
         case (.write(let key, _), .written(let stamp)):
             outcome.writesAcknowledged += 1
             if acknowledged[key].map({ stamp > $0 }) ?? true { acknowledged[key] = stamp }
@@ -565,6 +633,19 @@ public struct ClusterSimulation<Store: ReplicaStore> {
             for id in members where !owners.contains(id) {
                 if !nodes[id]!.node!.durable.store.states(of: partition).isEmpty {
                     return "member \(id) still holds partition \(partition), owned by \(owners)"
+                }
+            }
+        }
+        for (key, byNode) in acknowledgedIncrements.sorted(by: { $0.key < $1.key }) {
+            let bytes = Self.counterKey(key)
+            let partition = nodes[members[0]]!.node!.partition(of: bytes)
+            for owner in committed.owners(of: partition) {
+                let counter = nodes[owner]!.node!.durable.store.state(of: bytes, partition: partition)?.counter
+                for (origin, total) in byNode {
+                    let held = counter?.contributions.first { $0.origin == ReplicaID(datacenter: 0, node: UInt16(origin)) }?.p ?? 0
+                    if held < total {
+                        return "counter:\(key): owner \(owner) holds \(held) of node \(origin)'s increments, \(total) were acknowledged"
+                    }
                 }
             }
         }
