@@ -882,7 +882,7 @@ public struct Keyspace: Sendable {
         return keys
     }
 
-    /// Notes, before the first change of a key in a locked section, what the trees hold for it.
+    /// Notes, before the first change of a key since the last settle, what the trees hold for it.
     @inline(__always)
     private mutating func willChange(slot: Int) {
         if tracking != nil { noteChange(slots[slot].key.bytes) }
