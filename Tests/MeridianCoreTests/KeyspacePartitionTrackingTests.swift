@@ -213,3 +213,40 @@ import Testing
         #expect(combined != first.partitionDigest(0))
     }
 }
+
+/// What `Keyspace.put` and `forgetPartition` leave for the disk in a durable namespace: a put
+/// is logged as a command's change would be (a live record written, a dead one deleted, so the
+/// drain writes the key's state now), and forgetting a partition logs nothing — the caller
+/// forgets the keys it returns on disk itself.
+@Suite struct KeyspacePutLoggingTests {
+    static let stamp = LWWStamp(timestamp: HLCTimestamp(physicalMs: 5, logical: 0), origin: ReplicaID(datacenter: 0, node: 1))
+
+    @Test func putIsLoggedAndForgettingIsNot() {
+        var keyspace = Keyspace(
+            evictableNamespaces: [false], loggedNamespaces: [true], replicatedNamespaces: [true], partitionCount: 1)
+        let key = Array("k".utf8)
+        let live = DurableRecord(value: [1], valueStamp: Self.stamp, expiryUnixMs: Entry.noExpiry, expiryStamp: Self.stamp, encoding: .byContent)
+        keyspace.put(key: key, record: live, namespaceIndex: 0, nowUnixMs: 0)
+        #expect(keyspace.takeKeyChanges().map(\.kind) == [.written])
+        // A live key overwritten: logged again, and its state is the record given.
+        var newer = live
+        newer.value = [2]
+        newer.valueStamp = LWWStamp(timestamp: HLCTimestamp(physicalMs: 6, logical: 0), origin: Self.stamp.origin)
+        keyspace.put(key: key, record: newer, namespaceIndex: 0, nowUnixMs: 0)
+        #expect(Set(keyspace.takeKeyChanges().map(\.kind)) == [.written])
+        #expect(keyspace.record(of: key) == newer)
+        // A live key put dead: a delete for the disk (the drain writes its dead state).
+        let dead = DurableRecord.tombstone(stamp: LWWStamp(timestamp: HLCTimestamp(physicalMs: 7, logical: 0), origin: Self.stamp.origin))
+        keyspace.put(key: key, record: dead, namespaceIndex: 0, nowUnixMs: 0)
+        #expect(keyspace.takeKeyChanges().map(\.kind) == [.deleted])
+        #expect(keyspace.record(of: key) == dead)
+        // A key with no state put dead: a delete too.
+        keyspace.put(key: Array("other".utf8), record: dead, namespaceIndex: 0, nowUnixMs: 0)
+        #expect(keyspace.takeKeyChanges().map(\.kind) == [.deleted])
+        // Forgetting the partition logs nothing and returns both keys.
+        let forgotten = keyspace.forgetPartition(0)
+        #expect(Set(forgotten) == [key, Array("other".utf8)])
+        #expect(keyspace.takeKeyChanges().isEmpty)
+        #expect(keyspace.record(of: key) == nil && keyspace.heldPartitions.isEmpty)
+    }
+}
