@@ -71,23 +71,8 @@ public struct KeyspaceReplicaStore: ReplicaStore {
         keyspace.partitionDigest(partition)
     }
 
-    public func entriesByLeaf(of partition: Int, leaves: [Int]) -> [Int: [ReplicaEntry]] {
-        let wanted = Set(leaves)
-        var byLeaf: [Int: [ReplicaEntry]] = [:]
-        for key in keyspace.partitionKeys(partition) {
-            let leaf = PartitionDigest.leaf(of: key)
-            guard wanted.contains(leaf), let record = keyspace.record(of: key) else { continue }
-            byLeaf[leaf, default: []].append(ReplicaEntry(key: key, state: record))
-        }
-        for leaf in byLeaf.keys { byLeaf[leaf]!.sort { $0.key.lexicographicallyPrecedes($1.key) } }
-        return byLeaf
-    }
-
-    public func entries(of partition: Int, after: [UInt8]?, limit: Int, bytesMax: Int) -> [ReplicaEntry] {
-        let keys = keyspace.partitionKeys(partition).filter { after == nil || after!.lexicographicallyPrecedes($0) }
-            .sorted { $0.lexicographicallyPrecedes($1) }
-        return keys.lazy.compactMap { key in keyspace.record(of: key).map { ReplicaEntry(key: key, state: $0) } }
-            .bounded(limit: limit, bytesMax: bytesMax)
+    public func keys(of partition: Int) -> [[UInt8]] {
+        Array(keyspace.partitionKeys(partition))
     }
 
     public var heldPartitions: [Int] { keyspace.heldPartitions }

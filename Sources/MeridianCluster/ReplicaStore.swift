@@ -16,16 +16,35 @@ public protocol ReplicaStore: Sendable, Equatable {
     mutating func drop(partition: Int)
     /// The partition's tree (empty for a partition this node holds nothing of).
     func digest(of partition: Int) -> PartitionDigest
-    /// The entries of each of `leaves` (a leaf with none is absent), each leaf in key order.
-    func entriesByLeaf(of partition: Int, leaves: [Int]) -> [Int: [ReplicaEntry]]
-    /// Entries with keys after `after`, in key order, bounded as `ReplicaEntry` lists are: one
-    /// chunk of a move.
-    func entries(of partition: Int, after: [UInt8]?, limit: Int, bytesMax: Int) -> [ReplicaEntry]
+    /// The keys of the partition this node holds a state of, in no order.
+    func keys(of partition: Int) -> [[UInt8]]
     /// The partitions this node holds anything of, ascending.
     var heldPartitions: [Int] { get }
 }
 
 extension ReplicaStore {
+    /// The entries of each of `leaves` (a leaf with none is absent), each leaf in key order.
+    public func entriesByLeaf(of partition: Int, leaves: [Int]) -> [Int: [ReplicaEntry]] {
+        let wanted = Set(leaves)
+        var byLeaf: [Int: [ReplicaEntry]] = [:]
+        for key in keys(of: partition) {
+            let leaf = PartitionDigest.leaf(of: key)
+            guard wanted.contains(leaf), let state = state(of: key, partition: partition) else { continue }
+            byLeaf[leaf, default: []].append(ReplicaEntry(key: key, state: state))
+        }
+        for leaf in byLeaf.keys { byLeaf[leaf]!.sort { $0.key.lexicographicallyPrecedes($1.key) } }
+        return byLeaf
+    }
+
+    /// Entries with keys after `after`, in key order, bounded as `ReplicaEntry` lists are: one
+    /// chunk of a move.
+    public func entries(of partition: Int, after: [UInt8]?, limit: Int, bytesMax: Int) -> [ReplicaEntry] {
+        let keys = keys(of: partition).filter { after == nil || after!.lexicographicallyPrecedes($0) }
+            .sorted { $0.lexicographicallyPrecedes($1) }
+        return keys.lazy.compactMap { key in self.state(of: key, partition: partition).map { ReplicaEntry(key: key, state: $0) } }
+            .bounded(limit: limit, bytesMax: bytesMax)
+    }
+
     /// Every state of a partition, by key (for checks and tests: it copies the partition).
     public func states(of partition: Int) -> [[UInt8]: ReplicaState] {
         var states: [[UInt8]: ReplicaState] = [:]
@@ -84,25 +103,8 @@ public struct MemoryReplicaStore: ReplicaStore {
         partitions[partition]?.digest ?? PartitionDigest()
     }
 
-    /// The entries of each of `leaves` (a leaf with none is absent), each leaf in key order.
-    public func entriesByLeaf(of partition: Int, leaves: [Int]) -> [Int: [ReplicaEntry]] {
-        guard let holder = partitions[partition] else { return [:] }
-        let wanted = Set(leaves)
-        var byLeaf: [Int: [ReplicaEntry]] = [:]
-        for (key, state) in holder.entries {
-            let leaf = PartitionDigest.leaf(of: key)
-            if wanted.contains(leaf) { byLeaf[leaf, default: []].append(ReplicaEntry(key: key, state: state)) }
-        }
-        for leaf in byLeaf.keys { byLeaf[leaf]!.sort { $0.key.lexicographicallyPrecedes($1.key) } }
-        return byLeaf
-    }
-
-    /// Entries with keys after `after`, in key order, bounded as above: one chunk of a move.
-    public func entries(of partition: Int, after: [UInt8]?, limit: Int, bytesMax: Int) -> [ReplicaEntry] {
-        guard let holder = partitions[partition] else { return [] }
-        var keys = holder.entries.keys.filter { after == nil || after!.lexicographicallyPrecedes($0) }
-        keys.sort { $0.lexicographicallyPrecedes($1) }
-        return keys.lazy.map { ReplicaEntry(key: $0, state: holder.entries[$0]!) }.bounded(limit: limit, bytesMax: bytesMax)
+    public func keys(of partition: Int) -> [[UInt8]] {
+        partitions[partition].map { Array($0.entries.keys) } ?? []
     }
 
     /// The partitions this node holds anything of, ascending.
