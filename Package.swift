@@ -114,7 +114,8 @@ let package = Package(
         .testTarget(
             name: "MeridianServerTests",
             dependencies: [
-                "MeridianServer", "MeridianCore", "MeridianStorage", "MeridianPaxos", "MeridianWire",
+                "MeridianServer", "MeridianCore", "MeridianStorage", "MeridianPaxos", "MeridianWire", "MeridianCluster",
+                "MeridianSimulation",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

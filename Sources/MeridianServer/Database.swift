@@ -29,10 +29,11 @@ public final class Shard: @unchecked Sendable {
     /// Set (under `lock`) once eviction dropped a durable key here; only FLUSHALL clears it.
     var evictedDurableKeys = false
 
-    init(evictableNamespaces: [Bool], loggedNamespaces: [Bool], replicatedNamespaces: [Bool]) {
+    init(evictableNamespaces: [Bool], loggedNamespaces: [Bool], replicatedNamespaces: [Bool], partitionCount: Int?) {
         storage = UnsafeMutablePointer<Keyspace>.allocate(capacity: 1)
         storage.initialize(to: Keyspace(
-            evictableNamespaces: evictableNamespaces, loggedNamespaces: loggedNamespaces, replicatedNamespaces: replicatedNamespaces))
+            evictableNamespaces: evictableNamespaces, loggedNamespaces: loggedNamespaces, replicatedNamespaces: replicatedNamespaces,
+            partitionCount: partitionCount))
     }
 
     deinit {
@@ -136,6 +137,15 @@ public final class Database: Sendable {
     /// Per namespace index: whether its writes are shipped to other data centers (eventual
     /// namespaces, when there is a replicator).
     let replicatedNamespaces: [Bool]
+    /// Per namespace index: whether its keys are kept as replicas' records — a removed key
+    /// keeps a dead state, `INCRBY` counts per node in a PN-counter, a delete is stamped — so
+    /// that another copy of the key merges with them: namespaces shipped to other data centers,
+    /// and every namespace of a data center of several nodes.
+    let keepsReplicaStates: [Bool]
+    /// The data center's partition count when it has several nodes (docs/CLUSTER.md, "The
+    /// server wiring"): each shard then keeps the partitions' trees and key sets
+    /// (`ShardedReplicaStore` combines them). nil on a data center of one node.
+    public let clusterPartitionCount: Int?
     /// Per namespace index: whether its changes go to the audit log (docs/AUDIT.md).
     let auditedNamespaces: [Bool]
     /// The longest `audit_retention` of the audited namespaces (the log is trimmed by it).
@@ -168,12 +178,15 @@ public final class Database: Sendable {
 
     public init(
         namespaces: NamespaceTable, origin: ReplicaID, maxmemoryBytes: Int, eventLoopCount: Int,
-        storage: StorageEngine? = nil, keepsTombstones: Bool = false, replicator: Replicator? = nil
+        storage: StorageEngine? = nil, keepsTombstones: Bool = false, replicator: Replicator? = nil,
+        clusterPartitionCount: Int? = nil
     ) {
         self.statistics = NodeStatistics(loopCount: eventLoopCount)
         let evictable = namespaces.namespaces.map { $0.eviction == .lru }
         self.storage = storage
-        self.keepsTombstones = keepsTombstones
+        // A replica's delete must survive a restart, or anti-entropy would bring the value back.
+        self.keepsTombstones = keepsTombstones || clusterPartitionCount != nil
+        self.clusterPartitionCount = clusterPartitionCount
         self.durableUrgency = namespaces.namespaces.map { namespace in
             guard storage != nil else { return nil }
             switch namespace.durability {
@@ -195,8 +208,14 @@ public final class Database: Sendable {
         }
         let replicated = namespaces.namespaces.map { replicator != nil && $0.consistency == .eventual }
         self.replicatedNamespaces = replicated
-        let logged = zip(durableUrgency, replicated).map { $0 != nil || $1 }
-        self.shards = (0..<Self.shardCount).map { _ in Shard(evictableNamespaces: evictable, loggedNamespaces: logged, replicatedNamespaces: replicated) }
+        let replicaStates = replicated.map { $0 || clusterPartitionCount != nil }
+        self.keepsReplicaStates = replicaStates
+        let logged = zip(durableUrgency, replicaStates).map { $0 != nil || $1 }
+        self.shards = (0..<Self.shardCount).map { _ in
+            Shard(
+                evictableNamespaces: evictable, loggedNamespaces: logged, replicatedNamespaces: replicaStates,
+                partitionCount: clusterPartitionCount)
+        }
         self.namespaces = namespaces
         self.origin = origin
         self.maxmemoryBytes = Synchronization.Atomic(maxmemoryBytes)
@@ -447,7 +466,7 @@ extension Database {
     /// states in memory's order.
     func drainKeyChanges(of shard: Shard, nowUnixMs: Int64, fromPeer: Bool = false) {
         let changes = shard.keyspace.takeKeyChanges()
-        guard storage != nil || replicator != nil else { return }
+        guard storage != nil || replicator != nil || clusterPartitionCount != nil else { return }
         let nowNs = SystemClock.monotonicNs()
         // Several changes to one key in one locked section: the last one speaks for all, so walk
         // from the end and skip keys already handled (linear, whatever MSET's size; no set is
@@ -469,6 +488,15 @@ extension Database {
                         shard.keyspace.recordLocalDot(dot, of: delta, key: change.key)
                     }
                     if delta.slot == nil { tombstone = shard.keyspace.tombstones[change.key]?.record }
+                }
+            } else if clusterPartitionCount != nil, !fromPeer,
+                      let delta = shard.keyspace.localDelta(key: change.key, kind: change.kind, replacedDot: change.replacedDot, deleteStamp: { stamp(nowUnixMs: nowUnixMs) }) {
+                // Not shipped to other data centers, but the DC's other replicas merge this
+                // record: a delete needs its own stamp (the dead state so far is the removed
+                // value's), and a plain write over a counter resets it (as `localDelta` does).
+                if delta.slot == nil {
+                    shard.keyspace.recordTombstone(key: change.key, stamp: delta.record.valueStamp, dot: nil)
+                    tombstone = shard.keyspace.tombstones[change.key]?.record
                 }
             }
             guard let storage, var urgency = durableUrgency[namespace] else { continue }

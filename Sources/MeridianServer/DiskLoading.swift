@@ -116,7 +116,7 @@ extension Database {
         observe(max(record.valueStamp.timestamp, record.expiryStamp.timestamp))
         // A replicated key's dead state (deleted, or expired) comes back as its tombstone, so a
         // late write from another data center still merges with it (docs/REPLICATION.md).
-        let replicated = replicatedNamespaces[namespace]
+        let replicated = keepsReplicaStates[namespace]
         if record.isTombstone {
             if replicated { shard.keyspace.restoreDeadState(key: key, record: record) }
             if !keepsTombstones { storage.enqueue(key: key, state: .absent, urgency: .lazy) }

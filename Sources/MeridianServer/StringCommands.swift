@@ -552,7 +552,7 @@ extension CommandExecutor {
         let namespace = namespaceIndex(of: key)
         let defaultExpiry = defaultExpiry(namespaceIndex: namespace, nowUnixMs: now)
         let stamp = database.stamp(nowUnixMs: now)
-        let replicated = database.replicatedNamespaces[namespace]
+        let replicated = database.keepsReplicaStates[namespace]
         let result: IncrementResult = database.withShard(of: key) { keyspace in
             let slot = keyspace.liveSlot(of: Key(borrowing: key), nowUnixMs: now)
             if replicated {
