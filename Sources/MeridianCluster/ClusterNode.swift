@@ -1,19 +1,5 @@
 import MeridianCore
 
-/// How many replicas must answer (`write_acks`, `read_acks`; docs/CLUSTER.md, "Routing").
-public enum AckCount: String, Sendable, Equatable, CaseIterable {
-    case one, quorum, all
-
-    /// The answers needed from a replica set of `size`.
-    public func required(of size: Int) -> Int {
-        switch self {
-        case .one: min(1, size)
-        case .quorum: size / 2 + 1
-        case .all: size
-        }
-    }
-}
-
 /// One node's settings for the data center's replication (the `cluster` section).
 public struct ClusterSettings: Sendable, Equatable {
     public var failureDetection = FailureDetectionSettings()
@@ -158,6 +144,8 @@ public struct ClusterStats: Sendable, Equatable {
     public var partitionsDropped: UInt64 = 0
     /// Partitions rebuilt from every other owner after this node lost its data.
     public var partitionsRebuilt: UInt64 = 0
+
+    public init() {}
 }
 
 /// One node of a data center (docs/CLUSTER.md): the coordinator of client commands, a replica

@@ -58,6 +58,26 @@ public enum ConfigurationLoader {
         }
         let replication = try parseReplication(top["replication"])
         let strong = try parseStrong(top["strong"])
+        if let index = cluster.datacenters.firstIndex(where: { $0.nodes.count > 1 }) {
+            // What a data center of several nodes does not serve yet (docs/CLUSTER.md). The
+            // field names the user's list entry; the default namespace the loader adds (when no
+            // namespace has the empty prefix) comes first and has none.
+            let added = namespaces.count - (top["namespaces"]?.sequence?.count ?? 0)
+            func field(_ namespace: Int, _ name: String) -> String {
+                namespace < added ? "namespaces" : "namespaces[\(namespace - added)].\(name)"
+            }
+            let dcName = cluster.datacenters[index].name
+            if let namespace = namespaces.firstIndex(where: { $0.consistency == .strong || !$0.strongKeys.isEmpty }) {
+                throw ConfigurationError(
+                    field: field(namespace, "consistency"),
+                    problem: "strong keys are not served yet by a data center of several nodes ('\(dcName)')")
+            }
+            if maxmemory > 0, let namespace = namespaces.firstIndex(where: { $0.eviction == .lru }) {
+                throw ConfigurationError(
+                    field: field(namespace, "eviction"),
+                    problem: "eviction is not served yet by a data center of several nodes ('\(dcName)'): replicas would evict different keys and anti-entropy would bring them back; with limits.maxmemory, declare every namespace (the default one too, prefix \"\") with `eviction: none`")
+            }
+        }
         return MeridianConfiguration(cluster: cluster, namespaces: namespaces, maxmemoryBytes: maxmemory, replication: replication, strong: strong)
     }
 
@@ -149,7 +169,10 @@ public enum ConfigurationLoader {
 
     private static func parseCluster(_ node: Node) throws(ConfigurationError) -> ClusterConfig {
         guard let mapping = node.mapping else { throw ConfigurationError(field: "cluster", problem: "expected a mapping") }
-        try checkKeys(mapping, allowed: ["name", "partitions", "replication_factor", "datacenters"], at: "cluster")
+        try checkKeys(mapping, allowed: [
+            "name", "partitions", "replication_factor", "datacenters", "failure_detection", "replica_timeout", "request_timeout",
+            "anti_entropy_interval", "hints_bytes_max", "forwards_in_flight",
+        ], at: "cluster")
         let name = try requiredName(mapping, "name", at: "cluster")
         let partitions = try optionalInt(mapping, "partitions", at: "cluster", range: 1...Partitioner.slotCount) ?? ClusterConfig.partitionsDefault
         // Partitions are contiguous ranges of Redis's 16,384 slots, so their count divides them.
@@ -224,20 +247,81 @@ public enum ConfigurationLoader {
         guard datacenters.count <= Int(UInt16.max), datacenters.allSatisfy({ $0.nodes.count <= Int(UInt16.max) }) else {
             throw ConfigurationError(field: "cluster.datacenters", problem: "too many data centers or nodes")
         }
-        // Scale-out inside a data center (docs/CLUSTER.md) is not served yet: two nodes of one
-        // data center would each hold every key and never exchange their local writes, so such
-        // a topology is refused rather than left to diverge silently.
+        // Scale-out inside a data center (docs/CLUSTER.md) is served for one data center of
+        // several nodes; what it does not serve yet is refused rather than left to diverge.
+        let fullDatacenters = datacenters.filter { !$0.witness }
         for (index, dc) in datacenters.enumerated() where dc.nodes.count > 1 {
-            throw ConfigurationError(
-                field: "cluster.datacenters[\(index)].nodes",
-                problem: "data center '\(dc.name)' lists \(dc.nodes.count) nodes; this version serves one node per data center (scale-out inside a data center: docs/CLUSTER.md)")
+            let path = "cluster.datacenters[\(index)]"
+            if dc.witness {
+                throw ConfigurationError(field: "\(path).nodes", problem: "a witness data center has one node")
+            }
+            if fullDatacenters.count > 1 {
+                throw ConfigurationError(
+                    field: "\(path).nodes",
+                    problem: "data center '\(dc.name)' lists \(dc.nodes.count) nodes and the cluster has \(fullDatacenters.count) full data centers; this version ships deltas between data centers of one node each, and scales out only a cluster of one data center (docs/CLUSTER.md)")
+            }
+            if let nodeIndex = dc.nodes.firstIndex(where: { $0.peer == nil }) {
+                throw ConfigurationError(
+                    field: "\(path).nodes[\(nodeIndex)].peer",
+                    problem: "missing (the nodes of a data center of several nodes reach each other at their peer addresses)")
+            }
+            if replicationFactor > dc.nodes.count {
+                throw ConfigurationError(
+                    field: "cluster.replication_factor",
+                    problem: "\(replicationFactor) replicas per data center, but data center '\(dc.name)' has \(dc.nodes.count) nodes")
+            }
         }
-        if replicationFactor > 1 {
+        if replicationFactor > 1 && !datacenters.contains(where: { $0.nodes.count > 1 }) {
             throw ConfigurationError(
                 field: "cluster.replication_factor",
-                problem: "\(replicationFactor) replicas per data center need several nodes per data center, which this version does not serve yet; use 1")
+                problem: "\(replicationFactor) replicas per data center need a data center of several nodes; use 1")
         }
-        return ClusterConfig(name: name, partitions: partitions, replicationFactor: replicationFactor, datacenters: datacenters)
+        var cluster = ClusterConfig(name: name, partitions: partitions, replicationFactor: replicationFactor, datacenters: datacenters)
+        cluster.scaleOut = try parseScaleOut(mapping)
+        return cluster
+    }
+
+    /// The `cluster` section's settings for a data center of several nodes.
+    private static func parseScaleOut(_ mapping: Node.Mapping) throws(ConfigurationError) -> ScaleOutConfig {
+        var config = ScaleOutConfig()
+        func duration(_ mapping: Node.Mapping, _ name: String, at path: String, _ range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64? {
+            guard let value = mapping[name] else { return nil }
+            let text = try scalar(value, at: "\(path).\(name)")
+            guard let parsed = Units.parseDurationMs(text), range.contains(parsed) else {
+                throw ConfigurationError(field: "\(path).\(name)", problem: "expected a duration from \(range.lowerBound)ms to \(range.upperBound)ms (such as 500ms or 2s), got '\(text)'")
+            }
+            return parsed
+        }
+        let timeouts = ScaleOutConfig.timeoutMsRange
+        if let detection = mapping["failure_detection"] {
+            let path = "cluster.failure_detection"
+            guard let settings = detection.mapping else { throw ConfigurationError(field: path, problem: "expected a mapping") }
+            try checkKeys(settings, allowed: ["probe_interval", "probe_timeout", "indirect_probes", "suspect_timeout"], at: path)
+            if let value = try duration(settings, "probe_interval", at: path, timeouts) { config.probeIntervalMs = value }
+            if let value = try duration(settings, "probe_timeout", at: path, timeouts) { config.probeTimeoutMs = value }
+            if let value = try duration(settings, "suspect_timeout", at: path, timeouts) { config.suspectTimeoutMs = value }
+            if let value = try optionalInt(settings, "indirect_probes", at: path, range: 0...16) { config.indirectProbes = value }
+            guard config.probeTimeoutMs < config.probeIntervalMs else {
+                throw ConfigurationError(field: "\(path).probe_timeout", problem: "must be shorter than probe_interval (\(config.probeIntervalMs)ms)")
+            }
+        }
+        if let value = try duration(mapping, "replica_timeout", at: "cluster", timeouts) { config.replicaTimeoutMs = value }
+        if let value = try duration(mapping, "request_timeout", at: "cluster", timeouts) { config.requestTimeoutMs = value }
+        guard config.replicaTimeoutMs < config.requestTimeoutMs else {
+            throw ConfigurationError(field: "cluster.replica_timeout", problem: "must be shorter than request_timeout (\(config.requestTimeoutMs)ms)")
+        }
+        if let value = try duration(mapping, "anti_entropy_interval", at: "cluster", ScaleOutConfig.antiEntropyIntervalMsRange) {
+            config.antiEntropyIntervalMs = value
+        }
+        if let node = mapping["hints_bytes_max"] {
+            let text = try scalar(node, at: "cluster.hints_bytes_max")
+            guard let bytes = Units.parseBytes(text), bytes >= 1 << 20 else {
+                throw ConfigurationError(field: "cluster.hints_bytes_max", problem: "expected a size of at least 1mb, such as 256mb, got '\(text)'")
+            }
+            config.hintsBytesMax = bytes
+        }
+        if let value = try optionalInt(mapping, "forwards_in_flight", at: "cluster", range: 1...65_536) { config.forwardsInFlight = value }
+        return config
     }
 
     private static func parseNamespaces(_ node: Node?) throws(ConfigurationError) -> [NamespaceConfig] {
@@ -247,7 +331,10 @@ public enum ConfigurationLoader {
         for (index, entry) in list.enumerated() {
             let path = "namespaces[\(index)]"
             guard let mapping = entry.mapping else { throw ConfigurationError(field: path, problem: "expected a mapping") }
-            try checkKeys(mapping, allowed: ["name", "prefix", "consistency", "durability", "eviction", "default_ttl", "strong_keys", "write_back_window", "audit_retention"], at: path)
+            try checkKeys(mapping, allowed: [
+                "name", "prefix", "consistency", "durability", "eviction", "default_ttl", "strong_keys", "write_back_window", "audit_retention",
+                "write_acks", "read_acks",
+            ], at: path)
             let name = try requiredName(mapping, "name", at: path)
             if namespaces.contains(where: { $0.name == name }) {
                 throw ConfigurationError(field: "\(path).name", problem: "duplicate namespace name '\(name)'")
@@ -265,6 +352,8 @@ public enum ConfigurationLoader {
             let consistency: Consistency = try choice(mapping, "consistency", at: path) ?? .eventual
             let durability: Durability = try choice(mapping, "durability", at: path) ?? .writeBack
             let eviction: EvictionPolicy = try choice(mapping, "eviction", at: path) ?? .lru
+            let writeAcks: AckCount = try choice(mapping, "write_acks", at: path) ?? .quorum
+            let readAcks: AckCount = try choice(mapping, "read_acks", at: path) ?? .one
             var defaultTTL: Int64?
             if let ttlNode = mapping["default_ttl"] {
                 let text = try scalar(ttlNode, at: "\(path).default_ttl")
@@ -317,7 +406,7 @@ public enum ConfigurationLoader {
             namespaces.append(NamespaceConfig(
                 name: name, prefix: prefix, consistency: consistency, durability: durability,
                 eviction: eviction, defaultTTLMs: defaultTTL, strongKeys: strongKeys,
-                writeBackWindowMs: writeBackWindowMs, auditRetentionMs: auditRetentionMs))
+                writeBackWindowMs: writeBackWindowMs, auditRetentionMs: auditRetentionMs, writeAcks: writeAcks, readAcks: readAcks))
         }
         if !namespaces.contains(where: { $0.prefix.isEmpty }) {
             if namespaces.contains(where: { $0.name == NamespaceConfig.defaultNamespace.name }) {

@@ -59,6 +59,8 @@ public struct ClusterConfig: Sendable, Equatable {
     /// Replicas of each partition inside each full data center.
     public var replicationFactor: Int
     public var datacenters: [DatacenterConfig]
+    /// Timeouts and bounds of a data center of several nodes.
+    public var scaleOut = ScaleOutConfig()
 
     public init(name: String, partitions: Int, replicationFactor: Int, datacenters: [DatacenterConfig]) {
         self.name = name
@@ -69,6 +71,32 @@ public struct ClusterConfig: Sendable, Equatable {
 
     /// The default number of partitions.
     public static let partitionsDefault = 1024
+}
+
+/// The `cluster` section's settings for a data center of several nodes (docs/CLUSTER.md,
+/// "Configuration"); the defaults are the design's.
+public struct ScaleOutConfig: Sendable, Equatable {
+    /// SWIM: one probe per `probe_interval`; a direct ack within `probe_timeout`, else
+    /// `indirect_probes` others probe; a suspect that does not refute within `suspect_timeout` is down.
+    public var probeIntervalMs: Int64 = 500
+    public var probeTimeoutMs: Int64 = 200
+    public var indirectProbes = 3
+    public var suspectTimeoutMs: Int64 = 3_000
+    /// A replica that has not acknowledged a write after this long gets it again and a hint.
+    public var replicaTimeoutMs: Int64 = 500
+    /// A command (forwarded, or waiting for its replicas) fails after this long.
+    public var requestTimeoutMs: Int64 = 2_000
+    /// One anti-entropy pass over every partition this node holds, spread evenly.
+    public var antiEntropyIntervalMs: Int64 = 600_000
+    /// Bytes of hints a node keeps for replicas that are down; past it the oldest go.
+    public var hintsBytesMax = 256 << 20
+    /// Commands one link to another node waits for replies to.
+    public var forwardsInFlight = 1_024
+
+    public static let timeoutMsRange: ClosedRange<Int64> = 10...600_000
+    public static let antiEntropyIntervalMsRange: ClosedRange<Int64> = 100...(7 * 86_400_000)
+
+    public init() {}
 }
 
 /// The whole configuration file: cluster, namespaces and limits.

@@ -40,6 +40,12 @@ public struct NamespaceConfig: Sendable, Equatable {
     /// and so the most a crash can lose.
     public var writeBackWindowMs: Int64
 
+    /// In a data center of several nodes (docs/CLUSTER.md): how many of a partition's replicas
+    /// must hold a write before it is acknowledged, and how many the primary reads from before
+    /// it runs a command that reads the key.
+    public var writeAcks: AckCount
+    public var readAcks: AckCount
+
     /// How long every change to this namespace's keys stays in the node's audit log on disk,
     /// for `meridian export` (docs/AUDIT.md); 0: not audited. Durable namespaces only: a
     /// `memory` namespace promises never to touch disk.
@@ -60,8 +66,11 @@ public struct NamespaceConfig: Sendable, Equatable {
         name: String, prefix: [UInt8], consistency: Consistency = .eventual,
         durability: Durability = .writeBack, eviction: EvictionPolicy = .lru,
         defaultTTLMs: Int64? = nil, strongKeys: [GlobPattern] = [],
-        writeBackWindowMs: Int64 = NamespaceConfig.writeBackWindowMsDefault, auditRetentionMs: Int64? = nil
+        writeBackWindowMs: Int64 = NamespaceConfig.writeBackWindowMsDefault, auditRetentionMs: Int64? = nil,
+        writeAcks: AckCount = .quorum, readAcks: AckCount = .one
     ) {
+        self.writeAcks = writeAcks
+        self.readAcks = readAcks
         self.writeBackWindowMs = writeBackWindowMs
         self.auditRetentionMs = auditRetentionMs ?? (durability == .memory ? 0 : NamespaceConfig.auditRetentionMsDefault)
         self.name = name
@@ -75,6 +84,20 @@ public struct NamespaceConfig: Sendable, Equatable {
 
     /// The namespace that catches every key no other prefix claims.
     public static let defaultNamespace = NamespaceConfig(name: "default", prefix: [])
+}
+
+/// How many replicas must answer (`write_acks`, `read_acks`; docs/CLUSTER.md, "Routing").
+public enum AckCount: String, Sendable, Equatable, CaseIterable {
+    case one, quorum, all
+
+    /// The answers needed from a replica set of `size`.
+    public func required(of size: Int) -> Int {
+        switch self {
+        case .one: min(1, size)
+        case .quorum: size / 2 + 1
+        case .all: size
+        }
+    }
 }
 
 /// The namespaces of a node, ordered for longest-prefix matching. A key's namespace and its

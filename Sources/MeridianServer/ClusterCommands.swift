@@ -17,6 +17,7 @@ extension CommandExecutor {
     private static let clusterMYID: [UInt8] = Array("MYID".utf8)
     private static let clusterINFO: [UInt8] = Array("INFO".utf8)
     private static let clusterHELP: [UInt8] = Array("HELP".utf8)
+    private static let clusterDIGEST: [UInt8] = Array("DIGEST".utf8)
 
     /// CLUSTER KEYSLOT | SLOTS | SHARDS | NODES | MYID | INFO | HELP
     mutating func cluster(_ a: [ByteBuffer], into out: inout ByteBuffer) {
@@ -34,6 +35,7 @@ extension CommandExecutor {
         if Self.matches(sub, Self.clusterHELP) {
             Self.writeHelp([
                 "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "DIGEST <partition>", "    Return the Merkle root of this node's replica of <partition> (32 hex digits; nil if it holds nothing of it).",
                 "INFO", "    Return information about this node's data center as a cluster.",
                 "KEYSLOT <key>", "    Return the hash slot for <key>.",
                 "MYID", "    Return this node's id.",
@@ -42,6 +44,31 @@ extension CommandExecutor {
                 "SLOTS", "    Return this data center's slot ranges with their nodes' addresses.",
                 "HELP", "    Print this help.",
             ], into: &out)
+            return
+        }
+        if Self.matches(sub, Self.clusterDIGEST) {
+            guard arity(3, "digest") else { return }
+            guard server.cluster != nil else {
+                error("ERR this node is its data center's only node: it keeps no partition trees", into: &out)
+                return
+            }
+            guard let text = a[2].getString(at: a[2].readerIndex, length: a[2].readableBytes), let partition = Int(text),
+                  (0..<server.configuration.cluster.partitions).contains(partition) else {
+                error("ERR the partition must be an integer from 0 to \(server.configuration.cluster.partitions - 1)", into: &out)
+                return
+            }
+            // This node's own replica, never forwarded: what anti-entropy compares.
+            let store = ShardedReplicaStore(database: database)
+            let tree = store.digest(of: partition)
+            if tree.root == .zero && !store.heldPartitions.contains(partition) {
+                out.writeNull(resp)
+            } else {
+                func hex(_ value: UInt64) -> String {
+                    let digits = String(value, radix: 16)
+                    return String(repeating: "0", count: 16 - digits.count) + digits
+                }
+                out.writeBulkString(hex(tree.root.high) + hex(tree.root.low))
+            }
             return
         }
         let view = ClusterView(server: server)

@@ -72,6 +72,10 @@ public struct CommandExecutor {
     /// queue a whole read's worth of writes first).
     public var pausedForDiskBacklog = false
 
+    /// Set on the executor that runs commands other nodes of the data center forwarded to
+    /// this one: they run here, whatever this node believes about the partition's primary.
+    public var runsForwardedCommands = false
+
     /// Commands queued between MULTI and EXEC (strong keys only; nil outside MULTI).
     var transactionQueue: StrongTransactionQueue?
     /// Strong keys WATCHed and the versions they had then.
@@ -130,6 +134,10 @@ public struct CommandExecutor {
             }
             // Strong keys (and LOCK / UNLOCK) go to the strong engine.
             if let outcome = routeStrong(id, shape, arguments, into: &out) { return outcome }
+            // In a data center of several nodes, to the partition's primary.
+            if let cluster = server.cluster, let outcome = routeToPrimary(id, shape, arguments, cluster: cluster, into: &out) {
+                return outcome
+            }
             if let storage = database.storage {
                 if !keysJustLoaded && database.diskOnlyKeysPossible.load(ordering: .relaxed),
                    let missing = keysOnlyOnDisk(shape, arguments) {
@@ -159,13 +167,26 @@ public struct CommandExecutor {
                     : storage.enqueuedSequence.load(ordering: .acquiring)
                 syncSequence = max(syncSequence, sequence)
             }
-            return dispatch(id, arguments, into: &out)
+            return dispatchReplicating(id, shape, arguments, into: &out)
         }
         switch id {
         case .hello, .client, .reset: sessionChanged = true
         default: break
         }
-        return dispatch(id, arguments, into: &out)
+        return dispatchReplicating(id, shape, arguments, into: &out)
+    }
+
+    /// Runs the command; in a data center of several nodes a write on keys then replicates the
+    /// keys' records before its reply goes (this node is their primary: `routeToPrimary`).
+    @inline(__always)
+    private mutating func dispatchReplicating(_ id: CommandID, _ shape: CommandShape, _ arguments: [ByteBuffer], into out: inout ByteBuffer) -> CommandOutcome {
+        guard let cluster = server.cluster, shape.firstKey > 0, shape.flags.contains(.write) else {
+            return dispatch(id, arguments, into: &out)
+        }
+        let replyStart = out.writerIndex
+        let outcome = dispatch(id, arguments, into: &out)
+        guard case .keepOpen = outcome else { return outcome }
+        return replicateAfterWrite(shape, arguments, replyFrom: replyStart, cluster: cluster, into: &out)
     }
 
     private mutating func dispatch(_ id: CommandID, _ a: [ByteBuffer], into out: inout ByteBuffer) -> CommandOutcome {

@@ -354,7 +354,20 @@ final class ConnectionHandler: ChannelInboundHandler {
             state.executor.keysJustLoaded = true
             let outcome = state.executor.execute(arguments, into: &state.outbound)
             state.executor.keysJustLoaded = false
-            if case .closeAfterReply = outcome { closing = true }
+            switch outcome {
+            case .closeAfterReply: closing = true
+            case .replyLater(let deferred):
+                // A command on keys waits for its primary (a data center of several nodes) or
+                // the strong engine, after its load as before it.
+                batch = state
+                let loop = context!.eventLoop
+                let handler = NIOLoopBound(self, eventLoop: loop)
+                deferred.start { reply, update in
+                    loop.execute { handler.value.resumeAfterDeferred(reply, update) }
+                }
+                return
+            case .keepOpen, .loadFromDisk, .replyOffLoop: break
+            }
         case .failure(let error):
             state.executor.error("ERR disk read failed: \(error)", into: &state.outbound)
         }

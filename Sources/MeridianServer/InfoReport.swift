@@ -22,11 +22,11 @@ import Darwin
 struct InfoReport {
     let server: ServerContext
 
-    static let defaultSections = ["server", "clients", "memory", "persistence", "stats", "replication", "strong", "cpu", "keyspace"]
+    static let defaultSections = ["server", "clients", "memory", "persistence", "stats", "replication", "strong", "cluster", "cpu", "keyspace"]
     /// Section headers exactly as Redis writes them.
     static let headers = [
         "server": "Server", "clients": "Clients", "memory": "Memory", "persistence": "Persistence",
-        "stats": "Stats", "replication": "Replication", "strong": "Strong", "cpu": "CPU", "keyspace": "Keyspace",
+        "stats": "Stats", "replication": "Replication", "strong": "Strong", "cluster": "Cluster", "cpu": "CPU", "keyspace": "Keyspace",
     ]
 
     func render(sections requested: [String]) -> String {
@@ -196,6 +196,37 @@ struct InfoReport {
                 ("strong_messages_rejected", "\(statistics.messagesRejected)"),
                 ("strong_synced_batches", "\(statistics.syncedBatches)"),
                 ("strong_sync_avg_us", "\(statistics.syncedBatches == 0 ? 0 : statistics.syncMicrosecondsTotal / statistics.syncedBatches)"),
+            ]
+        case "cluster":
+            // Scale-out inside the data center (docs/CLUSTER.md, "INFO cluster").
+            guard let engine = server.cluster else {
+                return [("cluster_enabled", "1"), ("cluster_members", "1"), ("cluster_members_alive", "1")]
+            }
+            let statistics = engine.currentStatistics
+            let node = statistics.node
+            return [
+                ("cluster_enabled", "1"),
+                ("cluster_members", "\(engine.memberNames.count)"),
+                ("cluster_members_alive", "\(statistics.membersAlive)"),
+                ("cluster_member_index", "\(engine.me)"),
+                ("cluster_placement_epoch", "\(statistics.placementEpoch)"),
+                ("cluster_writes_replicated", "\(statistics.writesReplicated)"),
+                ("cluster_writes_timed_out", "\(statistics.writesTimedOut)"),
+                ("cluster_commands_forwarded", "\(statistics.commandsForwarded)"),
+                ("cluster_forwarded_commands_run", "\(statistics.forwardedCommandsRun)"),
+                ("cluster_forwards_refused", "\(statistics.forwardsRefused)"),
+                ("cluster_hints_held", "\(statistics.hintsHeld)"),
+                ("cluster_hints_stored", "\(node.hintsStored)"),
+                ("cluster_hints_replayed", "\(node.hintsReplayed)"),
+                ("cluster_hints_discarded", "\(node.hintsDiscarded)"),
+                ("cluster_partitions_rebuilding", "\(statistics.partitionsRebuilding)"),
+                ("cluster_partitions_rebuilt", "\(node.partitionsRebuilt)"),
+                ("cluster_read_repairs", "\(node.readRepairs)"),
+                ("cluster_anti_entropy_entries_sent", "\(node.antiEntropyEntriesSent)"),
+                ("cluster_anti_entropy_repairs", "\(node.antiEntropyRepairs)"),
+                ("cluster_messages_sent", "\(statistics.messagesSent)"),
+                ("cluster_messages_received", "\(statistics.messagesReceived)"),
+                ("cluster_messages_dropped", "\(statistics.messagesDropped)"),
             ]
         case "cpu":
             var usage = rusage()

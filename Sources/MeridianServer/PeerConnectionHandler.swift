@@ -76,13 +76,16 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             links.setLinkChannel(nil, for: peer, ifCurrent: context.channel)
             // Only the connection that holds the link releases it (a refused duplicate does not).
             let me = ObjectIdentifier(self)
+            var heldTheLink = false
             links.record(peer) {
                 if $0.owner == me {
                     $0.owner = nil
                     $0.connected = false
+                    heldTheLink = true
                 }
             }
             if established { links.logger.notice("peer link down", metadata: ["peer": "\(peer)"]) }
+            if heldTheLink && established { links.cluster?.linkLost(toPeer: peer) }
         }
         context.fireChannelInactive()
     }
@@ -167,6 +170,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         case .strong where established:
             guard let strong = links.strong, let peer else { break }
             try strong.receive(frame.payload, fromPeer: peer)
+        case .cluster where established:
+            guard let cluster = links.cluster, let peer else { break }
+            try cluster.receive(frame.payload, fromPeer: peer)
         case .ping where established:
             send(Frame(type: .pong, payload: frame.payload), context: context)
         case .pong where established:
@@ -330,7 +336,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             Frame(type: .ping, payload: payload).write(into: &buffer)
             channel.writeAndFlush(buffer, promise: nil)
         }
-        guard let replicator = links.database?.replicator, peerRole == .full, state?.witness == false, peerID != nil else { return }
+        // Deltas stream between data centers; a node of this one gets `cluster` frames instead.
+        guard let replicator = links.database?.replicator, peerRole == .full, state?.witness == false,
+              state?.datacenter != links.myDatacenter, peerID != nil else { return }
         self.replicator = replicator
         let link = replicator.linkEstablished(peer: peerDatacenter, node: peerID!, vector: peerVector)
         if link.jumped {

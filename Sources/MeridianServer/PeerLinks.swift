@@ -50,6 +50,9 @@ public final class PeerLinks: Sendable {
     /// This node's part of the strong protocol: `strong` frames go to it, and it sends its
     /// messages over these links.
     let strong: StrongEngine?
+    /// This node's part of its data center's cluster (several nodes per data center): `cluster`
+    /// frames from the data center's other nodes go to it, and it sends over these links.
+    let cluster: ClusterEngine?
     /// Peer name → the channel that holds the link (for the strong engine's messages).
     private let linkChannels = NIOLockedValueBox<[String: Channel]>([:])
     let diskReader: DiskReader?
@@ -65,11 +68,13 @@ public final class PeerLinks: Sendable {
 
     public init(
         configuration: MeridianConfiguration, datacenter: Int, node: Int, group: EventLoopGroup, logger: Logger,
-        database: Database? = nil, diskReader: DiskReader? = nil, warmUp: WarmUpProgress? = nil, strong: StrongEngine? = nil
+        database: Database? = nil, diskReader: DiskReader? = nil, warmUp: WarmUpProgress? = nil, strong: StrongEngine? = nil,
+        cluster: ClusterEngine? = nil
     ) {
         self.configuration = configuration
         self.database = database
         self.strong = strong
+        self.cluster = cluster
         self.diskReader = diskReader
         self.warmUp = warmUp
         self.me = ReplicaID(datacenter: UInt16(datacenter), node: UInt16(node))
@@ -80,22 +85,25 @@ public final class PeerLinks: Sendable {
         self.group = group
         self.logger = logger
         var states: [String: PeerState] = [:]
-        for (dcIndex, other) in configuration.cluster.datacenters.enumerated() where dcIndex != datacenter {
-            for peer in other.nodes where peer.peer != nil {
+        for (dcIndex, other) in configuration.cluster.datacenters.enumerated() where dcIndex != datacenter || cluster != nil {
+            for (nodeIndex, peer) in other.nodes.enumerated() where peer.peer != nil && !(dcIndex == datacenter && nodeIndex == node) {
                 states[peer.name] = PeerState(node: peer.name, datacenter: other.name, witness: other.witness)
             }
         }
         self.states = NIOLockedValueBox(states)
     }
 
-    /// The peers this node talks to: other data centers' nodes with a peer address. Two
-    /// witnesses have nothing to say to each other.
+    /// The peers this node talks to: other data centers' nodes with a peer address, and the
+    /// other nodes of its own data center when it runs the cluster core. Two witnesses have
+    /// nothing to say to each other.
     var peers: [(id: ReplicaID, node: NodeConfig, witness: Bool)] {
         var result: [(ReplicaID, NodeConfig, Bool)] = []
-        for (dcIndex, dc) in configuration.cluster.datacenters.enumerated() where dcIndex != Int(me.datacenter) {
+        for (dcIndex, dc) in configuration.cluster.datacenters.enumerated() where dcIndex != Int(me.datacenter) || cluster != nil {
             if dc.witness && myRole == .witness { continue }
             for (nodeIndex, node) in dc.nodes.enumerated() where node.peer != nil {
-                result.append((ReplicaID(datacenter: UInt16(dcIndex), node: UInt16(nodeIndex)), node, dc.witness))
+                let id = ReplicaID(datacenter: UInt16(dcIndex), node: UInt16(nodeIndex))
+                if id == me { continue }
+                result.append((id, node, dc.witness))
             }
         }
         return result
@@ -192,13 +200,23 @@ public final class PeerLinks: Sendable {
     /// Sends strong-protocol payloads to a peer as `strong` frames, in order, in one write.
     /// False when no link to the peer is up (Paxos retries; nothing is queued here).
     public func sendStrong(to peer: String, _ payloads: [[UInt8]]) -> Bool {
+        send(.strong, to: peer, payloads)
+    }
+
+    /// Sends cluster-protocol payloads to a node of this data center as `cluster` frames, in
+    /// order, in one write. False when no link to it is up (the core re-sends or hints).
+    public func sendCluster(to peer: String, _ payloads: [[UInt8]]) -> Bool {
+        send(.cluster, to: peer, payloads)
+    }
+
+    private func send(_ type: MessageType, to peer: String, _ payloads: [[UInt8]]) -> Bool {
         guard let channel = linkChannels.withLockedValue({ $0[peer] }), channel.isActive else { return false }
         // The engine bounds what it sends; a payload over the frame limit is not sent (and
         // counted as dropped) rather than trapping the writer.
         guard payloads.allSatisfy({ $0.count <= Frame.payloadBytesMax }) else { return false }
         var buffer = channel.allocator.buffer(capacity: payloads.reduce(0) { $0 + $1.count + Frame.headerBytes })
         for payload in payloads {
-            Frame(type: .strong, payload: payload).write(into: &buffer)
+            Frame(type: type, payload: payload).write(into: &buffer)
         }
         channel.writeAndFlush(buffer, promise: nil)
         return true
@@ -264,7 +282,7 @@ public final class PeerLinks: Sendable {
             }
         }
         let nowMs = SystemClock.nowUnixMs()
-        var seen = Set<String>()
+        var seen: Set<String> = [myDatacenter]
         for state in states where seen.insert(state.datacenter).inserted {
             var parts = ["node=\(state.node)", "connected=\(state.connected ? 1 : 0)", "witness=\(state.witness ? 1 : 0)"]
             if !state.witness, let report = replicator?.report(peer: state.datacenter) {

@@ -18,6 +18,12 @@ extension CommandExecutor {
             syntaxError(into: &out)
             return
         }
+        if server.cluster != nil {
+            // Clearing one node's replicas would only let anti-entropy bring the keys back
+            // from the other owners; a data center's flush is not built yet.
+            error("ERR FLUSHALL and FLUSHDB are not supported in a data center of several nodes yet (delete the keys instead)", into: &out)
+            return
+        }
         // The reply waits until the disk is cleared too (the clear is synced like a
         // write-through write), so a FLUSHALL that was answered cannot come back after a crash.
         syncSequence = max(syncSequence, database.removeAll())

@@ -1,4 +1,5 @@
 import Logging
+import MeridianCluster
 import MeridianCore
 import MeridianStorage
 import NIOConcurrencyHelpers
@@ -28,6 +29,9 @@ public final class ServerContext: Sendable {
     public let peerLinks = NIOLockedValueBox<PeerLinks?>(nil)
     /// This node's part of the strong protocol (nil when no namespace is strong).
     public let strong: StrongEngine?
+    /// This node's part of its data center's cluster: its replicas, hints, anti-entropy and
+    /// forwarding to primaries (docs/CLUSTER.md); nil in a data center of one node.
+    public let cluster: ClusterEngine?
     public let startUnixMs: Int64
     public let startMonotonicNs: UInt64
     public let processID: Int
@@ -56,6 +60,7 @@ public final class ServerContext: Sendable {
                 : dc.nodes.enumerated().filter { $0.element.peer != nil }.map { ReplicaID(datacenter: UInt16(index), node: UInt16($0.offset)) }
         }
         let isFullNode = Int(origin.datacenter) < datacenters.count && !datacenters[Int(origin.datacenter)].witness
+        let scalesOut = isFullNode && datacenters[Int(origin.datacenter)].nodes.count > 1
         let replicator: Replicator? = peerDatacenters.isEmpty || !isFullNode ? nil : Replicator(
             me: origin, peerDatacenters: peerDatacenters, peerNodes: peerNodes,
             logBytesMax: configuration.replication.logBytesMax, maxClockOffsetMs: configuration.replication.maxClockOffsetMs,
@@ -64,7 +69,11 @@ public final class ServerContext: Sendable {
             namespaces: NamespaceTable(configuration.namespaces),
             origin: origin,
             maxmemoryBytes: configuration.maxmemoryBytes, eventLoopCount: max(1, eventLoopCount),
-            storage: storage, keepsTombstones: fullDatacenters > 1, replicator: replicator)
+            storage: storage, keepsTombstones: fullDatacenters > 1, replicator: replicator,
+            clusterPartitionCount: scalesOut ? configuration.cluster.partitions : nil)
+        self.cluster = scalesOut ? ClusterEngine(
+            configuration: configuration, datacenter: Int(origin.datacenter), node: Int(origin.node), database: database,
+            settings: Self.clusterSettings(configuration.cluster.scaleOut), memberMarker: dataDirectory + "/cluster-member", logger: logger) : nil
         let warmUp = WarmUpProgress()
         self.database = database
         self.warmUp = warmUp
@@ -78,6 +87,19 @@ public final class ServerContext: Sendable {
         self.startMonotonicNs = SystemClock.monotonicNs()
         self.processID = processID
         self.logger = logger
+    }
+
+    /// The core's settings from the configuration's `cluster` section.
+    static func clusterSettings(_ config: ScaleOutConfig) -> ClusterSettings {
+        var settings = ClusterSettings()
+        settings.failureDetection = FailureDetectionSettings(
+            probeIntervalMs: config.probeIntervalMs, probeTimeoutMs: config.probeTimeoutMs, indirectProbes: config.indirectProbes,
+            suspectTimeoutMs: config.suspectTimeoutMs)
+        settings.replicaTimeoutMs = config.replicaTimeoutMs
+        settings.requestTimeoutMs = config.requestTimeoutMs
+        settings.antiEntropyIntervalMs = config.antiEntropyIntervalMs
+        settings.hintsBytesMax = config.hintsBytesMax
+        return settings
     }
 
     /// The Redis version Meridian's command semantics follow; clients read it from HELLO and INFO.

@@ -67,8 +67,9 @@ public enum ClusterCodec {
         case .moveChunk(let partition, let changeEpoch, let stream, let after, let entries, let last):
             writer.u8(Kind.moveChunk.rawValue); writer.u32(UInt32(partition)); writer.u64(changeEpoch); writer.u64(stream)
             writer.optionalBlob(after); writer.entries(entries); writer.flag(last)
-        case .command(let request, let epoch, let partition, let commands):
+        case .command(let request, let epoch, let partition, let protocolVersion, let commands):
             writer.u8(Kind.command.rawValue); writer.u64(request); writer.u64(epoch); writer.u32(UInt32(partition))
+            writer.u8(protocolVersion)
             writer.u32(UInt32(commands.count))
             for arguments in commands {
                 writer.u32(UInt32(arguments.count))
@@ -159,6 +160,8 @@ public enum ClusterCodec {
             let request = try reader.uint64()
             let epoch = try reader.uint64()
             let partition = Int(try reader.uint32())
+            let protocolVersion = try reader.uint8()
+            guard protocolVersion == 2 || protocolVersion == 3 else { throw .malformed("RESP version \(protocolVersion)") }
             let count = try reader.count()
             guard count >= 1 else { throw .malformed("a forwarded command with no command") }
             var commands: [[[UInt8]]] = []
@@ -170,7 +173,7 @@ public enum ClusterCodec {
                 for _ in 0..<argumentCount { arguments.append(try reader.blob()) }
                 commands.append(arguments)
             }
-            message = .command(request: request, epoch: epoch, partition: partition, commands: commands)
+            message = .command(request: request, epoch: epoch, partition: partition, protocolVersion: protocolVersion, commands: commands)
         case .commandReply:
             let request = try reader.uint64()
             switch try reader.uint8() {

@@ -154,6 +154,28 @@ struct MeridianServerCommand: ParsableCommand {
             listenAddress: HostPort(host: bindHost, port: bindPort), configFile: config,
             dataDirectory: dataDir, processID: Int(getpid()), logger: logger,
             eventLoopCount: threads ?? System.coreCount, storage: storage, strong: strong)
+        if let cluster = context.cluster {
+            // A node of a data center of several nodes answers its peers from memory (its trees
+            // cover memory only): it reloads its durable keys before it joins them and serves.
+            if let reader = context.diskReader {
+                WarmUp.start(database: context.database, progress: context.warmUp, reader: reader, logger: logger)
+                while context.warmUp.loading.load(ordering: .relaxed) { usleep(10_000) }
+            }
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let links = PeerLinks(
+                configuration: configuration, datacenter: located.datacenter, node: located.node, group: group, logger: logger,
+                database: context.database, diskReader: context.diskReader, warmUp: context.warmUp, strong: strong, cluster: cluster)
+            let forwarded = ForwardedCommands(server: context, loop: group.next())
+            cluster.attach { peer, payloads in links.sendCluster(to: peer, payloads) }
+            cluster.attach { commands, protocolVersion, reply in forwarded.run(commands, protocolVersion: protocolVersion, reply: reply) }
+            cluster.start(tickingOn: group.next())
+            try links.start(peerAddress: located.config.peer)
+            context.peerLinks.withLockedValue { $0 = links }
+            logger.info("cluster member started", metadata: [
+                "members": "\(cluster.memberNames.joined(separator: ","))", "replication_factor": "\(configuration.cluster.replicationFactor)",
+                "partitions": "\(configuration.cluster.partitions)",
+            ])
+        }
         let node: MeridianNode
         do {
             node = try MeridianNode(context: context, bind: bindHost, port: bindPort)
@@ -170,7 +192,7 @@ struct MeridianServerCommand: ParsableCommand {
                 "maxmemory": "\(configuration.maxmemoryBytes)",
             ])
         // Links to the other data centers: deltas flow both ways between full nodes.
-        if hasPeers {
+        if hasPeers && context.cluster == nil {
             let links = PeerLinks(
                 configuration: configuration, datacenter: located.datacenter, node: located.node,
                 group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger,
@@ -180,7 +202,7 @@ struct MeridianServerCommand: ParsableCommand {
             context.peerLinks.withLockedValue { $0 = links }
         }
         // The node serves while it reloads the durable namespaces; misses ask the disk meanwhile.
-        if let reader = context.diskReader {
+        if let reader = context.diskReader, context.cluster == nil {
             WarmUp.start(database: context.database, progress: context.warmUp, reader: reader, logger: logger)
         }
         try node.waitUntilClosed()

@@ -19,7 +19,7 @@ import Testing
     /// The request number of the one `COMMAND` among `outputs`, checking where it went.
     static func sentRequest(_ outputs: [ForwardingOutput], to peer: Int) -> UInt64? {
         let sent = outputs.compactMap { output -> UInt64? in
-            guard case .send(peer, .command(let request, _, _, _)) = output else { return nil }
+            guard case .send(peer, .command(let request, _, _, _, _)) = output else { return nil }
             return request
         }
         return sent.count == 1 ? sent[0] : nil
@@ -115,6 +115,30 @@ import Testing
         let failed = forwarder.takeOutputs()
         #expect(failed == [.reply(client: 1, .noPrimary), .reply(client: 2, .timedOut(mayHaveRun: false))])
         #expect(forwarder.pendingCount == 0)
+    }
+
+    @Test func aCommandThatNeverLeftGoesToTheNextPrimaryOrFailsAsNotRun() throws {
+        var forwarder = Self.forwarder()
+        _ = forwarder.forward(client: 1, partition: 3, commands: Self.incr, epoch: 5, primary: 2, nowMs: 0)
+        let unsent = try #require(Self.sentRequest(forwarder.takeOutputs(), to: 2))
+        // No link to 2 took it: it did not run, and goes to whoever is primary on the next tick.
+        forwarder.notSent(request: unsent)
+        #expect(forwarder.inFlight(to: 2) == 0)
+        forwarder.tick(nowMs: 10, epoch: 5) { _ in 2 }
+        let again = try #require(Self.sentRequest(forwarder.takeOutputs(), to: 2))
+        forwarder.notSent(request: again)
+        forwarder.tick(nowMs: 700, epoch: 5) { _ in 0 }
+        let moved = try #require(Self.sentRequest(forwarder.takeOutputs(), to: 0))
+        // A late answer from the first target is nobody's; the new primary's is the client's.
+        forwarder.receive(.commandReply(request: unsent, outcome: .executed(reply: Array(":9\r\n".utf8))), from: 2)
+        forwarder.receive(.commandReply(request: moved, outcome: .executed(reply: Array(":1\r\n".utf8))), from: 0)
+        #expect(forwarder.takeOutputs() == [.reply(client: 1, .replied(Array(":1\r\n".utf8)))])
+        // One that never leaves before its deadline did not run.
+        _ = forwarder.forward(client: 2, partition: 3, commands: Self.incr, epoch: 5, primary: 2, nowMs: 1_000)
+        forwarder.notSent(request: try #require(Self.sentRequest(forwarder.takeOutputs(), to: 2)))
+        forwarder.tick(nowMs: 3_000, epoch: 5) { _ in 2 }
+        #expect(forwarder.takeOutputs() == [.reply(client: 2, .timedOut(mayHaveRun: false))])
+        #expect(forwarder.pendingCount == 0 && forwarder.inFlight(to: 2) == 0)
     }
 
     @Test func commandsWaitingForRoomOnALinkGoFirstAndInOrder() throws {

@@ -100,6 +100,14 @@ import Testing
     }
 
     static let base = "cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }\n"
+    /// A data center of two nodes, as the start of a `datacenters` list (left open).
+    static let twoNodes = "datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\", peer: \"127.0.0.1:2\" }, { name: a2, client: \"127.0.0.1:3\", peer: \"127.0.0.1:4\" } ] }"
+
+    @Test func acceptsADataCenterOfSeveralNodes() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: "cluster: { name: c, replication_factor: 2, " + Self.twoNodes + " ] }\nnamespaces: [ { name: d, prefix: \"\", eviction: none } ]\nlimits: { maxmemory: 1gb }")
+        #expect(configuration.cluster.datacenters[0].nodes.count == 2)
+        #expect(configuration.cluster.replicationFactor == 2)
+    }
 
     @Test(arguments: [
         (base + "namespaces: [ { name: x, prefix: \"x:\", durability: sometimes } ]", "namespaces[0].durability"),
@@ -123,7 +131,14 @@ import Testing
         ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" }, { name: a1, client: \"127.0.0.1:2\" } ] } ] }", "cluster.datacenters[0].nodes[1].name"),
         ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" }, { name: a2, client: \"127.0.0.1:1\" } ] } ] }", "cluster.datacenters[0].nodes[1].client"),
         ("cluster: { name: c, datacenters: [ { name: w, witness: true, nodes: [ { name: w1, peer: \"127.0.0.1:1\" } ] } ] }", "cluster.datacenters"),
-        ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" }, { name: a2, client: \"127.0.0.1:2\" } ] } ] }", "cluster.datacenters[0].nodes"),
+        // A data center of several nodes: every node needs its peer address, the replicas fit
+        // its nodes, and what it does not serve yet is refused (docs/CLUSTER.md).
+        ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" }, { name: a2, client: \"127.0.0.1:2\" } ] } ] }", "cluster.datacenters[0].nodes[0].peer"),
+        ("cluster: { name: c, replication_factor: 3, " + Self.twoNodes + " ] }", "cluster.replication_factor"),
+        ("cluster: { name: c, " + Self.twoNodes + ", { name: b, nodes: [ { name: b1, client: \"127.0.0.1:5\", peer: \"127.0.0.1:6\" } ] } ] }", "cluster.datacenters[0].nodes"),
+        ("cluster: { name: c, " + Self.twoNodes + " ] }\nnamespaces: [ { name: s, prefix: \"s:\", consistency: strong } ]", "namespaces[0].consistency"),
+        ("cluster: { name: c, " + Self.twoNodes + " ] }\nlimits: { maxmemory: 1gb }", "namespaces"),
+        ("cluster: { name: c, " + Self.twoNodes + " ] }\nnamespaces: [ { name: d, prefix: \"\" } ]\nlimits: { maxmemory: 1gb }", "namespaces[0].eviction"),
         ("cluster: { name: c, replication_factor: 3, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }", "cluster.replication_factor"),
         ("cluster: { name: c, partitions: 1000, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }", "cluster.partitions"),
         ("cluster: { name: c, partitions: 32768, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" } ] } ] }", "cluster.partitions"),
