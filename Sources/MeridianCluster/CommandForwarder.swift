@@ -66,12 +66,16 @@ public struct CommandForwarder: Sendable {
     private var commands: [UInt64: Command] = [:]
     private var clientOfRequest: [UInt64: UInt64] = [:]
     private var inFlightByPeer: [Int: Int] = [:]
-    private var nextRequest: UInt64 = 1
+    private var nextRequest: UInt64
     private var outputs: [ForwardingOutput] = []
     private var fetchRequested = false
 
-    public init(requestTimeoutMs: Int64, inFlightPerLinkMax: Int, messageBytesMax: Int) {
+    /// `incarnation` must grow across restarts (the start time will do): request numbers start
+    /// from it, so that a primary's late answer to a request of the previous run is never taken
+    /// for an answer to a request of this one.
+    public init(requestTimeoutMs: Int64, inFlightPerLinkMax: Int, messageBytesMax: Int, incarnation: UInt64 = 0) {
         precondition(requestTimeoutMs > 0 && inFlightPerLinkMax > 0 && messageBytesMax > 0)
+        self.nextRequest = (incarnation & 0x0000_0FFF_FFFF_FFFF) << 20 | 1
         self.requestTimeoutMs = requestTimeoutMs
         self.inFlightPerLinkMax = inFlightPerLinkMax
         self.messageBytesMax = messageBytesMax

@@ -183,10 +183,11 @@ public struct CommandExecutor {
         guard let cluster = server.cluster, shape.firstKey > 0, shape.flags.contains(.write) else {
             return dispatch(id, arguments, into: &out)
         }
+        let before = recordsOfKeys(shape, arguments)
         let replyStart = out.writerIndex
         let outcome = dispatch(id, arguments, into: &out)
         guard case .keepOpen = outcome else { return outcome }
-        return replicateAfterWrite(shape, arguments, replyFrom: replyStart, cluster: cluster, into: &out)
+        return replicateAfterWrite(shape, arguments, before: before, replyFrom: replyStart, cluster: cluster, into: &out)
     }
 
     private mutating func dispatch(_ id: CommandID, _ a: [ByteBuffer], into out: inout ByteBuffer) -> CommandOutcome {

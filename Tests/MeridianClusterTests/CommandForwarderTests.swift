@@ -141,6 +141,23 @@ import Testing
         #expect(forwarder.pendingCount == 0 && forwarder.inFlight(to: 2) == 0)
     }
 
+    @Test func aRestartedCoordinatorNeverTakesALateAnswerOfItsPreviousRun() throws {
+        var before = CommandForwarder(requestTimeoutMs: 2_000, inFlightPerLinkMax: 8, messageBytesMax: 1 << 20, incarnation: 1_000)
+        _ = before.forward(client: 1, partition: 3, commands: Self.get, epoch: 5, primary: 2, nowMs: 0)
+        let old = try #require(Self.sentRequest(before.takeOutputs(), to: 2))
+        // The node restarts (a later incarnation) and forwards another command to the same primary.
+        var after = CommandForwarder(requestTimeoutMs: 2_000, inFlightPerLinkMax: 8, messageBytesMax: 1 << 20, incarnation: 1_001)
+        _ = after.forward(client: 1, partition: 3, commands: Self.incr, epoch: 5, primary: 2, nowMs: 0)
+        let new = try #require(Self.sentRequest(after.takeOutputs(), to: 2))
+        #expect(new != old)
+        // The primary's late answer to the old request is nobody's.
+        after.receive(.commandReply(request: old, outcome: .executed(reply: Array("$1\r\nx\r\n".utf8))), from: 2)
+        let late = after.takeOutputs()
+        #expect(late.isEmpty)
+        after.receive(.commandReply(request: new, outcome: .executed(reply: Array(":1\r\n".utf8))), from: 2)
+        #expect(after.takeOutputs() == [.reply(client: 1, .replied(Array(":1\r\n".utf8)))])
+    }
+
     @Test func commandsWaitingForRoomOnALinkGoFirstAndInOrder() throws {
         var forwarder = Self.forwarder(inFlight: 1)
         _ = forwarder.forward(client: 1, partition: 0, commands: Self.get, epoch: 5, primary: 2, nowMs: 0)

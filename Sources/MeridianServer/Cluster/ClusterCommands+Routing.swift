@@ -24,8 +24,14 @@ extension CommandExecutor {
             let keyPartition = cluster.partition(of: key)
             if partition < 0 { partition = keyPartition } else if keyPartition != partition { spans = true }
         }
+        // No key after all (`OBJECT HELP`): it runs here.
+        guard partition >= 0 else { return nil }
         let protocolVersion: UInt8 = resp == .v3 ? 3 : 2
         if spans {
+            if id == .mset && arguments.count % 2 == 0 {
+                error("ERR wrong number of arguments for 'mset' command", into: &out)
+                return .keepOpen
+            }
             guard let split = SplitCommand(id, arguments, cluster: cluster) else {
                 error(Self.clusterCrossSlot, into: &out)
                 return .keepOpen
@@ -53,14 +59,15 @@ extension CommandExecutor {
 
     /// The keys a primary reads from their owners before it runs the command, with each one's
     /// `read_acks` (docs/CLUSTER.md, "The partition's primary executes"): none for a blind write
-    /// (`SET` without options, `SETEX`, `PSETEX`, `MSET`, `DEL`, `UNLINK`: the result does not
-    /// depend on what the key held) or when every key's namespace reads `one` (its own copy).
+    /// (`SET` without options, `SETEX`, `PSETEX`, `MSET`: the result does not depend on what
+    /// the key held) or when every key's namespace reads `one` (its own copy). `DEL` reads: a
+    /// primary that lacks the key would delete nothing and leave it live on the others.
     static func readQuorumKeys(
         _ id: CommandID, _ shape: CommandShape, _ arguments: [ByteBuffer], namespaces: NamespaceTable
     ) -> [(key: [UInt8], acks: AckCount)] {
         switch id {
         case .set where arguments.count == 3: return []
-        case .setex, .psetex, .mset, .del, .unlink: return []
+        case .setex, .psetex, .mset: return []
         default: break
         }
         var keys: [(key: [UInt8], acks: AckCount)] = []
@@ -94,13 +101,18 @@ extension CommandExecutor {
     /// the record of each of its keys reached its namespace's `write_acks` owners; a write that does not is answered
     /// `-TIMEOUT` (it ran here and may still reach the others: hints and anti-entropy carry it).
     mutating func replicateAfterWrite(
-        _ shape: CommandShape, _ arguments: [ByteBuffer], replyFrom replyStart: Int, cluster: ClusterEngine, into out: inout ByteBuffer
+        _ shape: CommandShape, _ arguments: [ByteBuffer], before: [DurableRecord?], replyFrom replyStart: Int, cluster: ClusterEngine,
+        into out: inout ByteBuffer
     ) -> CommandOutcome {
         var records: [(key: [UInt8], record: DurableRecord, acks: AckCount)] = []
+        var index = 0
         forEachKey(shape, arguments) { key in
             let bytes = Array(key.readableBytesView)
+            defer { index += 1 }
+            // A key the command did not change (`SET NX` on a key that exists, a `WRONGTYPE`)
+            // has nothing to wait for.
             guard !records.contains(where: { $0.key == bytes }),
-                  let record = database.withShard(of: key, { $0.record(of: bytes) }) else { return }
+                  let record = database.withShard(of: key, { $0.record(of: bytes) }), record != before[index] else { return }
             let namespace = key.withUnsafeReadableBytes { database.namespaces.index(of: $0) }
             records.append((bytes, record, database.namespaces.namespaces[namespace].writeAcks))
         }
@@ -128,6 +140,15 @@ extension CommandExecutor {
                 }
             }
         })
+    }
+
+    /// The record of every key argument of the command (nil: none), in argument order.
+    func recordsOfKeys(_ shape: CommandShape, _ arguments: [ByteBuffer]) -> [DurableRecord?] {
+        var records: [DurableRecord?] = []
+        forEachKey(shape, arguments) { key in
+            records.append(database.withShard(of: key) { $0.record(of: Array(key.readableBytesView)) })
+        }
+        return records
     }
 
     /// Calls `body` with every key argument of the command.
@@ -158,6 +179,8 @@ struct SplitCommand: Sendable {
     }
 
     let kind: Kind
+    /// Whether the command writes (a part that times out may then have run).
+    let isWrite: Bool
     /// Each part: its partition, its command, and the argument positions (among the keys) of
     /// its keys.
     let parts: [(partition: Int, command: [[UInt8]], keyIndexes: [Int])]
@@ -171,6 +194,7 @@ struct SplitCommand: Sendable {
         case .del, .unlink, .exists, .touch: (kind, step) = (.sum, 1)
         default: return nil
         }
+        isWrite = CommandTable.shape(id).flags.contains(.write)
         let name = Array(arguments[0].readableBytesView)
         var byPartition: [Int: Int] = [:]
         var parts: [(partition: Int, command: [[UInt8]], keyIndexes: [Int])] = []
@@ -198,7 +222,7 @@ struct SplitCommand: Sendable {
     /// Runs every part and calls `done` once with the whole reply.
     func run(cluster: ClusterEngine, protocolVersion: UInt8, done: @escaping @Sendable (ByteBuffer) -> Void) {
         let replies = NIOLockedValueBox((remaining: parts.count, bytes: [[UInt8]?](repeating: nil, count: parts.count)))
-        let isWrite = kind != .values
+        let isWrite = self.isWrite
         for (index, part) in parts.enumerated() {
             let finish: @Sendable ([UInt8]) -> Void = { bytes in
                 let all = replies.withLockedValue { state -> [[UInt8]]? in

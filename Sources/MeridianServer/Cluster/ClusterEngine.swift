@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import MeridianCluster
 import MeridianCore
+import MeridianRESP
 import MeridianStorage
 import MeridianWire
 import NIOConcurrencyHelpers
@@ -142,12 +143,12 @@ public final class ClusterEngine: @unchecked Sendable {
             store: store, placement: placement, hintsBytesMax: settings.hintsBytesMax, lostData: lostData)
         let now = Self.nowMs()
         // The incarnation grows across restarts (the wall clock's milliseconds will do).
+        let incarnation = UInt64(max(1, SystemClock.nowUnixMs()))
         self.node = ClusterNode(
-            id: me, origin: database.origin, durable: durable, settings: settings, nowMs: now,
-            incarnation: UInt64(max(1, SystemClock.nowUnixMs())))
+            id: me, origin: database.origin, durable: durable, settings: settings, nowMs: now, incarnation: incarnation)
         self.forwarder = CommandForwarder(
             requestTimeoutMs: settings.requestTimeoutMs, inFlightPerLinkMax: configuration.cluster.scaleOut.forwardsInFlight,
-            messageBytesMax: Frame.payloadBytesMax)
+            messageBytesMax: Frame.payloadBytesMax, incarnation: incarnation)
         self.random = SplitMix64(seed: UInt64(truncatingIfNeeded: SystemClock.nowUnixMs()) &+ UInt64(me))
         self.routing = NIOLockedValueBox((0..<placement.partitionCount).map { _ in -1 })
         publishRouting()
@@ -187,6 +188,7 @@ public final class ClusterEngine: @unchecked Sendable {
 
     /// The partition's primary as the engine last saw it (nil: no owner alive).
     public func primary(of partition: Int) -> Int? {
+        guard partition >= 0 && partition < partitioner.partitionCount else { return nil }
         let member = routing.withLockedValue { $0[partition] }
         return member < 0 ? nil : member
     }
@@ -292,9 +294,12 @@ public final class ClusterEngine: @unchecked Sendable {
                 let client = takeClient()
                 forwardWaiters[client] = completion
                 statistics.commandsForwarded += 1
-                if !forwardsWaitingForRoom.isEmpty || !forwarder.forward(
+                let primary = routingPrimary(of: partition)
+                // Behind commands already waiting for room on the same primary's link, in order.
+                let waitsBehind = primary != nil && forwardsWaitingForRoom.contains { routingPrimary(of: $0.partition) == primary }
+                if waitsBehind || !forwarder.forward(
                     client: client, partition: partition, protocolVersion: protocolVersion, commands: commands,
-                    epoch: node.placement.epoch, primary: routingPrimary(of: partition), nowMs: now) {
+                    epoch: node.placement.epoch, primary: primary, nowMs: now) {
                     forwardsWaitingForRoom.append((client, partition, protocolVersion, commands))
                 }
             case .message(let message, let from):
@@ -305,6 +310,11 @@ public final class ClusterEngine: @unchecked Sendable {
                     if let refusal = node.refusesForwarded(partition: partition, epoch: epoch) {
                         statistics.forwardsRefused += 1
                         replies.append((from, request, refusal))
+                    } else if node.durable.rebuilding.contains(partition) {
+                        // This node lacks the partition's records until its rebuild ends: the
+                        // command goes on to the next owner (which runs what it receives), and
+                        // its answer back to the coordinator.
+                        passOn(request: request, coordinator: from, partition: partition, protocolVersion: protocolVersion, commands: commands, nowMs: now)
                     } else if let run = runner.withLockedValue({ $0 }) {
                         statistics.forwardedCommandsRun += 1
                         run(commands, protocolVersion) { [weak self] reply in
@@ -402,7 +412,7 @@ public final class ClusterEngine: @unchecked Sendable {
             }
         }
         publishRouting()
-        if !memberMarkerWritten && node.durable.rebuilding.isEmpty { writeMemberMarker() }
+        if !memberMarkerWritten && node.rebuildingPartitions.isEmpty { writeMemberMarker() }
         let nowNs = SystemClock.monotonicNs()
         if nowNs - lastPublishNs >= 100_000_000 {
             lastPublishNs = nowNs
@@ -418,6 +428,11 @@ public final class ClusterEngine: @unchecked Sendable {
 
     private func writeMemberMarker() {
         memberMarkerWritten = true
+        if let storage {
+            // The rebuilt records first: a marker on disk says they are.
+            let sequence = storage.flushNow()
+            while storage.durableSequence.load(ordering: .acquiring) < sequence { usleep(200) }
+        }
         let directory = String(memberMarker[..<(memberMarker.lastIndex(of: "/") ?? memberMarker.startIndex)])
         if !directory.isEmpty { mkdir(directory, 0o755) }
         let descriptor = open(memberMarker, O_CREAT | O_WRONLY, 0o644)
@@ -427,6 +442,14 @@ public final class ClusterEngine: @unchecked Sendable {
         }
         fsync(descriptor)
         close(descriptor)
+        if !directory.isEmpty {
+            // The marker's directory entry, too.
+            let directoryDescriptor = open(directory, O_RDONLY)
+            if directoryDescriptor >= 0 {
+                fsync(directoryDescriptor)
+                close(directoryDescriptor)
+            }
+        }
         logger.info("holds every partition it owns", metadata: ["marker": "\(memberMarker)"])
     }
 
@@ -450,6 +473,25 @@ public final class ClusterEngine: @unchecked Sendable {
         }
     }
 
+    private func passOn(
+        request: UInt64, coordinator: Int, partition: Int, protocolVersion: UInt8, commands: [[[UInt8]]], nowMs: Int64
+    ) {
+        let client = takeClient()
+        let isWrite = commands.contains { command in
+            command.first.flatMap { name in name.withUnsafeBytes { CommandTable.lookup($0) } }
+                .map { CommandTable.shape($0).flags.contains(.write) } ?? true
+        }
+        forwardWaiters[client] = { [weak self] result in
+            self?.enqueue([.commandRan(request: request, coordinator: coordinator, reply: CommandExecutor.replyBytes(of: result, isWrite: isWrite))])
+        }
+        statistics.commandsForwarded += 1
+        if !forwarder.forward(
+            client: client, partition: partition, protocolVersion: protocolVersion, commands: commands,
+            epoch: node.placement.epoch, primary: routingPrimary(of: partition), nowMs: nowMs) {
+            forwardsWaitingForRoom.append((client, partition, protocolVersion, commands))
+        }
+    }
+
     private func runLocally(request: UInt64, commands: [[[UInt8]]], protocolVersion: UInt8) {
         guard let run = runner.withLockedValue({ $0 }) else { return }
         statistics.forwardedCommandsRun += 1
@@ -464,12 +506,24 @@ public final class ClusterEngine: @unchecked Sendable {
     }
 
     private func retryForwardsWaitingForRoom(nowMs: Int64) {
-        while let first = forwardsWaitingForRoom.first {
-            guard forwarder.forward(
-                client: first.client, partition: first.partition, protocolVersion: first.protocolVersion, commands: first.commands,
-                epoch: node.placement.epoch, primary: routingPrimary(of: first.partition), nowMs: nowMs) else { return }
-            forwardsWaitingForRoom.removeFirst()
+        // In arrival order; a command whose link is still full keeps the later ones for the
+        // same primary waiting behind it, not those for other primaries.
+        var stillWaiting: [(client: UInt64, partition: Int, protocolVersion: UInt8, commands: [[[UInt8]]])] = []
+        var fullPrimaries = Set<Int>()
+        for waiting in forwardsWaitingForRoom {
+            let primary = routingPrimary(of: waiting.partition)
+            if let primary, fullPrimaries.contains(primary) {
+                stillWaiting.append(waiting)
+                continue
+            }
+            if !forwarder.forward(
+                client: waiting.client, partition: waiting.partition, protocolVersion: waiting.protocolVersion, commands: waiting.commands,
+                epoch: node.placement.epoch, primary: primary, nowMs: nowMs) {
+                if let primary { fullPrimaries.insert(primary) }
+                stillWaiting.append(waiting)
+            }
         }
+        forwardsWaitingForRoom = stillWaiting
     }
 
     /// The member commands of `partition` go to: the core's primary (the first owner SWIM

@@ -33,17 +33,17 @@ public final class ForwardedCommands: @unchecked Sendable {
                 reply(Array(out.readableBytesView))
                 return
             }
-            executor.session.protocolVersion = protocolVersion == 3 ? .v3 : .v2
             let arguments = command.map { ByteBuffer(bytes: $0) }
+            let version: RESPVersion = protocolVersion == 3 ? .v3 : .v2
             guard let cluster = server.cluster,
                   let id = arguments[0].withUnsafeReadableBytes({ CommandTable.lookup($0) }),
                   CommandTable.shape(id).acceptsArgumentCount(arguments.count) else {
-                execute(arguments, reply: reply)
+                execute(arguments, version: version, reply: reply)
                 return
             }
             let keys = CommandExecutor.readQuorumKeys(id, CommandTable.shape(id), arguments, namespaces: server.database.namespaces)
             guard !keys.isEmpty else {
-                execute(arguments, reply: reply)
+                execute(arguments, version: version, reply: reply)
                 return
             }
             // A primary that may be stale (just back, hints not replayed yet) first merges
@@ -58,13 +58,16 @@ public final class ForwardedCommands: @unchecked Sendable {
                         reply(Array(out.readableBytesView))
                         return
                     }
-                    self.execute(arguments, reply: reply)
+                    self.execute(arguments, version: version, reply: reply)
                 }
             }
         }
     }
 
-    private func execute(_ arguments: [ByteBuffer], reply: @escaping @Sendable ([UInt8]) -> Void) {
+    /// Runs one command in the protocol version its client speaks (set for each run: the
+    /// executor is shared by every forwarded command, and a run may resume after a disk load).
+    private func execute(_ arguments: [ByteBuffer], version: RESPVersion, reply: @escaping @Sendable ([UInt8]) -> Void) {
+        executor.session.protocolVersion = version
         var out = ByteBufferAllocator().buffer(capacity: 64)
         let outcome = executor.execute(arguments, into: &out)
         executor.flushStatistics()
@@ -91,7 +94,7 @@ public final class ForwardedCommands: @unchecked Sendable {
                 switch result {
                 case .success:
                     executor.keysJustLoaded = true
-                    execute(arguments, reply: reply)
+                    execute(arguments, version: version, reply: reply)
                     executor.keysJustLoaded = false
                 case .failure(let error):
                     var failed = ByteBufferAllocator().buffer(capacity: 64)

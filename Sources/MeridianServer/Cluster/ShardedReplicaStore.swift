@@ -108,6 +108,10 @@ extension Database {
     /// the disk as a peer's does, and is not shipped to other data centers. Returns whether the
     /// key's state changed.
     func mergeReplicaState(key: [UInt8], record: DurableRecord, nowUnixMs: Int64) -> Bool {
+        // The clock that stamps this node's commands moves past what it merges: a primary that
+        // takes over a partition stamps its writes (and deletes) above the records it holds,
+        // whatever the other nodes' clocks said.
+        observe(max(record.valueStamp.timestamp, record.expiryStamp.timestamp))
         let namespace = key.withUnsafeBytes { namespaces.index(of: $0) }
         let shard = shards[shardIndex(ofBytes: key)]
         shard.lock.lock()
