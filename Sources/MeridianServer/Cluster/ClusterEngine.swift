@@ -74,8 +74,15 @@ public final class ClusterEngine: @unchecked Sendable {
     private let syncsMerges: Bool
     private let thread = NIOThreadPool(numberOfThreads: 1)
     private let inbox = NIOLockedValueBox(Inbox())
-    private let sender = NIOLockedValueBox<(@Sendable (String, [[UInt8]]) -> Bool)?>(nil)
-    private let runner = NIOLockedValueBox<CommandRunner?>(nil)
+    /// Guards `sendMessages` and `runCommands`. They are stored properties of this class, read
+    /// under a plain lock: kept in a generic box and read through its `inout` accessor, a closure
+    /// is wrapped in one more reabstraction thunk at every access, and calls grow slower
+    /// without bound.
+    private let callbacks = NIOLock()
+    private var sendMessages: (@Sendable (String, [[UInt8]]) -> Bool)?
+    private var runCommands: CommandRunner?
+    private var sender: (@Sendable (String, [[UInt8]]) -> Bool)? { callbacks.withLock { sendMessages } }
+    private var runner: CommandRunner? { callbacks.withLock { runCommands } }
     private let published = NIOLockedValueBox(Statistics())
     /// Each partition's primary as the engine last saw it (member id, -1 for none), for the
     /// event loops' routing decision; replaced whole after every step that could change it.
@@ -165,12 +172,12 @@ public final class ClusterEngine: @unchecked Sendable {
 
     /// How messages leave: `send(node name, payloads)`; false when there is no link.
     public func attach(sender send: @escaping @Sendable (String, [[UInt8]]) -> Bool) {
-        sender.withLockedValue { $0 = send }
+        callbacks.withLock { sendMessages = send }
     }
 
     /// How forwarded commands run on this node.
     public func attach(runner run: @escaping CommandRunner) {
-        runner.withLockedValue { $0 = run }
+        callbacks.withLock { runCommands = run }
     }
 
     public func stop() {
@@ -216,7 +223,7 @@ public final class ClusterEngine: @unchecked Sendable {
     /// Runs commands on this node as if another node had forwarded them here (one part of a
     /// command split by partition, of which this node is the primary).
     public func runHere(commands: [[[UInt8]]], protocolVersion: UInt8, reply: @escaping @Sendable ([UInt8]) -> Void) {
-        guard let run = runner.withLockedValue({ $0 }) else {
+        guard let run = runner else {
             var out = ByteBufferAllocator().buffer(capacity: 64)
             out.writeErrorReply("TRYAGAIN the node is starting")
             reply(Array(out.readableBytesView))
@@ -315,7 +322,7 @@ public final class ClusterEngine: @unchecked Sendable {
                         // command goes on to the next owner (which runs what it receives), and
                         // its answer back to the coordinator.
                         passOn(request: request, coordinator: from, partition: partition, protocolVersion: protocolVersion, commands: commands, nowMs: now)
-                    } else if let run = runner.withLockedValue({ $0 }) {
+                    } else if let run = runner {
                         statistics.forwardedCommandsRun += 1
                         run(commands, protocolVersion) { [weak self] reply in
                             self?.enqueue([.commandRan(request: request, coordinator: from, reply: reply)])
@@ -399,7 +406,7 @@ public final class ClusterEngine: @unchecked Sendable {
             let sequence = storage.flushNow()
             while storage.durableSequence.load(ordering: .acquiring) < sequence { usleep(200) }
         }
-        let send = sender.withLockedValue { $0 }
+        let send = sender
         for (to, payloads) in outgoing {
             if let send, send(memberNames[to], payloads) {
                 statistics.messagesSent += payloads.count
@@ -493,7 +500,7 @@ public final class ClusterEngine: @unchecked Sendable {
     }
 
     private func runLocally(request: UInt64, commands: [[[UInt8]]], protocolVersion: UInt8) {
-        guard let run = runner.withLockedValue({ $0 }) else { return }
+        guard let run = runner else { return }
         statistics.forwardedCommandsRun += 1
         run(commands, protocolVersion) { [weak self, me] reply in
             self?.enqueue([.commandRan(request: request, coordinator: me, reply: reply)])

@@ -58,7 +58,11 @@ public final class StrongEngine: @unchecked Sendable {
     private let onFatal: @Sendable (String) -> Void
     private let thread = NIOThreadPool(numberOfThreads: 1)
     private let inbox = NIOLockedValueBox(Inbox())
-    private let sender = NIOLockedValueBox<(@Sendable (String, [[UInt8]]) -> Bool)?>(nil)
+    /// Guards `sendMessages`, a stored property read under a plain lock: kept in a generic box
+    /// and read through its `inout` accessor, a closure is wrapped in one more reabstraction
+    /// thunk at every access, and sends grow slower without bound.
+    private let callbacks = NIOLock()
+    private var sendMessages: (@Sendable (String, [[UInt8]]) -> Bool)?
     private let published = NIOLockedValueBox(Statistics())
     private let tickTask = NIOLockedValueBox<RepeatedTask?>(nil)
 
@@ -131,7 +135,7 @@ public final class StrongEngine: @unchecked Sendable {
 
     /// How messages leave: `send(peer node name, payloads)`; false when there is no link.
     public func attach(sender send: @escaping @Sendable (String, [[UInt8]]) -> Bool) {
-        sender.withLockedValue { $0 = send }
+        callbacks.withLock { sendMessages = send }
     }
 
     public func stop() {
@@ -238,7 +242,7 @@ public final class StrongEngine: @unchecked Sendable {
                 outgoing[to, default: []].append(payload)
             }
         }
-        let send = sender.withLockedValue { $0 }
+        let send = callbacks.withLock { sendMessages }
         for (to, payloads) in outgoing {
             if let send, send(voterNames[to], payloads) {
                 statistics.messagesSent += payloads.count
