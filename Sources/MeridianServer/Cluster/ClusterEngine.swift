@@ -106,6 +106,8 @@ public final class ClusterEngine: @unchecked Sendable {
     private var statistics = Statistics()
     private var lastPublishNs: UInt64 = 0
     private var publishedRouting: [Int] = []
+    /// What the published table was computed from (`publishRouting`).
+    private var routingInputs: [Int] = []
     /// Members this node has no link to right now (a send found none, or the link dropped),
     /// until a message from them arrives: no command is routed to them meanwhile, even while
     /// SWIM still believes them alive (its verdict takes a probe period and a suspicion).
@@ -544,6 +546,15 @@ public final class ClusterEngine: @unchecked Sendable {
     }
 
     private func publishRouting() {
+        // The table changes only with what `routingPrimary` looks at: skip the partitions when
+        // none of it changed since the last step (most steps).
+        var inputs: [Int] = [Int(truncatingIfNeeded: node.placement.epoch), node.durable.rebuilding.count]
+        for member in memberNames.indices {
+            inputs.append(node.liveness(of: member) == .alive ? 1 : 0)
+            inputs.append(unreachable.contains(member) ? 1 : 0)
+        }
+        guard inputs != routingInputs else { return }
+        routingInputs = inputs
         let table = (0..<node.placement.partitionCount).map { routingPrimary(of: $0) ?? -1 }
         guard table != publishedRouting else { return }
         publishedRouting = table
