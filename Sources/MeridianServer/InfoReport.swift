@@ -219,6 +219,7 @@ struct InfoReport {
                 ("cluster_hints_stored", "\(node.hintsStored)"),
                 ("cluster_hints_replayed", "\(node.hintsReplayed)"),
                 ("cluster_hints_discarded", "\(node.hintsDiscarded)"),
+                ("cluster_hints_dropped_for_bound", "\(statistics.hintsDropped)"),
                 ("cluster_partitions_rebuilding", "\(statistics.partitionsRebuilding)"),
                 ("cluster_partitions_rebuilt", "\(node.partitionsRebuilt)"),
                 ("cluster_read_repairs", "\(node.readRepairs)"),

@@ -58,6 +58,8 @@ public final class ClusterEngine: @unchecked Sendable {
         public var messagesRejected = 0
         public var node = ClusterStats()
         public var hintsHeld = 0
+        /// Hints dropped to stay within `hints_bytes_max` (anti-entropy repairs what they carried).
+        public var hintsDropped = 0
         public var membersAlive = 0
         public var placementEpoch: UInt64 = 0
         /// Partitions this node owns and is still rebuilding from the other owners.
@@ -428,6 +430,7 @@ public final class ClusterEngine: @unchecked Sendable {
             var snapshot = statistics
             snapshot.node = node.stats
             snapshot.hintsHeld = node.durable.hints.count
+            snapshot.hintsDropped = Int(node.durable.hints.dropped)
             snapshot.membersAlive = memberNames.indices.filter { node.liveness(of: $0) == .alive }.count
             snapshot.placementEpoch = node.placement.epoch
             snapshot.partitionsRebuilding = node.durable.rebuilding.filter { node.placement.owners(of: $0).contains(me) }.count
