@@ -121,8 +121,9 @@ public enum ClusterMessage: Sendable, Equatable {
     /// transaction's several — routed by placement `epoch` to the partition's primary. The
     /// shell's `CommandForwarder` sends it and the primary's command executor runs it;
     /// `ClusterNode` ignores it. `protocolVersion` is the client connection's RESP version
-    /// (2 or 3), which the reply's bytes follow.
-    case command(request: UInt64, epoch: UInt64, partition: Int, protocolVersion: UInt8, commands: [[[UInt8]]])
+    /// (2 or 3), which the reply's bytes follow; `passedOn`: an owner rebuilding the partition
+    /// sent it on (the receiver does not send it on again).
+    case command(request: UInt64, epoch: UInt64, partition: Int, protocolVersion: UInt8, passedOn: Bool, commands: [[[UInt8]]])
     /// Primary → coordinator: what became of `command` (type 34).
     case commandReply(request: UInt64, outcome: CommandOutcome)
 }

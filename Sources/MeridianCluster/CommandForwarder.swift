@@ -51,6 +51,7 @@ public struct CommandForwarder: Sendable {
     struct Command: Sendable {
         var partition: Int
         var protocolVersion: UInt8
+        var passedOn: Bool
         var commands: [[[UInt8]]]
         var deadlineMs: Int64
         var place: Where
@@ -89,7 +90,7 @@ public struct CommandForwarder: Sendable {
 
     /// The bytes `COMMAND` takes for these commands (as `ClusterCodec` writes it).
     public static func messageBytes(of commands: [[[UInt8]]]) -> Int {
-        var bytes = 1 + 8 + 8 + 4 + 1 + 4
+        var bytes = 1 + 8 + 8 + 4 + 1 + 1 + 4
         for arguments in commands {
             bytes += 4
             for argument in arguments { bytes += 4 + argument.count }
@@ -105,7 +106,8 @@ public struct CommandForwarder: Sendable {
     /// `inFlightPerLinkMax` commands in flight or commands waiting for room on it: the shell
     /// holds the client's input and asks again later.
     public mutating func forward(
-        client: UInt64, partition: Int, protocolVersion: UInt8 = 2, commands: [[[UInt8]]], epoch: UInt64, primary: Int?, nowMs: Int64
+        client: UInt64, partition: Int, protocolVersion: UInt8 = 2, passedOn: Bool = false, commands: [[[UInt8]]], epoch: UInt64,
+        primary: Int?, nowMs: Int64
     ) -> Bool {
         precondition(self.commands[client] == nil, "a client forwards one command at a time per reply slot")
         precondition(!commands.isEmpty && commands.allSatisfy { !$0.isEmpty }, "a forwarded command has arguments")
@@ -114,7 +116,7 @@ public struct CommandForwarder: Sendable {
             return true
         }
         if let primary, inFlight(to: primary) >= inFlightPerLinkMax || waitsForRoom(on: primary) { return false }
-        self.commands[client] = Command(partition: partition, protocolVersion: protocolVersion, commands: commands, deadlineMs: nowMs + requestTimeoutMs, place: .waiting(.primary))
+        self.commands[client] = Command(partition: partition, protocolVersion: protocolVersion, passedOn: passedOn, commands: commands, deadlineMs: nowMs + requestTimeoutMs, place: .waiting(.primary))
         if let primary { send(client: client, to: primary, epoch: epoch) }
         return true
     }
@@ -236,6 +238,7 @@ public struct CommandForwarder: Sendable {
         commands[client]!.place = .sent(to: peer, request: request)
         clientOfRequest[request] = client
         inFlightByPeer[peer, default: 0] += 1
-        outputs.append(.send(to: peer, .command(request: request, epoch: epoch, partition: command.partition, protocolVersion: command.protocolVersion, commands: command.commands)))
+        outputs.append(.send(to: peer, .command(request: request, epoch: epoch, partition: command.partition, protocolVersion: command.protocolVersion, passedOn: command.passedOn,
+            commands: command.commands)))
     }
 }

@@ -67,9 +67,10 @@ public enum ClusterCodec {
         case .moveChunk(let partition, let changeEpoch, let stream, let after, let entries, let last):
             writer.u8(Kind.moveChunk.rawValue); writer.u32(UInt32(partition)); writer.u64(changeEpoch); writer.u64(stream)
             writer.optionalBlob(after); writer.entries(entries); writer.flag(last)
-        case .command(let request, let epoch, let partition, let protocolVersion, let commands):
+        case .command(let request, let epoch, let partition, let protocolVersion, let passedOn, let commands):
             writer.u8(Kind.command.rawValue); writer.u64(request); writer.u64(epoch); writer.u32(UInt32(partition))
             writer.u8(protocolVersion)
+            writer.u8(passedOn ? 1 : 0)
             writer.u32(UInt32(commands.count))
             for arguments in commands {
                 writer.u32(UInt32(arguments.count))
@@ -162,6 +163,8 @@ public enum ClusterCodec {
             let partition = Int(try reader.uint32())
             let protocolVersion = try reader.uint8()
             guard protocolVersion == 2 || protocolVersion == 3 else { throw .malformed("RESP version \(protocolVersion)") }
+            let passedOn = try reader.uint8()
+            guard passedOn <= 1 else { throw .malformed("passed-on flag \(passedOn)") }
             let count = try reader.count()
             guard count >= 1 else { throw .malformed("a forwarded command with no command") }
             var commands: [[[UInt8]]] = []
@@ -173,7 +176,8 @@ public enum ClusterCodec {
                 for _ in 0..<argumentCount { arguments.append(try reader.blob()) }
                 commands.append(arguments)
             }
-            message = .command(request: request, epoch: epoch, partition: partition, protocolVersion: protocolVersion, commands: commands)
+            message = .command(
+                request: request, epoch: epoch, partition: partition, protocolVersion: protocolVersion, passedOn: passedOn == 1, commands: commands)
         case .commandReply:
             let request = try reader.uint64()
             switch try reader.uint8() {

@@ -19,7 +19,7 @@ import Testing
     /// The request number of the one `COMMAND` among `outputs`, checking where it went.
     static func sentRequest(_ outputs: [ForwardingOutput], to peer: Int) -> UInt64? {
         let sent = outputs.compactMap { output -> UInt64? in
-            guard case .send(peer, .command(let request, _, _, _, _)) = output else { return nil }
+            guard case .send(peer, .command(let request, _, _, _, _, _)) = output else { return nil }
             return request
         }
         return sent.count == 1 ? sent[0] : nil

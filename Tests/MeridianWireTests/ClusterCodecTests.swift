@@ -45,8 +45,8 @@ import Testing
         .moveRequest(partition: 3, changeEpoch: 0, stream: .max, after: Array("k".utf8)),
         .moveChunk(partition: 3, changeEpoch: 4, stream: 5, after: Array("a".utf8), entries: entries, last: false),
         .moveChunk(partition: 3, changeEpoch: 0, stream: 1, after: nil, entries: [], last: true),
-        .command(request: 1, epoch: 2, partition: 3, protocolVersion: 2, commands: [[Array("GET".utf8), Array("k".utf8)]]),
-        .command(request: .max, epoch: 2, partition: 1_023, protocolVersion: 3, commands: [
+        .command(request: 1, epoch: 2, partition: 3, protocolVersion: 2, passedOn: false, commands: [[Array("GET".utf8), Array("k".utf8)]]),
+        .command(request: .max, epoch: 2, partition: 1_023, protocolVersion: 3, passedOn: true, commands: [
             [Array("MULTI".utf8)], [Array("SET".utf8), Array("{t}a".utf8), []], [Array("EXEC".utf8)],
         ]),
         .commandReply(request: 1, outcome: .executed(reply: Array("$1\r\nv\r\n".utf8))),

@@ -103,7 +103,7 @@ public final class ClusterEngine: @unchecked Sendable {
     private var store: ShardedReplicaStore
     private var forwardWaiters: [UInt64: ForwardCompletion] = [:]
     /// Commands the forwarder had no room for on their primary's link, in arrival order.
-    private var forwardsWaitingForRoom: [(client: UInt64, partition: Int, protocolVersion: UInt8, commands: [[[UInt8]]])] = []
+    private var forwardsWaitingForRoom: [(client: UInt64, partition: Int, protocolVersion: UInt8, passedOn: Bool, commands: [[[UInt8]]])] = []
     private var nextClient: UInt64 = 1
     private var statistics = Statistics()
     private var lastPublishNs: UInt64 = 0
@@ -124,6 +124,11 @@ public final class ClusterEngine: @unchecked Sendable {
     }
 
     static let tickMs: Int64 = 10
+
+    /// The answer to a command passed on by an owner rebuilding the partition, at another owner
+    /// that rebuilds it too (a new data center's first seconds, or two owners that lost their
+    /// data at once): nothing ran; the client may retry.
+    static let rebuildingReply = Array("-TRYAGAIN the partition's replicas are being rebuilt; the command did not run\r\n".utf8)
 
     static func nowMs() -> Int64 { Int64(SystemClock.monotonicNs() / 1_000_000) }
 
@@ -311,21 +316,27 @@ public final class ClusterEngine: @unchecked Sendable {
                 if waitsBehind || !forwarder.forward(
                     client: client, partition: partition, protocolVersion: protocolVersion, commands: commands,
                     epoch: node.placement.epoch, primary: primary, nowMs: now) {
-                    forwardsWaitingForRoom.append((client, partition, protocolVersion, commands))
+                    forwardsWaitingForRoom.append((client, partition, protocolVersion, false, commands))
                 }
             case .message(let message, let from):
                 statistics.messagesReceived += 1
                 unreachable.remove(from)
                 switch message {
-                case .command(let request, let epoch, let partition, let protocolVersion, let commands):
+                case .command(let request, let epoch, let partition, let protocolVersion, let passedOn, let commands):
+                    let rebuilding = node.durable.rebuilding.contains(partition)
                     if let refusal = node.refusesForwarded(partition: partition, epoch: epoch) {
                         statistics.forwardsRefused += 1
                         replies.append((from, request, refusal))
-                    } else if node.durable.rebuilding.contains(partition) {
+                    } else if rebuilding && !passedOn {
                         // This node lacks the partition's records until its rebuild ends: the
-                        // command goes on to the next owner (which runs what it receives), and
-                        // its answer back to the coordinator.
+                        // command goes on to the next owner, and its answer back to the
+                        // coordinator.
                         passOn(request: request, coordinator: from, partition: partition, protocolVersion: protocolVersion, commands: commands, nowMs: now)
+                    } else if rebuilding {
+                        // Passed on by another owner that rebuilds it too: it goes no further
+                        // (it would circle), and nothing ran.
+                        statistics.forwardsRefused += 1
+                        replies.append((from, request, .executed(reply: Self.rebuildingReply)))
                     } else if let run = runner {
                         statistics.forwardedCommandsRun += 1
                         run(commands, protocolVersion) { [weak self] reply in
@@ -393,11 +404,12 @@ public final class ClusterEngine: @unchecked Sendable {
         var forwardedTo: [Int: [UInt64]] = [:]
         for output in forwarder.takeOutputs() {
             switch output {
-            case .send(me, .command(let request, _, _, let protocolVersion, let commands)):
-                // This node is the primary now: it runs the command as if it had been sent here.
+            case .send(me, .command(let request, _, _, let protocolVersion, _, let commands)):
+                // This node is the primary now (never while it rebuilds the partition: the
+                // routing skips it): it runs the command as if it had been sent here.
                 runLocally(request: request, commands: commands, protocolVersion: protocolVersion)
             case .send(let to, let message):
-                if case .command(let request, _, _, _, _) = message { forwardedTo[to, default: []].append(request) }
+                if case .command(let request, _, _, _, _, _) = message { forwardedTo[to, default: []].append(request) }
                 outgoing[to, default: []].append(ClusterCodec.encode(message))
             case .reply(let client, let result):
                 forwardWaiters.removeValue(forKey: client)?(result)
@@ -498,9 +510,9 @@ public final class ClusterEngine: @unchecked Sendable {
         }
         statistics.commandsForwarded += 1
         if !forwarder.forward(
-            client: client, partition: partition, protocolVersion: protocolVersion, commands: commands,
+            client: client, partition: partition, protocolVersion: protocolVersion, passedOn: true, commands: commands,
             epoch: node.placement.epoch, primary: routingPrimary(of: partition), nowMs: nowMs) {
-            forwardsWaitingForRoom.append((client, partition, protocolVersion, commands))
+            forwardsWaitingForRoom.append((client, partition, protocolVersion, true, commands))
         }
     }
 
@@ -520,7 +532,7 @@ public final class ClusterEngine: @unchecked Sendable {
     private func retryForwardsWaitingForRoom(nowMs: Int64) {
         // In arrival order; a command whose link is still full keeps the later ones for the
         // same primary waiting behind it, not those for other primaries.
-        var stillWaiting: [(client: UInt64, partition: Int, protocolVersion: UInt8, commands: [[[UInt8]]])] = []
+        var stillWaiting: [(client: UInt64, partition: Int, protocolVersion: UInt8, passedOn: Bool, commands: [[[UInt8]]])] = []
         var fullPrimaries = Set<Int>()
         for waiting in forwardsWaitingForRoom {
             let primary = routingPrimary(of: waiting.partition)
@@ -529,8 +541,8 @@ public final class ClusterEngine: @unchecked Sendable {
                 continue
             }
             if !forwarder.forward(
-                client: waiting.client, partition: waiting.partition, protocolVersion: waiting.protocolVersion, commands: waiting.commands,
-                epoch: node.placement.epoch, primary: primary, nowMs: nowMs) {
+                client: waiting.client, partition: waiting.partition, protocolVersion: waiting.protocolVersion, passedOn: waiting.passedOn,
+                commands: waiting.commands, epoch: node.placement.epoch, primary: primary, nowMs: nowMs) {
                 if let primary { fullPrimaries.insert(primary) }
                 stillWaiting.append(waiting)
             }
@@ -551,7 +563,11 @@ public final class ClusterEngine: @unchecked Sendable {
     private func publishRouting() {
         // The table changes only with what `routingPrimary` looks at: skip the partitions when
         // none of it changed since the last step (most steps).
-        var inputs: [Int] = [Int(truncatingIfNeeded: node.placement.epoch), node.durable.rebuilding.count]
+        // (The rebuilding set by its count and sum: it only shrinks today, and a partition that
+        // joined it would change the sum too.)
+        var inputs: [Int] = [
+            Int(truncatingIfNeeded: node.placement.epoch), node.durable.rebuilding.count, node.durable.rebuilding.reduce(0, +),
+        ]
         for member in memberNames.indices {
             inputs.append(node.liveness(of: member) == .alive ? 1 : 0)
             inputs.append(unreachable.contains(member) ? 1 : 0)
