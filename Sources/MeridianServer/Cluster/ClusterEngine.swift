@@ -74,8 +74,7 @@ public final class ClusterEngine: @unchecked Sendable {
     private let storage: StorageEngine?
     /// Whether a replica's merge must be synced before its acknowledgement leaves.
     private let syncsMerges: Bool
-    private let thread = NIOThreadPool(numberOfThreads: 1)
-    private let inbox = NIOLockedValueBox(Inbox())
+    private let inbox = SerialInbox<Input>()
     /// Guards `sendMessages` and `runCommands`. They are stored properties of this class, read
     /// under a plain lock: kept in a generic box and read through its `inout` accessor, a closure
     /// is wrapped in one more reabstraction thunk at every access, and calls grow slower
@@ -116,12 +115,6 @@ public final class ClusterEngine: @unchecked Sendable {
     private var unreachable: Set<Int> = []
     private let memberMarker: String
     private var memberMarkerWritten: Bool
-
-    struct Inbox {
-        var inputs: [Input] = []
-        var draining = false
-        var stopped = false
-    }
 
     static let tickMs: Int64 = 10
 
@@ -172,7 +165,7 @@ public final class ClusterEngine: @unchecked Sendable {
 
     /// Starts the engine thread and its tick on `loop`.
     public func start(tickingOn loop: EventLoop) {
-        thread.start()
+        inbox.start { [weak self] inputs in self?.step(inputs) }
         let task = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Self.tickMs), delay: .milliseconds(Self.tickMs)) { [weak self] _ in
             self?.enqueue([.tick])
         }
@@ -191,8 +184,7 @@ public final class ClusterEngine: @unchecked Sendable {
 
     public func stop() {
         tickTask.withLockedValue { $0?.cancel() }
-        inbox.withLockedValue { $0.stopped = true }
-        try? thread.syncShutdownGracefully()
+        inbox.stop()
     }
 
     // MARK: From event loops
@@ -260,32 +252,7 @@ public final class ClusterEngine: @unchecked Sendable {
     // MARK: Engine thread
 
     private func enqueue(_ inputs: [Input]) {
-        let start = inbox.withLockedValue { box -> Bool in
-            guard !box.stopped else { return false }
-            box.inputs.append(contentsOf: inputs)
-            if box.draining { return false }
-            box.draining = true
-            return true
-        }
-        if start {
-            thread.submit { [self] state in
-                guard case .active = state else { return }
-                drain()
-            }
-        }
-    }
-
-    private func drain() {
-        while true {
-            let inputs = inbox.withLockedValue { box -> [Input] in
-                let taken = box.inputs
-                box.inputs = []
-                if taken.isEmpty { box.draining = false }
-                return taken
-            }
-            if inputs.isEmpty { return }
-            step(inputs)
-        }
+        inbox.enqueue(inputs)
     }
 
     private func step(_ inputs: [Input]) {

@@ -56,8 +56,7 @@ public final class StrongEngine: @unchecked Sendable {
     private let logger: Logger
     private let store: PaxosStore?
     private let onFatal: @Sendable (String) -> Void
-    private let thread = NIOThreadPool(numberOfThreads: 1)
-    private let inbox = NIOLockedValueBox(Inbox())
+    private let inbox = SerialInbox<Input>()
     /// Guards `sendMessages`, a stored property read under a plain lock: kept in a generic box
     /// and read through its `inout` accessor, a closure is wrapped in one more reabstraction
     /// thunk at every access, and sends grow slower without bound.
@@ -72,12 +71,6 @@ public final class StrongEngine: @unchecked Sendable {
     private var nextClient: UInt64 = 1
     private var statistics = Statistics()
     private var lastPublishNs: UInt64 = 0
-
-    struct Inbox {
-        var inputs: [Input] = []
-        var draining = false
-        var stopped = false
-    }
 
     /// `store` nil: nothing is durable (tests only; a server always has one).
     public init(
@@ -126,7 +119,7 @@ public final class StrongEngine: @unchecked Sendable {
 
     /// Starts the engine thread and its tick on `loop`.
     public func start(tickingOn loop: EventLoop) {
-        thread.start()
+        inbox.start { [weak self] inputs in self?.step(inputs) }
         let task = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Self.tickMs), delay: .milliseconds(Self.tickMs)) { [weak self] _ in
             self?.enqueue([.tick])
         }
@@ -140,8 +133,7 @@ public final class StrongEngine: @unchecked Sendable {
 
     public func stop() {
         tickTask.withLockedValue { $0?.cancel() }
-        inbox.withLockedValue { $0.stopped = true }
-        try? thread.syncShutdownGracefully()
+        inbox.stop()
         store?.store.close()
     }
 
@@ -167,32 +159,7 @@ public final class StrongEngine: @unchecked Sendable {
     public var currentStatistics: Statistics { published.withLockedValue { $0 } }
 
     private func enqueue(_ inputs: [Input]) {
-        let start = inbox.withLockedValue { box -> Bool in
-            guard !box.stopped else { return false }
-            box.inputs.append(contentsOf: inputs)
-            if box.draining { return false }
-            box.draining = true
-            return true
-        }
-        if start {
-            thread.submit { [self] state in
-                guard case .active = state else { return }
-                drain()
-            }
-        }
-    }
-
-    private func drain() {
-        while true {
-            let inputs = inbox.withLockedValue { box -> [Input] in
-                let taken = box.inputs
-                box.inputs = []
-                if taken.isEmpty { box.draining = false }
-                return taken
-            }
-            if inputs.isEmpty { return }
-            step(inputs)
-        }
+        inbox.enqueue(inputs)
     }
 
     private func step(_ inputs: [Input]) {
@@ -262,7 +229,7 @@ public final class StrongEngine: @unchecked Sendable {
             completion(result)
         }
         if !local.isEmpty {
-            inbox.withLockedValue { $0.inputs.insert(contentsOf: local, at: 0) }
+            inbox.enqueueFirst(local)
         }
         let nowNs = SystemClock.monotonicNs()
         if nowNs - lastPublishNs >= 100_000_000 {
