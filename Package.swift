@@ -77,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "meridian-server",
             dependencies: [
-                "MeridianServer", "MeridianConfig", "MeridianStorage",
+                "MeridianServer", "MeridianConfig", "MeridianStorage", "MeridianCluster", "MeridianPaxos",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -126,6 +126,59 @@ public enum ClusterMessage: Sendable, Equatable {
     case command(request: UInt64, epoch: UInt64, partition: Int, protocolVersion: UInt8, passedOn: Bool, commands: [[[UInt8]]])
     /// Primary → coordinator: what became of `command` (type 34).
     case commandReply(request: UInt64, outcome: CommandOutcome)
+    /// Any node → placement voter: send me the placement you applied if its epoch is above
+    /// `epoch` (type 35). The shell answers; `ClusterNode` ignores it.
+    case placementFetch(epoch: UInt64)
+    /// Placement voter → any node: the placement it applied (type 36), as an answer to a fetch
+    /// and to every node of the data center whenever it applies a new one.
+    case placement(Placement)
+    /// Any node → placement voter: commit this change (type 37). Request 0 asks for no answer
+    /// (a moving partition's switch: the proposer sees the outcome in the placement).
+    case placementChange(request: UInt64, change: PlacementChange)
+    /// Placement voter → the node that asked: what became of the change (type 38).
+    case placementChangeReply(request: UInt64, outcome: PlacementChangeOutcome)
+    /// One message of the placement log's Paxos group, between its voters (type 39): the
+    /// strong protocol's bytes (`PaxosCodec`), opaque here.
+    case placementLog([UInt8])
+}
+
+/// A change to a data center's placement, as an operator (`CLUSTER ADDNODE` / `REMOVENODE`)
+/// or a partition that finished moving asks for it (docs/CLUSTER.md, "Rebalancing").
+public enum PlacementChange: Sendable, Equatable {
+    case add(name: String)
+    case remove(name: String)
+    case switching(partitions: [Int], changeEpoch: UInt64)
+}
+
+/// What a placement voter did with a change.
+public enum PlacementChangeOutcome: Sendable, Equatable {
+    /// Committed: the placement's epoch after it.
+    case committed(epoch: UInt64)
+    /// Not committed, and why (a client-facing sentence).
+    case refused(String)
+}
+
+extension Placement {
+    /// The placement after `change` (the next epoch's).
+    public func applying(_ change: PlacementChange) throws(ChangeError) -> Placement {
+        switch change {
+        case .add(let name): try adding(name: name)
+        case .remove(let name): try removing(name: name)
+        case .switching(let partitions, let changeEpoch): try switching(partitions: partitions, changeEpoch: changeEpoch)
+        }
+    }
+}
+
+extension Placement.ChangeError: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .moveInProgress: "a change is still moving partitions; one add or remove runs at a time"
+        case .memberExists(let name): "'\(name)' is already a member"
+        case .noSuchMember(let name): "'\(name)' is not a member"
+        case .lastMember: "the last member cannot leave"
+        case .staleSwitch: "the switch names a partition that is not moving or a change that ended"
+        }
+    }
 }
 
 /// What a primary did with a forwarded command.

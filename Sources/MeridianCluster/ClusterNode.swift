@@ -504,8 +504,9 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
             answerDigests(partition: partition, level: level, nodes: nodes, digests: digests, to: sender)
         case .antiEntropyStamps(let partition, let leaves, let stamps):
             compareStamps(partition: partition, leaves: leaves, stamps: stamps, from: sender)
-        case .command, .commandReply:
-            // Forwarded commands are the shell's (its `CommandForwarder` and its executor).
+        case .command, .commandReply, .placementFetch, .placement, .placementChange, .placementChangeReply, .placementLog:
+            // Forwarded commands and the placement log are the shell's (its `CommandForwarder`,
+            // its executor, its placement voters); a placement arrives through `learn`.
             break
         case .antiEntropyEntries(let partition, let entries, let wanted):
             mergeEntries(partition: partition, entries: entries, wanted: wanted, from: sender, nowMs: nowMs)

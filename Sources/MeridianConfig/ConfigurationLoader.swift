@@ -171,7 +171,7 @@ public enum ConfigurationLoader {
         guard let mapping = node.mapping else { throw ConfigurationError(field: "cluster", problem: "expected a mapping") }
         try checkKeys(mapping, allowed: [
             "name", "partitions", "replication_factor", "datacenters", "failure_detection", "replica_timeout", "request_timeout",
-            "anti_entropy_interval", "hints_bytes_max", "forwards_in_flight",
+            "anti_entropy_interval", "hints_bytes_max", "forwards_in_flight", "placement_voters", "move_retry", "grace",
         ], at: "cluster")
         let name = try requiredName(mapping, "name", at: "cluster")
         let partitions = try optionalInt(mapping, "partitions", at: "cluster", range: 1...Partitioner.slotCount) ?? ClusterConfig.partitionsDefault
@@ -213,7 +213,7 @@ public enum ConfigurationLoader {
                 guard let nodeMapping = nodeEntry.mapping else {
                     throw ConfigurationError(field: nodePath, problem: "expected a mapping")
                 }
-                try checkKeys(nodeMapping, allowed: ["name", "client", "peer"], at: nodePath)
+                try checkKeys(nodeMapping, allowed: ["name", "client", "peer", "spare"], at: nodePath)
                 let nodeName = try requiredName(nodeMapping, "name", at: nodePath)
                 guard nodeNames.insert(nodeName).inserted else {
                     throw ConfigurationError(field: "\(nodePath).name", problem: "duplicate node name '\(nodeName)'")
@@ -237,7 +237,14 @@ public enum ConfigurationLoader {
                     }
                     addresses[address.description] = field
                 }
-                nodes.append(NodeConfig(name: nodeName, client: client, peer: peer))
+                var spare = false
+                if let node = nodeMapping["spare"] {
+                    guard let flag = node.bool else {
+                        throw ConfigurationError(field: "\(nodePath).spare", problem: "expected true or false")
+                    }
+                    spare = flag
+                }
+                nodes.append(NodeConfig(name: nodeName, client: client, peer: peer, spare: spare))
             }
             datacenters.append(DatacenterConfig(name: dcName, witness: witness, nodes: nodes))
         }
@@ -265,11 +272,16 @@ public enum ConfigurationLoader {
                     field: "\(path).nodes[\(nodeIndex)].peer",
                     problem: "missing (the nodes of a data center of several nodes reach each other at their peer addresses)")
             }
-            if replicationFactor > dc.nodes.count {
+            let members = dc.nodes.filter { !$0.spare }.count
+            if replicationFactor > members {
                 throw ConfigurationError(
                     field: "cluster.replication_factor",
-                    problem: "\(replicationFactor) replicas per data center, but data center '\(dc.name)' has \(dc.nodes.count) nodes")
+                    problem: "\(replicationFactor) replicas per data center, but data center '\(dc.name)' has \(members) nodes that are not spares")
             }
+        }
+        for (index, dc) in datacenters.enumerated() where dc.nodes.count == 1 && dc.nodes[0].spare {
+            throw ConfigurationError(
+                field: "cluster.datacenters[\(index)].nodes[0].spare", problem: "a data center's only node cannot be a spare")
         }
         if replicationFactor > 1 && !datacenters.contains(where: { $0.nodes.count > 1 }) {
             throw ConfigurationError(
@@ -278,6 +290,19 @@ public enum ConfigurationLoader {
         }
         var cluster = ClusterConfig(name: name, partitions: partitions, replicationFactor: replicationFactor, datacenters: datacenters)
         cluster.scaleOut = try parseScaleOut(mapping)
+        if let voters = cluster.scaleOut.placementVoters {
+            // The voters commit the placement of the data center of several nodes; each must be
+            // a member from the start (a spare joins later and could not vote for its own add).
+            guard let dc = datacenters.first(where: { $0.nodes.count > 1 }) else {
+                throw ConfigurationError(field: "cluster.placement_voters", problem: "only a data center of several nodes has a placement to commit")
+            }
+            let members = cluster.firstMembers(of: dc)
+            for (index, voter) in voters.enumerated() where !members.contains(voter) {
+                throw ConfigurationError(
+                    field: "cluster.placement_voters[\(index)]",
+                    problem: "'\(voter)' is not a node of data center '\(dc.name)' that is not a spare")
+            }
+        }
         return cluster
     }
 
@@ -321,6 +346,22 @@ public enum ConfigurationLoader {
             config.hintsBytesMax = bytes
         }
         if let value = try optionalInt(mapping, "forwards_in_flight", at: "cluster", range: 1...65_536) { config.forwardsInFlight = value }
+        if let value = try duration(mapping, "move_retry", at: "cluster", timeouts) { config.moveRetryMs = value }
+        if let value = try duration(mapping, "grace", at: "cluster", timeouts) { config.graceMs = value }
+        if let node = mapping["placement_voters"] {
+            guard let list = node.sequence, !list.isEmpty else {
+                throw ConfigurationError(field: "cluster.placement_voters", problem: "expected a non-empty list of node names")
+            }
+            var voters: [String] = []
+            for (index, entry) in list.enumerated() {
+                let name = try scalar(entry, at: "cluster.placement_voters[\(index)]")
+                guard !voters.contains(name) else {
+                    throw ConfigurationError(field: "cluster.placement_voters[\(index)]", problem: "'\(name)' is listed twice")
+                }
+                voters.append(name)
+            }
+            config.placementVoters = voters
+        }
         return config
     }
 

@@ -29,11 +29,16 @@ public struct NodeConfig: Sendable, Equatable {
     public var client: HostPort?
     /// Where other nodes connect.
     public var peer: HostPort?
+    /// Listed so that every node of its data center knows its addresses, but not a member of
+    /// the data center's first placement: it owns nothing until `meridian cluster add-node`
+    /// adds it (docs/CLUSTER.md, "Rebalancing").
+    public var spare: Bool
 
-    public init(name: String, client: HostPort?, peer: HostPort?) {
+    public init(name: String, client: HostPort?, peer: HostPort?, spare: Bool = false) {
         self.name = name
         self.client = client
         self.peer = peer
+        self.spare = spare
     }
 }
 
@@ -71,6 +76,16 @@ public struct ClusterConfig: Sendable, Equatable {
 
     /// The default number of partitions.
     public static let partitionsDefault = 1024
+
+    /// The nodes of the data center's first placement: its nodes but the spares, in order.
+    public func firstMembers(of datacenter: DatacenterConfig) -> [String] {
+        datacenter.nodes.filter { !$0.spare }.map(\.name)
+    }
+
+    /// The nodes that commit the data center's placement (docs/CLUSTER.md, "Rebalancing").
+    public func placementVoters(of datacenter: DatacenterConfig) -> [String] {
+        scaleOut.placementVoters ?? Array(firstMembers(of: datacenter).prefix(3))
+    }
 }
 
 /// The `cluster` section's settings for a data center of several nodes (docs/CLUSTER.md,
@@ -92,6 +107,13 @@ public struct ScaleOutConfig: Sendable, Equatable {
     public var hintsBytesMax = 256 << 20
     /// Commands one link to another node waits for replies to.
     public var forwardsInFlight = 1_024
+    /// The nodes that commit the data center's placement (a Paxos group); nil: the first three
+    /// members of the first placement (fewer when it has fewer). Never removed.
+    public var placementVoters: [String]?
+    /// A move's stream that made no progress for this long is asked again.
+    public var moveRetryMs: Int64 = 1_000
+    /// A node drops a partition it no longer owns once its placement was stable this long.
+    public var graceMs: Int64 = 5_000
 
     public static let timeoutMsRange: ClosedRange<Int64> = 10...600_000
     public static let antiEntropyIntervalMsRange: ClosedRange<Int64> = 100...(7 * 86_400_000)

@@ -18,6 +18,41 @@ extension CommandExecutor {
     private static let clusterINFO: [UInt8] = Array("INFO".utf8)
     private static let clusterHELP: [UInt8] = Array("HELP".utf8)
     private static let clusterDIGEST: [UInt8] = Array("DIGEST".utf8)
+    private static let clusterADDNODE: [UInt8] = Array("ADDNODE".utf8)
+    private static let clusterREMOVENODE: [UInt8] = Array("REMOVENODE".utf8)
+
+    /// CLUSTER ADDNODE <node> | REMOVENODE <node> (docs/CLUSTER.md, "Rebalancing"): commits the
+    /// change through the data center's placement log and answers `OK` once it is committed —
+    /// the partitions move after that (INFO cluster's `cluster_change` says while). nil for the
+    /// other subcommands.
+    mutating func clusterPlacementChange(_ a: [ByteBuffer], into out: inout ByteBuffer) -> CommandOutcome? {
+        guard a.count >= 2 else { return nil }
+        let adds = Self.matches(a[1], Self.clusterADDNODE)
+        guard adds || Self.matches(a[1], Self.clusterREMOVENODE) else { return nil }
+        guard a.count == 3 else {
+            error("ERR wrong number of arguments for 'cluster|\(adds ? "addnode" : "removenode")' command", into: &out)
+            return .keepOpen
+        }
+        guard let engine = server.cluster else {
+            error("ERR this node is its data center's only node: its data center has no placement to change", into: &out)
+            return .keepOpen
+        }
+        guard let name = a[2].getString(at: a[2].readerIndex, length: a[2].readableBytes), !name.isEmpty else {
+            error("ERR the node name must be UTF-8 text", into: &out)
+            return .keepOpen
+        }
+        let change: PlacementChange = adds ? .add(name: name) : .remove(name: name)
+        return .replyLater(DeferredReply { reply in
+            engine.changePlacement(change) { outcome in
+                var buffer = ByteBufferAllocator().buffer(capacity: 128)
+                switch outcome {
+                case .committed: buffer.writeSimpleString("OK")
+                case .refused(let reason): buffer.writeErrorReply("ERR \(reason)")
+                }
+                reply(buffer, nil)
+            }
+        })
+    }
 
     /// CLUSTER KEYSLOT | SLOTS | SHARDS | NODES | MYID | INFO | HELP
     mutating func cluster(_ a: [ByteBuffer], into out: inout ByteBuffer) {
@@ -35,11 +70,13 @@ extension CommandExecutor {
         if Self.matches(sub, Self.clusterHELP) {
             Self.writeHelp([
                 "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "ADDNODE <node>", "    Add a spare node of this data center to its placement; its partitions move to it while it serves.",
                 "DIGEST <partition>", "    Return the Merkle root of this node's replica of <partition> (32 hex digits; nil if it holds nothing of it).",
                 "INFO", "    Return information about this node's data center as a cluster.",
                 "KEYSLOT <key>", "    Return the hash slot for <key>.",
                 "MYID", "    Return this node's id.",
                 "NODES", "    Return this data center's nodes and their slots.",
+                "REMOVENODE <node>", "    Remove a node from this data center's placement; its partitions move to the others.",
                 "SHARDS", "    Return this data center's slot ranges with their nodes.",
                 "SLOTS", "    Return this data center's slot ranges with their nodes' addresses.",
                 "HELP", "    Print this help.",
@@ -74,7 +111,7 @@ extension CommandExecutor {
         let view = ClusterView(server: server)
         if Self.matches(sub, Self.clusterMYID) {
             guard arity(2, "myid") else { return }
-            out.writeBulkString(view.id(of: view.me))
+            out.writeBulkString(view.id(named: server.nodeName))
         } else if Self.matches(sub, Self.clusterSLOTS) {
             guard arity(2, "slots") else { return }
             out.writeArrayHeader(view.ranges.count)
@@ -160,45 +197,55 @@ extension CommandExecutor {
     }
 }
 
-/// This node's data center as CLUSTER commands describe it: its configured nodes placed by
-/// `Placement` (ids are the nodes' indexes in the configuration, as in their `ReplicaID`s).
+/// This node's data center as CLUSTER commands describe it: its current placement (the
+/// configuration's, in a data center of one node) with each member's configured addresses,
+/// found by name (the configuration is the address book; ids are the placement's).
 struct ClusterView {
     let placement: Placement
     let ranges: [SlotRange]
+    /// This node's member id (-1 when the placement does not name it).
     let me: Int
-    private let nodes: [NodeConfig]
+    private let nodesByName: [String: NodeConfig]
     private let ownAddress: HostPort
     private let prefix: String
 
     init(server: ServerContext) {
         let configuration = server.configuration
         let datacenter = configuration.cluster.datacenters.first { $0.name == server.datacenterName }
-        nodes = datacenter?.nodes ?? [NodeConfig(name: server.nodeName, client: nil, peer: nil)]
-        me = nodes.firstIndex { $0.name == server.nodeName } ?? 0
-        placement = Placement(
+        let nodes = datacenter?.nodes ?? [NodeConfig(name: server.nodeName, client: nil, peer: nil)]
+        nodesByName = Dictionary(nodes.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        placement = server.cluster?.currentPlacement ?? Placement(
             memberNames: nodes.map(\.name), partitionCount: configuration.cluster.partitions,
             replicationFactor: configuration.cluster.replicationFactor)
+        me = placement.members.first { $0.name == server.nodeName }?.id ?? -1
         ranges = SlotRange.ranges(of: placement, partitioner: Partitioner(partitionCount: configuration.cluster.partitions))
         ownAddress = server.listenAddress.withLockedValue { $0 }
         prefix = "meridian/\(configuration.cluster.name)/\(server.datacenterName)/"
     }
 
+    private func node(_ member: Int) -> NodeConfig? {
+        placement.member(member).flatMap { nodesByName[$0.name] }
+    }
+
     /// A Redis-style node id (40 hex digits), stable across restarts: from the cluster, data
     /// center and node names.
     func id(of member: Int) -> String {
-        let name = member < nodes.count ? nodes[member].name : "?"
-        return String(SHA256.hex(SHA256.digest(Array((prefix + name).utf8))).prefix(40))
+        id(named: placement.member(member)?.name ?? "?")
+    }
+
+    func id(named name: String) -> String {
+        String(SHA256.hex(SHA256.digest(Array((prefix + name).utf8))).prefix(40))
     }
 
     /// Where clients reach a member. A wildcard bind address is reported as an empty host, which
     /// clients read as "the address you used to reach me".
     func address(of member: Int) -> HostPort {
-        let address = member == me ? ownAddress : (member < nodes.count ? nodes[member].client : nil) ?? HostPort(host: "", port: 0)
+        let address = member == me ? ownAddress : node(member)?.client ?? HostPort(host: "", port: 0)
         let wildcard = address.host == "0.0.0.0" || address.host == "::" || address.host == "[::]"
         return HostPort(host: wildcard ? "" : address.host, port: address.port)
     }
 
     func peerPort(of member: Int) -> Int {
-        member < nodes.count ? nodes[member].peer?.port ?? 0 : 0
+        node(member)?.peer?.port ?? 0
     }
 }

@@ -212,7 +212,9 @@ public struct CommandExecutor {
         case .lastsave: lastsave(into: &out)
         case .config: config(a, into: &out)
         case .audit: return audit(a, into: &out)
-        case .cluster: cluster(a, into: &out)
+        case .cluster:
+            if let outcome = clusterPlacementChange(a, into: &out) { return outcome }
+            cluster(a, into: &out)
         case .get: get(a, into: &out)
         case .set: set(a, into: &out)
         case .setnx: setnx(a, into: &out)

@@ -204,12 +204,23 @@ struct InfoReport {
             }
             let statistics = engine.currentStatistics
             let node = statistics.node
+            let placement = engine.currentPlacement
             return [
                 ("cluster_enabled", "1"),
-                ("cluster_members", "\(engine.memberNames.count)"),
+                ("cluster_members", "\(placement.members.count)"),
                 ("cluster_members_alive", "\(statistics.membersAlive)"),
-                ("cluster_member_index", "\(engine.me)"),
+                ("cluster_member", statistics.isMember ? "yes" : "no"),
+                ("cluster_member_index", engine.memberID.map { "\($0)" } ?? "-1"),
                 ("cluster_placement_epoch", "\(statistics.placementEpoch)"),
+                ("cluster_placement", placement.members.map { $0.state == .active ? $0.name : "\($0.name)(\($0.state))" }.joined(separator: ",")),
+                ("cluster_placement_voters", engine.voterNames.joined(separator: ",")),
+                ("cluster_change", statistics.change.isEmpty ? "none" : statistics.change),
+                ("cluster_partitions_moving", "\(statistics.partitionsMoving)"),
+                ("cluster_partitions_streaming_in", "\(statistics.partitionsStreamingIn)"),
+                ("cluster_move_entries_received", "\(node.moveEntriesReceived)"),
+                ("cluster_partitions_dropped", "\(node.partitionsDropped)"),
+                ("cluster_changes_committed", "\(statistics.changesCommitted)"),
+                ("cluster_changes_refused", "\(statistics.changesRefused)"),
                 ("cluster_writes_replicated", "\(statistics.writesReplicated)"),
                 ("cluster_writes_timed_out", "\(statistics.writesTimedOut)"),
                 ("cluster_commands_forwarded", "\(statistics.commandsForwarded)"),

@@ -10,6 +10,8 @@ final class SerialInbox<Input>: @unchecked Sendable {
         var inputs: [Input] = []
         var draining = false
         var stopped = false
+        /// Inputs queued before `start` wait for it (a thread pool not started yet cancels work).
+        var started = false
     }
 
     private let thread = NIOThreadPool(numberOfThreads: 1)
@@ -23,6 +25,13 @@ final class SerialInbox<Input>: @unchecked Sendable {
     func start(consuming consume: @escaping ([Input]) -> Void) {
         consumerLock.withLock { consumer = consume }
         thread.start()
+        let pending = state.withLockedValue { state -> Bool in
+            state.started = true
+            guard !state.inputs.isEmpty, !state.draining else { return false }
+            state.draining = true
+            return true
+        }
+        if pending { submitDrain() }
     }
 
     /// Queues `inputs` behind everything queued (nothing after `stop`).
@@ -30,15 +39,17 @@ final class SerialInbox<Input>: @unchecked Sendable {
         let start = state.withLockedValue { state -> Bool in
             guard !state.stopped else { return false }
             state.inputs.append(contentsOf: inputs)
-            if state.draining { return false }
+            if state.draining || !state.started { return false }
             state.draining = true
             return true
         }
-        if start {
-            thread.submit { [self] work in
-                guard case .active = work else { return }
-                drain()
-            }
+        if start { submitDrain() }
+    }
+
+    private func submitDrain() {
+        thread.submit { [self] work in
+            guard case .active = work else { return }
+            drain()
         }
     }
 

@@ -44,7 +44,8 @@ public final class ServerContext: Sendable {
     public init(
         configuration: MeridianConfiguration, nodeName: String, datacenterName: String, origin: ReplicaID,
         listenAddress: HostPort, configFile: String?, dataDirectory: String, processID: Int, logger: Logger,
-        eventLoopCount: Int, storage: StorageEngine? = nil, strong: StrongEngine? = nil
+        eventLoopCount: Int, storage: StorageEngine? = nil, strong: StrongEngine? = nil, placementLog: StrongEngine? = nil,
+        savedPlacement: Placement? = nil
     ) {
         self.configuration = configuration
         self.strong = strong
@@ -73,7 +74,8 @@ public final class ServerContext: Sendable {
             clusterPartitionCount: scalesOut ? configuration.cluster.partitions : nil)
         self.cluster = scalesOut ? ClusterEngine(
             configuration: configuration, datacenter: Int(origin.datacenter), node: Int(origin.node), database: database,
-            settings: Self.clusterSettings(configuration.cluster.scaleOut), memberMarker: dataDirectory + "/cluster-member", logger: logger) : nil
+            settings: Self.clusterSettings(configuration.cluster.scaleOut), dataDirectory: dataDirectory, savedPlacement: savedPlacement,
+            placementLog: placementLog, logger: logger) : nil
         let warmUp = WarmUpProgress()
         self.database = database
         self.warmUp = warmUp
@@ -99,6 +101,8 @@ public final class ServerContext: Sendable {
         settings.requestTimeoutMs = config.requestTimeoutMs
         settings.antiEntropyIntervalMs = config.antiEntropyIntervalMs
         settings.hintsBytesMax = config.hintsBytesMax
+        settings.moveRetryMs = config.moveRetryMs
+        settings.graceMs = config.graceMs
         return settings
     }
 

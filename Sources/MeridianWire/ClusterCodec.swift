@@ -11,7 +11,11 @@ public enum ClusterCodec {
     enum Kind: UInt8 {
         case swimPing = 20, swimAck, swimPingRequest, replicate, replicateAck, read, readReply, movedEpoch
         case antiEntropyDigests, antiEntropyEntries, moveRequest, moveChunk, antiEntropyStamps, command, commandReply
+        case placementFetch, placement, placementChange, placementChangeReply, placementLog
     }
+
+    /// A refusal's sentence, and the partitions one switch may name.
+    static let reasonBytesMax = 1_024
 
     /// Updates a SWIM message may carry, and digests/leaves an anti-entropy message may name.
     static let updatesMax = 64
@@ -82,6 +86,25 @@ public enum ClusterCodec {
             writer.u8(Kind.commandReply.rawValue); writer.u64(request); writer.u8(1); writer.u64(epoch)
         case .commandReply(let request, .replyTooLarge):
             writer.u8(Kind.commandReply.rawValue); writer.u64(request); writer.u8(2)
+        case .placementFetch(let epoch):
+            writer.u8(Kind.placementFetch.rawValue); writer.u64(epoch)
+        case .placement(let placement):
+            writer.u8(Kind.placement.rawValue); writer.blob(PlacementCodec.encode(placement))
+        case .placementChange(let request, .add(let name)):
+            writer.u8(Kind.placementChange.rawValue); writer.u64(request); writer.u8(0); writer.blob(Array(name.utf8))
+        case .placementChange(let request, .remove(let name)):
+            writer.u8(Kind.placementChange.rawValue); writer.u64(request); writer.u8(1); writer.blob(Array(name.utf8))
+        case .placementChange(let request, .switching(let partitions, let changeEpoch)):
+            writer.u8(Kind.placementChange.rawValue); writer.u64(request); writer.u8(2); writer.u64(changeEpoch)
+            writer.u32(UInt32(partitions.count))
+            for partition in partitions { writer.u32(UInt32(partition)) }
+        case .placementChangeReply(let request, .committed(let epoch)):
+            writer.u8(Kind.placementChangeReply.rawValue); writer.u64(request); writer.u8(0); writer.u64(epoch)
+        case .placementChangeReply(let request, .refused(let reason)):
+            writer.u8(Kind.placementChangeReply.rawValue); writer.u64(request); writer.u8(1)
+            writer.blob(Array(reason.utf8.prefix(reasonBytesMax)))
+        case .placementLog(let bytes):
+            writer.u8(Kind.placementLog.rawValue); writer.blob(bytes)
         }
         return writer.bytes
     }
@@ -186,6 +209,38 @@ public enum ClusterCodec {
             case 2: message = .commandReply(request: request, outcome: .replyTooLarge)
             case let other: throw .malformed("command outcome \(other)")
             }
+        case .placementFetch:
+            message = .placementFetch(epoch: try reader.uint64())
+        case .placement:
+            message = .placement(try PlacementCodec.decode(try reader.blob()))
+        case .placementChange:
+            let request = try reader.uint64()
+            switch try reader.uint8() {
+            case 0: message = .placementChange(request: request, change: .add(name: try reader.memberName()))
+            case 1: message = .placementChange(request: request, change: .remove(name: try reader.memberName()))
+            case 2:
+                let changeEpoch = try reader.uint64()
+                let count = try reader.count()
+                guard count >= 1, count <= Partitioner.slotCount else { throw .malformed("a switch of \(count) partitions") }
+                var partitions: [Int] = []
+                for _ in 0..<count { partitions.append(Int(try reader.uint32())) }
+                message = .placementChange(request: request, change: .switching(partitions: partitions, changeEpoch: changeEpoch))
+            case let other: throw .malformed("placement change \(other)")
+            }
+        case .placementChangeReply:
+            let request = try reader.uint64()
+            switch try reader.uint8() {
+            case 0: message = .placementChangeReply(request: request, outcome: .committed(epoch: try reader.uint64()))
+            case 1:
+                let reason = try reader.blob()
+                guard reason.count <= reasonBytesMax, let text = String(validating: reason, as: UTF8.self) else {
+                    throw .malformed("a refusal's reason")
+                }
+                message = .placementChangeReply(request: request, outcome: .refused(text))
+            case let other: throw .malformed("placement change outcome \(other)")
+            }
+        case .placementLog:
+            message = .placementLog(try reader.blob())
         }
         guard reader.isAtEnd else { throw .malformed("\(bytes.count - reader.offset) bytes after a cluster message") }
         return message
@@ -243,6 +298,15 @@ extension WireReader {
         let length = Int(try uint32())
         guard length <= Limits.keyBytesMax else { throw .malformed("key of \(length) bytes") }
         return try bytes(length)
+    }
+
+    /// A node's name in a placement change (as the placement bounds it).
+    mutating func memberName() throws(WireError) -> String {
+        let bytes = try blob()
+        guard !bytes.isEmpty, bytes.count <= PlacementCodec.nameBytesMax, let name = String(validating: bytes, as: UTF8.self) else {
+            throw .malformed("a member name")
+        }
+        return name
     }
 
     mutating func optionalKey() throws(WireError) -> [UInt8]? {

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Dispatch
 import Logging
+import MeridianCluster
 import MeridianConfig
 import MeridianCore
+import MeridianPaxos
 import MeridianServer
 import MeridianStorage
 import NIOConcurrencyHelpers
@@ -153,7 +155,9 @@ struct MeridianServerCommand: ParsableCommand {
             origin: ReplicaID(datacenter: UInt16(located.datacenter), node: UInt16(located.node)),
             listenAddress: HostPort(host: bindHost, port: bindPort), configFile: config,
             dataDirectory: dataDir, processID: Int(getpid()), logger: logger,
-            eventLoopCount: threads ?? System.coreCount, storage: storage, strong: strong)
+            eventLoopCount: threads ?? System.coreCount, storage: storage, strong: strong,
+            placementLog: try Self.startPlacementLog(configuration: configuration, located: located, dataDir: dataDir, logger: logger),
+            savedPlacement: try Self.savedPlacement(configuration: configuration, located: located, dataDir: dataDir))
         if let cluster = context.cluster {
             // A node of a data center of several nodes answers its peers from memory (its trees
             // cover memory only): it reloads its durable keys before it joins them and serves.
@@ -171,9 +175,9 @@ struct MeridianServerCommand: ParsableCommand {
             cluster.start(tickingOn: group.next())
             try links.start(peerAddress: located.config.peer)
             context.peerLinks.withLockedValue { $0 = links }
-            logger.info("cluster member started", metadata: [
-                "members": "\(cluster.memberNames.joined(separator: ","))", "replication_factor": "\(configuration.cluster.replicationFactor)",
-                "partitions": "\(configuration.cluster.partitions)",
+            logger.info("cluster node started", metadata: [
+                "placement": "\(cluster.currentPlacement)", "replication_factor": "\(configuration.cluster.replicationFactor)",
+                "partitions": "\(configuration.cluster.partitions)", "placement_voters": "\(cluster.voterNames.joined(separator: ","))",
             ])
         }
         let node: MeridianNode
@@ -212,6 +216,51 @@ struct MeridianServerCommand: ParsableCommand {
 }
 
 extension MeridianServerCommand {
+    /// The placement this node saved before it stopped, when it belongs to a data center of
+    /// several nodes.
+    static func savedPlacement(
+        configuration: MeridianConfiguration, located: (datacenter: Int, node: Int, config: NodeConfig), dataDir: String
+    ) throws -> Placement? {
+        guard configuration.cluster.datacenters[located.datacenter].nodes.count > 1 else { return nil }
+        do {
+            return try ClusterEngine.loadPlacement(dataDirectory: dataDir, configuration: configuration)
+        } catch {
+            throw ValidationError("data directory \(dataDir): \(error)")
+        }
+    }
+
+    /// The placement log's part on a placement voter (docs/CLUSTER.md, "Rebalancing"): a Paxos
+    /// group of the voters, one partition, its store at `<data_dir>/placement`. Nil on other nodes.
+    static func startPlacementLog(
+        configuration: MeridianConfiguration, located: (datacenter: Int, node: Int, config: NodeConfig), dataDir: String, logger: Logger
+    ) throws -> StrongEngine? {
+        let datacenter = configuration.cluster.datacenters[located.datacenter]
+        guard datacenter.nodes.count > 1, !datacenter.witness else { return nil }
+        let voters = configuration.cluster.placementVoters(of: datacenter)
+        guard let me = voters.firstIndex(of: located.config.name) else { return nil }
+        let path = dataDir + "/placement"
+        var paxos = PaxosConfiguration(voterCount: voters.count, learners: Array(voters.indices), me: me, partitionCount: 1)
+        paxos.leaseMs = configuration.strong.leaseMs
+        paxos.maxDrift = configuration.strong.maxDrift
+        paxos.timeoutMs = configuration.strong.timeoutMs
+        let engine: StrongEngine
+        do {
+            try makeDirectories(dataDir)
+            let store = try RocksDBStore(path: path)
+            let fatalLogger = logger
+            engine = try StrongEngine(voterNames: voters, paxos: paxos, store: store, logger: logger) { reason in
+                fatalLogger.critical("stopping: a placement log vote could not be made durable", metadata: ["error": "\(reason)"])
+                fflush(nil)
+                Glibc._exit(70)
+            }
+        } catch {
+            throw ValidationError("data directory \(dataDir): the placement log at \(path) cannot be used: \(error)")
+        }
+        engine.start(tickingOn: MultiThreadedEventLoopGroup(numberOfThreads: 1).next())
+        logger.info("placement log started", metadata: ["store": "\(path)", "voters": "\(voters.joined(separator: ","))"])
+        return engine
+    }
+
     /// The strong protocol's engine and its store (`<data_dir>/paxos`), when some namespace
     /// has strong keys; nil otherwise (nothing of it runs, nothing touches the disk).
     static func startStrongEngine(configuration: MeridianConfiguration, datacenter: Int, dataDir: String, logger: Logger) throws -> StrongEngine? {

@@ -9,7 +9,7 @@ struct Meridian: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meridian",
         abstract: "Meridian's operator tool.",
-        subcommands: [Config.self, DevCluster.self, Export.self, Audit.self, WanProxy.self, CheckHistory.self, BenchCluster.self, Version.self])
+        subcommands: [Config.self, DevCluster.self, ClusterAdmin.self, Export.self, Audit.self, WanProxy.self, CheckHistory.self, BenchCluster.self, Version.self])
 }
 
 extension Meridian {

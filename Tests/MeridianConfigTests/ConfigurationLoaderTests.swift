@@ -107,6 +107,23 @@ import Testing
         let configuration = try ConfigurationLoader.parse(yaml: "cluster: { name: c, replication_factor: 2, " + Self.twoNodes + " ] }\nnamespaces: [ { name: d, prefix: \"\", eviction: none } ]\nlimits: { maxmemory: 1gb }")
         #expect(configuration.cluster.datacenters[0].nodes.count == 2)
         #expect(configuration.cluster.replicationFactor == 2)
+        #expect(configuration.cluster.placementVoters(of: configuration.cluster.datacenters[0]) == ["a1", "a2"])
+    }
+
+    /// A spare is listed (its addresses known to every node) but not in the first placement;
+    /// the placement voters default to the first three members.
+    @Test func acceptsSparesAndPlacementVoters() throws {
+        let nodes = (1...5).map { "{ name: a\($0), client: \"127.0.0.1:\(10 + $0)\", peer: \"127.0.0.1:\(20 + $0)\"\($0 == 5 ? ", spare: true" : "") }" }
+        let yaml = "cluster: { name: c, replication_factor: 3, datacenters: [ { name: a, nodes: [ " + nodes.joined(separator: ", ") + " ] } ] }"
+        let configuration = try ConfigurationLoader.parse(yaml: yaml)
+        let dc = configuration.cluster.datacenters[0]
+        #expect(dc.nodes.map(\.spare) == [false, false, false, false, true])
+        #expect(configuration.cluster.firstMembers(of: dc) == ["a1", "a2", "a3", "a4"])
+        #expect(configuration.cluster.placementVoters(of: dc) == ["a1", "a2", "a3"])
+        let chosen = try ConfigurationLoader.parse(
+            yaml: yaml.replacing("replication_factor: 3,", with: "replication_factor: 3, placement_voters: [a2, a4, a1], grace: 2s, move_retry: 300ms,"))
+        #expect(chosen.cluster.placementVoters(of: chosen.cluster.datacenters[0]) == ["a2", "a4", "a1"])
+        #expect(chosen.cluster.scaleOut.graceMs == 2_000 && chosen.cluster.scaleOut.moveRetryMs == 300)
     }
 
     @Test(arguments: [
@@ -135,6 +152,15 @@ import Testing
         // its nodes, and what it does not serve yet is refused (docs/CLUSTER.md).
         ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\" }, { name: a2, client: \"127.0.0.1:2\" } ] } ] }", "cluster.datacenters[0].nodes[0].peer"),
         ("cluster: { name: c, replication_factor: 3, " + Self.twoNodes + " ] }", "cluster.replication_factor"),
+        // Spares: replicas count the members only; a voter is a member; a lone node is no spare.
+        ("cluster: { name: c, replication_factor: 2, " + Self.twoNodes.replacing("4\" }", with: "4\", spare: true }") + " ] }", "cluster.replication_factor"),
+        ("cluster: { name: c, " + Self.twoNodes.replacing("4\" }", with: "4\", spare: yes please }") + " ] }", "cluster.datacenters[0].nodes[1].spare"),
+        ("cluster: { name: c, placement_voters: [a1, a3], " + Self.twoNodes + " ] }", "cluster.placement_voters[1]"),
+        ("cluster: { name: c, placement_voters: [a1, a1], " + Self.twoNodes + " ] }", "cluster.placement_voters[1]"),
+        ("cluster: { name: c, placement_voters: [], " + Self.twoNodes + " ] }", "cluster.placement_voters"),
+        ("cluster: { name: c, placement_voters: [a2], " + Self.twoNodes.replacing("4\" }", with: "4\", spare: true }") + " ] }", "cluster.placement_voters[0]"),
+        ("cluster: { name: c, grace: never, " + Self.twoNodes + " ] }", "cluster.grace"),
+        ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\", spare: true } ] } ] }", "cluster.datacenters[0].nodes[0].spare"),
         ("cluster: { name: c, " + Self.twoNodes + ", { name: b, nodes: [ { name: b1, client: \"127.0.0.1:5\", peer: \"127.0.0.1:6\" } ] } ] }", "cluster.datacenters[0].nodes"),
         ("cluster: { name: c, " + Self.twoNodes + " ] }\nnamespaces: [ { name: s, prefix: \"s:\", consistency: strong } ]", "namespaces[0].consistency"),
         ("cluster: { name: c, " + Self.twoNodes + " ] }\nlimits: { maxmemory: 1gb }", "namespaces"),

@@ -53,6 +53,16 @@ import Testing
         .commandReply(request: 1, outcome: .executed(reply: [])),
         .commandReply(request: 2, outcome: .movedEpoch(7)),
         .commandReply(request: 3, outcome: .replyTooLarge),
+        .placementFetch(epoch: 0),
+        .placement(Placement(memberNames: ["east-1", "east-2", "east-3"], partitionCount: 64, replicationFactor: 2)),
+        .placement(try! Placement(memberNames: ["east-1", "east-2", "east-3"], partitionCount: 64, replicationFactor: 2).adding(name: "east-4")),
+        .placementChange(request: 0, change: .add(name: "east-4")),
+        .placementChange(request: 7, change: .remove(name: "east-é")),
+        .placementChange(request: 8, change: .switching(partitions: [0, 17, 1_023], changeEpoch: 5)),
+        .placementChangeReply(request: 8, outcome: .committed(epoch: 6)),
+        .placementChangeReply(request: 9, outcome: .refused("'east-4' is already a member")),
+        .placementLog([1, 2, 3]),
+        .placementLog([]),
     ]
 
     @Test func everyMessageRoundTrips() throws {
@@ -70,7 +80,14 @@ import Testing
             #expect(throws: WireError.self) { try ClusterCodec.decode(bytes + [0]) }
         }
         #expect(throws: WireError.self) { try ClusterCodec.decode([19]) }
-        #expect(throws: WireError.self) { try ClusterCodec.decode([35]) }
+        #expect(throws: WireError.self) { try ClusterCodec.decode([40]) }
+        // A switch of no partition, an add of an empty name, a change or an outcome that names nothing.
+        #expect(throws: WireError.self) { try ClusterCodec.decode([37] + [UInt8](repeating: 0, count: 8) + [2] + [UInt8](repeating: 0, count: 12)) }
+        #expect(throws: WireError.self) { try ClusterCodec.decode([37] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0, 0]) }
+        #expect(throws: WireError.self) { try ClusterCodec.decode([37] + [UInt8](repeating: 0, count: 8) + [3]) }
+        #expect(throws: WireError.self) { try ClusterCodec.decode([38] + [UInt8](repeating: 0, count: 8) + [2]) }
+        // A placement whose bytes no placement has (a member count of zero).
+        #expect(throws: WireError.self) { try ClusterCodec.decode([36, 29, 0, 0, 0, 1, 64, 0, 0, 0, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 24)) }
         // A forwarded command with no command, or a command with no arguments; an outcome
         // that names nothing.
         #expect(throws: WireError.self) { try ClusterCodec.decode([33] + [UInt8](repeating: 0, count: 24)) }
@@ -97,7 +114,7 @@ import Testing
         for _ in 0..<20_000 {
             let count = Int(random.next() % 60)
             var bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-            if !bytes.isEmpty { bytes[0] = UInt8(20 + random.next() % 15) }
+            if !bytes.isEmpty { bytes[0] = UInt8(20 + random.next() % 20) }
             _ = try? ClusterCodec.decode(bytes)
         }
     }

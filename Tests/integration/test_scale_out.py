@@ -33,14 +33,19 @@ DURABLE = "  - { name: default, prefix: \"\", durability: write-back, write_back
 
 
 class DataCenter:
-    """Three nodes of one data center, each with its client and peer port."""
+    """The nodes of one data center (three unless said), each with its client and peer port;
+    `spares` are listed too, as spares (members only once added)."""
 
-    def __init__(self, tmp_path: Path, namespaces: str = MEMORY, replication_factor: int = 3, settings: str = ""):
+    def __init__(self, tmp_path: Path, namespaces: str = MEMORY, replication_factor: int = 3, settings: str = "",
+                 members: tuple[str, ...] = NODES, spares: tuple[str, ...] = ()):
         self.tmp = tmp_path
-        self.ports = {f"{node}-{kind}": free_port() for node in NODES for kind in ("client", "peer")}
+        self.members = members
+        everyone = members + spares
+        self.ports = {f"{node}-{kind}": free_port() for node in everyone for kind in ("client", "peer")}
         nodes = "".join(
             f"        - {{ name: {node}, client: \"127.0.0.1:{self.ports[node + '-client']}\", "
-            f"peer: \"127.0.0.1:{self.ports[node + '-peer']}\" }}\n" for node in NODES)
+            f"peer: \"127.0.0.1:{self.ports[node + '-peer']}\"{', spare: true' if node in spares else ''} }}\n"
+            for node in everyone)
         self.config = tmp_path / "dc.yaml"
         self.config.write_text(
             "cluster:\n  name: scale\n"
@@ -58,14 +63,14 @@ class DataCenter:
         wait_for_start(proc, lambda: ping_ok(port), lambda: self.log(node), what=f"{node} (answering PING)")
 
     def start_all(self, wait_for_rebuilds: bool = True) -> None:
-        for node in NODES:
+        for node in self.members:
             self.start(node)
-        wait_for(lambda: all(self.info(node)["cluster_members_alive"] == 3 for node in NODES),
+        wait_for(lambda: all(self.info(node)["cluster_members_alive"] == len(self.members) for node in self.members),
                  timeout=20, what="every member alive at every member")
         # A new data directory counts as lost data: each node first rebuilds its partitions
         # from the others (empty here), then marks its directory as holding them.
         if wait_for_rebuilds:
-            wait_for(lambda: all(self.info(node)["cluster_partitions_rebuilding"] == 0 for node in NODES),
+            wait_for(lambda: all(self.info(node)["cluster_partitions_rebuilding"] == 0 for node in self.members),
                      timeout=20, what="the first rebuilds")
 
     def kill9(self, node: str) -> None:

@@ -26,6 +26,10 @@ extension CommandExecutor {
         }
         // No key after all (`OBJECT HELP`): it runs here.
         guard partition >= 0 else { return nil }
+        guard cluster.isMember else {
+            error(ClusterEngine.notMemberReply, into: &out)
+            return .keepOpen
+        }
         let protocolVersion: UInt8 = resp == .v3 ? 3 : 2
         if spans {
             if id == .mset && arguments.count % 2 == 0 {
@@ -38,7 +42,7 @@ extension CommandExecutor {
             }
             return .replyLater(DeferredReply { reply in split.run(cluster: cluster, protocolVersion: protocolVersion) { reply($0, nil) } })
         }
-        if cluster.primary(of: partition) == cluster.me {
+        if cluster.isPrimaryHere(partition) {
             // Here, after a read quorum when the keys' namespaces ask for one: on the thread
             // that runs forwarded commands, which reads first (`ForwardedCommands`).
             guard !Self.readQuorumKeys(id, shape, arguments, namespaces: database.namespaces).isEmpty else { return nil }
@@ -232,7 +236,7 @@ struct SplitCommand: Sendable {
                 }
                 if let all { done(assemble(all)) }
             }
-            if cluster.primary(of: part.partition) == cluster.me {
+            if cluster.isPrimaryHere(part.partition) {
                 cluster.runHere(commands: [part.command], protocolVersion: protocolVersion, reply: finish)
             } else {
                 cluster.forward(partition: part.partition, protocolVersion: protocolVersion, commands: [part.command]) { result in

@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import MeridianCluster
 import MeridianCore
+import MeridianPaxos
 import MeridianRESP
 import MeridianStorage
 import MeridianWire
@@ -21,8 +22,11 @@ import NIOPosix
 /// it through the state machines, makes the step's merges durable (a `write-through` merge is
 /// synced before any message of the step leaves), then sends and answers.
 ///
-/// Member `i` is the data center's node `i` in the configuration; the placement is the
-/// configuration's at epoch 1 (adding and removing nodes is not served yet).
+/// The placement starts as the configuration's (its nodes but the spares, epoch 1) and changes
+/// through the data center's placement log (docs/CLUSTER.md, "Rebalancing"): a Paxos group of
+/// the placement voters, which this engine runs on the voters (`placementLog`), and which the
+/// other nodes reach by `CLUSTER` messages — fetches, changes, switches. Members are known by
+/// name (the configuration is the address book) and numbered by the placement.
 public final class ClusterEngine: @unchecked Sendable {
     /// A replicated write's end: acknowledged by `write_acks` owners, or not within the
     /// request timeout (it may still reach them: hints and anti-entropy carry it on).
@@ -35,15 +39,22 @@ public final class ClusterEngine: @unchecked Sendable {
     public typealias CommandRunner = @Sendable (
         _ commands: [[[UInt8]]], _ protocolVersion: UInt8, _ reply: @escaping @Sendable ([UInt8]) -> Void
     ) -> Void
+    public typealias ChangeCompletion = @Sendable (PlacementChangeOutcome) -> Void
 
     enum Input {
         case replicate(key: [UInt8], record: DurableRecord, acks: AckCount, WriteCompletion)
         case readQuorum(keys: [(key: [UInt8], acks: AckCount)], ReadCompletion)
         case forward(partition: Int, protocolVersion: UInt8, commands: [[[UInt8]]], ForwardCompletion)
-        case message(ClusterMessage, from: Int)
+        case message(ClusterMessage, from: String)
         case commandRan(request: UInt64, coordinator: Int, reply: [UInt8])
-        case linkLost(Int)
+        case linkLost(String)
         case tick
+        /// The placement log applied a new placement (this node is a voter).
+        case placementApplied(Placement)
+        /// An operator's change, asked at this node.
+        case changePlacement(PlacementChange, ChangeCompletion)
+        /// The placement log decided a change another node asked this voter for.
+        case changeDecided(request: UInt64, requester: String, PlacementChangeOutcome)
     }
 
     public struct Statistics: Sendable {
@@ -64,14 +75,35 @@ public final class ClusterEngine: @unchecked Sendable {
         public var placementEpoch: UInt64 = 0
         /// Partitions this node owns and is still rebuilding from the other owners.
         public var partitionsRebuilding = 0
+        /// Whether the placement names this node (a spare, or a node removed, does not).
+        public var isMember = false
+        /// The running change (add or remove) in words, empty when none runs.
+        public var change = ""
+        /// Partitions of the running change that have not switched yet.
+        public var partitionsMoving = 0
+        /// Partitions this node streams in (its moves; rebuilds are counted above).
+        public var partitionsStreamingIn = 0
+        public var changesCommitted = 0
+        public var changesRefused = 0
     }
 
-    /// The data center's node names, by member id.
-    public let memberNames: [String]
-    public let me: Int
+    /// The data center's nodes as configured (the address book).
+    public let nodeNames: [String]
+    /// This node's name.
+    public let name: String
+    /// The nodes that commit the data center's placement.
+    public let voterNames: [String]
     public let partitioner: Partitioner
     private let logger: Logger
     private let storage: StorageEngine?
+    private let database: Database
+    private let settings: ClusterSettings
+    /// This node's part of the placement log, when it is a placement voter.
+    private let placementLog: StrongEngine?
+    /// The configuration's placement: what the placement log holds until its first change.
+    private let firstPlacement: Placement
+    /// `<data_dir>/cluster-placement`: the newest placement this node learned.
+    private let placementFile: String
     /// Whether a replica's merge must be synced before its acknowledgement leaves.
     private let syncsMerges: Bool
     private let inbox = SerialInbox<Input>()
@@ -87,7 +119,9 @@ public final class ClusterEngine: @unchecked Sendable {
     private let published = NIOLockedValueBox(Statistics())
     /// Each partition's primary as the engine last saw it (member id, -1 for none), for the
     /// event loops' routing decision; replaced whole after every step that could change it.
-    private let routing: NIOLockedValueBox<[Int]>
+    private let routing: NIOLockedValueBox<Routing>
+    /// The placement as the engine last learned it, for CLUSTER commands.
+    private let publishedPlacement: NIOLockedValueBox<Placement>
     private let tickTask = NIOLockedValueBox<RepeatedTask?>(nil)
 
     // Engine thread only.
@@ -106,7 +140,8 @@ public final class ClusterEngine: @unchecked Sendable {
     private var nextClient: UInt64 = 1
     private var statistics = Statistics()
     private var lastPublishNs: UInt64 = 0
-    private var publishedRouting: [Int] = []
+    /// Placement messages to send this step, by node name.
+    private var sendsByName: [String: [[UInt8]]] = [:]
     /// What the published table was computed from (`publishRouting`).
     private var routingInputs: [Int] = []
     /// Members this node has no link to right now (a send found none, or the link dropped),
@@ -115,8 +150,46 @@ public final class ClusterEngine: @unchecked Sendable {
     private var unreachable: Set<Int> = []
     private let memberMarker: String
     private var memberMarkerWritten: Bool
+    /// Member ids by name and names by id, in the current placement.
+    private var memberIDs: [String: Int] = [:]
+    private var memberNames: [Int: String] = [:]
+    /// What this voter's placement log last applied (nil until it reported).
+    private var appliedPlacement: Placement?
+    /// Changes this node asked a voter for: request → deadline and completion.
+    private var changesAsked: [UInt64: AskedChange] = [:]
+    /// Changes sent to a voter in this step, by voter: when the send finds no link, the change
+    /// never left, and goes to the next voter at the next tick.
+    private var changesSentThisStep: [String: [UInt64]] = [:]
+
+    struct AskedChange {
+        var deadlineMs: Int64
+        var completion: ChangeCompletion
+        var change: PlacementChange
+        /// Whether it is with a voter (this node, when it is one); false: to be sent.
+        var sent: Bool
+    }
+    private var nextChangeRequest: UInt64 = 1
+    /// Which voter the next fetch or change goes to (they take turns).
+    private var voterTurn = 0
+    private var lastFetchMs: Int64 = 0
+
+    /// Each partition's primary for the event loops' routing, and who this node is.
+    struct Routing {
+        var me: Int
+        var isMember: Bool
+        var primaries: [Int]
+    }
 
     static let tickMs: Int64 = 10
+    /// The placement log's one key.
+    static let placementKey = Array("placement".utf8)
+    /// A node the placement does not name (a spare) runs under this id plus its index in the
+    /// configuration until a placement names it: ids the placement hands out stay far below.
+    static let nonMemberIDBase = 1 << 24
+    /// How long an operator's change may wait for a voter's answer.
+    static let changeTimeoutMs: Int64 = 10_000
+    /// The answer to a command on keys at a node the placement does not name.
+    static let notMemberReply = "TRYAGAIN this node is not a member of its data center's placement (a spare joins with `meridian cluster add-node NAME`); connect to a member"
 
     /// The answer to a command passed on by an owner rebuilding the partition, at another owner
     /// that rebuilds it too (a new data center's first seconds, or two owners that lost their
@@ -125,26 +198,34 @@ public final class ClusterEngine: @unchecked Sendable {
 
     static func nowMs() -> Int64 { Int64(SystemClock.monotonicNs() / 1_000_000) }
 
-    /// `memberMarker`: a file that exists once this node held all its partitions (written
-    /// when its rebuilds end). A node starts as having lost its data — it rebuilds every
+    /// `<data_dir>/cluster-member` is a file that exists once this node held all its partitions
+    /// (written when its rebuilds end). A node starts as having lost its data — it rebuilds every
     /// partition it owns from the other owners before it answers reads of it — when the
     /// marker is missing (a new or wiped data directory), or when some namespace keeps
-    /// nothing on disk (its keys did not survive the restart).
+    /// nothing on disk (its keys did not survive the restart). `savedPlacement`: what
+    /// `loadPlacement` found in the data directory; `placementLog`: this node's part of the
+    /// placement log when it is a placement voter.
     public init(
-        configuration: MeridianConfiguration, datacenter: Int, node me: Int, database: Database, settings: ClusterSettings,
-        memberMarker: String, logger: Logger
+        configuration: MeridianConfiguration, datacenter: Int, node configIndex: Int, database: Database, settings: ClusterSettings,
+        dataDirectory: String, savedPlacement: Placement?, placementLog: StrongEngine?, logger: Logger
     ) {
         let dc = configuration.cluster.datacenters[datacenter]
-        self.memberNames = dc.nodes.map(\.name)
-        self.me = me
+        self.nodeNames = dc.nodes.map(\.name)
+        self.name = dc.nodes[configIndex].name
+        self.voterNames = configuration.cluster.placementVoters(of: dc)
         self.logger = logger
         self.storage = database.storage
+        self.database = database
+        self.settings = settings
+        self.placementLog = placementLog
         self.syncsMerges = database.hasWriteThroughNamespaces
-        let placement = Placement(
-            memberNames: memberNames, partitionCount: configuration.cluster.partitions,
+        self.firstPlacement = Placement(
+            memberNames: configuration.cluster.firstMembers(of: dc), partitionCount: configuration.cluster.partitions,
             replicationFactor: configuration.cluster.replicationFactor)
+        let placement = savedPlacement ?? firstPlacement
+        self.placementFile = dataDirectory + "/cluster-placement"
         self.partitioner = Partitioner(partitionCount: placement.partitionCount)
-        self.memberMarker = memberMarker
+        self.memberMarker = dataDirectory + "/cluster-member"
         let lostData = access(memberMarker, F_OK) != 0 || configuration.namespaces.contains { $0.durability == .memory }
         self.memberMarkerWritten = !lostData
         self.store = ShardedReplicaStore(database: database)
@@ -153,14 +234,64 @@ public final class ClusterEngine: @unchecked Sendable {
         let now = Self.nowMs()
         // The incarnation grows across restarts (the wall clock's milliseconds will do).
         let incarnation = UInt64(max(1, SystemClock.nowUnixMs()))
+        let me = placement.members.first { $0.name == dc.nodes[configIndex].name }?.id ?? Self.nonMemberIDBase + configIndex
         self.node = ClusterNode(
             id: me, origin: database.origin, durable: durable, settings: settings, nowMs: now, incarnation: incarnation)
         self.forwarder = CommandForwarder(
             requestTimeoutMs: settings.requestTimeoutMs, inFlightPerLinkMax: configuration.cluster.scaleOut.forwardsInFlight,
             messageBytesMax: Frame.payloadBytesMax, incarnation: incarnation)
-        self.random = SplitMix64(seed: UInt64(truncatingIfNeeded: SystemClock.nowUnixMs()) &+ UInt64(me))
-        self.routing = NIOLockedValueBox((0..<placement.partitionCount).map { _ in -1 })
+        self.random = SplitMix64(seed: UInt64(truncatingIfNeeded: SystemClock.nowUnixMs()) &+ UInt64(configIndex))
+        self.routing = NIOLockedValueBox(Routing(me: me, isMember: false, primaries: (0..<placement.partitionCount).map { _ in -1 }))
+        self.publishedPlacement = NIOLockedValueBox(placement)
+        indexMembers()
         publishRouting()
+        if let placementLog {
+            placementLog.watch(key: Self.placementKey, partition: 0) { [weak self] bytes in
+                guard let self else { return }
+                guard let bytes else { return self.enqueue([.placementApplied(self.firstPlacement)]) }
+                do {
+                    self.enqueue([.placementApplied(try PlacementCodec.decode(bytes))])
+                } catch {
+                    self.logger.critical("the placement log holds a placement that does not decode", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// The placement this node learned before it stopped (`<data_dir>/cluster-placement`), nil
+    /// when it never learned one past the configuration's. Throws when the file cannot be read
+    /// or belongs to another layout (partitions and replication factor are fixed).
+    public static func loadPlacement(dataDirectory: String, configuration: MeridianConfiguration) throws -> Placement? {
+        let path = dataDirectory + "/cluster-placement"
+        guard access(path, F_OK) == 0 else { return nil }
+        guard let file = fopen(path, "rb") else { throw PlacementFileError(path: path, problem: "cannot be opened (errno \(errno))") }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = fread(&chunk, 1, chunk.count, file)
+            if count <= 0 { break }
+            bytes += chunk[0..<count]
+        }
+        let placement: Placement
+        do {
+            placement = try PlacementCodec.decode(bytes)
+        } catch {
+            throw PlacementFileError(path: path, problem: "does not hold a placement (\(error))")
+        }
+        guard placement.partitionCount == configuration.cluster.partitions,
+              placement.replicationFactor == configuration.cluster.replicationFactor else {
+            throw PlacementFileError(
+                path: path,
+                problem: "holds a placement of \(placement.partitionCount) partitions with replication factor \(placement.replicationFactor); the configuration says \(configuration.cluster.partitions) and \(configuration.cluster.replicationFactor) (both are fixed for the cluster's life)")
+        }
+        return placement
+    }
+
+    public struct PlacementFileError: Error, CustomStringConvertible {
+        public var path: String
+        public var problem: String
+        public var description: String { "\(path) \(problem)" }
     }
 
     /// Starts the engine thread and its tick on `loop`.
@@ -175,6 +306,8 @@ public final class ClusterEngine: @unchecked Sendable {
     /// How messages leave: `send(node name, payloads)`; false when there is no link.
     public func attach(sender send: @escaping @Sendable (String, [[UInt8]]) -> Bool) {
         callbacks.withLock { sendMessages = send }
+        // The placement log's messages travel in the same frames, wrapped.
+        placementLog?.attach { peer, payloads in send(peer, payloads.map { ClusterCodec.encode(.placementLog($0)) }) }
     }
 
     /// How forwarded commands run on this node.
@@ -185,6 +318,7 @@ public final class ClusterEngine: @unchecked Sendable {
     public func stop() {
         tickTask.withLockedValue { $0?.cancel() }
         inbox.stop()
+        placementLog?.stop()
     }
 
     // MARK: From event loops
@@ -197,8 +331,30 @@ public final class ClusterEngine: @unchecked Sendable {
     /// The partition's primary as the engine last saw it (nil: no owner alive).
     public func primary(of partition: Int) -> Int? {
         guard partition >= 0 && partition < partitioner.partitionCount else { return nil }
-        let member = routing.withLockedValue { $0[partition] }
+        let member = routing.withLockedValue { $0.primaries[partition] }
         return member < 0 ? nil : member
+    }
+
+    /// Whether commands on the partition run on this node (it is the primary the engine saw).
+    public func isPrimaryHere(_ partition: Int) -> Bool {
+        guard partition >= 0 && partition < partitioner.partitionCount else { return false }
+        return routing.withLockedValue { $0.primaries[partition] == $0.me }
+    }
+
+    /// Whether the placement names this node: one that it does not (a spare not added yet, a
+    /// node removed) serves no commands on keys.
+    public var isMember: Bool { routing.withLockedValue { $0.isMember } }
+
+    /// The placement as the engine last learned it.
+    public var currentPlacement: Placement { publishedPlacement.withLockedValue { $0 } }
+
+    /// This node's member id in the current placement (nil when it names no such node).
+    public var memberID: Int? { routing.withLockedValue { $0.isMember ? $0.me : nil } }
+
+    /// Asks the placement log to commit `change` (an operator's add or remove): at a voter
+    /// directly, elsewhere through a voter. `completion` is called once, on an engine thread.
+    public func changePlacement(_ change: PlacementChange, completion: @escaping ChangeCompletion) {
+        enqueue([.changePlacement(change, completion)])
     }
 
     /// Replicates a record this node's keyspace holds after a command ran here; `completion`
@@ -235,15 +391,20 @@ public final class ClusterEngine: @unchecked Sendable {
 
     /// A `CLUSTER` frame's payload from the node named `peer`.
     public func receive(_ payload: [UInt8], fromPeer peer: String) throws(WireError) {
-        guard let member = memberNames.firstIndex(of: peer), member != me else { return }
+        guard peer != name, nodeNames.contains(peer) else { return }
         let message = try ClusterCodec.decode(payload)
-        enqueue([.message(message, from: member)])
+        if case .placementLog(let bytes) = message {
+            // Straight to the placement log's own thread.
+            try placementLog?.receive(bytes, fromPeer: peer)
+            return
+        }
+        enqueue([.message(message, from: peer)])
     }
 
     /// The link to `peer` closed: commands forwarded over it may have run, and get no reply.
     public func linkLost(toPeer peer: String) {
-        guard let member = memberNames.firstIndex(of: peer), member != me else { return }
-        enqueue([.linkLost(member)])
+        guard peer != name else { return }
+        enqueue([.linkLost(peer)])
     }
 
     /// What INFO shows (published by the engine thread at most every 100 ms).
@@ -285,8 +446,15 @@ public final class ClusterEngine: @unchecked Sendable {
                     epoch: node.placement.epoch, primary: primary, nowMs: now) {
                     forwardsWaitingForRoom.append((client, partition, protocolVersion, false, commands))
                 }
-            case .message(let message, let from):
+            case .message(let message, let peer):
                 statistics.messagesReceived += 1
+                if receivePlacementMessage(message, from: peer, nowMs: now) { continue }
+                // Only members take part in the rest; a node the placement does not name (yet)
+                // knows a newer placement than this one, or is a spare.
+                guard let from = memberIDs[peer], from != node.id else {
+                    fetchPlacement(nowMs: now)
+                    continue
+                }
                 unreachable.remove(from)
                 switch message {
                 case .command(let request, let epoch, let partition, let protocolVersion, let passedOn, let commands):
@@ -316,19 +484,56 @@ public final class ClusterEngine: @unchecked Sendable {
                     node.receive(message, from: from, nowMs: now)
                 }
             case .commandRan(let request, let coordinator, let reply):
-                if coordinator == me {
+                if coordinator == node.id {
                     // Forwarded to this node itself (it became the primary while the command
                     // waited): the reply goes straight back to the forwarder.
-                    forwarder.receive(.commandReply(request: request, outcome: .executed(reply: reply)), from: me)
+                    forwarder.receive(.commandReply(request: request, outcome: .executed(reply: reply)), from: node.id)
                     continue
                 }
                 // The reply travels in one frame with its request number and length.
                 let fits = reply.count + 32 <= Frame.payloadBytesMax
                 replies.append((coordinator, request, fits ? MeridianCluster.CommandOutcome.executed(reply: reply) : .replyTooLarge))
-            case .linkLost(let member):
+            case .linkLost(let peer):
+                guard let member = memberIDs[peer] else { continue }
                 unreachable.insert(member)
                 forwarder.linkLost(member)
+            case .placementApplied(let placement):
+                let isNew = placement.epoch > (appliedPlacement?.epoch ?? 0)
+                appliedPlacement = placement
+                learnPlacement(placement, nowMs: now)
+                if isNew && placement.epoch > 1 {
+                    // Every node of the data center hears of it now (a spare too: it may be
+                    // the one added); anyone who misses this fetches within a second.
+                    let message = ClusterCodec.encode(.placement(placement))
+                    for peer in nodeNames where peer != name { sendsByName[peer, default: []].append(message) }
+                }
+            case .changePlacement(let change, let completion):
+                let request = nextChangeRequest
+                nextChangeRequest += 1
+                changesAsked[request] = AskedChange(deadlineMs: now + Self.changeTimeoutMs, completion: completion, change: change, sent: true)
+                if placementLog != nil {
+                    commitChange(change) { [weak self, name] outcome in
+                        self?.enqueue([.changeDecided(request: request, requester: name, outcome)])
+                    }
+                } else {
+                    sendChange(request: request)
+                }
+            case .changeDecided(let request, let requester, let outcome):
+                if requester == name {
+                    finishChange(request: request, outcome: outcome)
+                } else {
+                    sendsByName[requester, default: []].append(ClusterCodec.encode(.placementChangeReply(request: request, outcome: outcome)))
+                }
             case .tick:
+                for (request, asked) in changesAsked {
+                    if now >= asked.deadlineMs {
+                        finishChange(request: request, outcome: .refused(asked.sent
+                            ? "no placement voter answered within \(Self.changeTimeoutMs / 1000) s; the change may have been committed (see INFO cluster)"
+                            : "no placement voter could be reached within \(Self.changeTimeoutMs / 1000) s; the change was not made"))
+                    } else if !asked.sent {
+                        sendChange(request: request)
+                    }
+                }
                 node.tick(nowMs: now, random: &random)
                 let placement = node.placement
                 forwarder.tick(nowMs: now, epoch: placement.epoch) { routingPrimary(of: $0) }
@@ -337,6 +542,8 @@ public final class ClusterEngine: @unchecked Sendable {
         }
         var outgoing: [Int: [[UInt8]]] = [:]
         var mergedRecords = false
+        // A node the placement does not name speaks to no one but the placement voters.
+        let isMember = node.placement.member(node.id) != nil
         for output in node.takeOutputs() {
             switch output {
             case .persist(let change):
@@ -345,7 +552,7 @@ public final class ClusterEngine: @unchecked Sendable {
                 // kept in memory only for now (docs/CLUSTER.md, "The server wiring").
                 if case .record = change { mergedRecords = true }
             case .send(let to, let message):
-                outgoing[to, default: []].append(ClusterCodec.encode(message))
+                if isMember { outgoing[to, default: []].append(ClusterCodec.encode(message)) }
             case .reply(let client, let result):
                 if let read = readWaiters.removeValue(forKey: client) {
                     finishRead(of: read.quorum, key: read.key, result: result)
@@ -360,9 +567,17 @@ public final class ClusterEngine: @unchecked Sendable {
                     statistics.writesTimedOut += 1
                     completion(false)
                 }
-            case .fetchPlacement, .proposeSwitch:
-                // The placement is the configuration's, at epoch 1: nothing to fetch or switch.
-                break
+            case .fetchPlacement:
+                fetchPlacement(nowMs: now)
+            case .proposeSwitch(let partitions, let changeEpoch):
+                // Partitions this node finished streaming: the switch is committed by the
+                // placement log (asked again after `move_retry` until it is).
+                let change = PlacementChange.switching(partitions: partitions, changeEpoch: changeEpoch)
+                if placementLog != nil {
+                    commitChange(change) { _ in }
+                } else if let voter = nextVoter() {
+                    sendsByName[voter, default: []].append(ClusterCodec.encode(.placementChange(request: 0, change: change)))
+                }
             }
         }
         for (to, request, outcome) in replies {
@@ -371,7 +586,7 @@ public final class ClusterEngine: @unchecked Sendable {
         var forwardedTo: [Int: [UInt64]] = [:]
         for output in forwarder.takeOutputs() {
             switch output {
-            case .send(me, .command(let request, _, _, let protocolVersion, _, let commands)):
+            case .send(node.id, .command(let request, _, _, let protocolVersion, _, let commands)):
                 // This node is the primary now (never while it rebuilds the partition: the
                 // routing skips it): it runs the command as if it had been sent here.
                 runLocally(request: request, commands: commands, protocolVersion: protocolVersion)
@@ -381,7 +596,7 @@ public final class ClusterEngine: @unchecked Sendable {
             case .reply(let client, let result):
                 forwardWaiters.removeValue(forKey: client)?(result)
             case .fetchPlacement:
-                break
+                fetchPlacement(nowMs: now)
             }
         }
         if mergedRecords, syncsMerges, let storage {
@@ -390,8 +605,20 @@ public final class ClusterEngine: @unchecked Sendable {
             while storage.durableSequence.load(ordering: .acquiring) < sequence { usleep(200) }
         }
         let send = sender
+        for (peer, payloads) in sendsByName {
+            // Placement messages: a lost one is asked again (fetches, switches), goes to the
+            // next voter (an operator's change that never left), or times out.
+            if let send, send(peer, payloads) {
+                statistics.messagesSent += payloads.count
+            } else {
+                statistics.messagesDropped += payloads.count
+                for request in changesSentThisStep[peer] ?? [] { changesAsked[request]?.sent = false }
+            }
+        }
+        sendsByName.removeAll(keepingCapacity: true)
+        changesSentThisStep.removeAll(keepingCapacity: true)
         for (to, payloads) in outgoing {
-            if let send, send(memberNames[to], payloads) {
+            if let peer = memberNames[to], let send, send(peer, payloads) {
                 statistics.messagesSent += payloads.count
             } else {
                 // No link right now: the core re-sends, hints, or times out as for a lost
@@ -410,9 +637,15 @@ public final class ClusterEngine: @unchecked Sendable {
             snapshot.node = node.stats
             snapshot.hintsHeld = node.durable.hints.count
             snapshot.hintsDropped = Int(node.durable.hints.dropped)
-            snapshot.membersAlive = memberNames.indices.filter { node.liveness(of: $0) == .alive }.count
+            snapshot.membersAlive = node.placement.memberIDs.filter { node.liveness(of: $0) == .alive }.count
             snapshot.placementEpoch = node.placement.epoch
-            snapshot.partitionsRebuilding = node.durable.rebuilding.filter { node.placement.owners(of: $0).contains(me) }.count
+            snapshot.partitionsRebuilding = node.rebuildingPartitions.count
+            snapshot.isMember = node.placement.member(node.id) != nil
+            let placement = node.placement
+            snapshot.change = !placement.isChanging ? "" : placement.members.filter { $0.state != .active }
+                .map { "\($0.state == .joining ? "adding" : "removing") \($0.name)" }.joined(separator: ",")
+            snapshot.partitionsMoving = placement.changingPartitions.filter { placement.isMoving($0) }.count
+            snapshot.partitionsStreamingIn = node.incomingMoves.filter { placement.isMoving($0) }.count
             published.withLockedValue { $0 = snapshot }
         }
     }
@@ -486,8 +719,8 @@ public final class ClusterEngine: @unchecked Sendable {
     private func runLocally(request: UInt64, commands: [[[UInt8]]], protocolVersion: UInt8) {
         guard let run = runner else { return }
         statistics.forwardedCommandsRun += 1
-        run(commands, protocolVersion) { [weak self, me] reply in
-            self?.enqueue([.commandRan(request: request, coordinator: me, reply: reply)])
+        run(commands, protocolVersion) { [weak self, id = node.id] reply in
+            self?.enqueue([.commandRan(request: request, coordinator: id, reply: reply)])
         }
     }
 
@@ -523,7 +756,7 @@ public final class ClusterEngine: @unchecked Sendable {
     private func routingPrimary(of partition: Int) -> Int? {
         guard !unreachable.isEmpty else { return node.primary(of: partition) }
         return node.placement.owners(of: partition).first { owner in
-            owner == me ? !node.durable.rebuilding.contains(partition) : node.liveness(of: owner) == .alive && !unreachable.contains(owner)
+            owner == node.id ? !node.durable.rebuilding.contains(partition) : node.liveness(of: owner) == .alive && !unreachable.contains(owner)
         }
     }
 
@@ -533,17 +766,206 @@ public final class ClusterEngine: @unchecked Sendable {
         // (The rebuilding set by its count and sum: it only shrinks today, and a partition that
         // joined it would change the sum too.)
         var inputs: [Int] = [
-            Int(truncatingIfNeeded: node.placement.epoch), node.durable.rebuilding.count, node.durable.rebuilding.reduce(0, +),
+            Int(truncatingIfNeeded: node.placement.epoch), node.id, node.durable.rebuilding.count, node.durable.rebuilding.reduce(0, +),
         ]
-        for member in memberNames.indices {
+        for member in node.placement.memberIDs {
+            inputs.append(member)
             inputs.append(node.liveness(of: member) == .alive ? 1 : 0)
             inputs.append(unreachable.contains(member) ? 1 : 0)
         }
         guard inputs != routingInputs else { return }
         routingInputs = inputs
         let table = (0..<node.placement.partitionCount).map { routingPrimary(of: $0) ?? -1 }
-        guard table != publishedRouting else { return }
-        publishedRouting = table
-        routing.withLockedValue { $0 = table }
+        let isMember = node.placement.member(node.id) != nil
+        routing.withLockedValue { $0 = Routing(me: node.id, isMember: isMember, primaries: table) }
+    }
+
+    // MARK: Placement (engine thread)
+
+    private func indexMembers() {
+        memberIDs = Dictionary(uniqueKeysWithValues: node.placement.members.map { ($0.name, $0.id) })
+        memberNames = Dictionary(uniqueKeysWithValues: node.placement.members.map { ($0.id, $0.name) })
+    }
+
+    /// Placement messages, from any node of the data center (a spare too); true when `message`
+    /// was one.
+    private func receivePlacementMessage(_ message: ClusterMessage, from peer: String, nowMs: Int64) -> Bool {
+        switch message {
+        case .placementFetch(let epoch):
+            if let applied = appliedPlacement, applied.epoch > epoch {
+                sendsByName[peer, default: []].append(ClusterCodec.encode(.placement(applied)))
+            }
+        case .placement(let placement):
+            learnPlacement(placement, nowMs: nowMs)
+        case .placementChange(let request, let change):
+            guard placementLog != nil else {
+                if request != 0 {
+                    sendsByName[peer, default: []].append(ClusterCodec.encode(.placementChangeReply(
+                        request: request, outcome: .refused("'\(name)' is not a placement voter"))))
+                }
+                return true
+            }
+            commitChange(change) { [weak self] outcome in
+                guard request != 0 else { return }
+                self?.enqueue([.changeDecided(request: request, requester: peer, outcome)])
+            }
+        case .placementChangeReply(let request, let outcome):
+            finishChange(request: request, outcome: outcome)
+        default:
+            return false
+        }
+        return true
+    }
+
+    private func finishChange(request: UInt64, outcome: PlacementChangeOutcome) {
+        guard let asked = changesAsked.removeValue(forKey: request) else { return }
+        if case .committed = outcome { statistics.changesCommitted += 1 } else { statistics.changesRefused += 1 }
+        asked.completion(outcome)
+    }
+
+    /// Takes a newer placement: saved first (a restart starts from it), then given to the core
+    /// — or, when it names this node under another id (a spare just added), the core starts
+    /// over as that member, holding nothing it owns yet (its moves bring it).
+    private func learnPlacement(_ next: Placement, nowMs: Int64) {
+        guard next.epoch > node.placement.epoch else { return }
+        guard next.partitionCount == firstPlacement.partitionCount, next.replicationFactor == firstPlacement.replicationFactor else {
+            logger.error("a placement of another layout was refused", metadata: ["placement": "\(next)"])
+            return
+        }
+        savePlacement(next)
+        if let id = next.members.first(where: { $0.name == name })?.id, id != node.id {
+            let durable = ClusterDurableState(store: store, placement: next, hintsBytesMax: settings.hintsBytesMax, lostData: true)
+            node = ClusterNode(
+                id: id, origin: database.origin, durable: durable, settings: settings, nowMs: nowMs,
+                incarnation: UInt64(max(1, SystemClock.nowUnixMs())))
+            unreachable.removeAll()
+            logger.info("the placement names this node", metadata: ["member": "\(id)"])
+        } else {
+            node.learn(next, nowMs: nowMs)
+        }
+        indexMembers()
+        publishedPlacement.withLockedValue { $0 = next }
+        logger.info("placement learned", metadata: ["placement": "\(next)"])
+    }
+
+    /// Writes the placement to `<data_dir>/cluster-placement` (a new file renamed over the old,
+    /// both synced): a node restarts from the newest placement it learned.
+    private func savePlacement(_ placement: Placement) {
+        let bytes = PlacementCodec.encode(placement)
+        let temporary = placementFile + ".new"
+        let directory = String(placementFile[..<(placementFile.lastIndex(of: "/") ?? placementFile.startIndex)])
+        if !directory.isEmpty { mkdir(directory, 0o755) }
+        let descriptor = open(temporary, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
+        guard descriptor >= 0 else {
+            logger.error("cannot save the placement; a restart starts from an older one and fetches the newest", metadata: ["path": "\(temporary)"])
+            return
+        }
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        fsync(descriptor)
+        close(descriptor)
+        guard written == bytes.count, rename(temporary, placementFile) == 0 else {
+            logger.error("cannot save the placement; a restart starts from an older one and fetches the newest", metadata: ["path": "\(placementFile)"])
+            return
+        }
+        if !directory.isEmpty {
+            let directoryDescriptor = open(directory, O_RDONLY)
+            if directoryDescriptor >= 0 {
+                fsync(directoryDescriptor)
+                close(directoryDescriptor)
+            }
+        }
+    }
+
+    /// Sends an operator's change to the next placement voter.
+    private func sendChange(request: UInt64) {
+        guard let asked = changesAsked[request], let voter = nextVoter() else { return }
+        changesAsked[request]?.sent = true
+        sendsByName[voter, default: []].append(ClusterCodec.encode(.placementChange(request: request, change: asked.change)))
+        changesSentThisStep[voter, default: []].append(request)
+    }
+
+    /// Asks a placement voter for a newer placement (a voter learns from its own log); at most
+    /// one fetch per 100 ms, the voters taking turns.
+    private func fetchPlacement(nowMs: Int64) {
+        guard placementLog == nil, nowMs - lastFetchMs >= 100, let voter = nextVoter() else { return }
+        lastFetchMs = nowMs
+        sendsByName[voter, default: []].append(ClusterCodec.encode(.placementFetch(epoch: node.placement.epoch)))
+    }
+
+    /// The next placement voter to ask (not this node), taking turns.
+    private func nextVoter() -> String? {
+        let others = voterNames.filter { $0 != name }
+        guard !others.isEmpty else { return nil }
+        voterTurn += 1
+        return others[voterTurn % others.count]
+    }
+
+    static let noQuorumReason = "the placement voters have no quorum; the change was not committed"
+
+    /// Runs `change` through the placement log (this node is a voter): reads the committed
+    /// placement (linearizably), applies the change to it, and commits the result by
+    /// compare-and-set on the bytes it read; a change committed meanwhile (another voter's)
+    /// makes it read again, three times at most. `reply` is called once, on the log's thread.
+    private func commitChange(_ change: PlacementChange, attempt: Int = 1, reply: @escaping ChangeCompletion) {
+        guard let log = placementLog else { return }
+        let first = firstPlacement
+        log.submit(StrongCommand(.get(key: Self.placementKey)), partition: 0) { [weak self] result in
+            guard let self else { return }
+            guard case .reply(let read) = result else { return reply(.refused(Self.noQuorumReason)) }
+            var currentBytes: [UInt8]?
+            if case .bulk(let bytes) = read { currentBytes = bytes }
+            var current = first
+            if let currentBytes {
+                guard let decoded = try? PlacementCodec.decode(currentBytes) else {
+                    return reply(.refused("the placement log holds bytes that are not a placement"))
+                }
+                current = decoded
+            }
+            if let refusal = self.refusal(of: change, at: current) { return reply(.refused(refusal)) }
+            let next: Placement
+            do {
+                next = try current.applying(change)
+            } catch {
+                return reply(.refused(String(describing: error)))
+            }
+            let condition: SetOptions.Condition = currentBytes.map { .ifEqual($0) } ?? .ifAbsent
+            let write = StrongCommand(.set(key: Self.placementKey, value: PlacementCodec.encode(next), options: SetOptions(condition: condition)))
+            log.submit(write, partition: 0) { [weak self] result in
+                switch result {
+                case .reply(.ok):
+                    reply(.committed(epoch: next.epoch))
+                case .reply:
+                    if attempt < 3, let self {
+                        self.commitChange(change, attempt: attempt + 1, reply: reply)
+                    } else {
+                        reply(.refused("the placement changed while this change was being made; try again"))
+                    }
+                case .noQuorum:
+                    reply(.refused(Self.noQuorumReason))
+                case .uncertain:
+                    reply(.refused("the placement log did not answer in time; the change may have been committed (see INFO cluster)"))
+                }
+            }
+        }
+    }
+
+    /// Why the data center refuses `change` on top of `current`, beyond what `Placement` checks.
+    private func refusal(of change: PlacementChange, at current: Placement) -> String? {
+        switch change {
+        case .add(let added):
+            guard nodeNames.contains(added) else {
+                return "'\(added)' is not a node of this data center in the configuration (every node's configuration lists the nodes it may add, as spares)"
+            }
+        case .remove(let removed):
+            if voterNames.contains(removed) {
+                return "'\(removed)' is a placement voter, and the placement voters are fixed (cluster.placement_voters)"
+            }
+            if current.members.contains(where: { $0.name == removed }) && current.members.count - 1 < current.replicationFactor {
+                return "removing '\(removed)' would leave \(current.members.count - 1) members for replication factor \(current.replicationFactor)"
+            }
+        case .switching:
+            break
+        }
+        return nil
     }
 }

@@ -17,8 +17,10 @@ import Synchronization
 /// and answers its clients. Messages to itself go back into the queue behind the batch, so a
 /// vote is never counted before it is on disk.
 ///
-/// Voters are the data centers in configuration order (one node each until intra-DC
-/// scale-out): voter `i` is data center `i`'s node; full data centers learn, witnesses only vote.
+/// For strong namespaces, voters are the data centers in configuration order (one node each
+/// until intra-DC scale-out): voter `i` is data center `i`'s node; full data centers learn,
+/// witnesses only vote. A data center of several nodes runs a second engine, its placement log:
+/// its placement voters, one partition, every voter a learner (docs/CLUSTER.md, "Rebalancing").
 public final class StrongEngine: @unchecked Sendable {
     public typealias Completion = @Sendable (StrongResult) -> Void
 
@@ -62,6 +64,7 @@ public final class StrongEngine: @unchecked Sendable {
     /// thunk at every access, and sends grow slower without bound.
     private let callbacks = NIOLock()
     private var sendMessages: (@Sendable (String, [[UInt8]]) -> Bool)?
+    private var watchedKey: (partition: Int, key: [UInt8], onChange: @Sendable ([UInt8]?) -> Void)?
     private let published = NIOLockedValueBox(Statistics())
     private let tickTask = NIOLockedValueBox<RepeatedTask?>(nil)
 
@@ -71,28 +74,44 @@ public final class StrongEngine: @unchecked Sendable {
     private var nextClient: UInt64 = 1
     private var statistics = Statistics()
     private var lastPublishNs: UInt64 = 0
+    /// The watched key's value as last reported (`.none`: not reported yet).
+    private var watchedValue: [UInt8]?? = .none
 
-    /// `store` nil: nothing is durable (tests only; a server always has one).
-    public init(
+    /// The strong namespaces' engine. `store` nil: nothing is durable (tests only; a server
+    /// always has one).
+    public convenience init(
         configuration: MeridianConfiguration, datacenter: Int, store: DurableStore?, logger: Logger,
         onFatal: @escaping @Sendable (String) -> Void
     ) throws {
         let datacenters = configuration.cluster.datacenters
-        self.voterNames = datacenters.map { $0.nodes.first?.name ?? $0.name }
-        self.me = datacenter
-        self.isWitness = datacenters[datacenter].witness
-        self.partitioner = Partitioner(partitionCount: configuration.cluster.partitions)
         var paxos = PaxosConfiguration(
             voterCount: datacenters.count, learners: datacenters.indices.filter { !datacenters[$0].witness }, me: datacenter,
             partitionCount: configuration.cluster.partitions)
         paxos.leaseMs = configuration.strong.leaseMs
         paxos.maxDrift = configuration.strong.maxDrift
         paxos.timeoutMs = configuration.strong.timeoutMs
+        try self.init(
+            voterNames: datacenters.map { $0.nodes.first?.name ?? $0.name }, paxos: paxos, store: store, logger: logger,
+            onFatal: onFatal)
+    }
+
+    /// A Paxos group of the nodes `voterNames` (this node is `paxos.me`), its state in `store`.
+    public init(
+        voterNames: [String], paxos configuration: PaxosConfiguration, store: DurableStore?, logger: Logger,
+        onFatal: @escaping @Sendable (String) -> Void
+    ) throws {
+        precondition(voterNames.count == configuration.voterCount)
+        let datacenter = configuration.me
+        self.voterNames = voterNames
+        self.me = configuration.me
+        self.isWitness = configuration.isWitness
+        self.partitioner = Partitioner(partitionCount: configuration.partitionCount)
+        var paxos = configuration
         paxos.retryMs = Self.retryMs
         self.configuration = paxos
         self.logger = logger
         self.onFatal = onFatal
-        let paxosStore = store.map { PaxosStore(store: $0, partitionCount: configuration.cluster.partitions) }
+        let paxosStore = store.map { PaxosStore(store: $0, partitionCount: configuration.partitionCount) }
         self.store = paxosStore
         let durable = try paxosStore?.load() ?? PaxosDurableState()
         let restarted = !durable.partitions.isEmpty
@@ -129,6 +148,13 @@ public final class StrongEngine: @unchecked Sendable {
     /// How messages leave: `send(peer node name, payloads)`; false when there is no link.
     public func attach(sender send: @escaping @Sendable (String, [[UInt8]]) -> Bool) {
         callbacks.withLock { sendMessages = send }
+    }
+
+    /// Calls `onChange` with the value of `key` in `partition`'s applied state (nil: absent)
+    /// whenever it changes, and once after the engine's first step (a restarted voter's log
+    /// holds it already); on the engine thread.
+    public func watch(key: [UInt8], partition: Int, onChange: @escaping @Sendable ([UInt8]?) -> Void) {
+        callbacks.withLock { watchedKey = (partition, key, onChange) }
     }
 
     public func stop() {
@@ -230,6 +256,17 @@ public final class StrongEngine: @unchecked Sendable {
         }
         if !local.isEmpty {
             inbox.enqueueFirst(local)
+        }
+        if let watched = callbacks.withLock({ watchedKey }),
+           watchedValue == nil || effects.applied.contains(where: { $0.partition == watched.partition }) {
+            var value: [UInt8]?
+            if case .bulk(let bytes)? = replica.state(watched.partition)?.read(StrongCommand(.get(key: watched.key)), nowMs: now.wallMs) {
+                value = bytes
+            }
+            if watchedValue != .some(value) {
+                watchedValue = .some(value)
+                watched.onChange(value)
+            }
         }
         let nowNs = SystemClock.monotonicNs()
         if nowNs - lastPublishNs >= 100_000_000 {

@@ -1,0 +1,122 @@
+import ArgumentParser
+import Foundation
+import MeridianConfig
+import MeridianCore
+
+extension Meridian {
+    /// `meridian cluster add-node | remove-node` (docs/CLUSTER.md, "Rebalancing"): asks a node of
+    /// the data center to commit the change (`CLUSTER ADDNODE` / `REMOVENODE`), then follows the
+    /// move in INFO cluster until every partition switched.
+    struct ClusterAdmin: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "cluster",
+            abstract: "Changes a data center's placement: adds a spare node, removes a node.",
+            subcommands: [AddNode.self, RemoveNode.self])
+    }
+
+    struct PlacementChangeOptions: ParsableArguments {
+        @Option(help: "The cluster configuration file (YAML): where the data center's nodes are.")
+        var config: String
+        @Option(help: "A node to ask (host:port of its client address); default: the data center's members, in order, until one answers.")
+        var via: String?
+        @Flag(help: "Return once the change is committed, without waiting for the partitions to move.")
+        var noWait = false
+        @Option(help: "Seconds to wait for the partitions to move.")
+        var timeout = 3_600
+
+        /// Runs `subcommand` (ADDNODE or REMOVENODE) for `name`, then waits until the change ended.
+        func run(_ subcommand: String, name: String) throws {
+            let configuration: MeridianConfiguration
+            do {
+                configuration = try ConfigurationLoader.load(path: config)
+            } catch {
+                throw ValidationError("\(config): \(error)")
+            }
+            guard let located = configuration.locateNode(named: name) else {
+                throw ValidationError("no node named '\(name)' in \(config)")
+            }
+            let datacenter = configuration.cluster.datacenters[located.datacenter]
+            guard datacenter.nodes.count > 1 else {
+                throw ValidationError("data center '\(datacenter.name)' has one node: it has no placement to change")
+            }
+            let candidates = via.map { [$0] }
+                ?? datacenter.nodes.filter { $0.name != name || subcommand == "ADDNODE" }.compactMap { $0.client?.description }
+            var asked: (client: RESPClient, address: String)?
+            var failures: [String] = []
+            for address in candidates {
+                do {
+                    let client = try RESPClient(address: address)
+                    let reply = try client.call(["CLUSTER", subcommand, name])
+                    switch reply {
+                    case .simple:
+                        asked = (client, address)
+                    case .error(let message) where message.hasPrefix("TRYAGAIN") || message.contains("not a placement voter"):
+                        failures.append("\(address): \(message)")
+                        continue
+                    case .error(let message):
+                        throw ValidationError("\(address): \(message)")
+                    default:
+                        throw ValidationError("\(address): unexpected reply \(reply)")
+                    }
+                    break
+                } catch let error as ValidationError {
+                    throw error
+                } catch {
+                    failures.append("\(address): \(error)")
+                }
+            }
+            guard let (client, address) = asked else {
+                throw ValidationError("no node of data center '\(datacenter.name)' took the change:\n  " + failures.joined(separator: "\n  "))
+            }
+            print("\(subcommand == "ADDNODE" ? "adding" : "removing") \(name): committed (asked \(address))")
+            guard !noWait else { return }
+            let started = Date()
+            var lastMoving = -1
+            while true {
+                guard case .bulk(let bytes?) = try client.call(["INFO", "cluster"]) else { throw ValidationError("\(address): INFO cluster failed") }
+                var fields: [String: String] = [:]
+                for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
+                    if let colon = line.firstIndex(of: ":") { fields[String(line[..<colon])] = String(line[line.index(after: colon)...]) }
+                }
+                let members = (fields["cluster_placement"] ?? "").split(separator: ",").map(String.init)
+                let done = fields["cluster_change"] == "none"
+                    && (subcommand == "ADDNODE" ? members.contains(name) : !members.contains { $0 == name || $0.hasPrefix(name + "(") })
+                if done {
+                    print("done in \(String(format: "%.1f", Date().timeIntervalSince(started))) s: placement epoch \(fields["cluster_placement_epoch"] ?? "?"), members \(members.joined(separator: ","))")
+                    return
+                }
+                let moving = Int(fields["cluster_partitions_moving"] ?? "") ?? -1
+                if moving != lastMoving {
+                    print("  \(moving) partitions still moving (placement epoch \(fields["cluster_placement_epoch"] ?? "?"))")
+                    lastMoving = moving
+                }
+                guard Date().timeIntervalSince(started) < Double(timeout) else {
+                    throw ValidationError("the change is committed but its partitions did not finish moving within \(timeout) s (INFO cluster at \(address) tells how far it got)")
+                }
+                usleep(200_000)
+            }
+        }
+    }
+
+    struct AddNode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "add-node",
+            abstract: "Adds a spare node (listed with `spare: true` in every node's configuration, and running) to its data center: about 1/N of the partitions move to it while the data center serves.")
+        @Argument(help: "The node's name in the configuration.")
+        var name: String
+        @OptionGroup var options: PlacementChangeOptions
+
+        func run() throws { try options.run("ADDNODE", name: name) }
+    }
+
+    struct RemoveNode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "remove-node",
+            abstract: "Removes a node from its data center: its partitions move to the other nodes while the data center serves; stop it afterwards.")
+        @Argument(help: "The node's name in the configuration.")
+        var name: String
+        @OptionGroup var options: PlacementChangeOptions
+
+        func run() throws { try options.run("REMOVENODE", name: name) }
+    }
+}
