@@ -18,6 +18,7 @@ import random
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -25,7 +26,7 @@ import redis
 from conftest import MERIDIAN_SERVER, wait_for
 from test_scale_out import DURABLE, PARTITIONS, DataCenter, write_load
 
-MERIDIAN = str(MERIDIAN_SERVER).replace("meridian-server", "meridian")
+MERIDIAN = str(Path(MERIDIAN_SERVER).with_name("meridian"))
 MEMBERS = ("e1", "e2", "e3")
 SPARE = "e4"
 SLOTS_PER_PARTITION = 16384 // PARTITIONS
