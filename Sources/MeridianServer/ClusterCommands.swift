@@ -37,8 +37,11 @@ extension CommandExecutor {
             error("ERR this node is its data center's only node: its data center has no placement to change", into: &out)
             return .keepOpen
         }
-        guard let name = a[2].getString(at: a[2].readerIndex, length: a[2].readableBytes), !name.isEmpty else {
-            error("ERR the node name must be UTF-8 text", into: &out)
+        // Checked here: a name no placement can hold would make the voter's decoder refuse the
+        // message, and close the link it came on.
+        guard let name = a[2].getString(at: a[2].readerIndex, length: a[2].readableBytes), !name.isEmpty,
+              engine.nodeNames.contains(name) else {
+            error("ERR '\(String(decoding: a[2].readableBytesView.prefix(64), as: UTF8.self))' is not a node of this data center in the configuration (every node's configuration lists the nodes it may add, as spares)", into: &out)
             return .keepOpen
         }
         let change: PlacementChange = adds ? .add(name: name) : .remove(name: name)

@@ -102,7 +102,10 @@ public enum ClusterCodec {
             writer.u8(Kind.placementChangeReply.rawValue); writer.u64(request); writer.u8(0); writer.u64(epoch)
         case .placementChangeReply(let request, .refused(let reason)):
             writer.u8(Kind.placementChangeReply.rawValue); writer.u64(request); writer.u8(1)
-            writer.blob(Array(reason.utf8.prefix(reasonBytesMax)))
+            // Cut on a character's boundary: the receiver checks the bytes are UTF-8.
+            var text = Substring(reason)
+            while text.utf8.count > reasonBytesMax { text = text.dropLast() }
+            writer.blob(Array(text.utf8))
         case .placementLog(let bytes):
             writer.u8(Kind.placementLog.rawValue); writer.blob(bytes)
         }

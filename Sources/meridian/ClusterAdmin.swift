@@ -43,27 +43,52 @@ extension Meridian {
                 ?? datacenter.nodes.filter { $0.name != name || subcommand == "ADDNODE" }.compactMap { $0.client?.description }
             var asked: (client: RESPClient, address: String)?
             var failures: [String] = []
-            for address in candidates {
-                do {
-                    let client = try RESPClient(address: address)
-                    let reply = try client.call(["CLUSTER", subcommand, name])
+            // A spare started a moment ago may not have reached the voters yet: wait for it.
+            let heardDeadline = Date().addingTimeInterval(20)
+            var waitedForHeard = false
+            // A node that lost the connection after the change was sent may have committed it:
+            // asked again, "already done" is then the change's own doing.
+            var maybeSent = false
+            let alreadyDone = subcommand == "ADDNODE" ? ["already a member"] : ["is not a member"]
+            attempts: while asked == nil {
+                for address in candidates {
+                    let client: RESPClient
+                    do {
+                        client = try RESPClient(address: address)
+                    } catch {
+                        failures.append("\(address): \(error)")
+                        continue
+                    }
+                    let reply: RESPClient.Reply
+                    do {
+                        reply = try client.call(["CLUSTER", subcommand, name])
+                    } catch {
+                        failures.append("\(address): \(error)")
+                        maybeSent = true
+                        continue
+                    }
                     switch reply {
                     case .simple:
                         asked = (client, address)
-                    case .error(let message) where message.hasPrefix("TRYAGAIN") || message.contains("not a placement voter"):
+                        break attempts
+                    case .error(let message) where maybeSent && (alreadyDone.contains { message.contains($0) } || message.contains("still moving")):
+                        print("the change was already made (a connection was lost while it was asked): following it")
+                        asked = (client, address)
+                        break attempts
+                    case .error(let message) where message.contains("has not been heard from") && Date() < heardDeadline:
+                        if !waitedForHeard { print("waiting for \(name) to reach the placement voters ...") }
+                        waitedForHeard = true
+                        usleep(500_000)
+                        continue attempts
+                    case .error(let message) where message.hasPrefix("TRYAGAIN") || message.contains("not a placement voter") || message.contains("no placement voter"):
                         failures.append("\(address): \(message)")
-                        continue
                     case .error(let message):
                         throw ValidationError("\(address): \(message)")
                     default:
                         throw ValidationError("\(address): unexpected reply \(reply)")
                     }
-                    break
-                } catch let error as ValidationError {
-                    throw error
-                } catch {
-                    failures.append("\(address): \(error)")
                 }
+                break
             }
             guard let (client, address) = asked else {
                 throw ValidationError("no node of data center '\(datacenter.name)' took the change:\n  " + failures.joined(separator: "\n  "))
@@ -72,8 +97,22 @@ extension Meridian {
             guard !noWait else { return }
             let started = Date()
             var lastMoving = -1
+            var follower = client
+            var followed = address
             while true {
-                guard case .bulk(let bytes?) = try client.call(["INFO", "cluster"]) else { throw ValidationError("\(address): INFO cluster failed") }
+                let info: RESPClient.Reply
+                do {
+                    info = try follower.call(["INFO", "cluster"])
+                } catch {
+                    // The node followed went away: any other node of the data center will do.
+                    guard let next = candidates.filter({ $0 != followed }).lazy.compactMap({ candidate in
+                        (try? RESPClient(address: candidate)).map { ($0, candidate) } }).first else {
+                        throw ValidationError("no node of data center '\(datacenter.name)' answers INFO cluster any more; the change is committed")
+                    }
+                    (follower, followed) = next
+                    continue
+                }
+                guard case .bulk(let bytes?) = info else { throw ValidationError("\(followed): INFO cluster failed") }
                 var fields: [String: String] = [:]
                 for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
                     if let colon = line.firstIndex(of: ":") { fields[String(line[..<colon])] = String(line[line.index(after: colon)...]) }
@@ -91,7 +130,7 @@ extension Meridian {
                     lastMoving = moving
                 }
                 guard Date().timeIntervalSince(started) < Double(timeout) else {
-                    throw ValidationError("the change is committed but its partitions did not finish moving within \(timeout) s (INFO cluster at \(address) tells how far it got)")
+                    throw ValidationError("the change is committed but its partitions did not finish moving within \(timeout) s (INFO cluster at \(followed) tells how far it got)")
                 }
                 usleep(200_000)
             }

@@ -24,11 +24,12 @@ import pytest
 import redis
 
 from conftest import MERIDIAN_SERVER, wait_for
-from test_scale_out import DURABLE, PARTITIONS, DataCenter, write_load
+from test_scale_out import DURABLE, PARTITIONS, DataCenter
 
 MERIDIAN = str(Path(MERIDIAN_SERVER).with_name("meridian"))
 MEMBERS = ("e1", "e2", "e3")
 SPARE = "e4"
+NEVER_STARTED = "e5"
 SLOTS_PER_PARTITION = 16384 // PARTITIONS
 
 
@@ -42,25 +43,60 @@ def owners_by_partition(dc: DataCenter, node: str) -> list[tuple[str, ...]]:
     return owners
 
 
-def read_load(dc: DataCenter, nodes: tuple[str, ...], keys: dict, stop: threading.Event, errors: list, reads: list):
-    """One thread per node: GETs of keys loaded before, each checked against its value."""
-    def run(node: str):
-        client = dc.client(node, socket_timeout=10)
-        names = list(keys)
+class Load:
+    """Per member, one thread writing fresh keys and one reading loaded keys, until stopped.
+    Every operation's end time and outcome is kept; any exception is an error (a timeout or a
+    dropped connection included), and a thread that died is noticed."""
+
+    def __init__(self, dc: DataCenter, loaded: dict, prefix: str):
+        self.dc, self.loaded, self.prefix = dc, loaded, prefix
+        self.stop = threading.Event()
+        self.acknowledged: dict[str, str] = {}
+        self.done: list[float] = []
+        self.errors: list = []
+        self.threads = [threading.Thread(target=self.write, args=(node,)) for node in MEMBERS]
+        self.threads += [threading.Thread(target=self.read, args=(node,)) for node in MEMBERS]
+        for thread in self.threads:
+            thread.start()
+
+    def write(self, node: str) -> None:
+        client = self.dc.client(node, socket_timeout=10)
+        index = 0
+        while not self.stop.is_set():
+            key, value = f"{self.prefix}{node}-{index}", f"value-{index}"
+            try:
+                if client.set(key, value):
+                    self.acknowledged[key] = value
+                    self.done.append(time.monotonic())
+                else:
+                    self.errors.append((node, key, "SET answered nil"))
+            except Exception as error:  # noqa: BLE001 — every failure counts
+                self.errors.append((node, key, repr(error)))
+            index += 1
+
+    def read(self, node: str) -> None:
+        client = self.dc.client(node, socket_timeout=10)
+        names = list(self.loaded)
         generator = random.Random(node)
-        while not stop.is_set():
+        while not self.stop.is_set():
             key = generator.choice(names)
             try:
                 value = client.get(key)
-                if value != keys[key]:
-                    errors.append((node, key, f"read {value!r}"))
-                reads.append(1)
-            except redis.ResponseError as error:
-                errors.append((node, key, str(error)))
-    threads = [threading.Thread(target=run, args=(node,)) for node in nodes]
-    for thread in threads:
-        thread.start()
-    return threads
+                if value == self.loaded[key]:
+                    self.done.append(time.monotonic())
+                else:
+                    self.errors.append((node, key, f"read {value!r}"))
+            except Exception as error:  # noqa: BLE001
+                self.errors.append((node, key, repr(error)))
+
+    def finish(self) -> None:
+        assert all(thread.is_alive() for thread in self.threads), "a load thread died"
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def during(self, start: float, end: float) -> int:
+        return sum(1 for moment in self.done if start <= moment <= end)
 
 
 def change(dc: DataCenter, command: str, node: str) -> subprocess.CompletedProcess:
@@ -69,24 +105,26 @@ def change(dc: DataCenter, command: str, node: str) -> subprocess.CompletedProce
         capture_output=True, text=True, timeout=180)
 
 
-def under_load(dc: DataCenter, keys: dict, action):
-    """Runs `action` while a write load and a read load run through the three first members;
-    returns (acknowledged writes, errors, reads, action's result)."""
-    stop = threading.Event()
-    acknowledged: dict[str, str] = {}
-    errors: list = []
-    reads: list = []
-    threads = write_load(dc, MEMBERS, stop, acknowledged, errors, "during-")
-    threads += read_load(dc, MEMBERS, keys, stop, errors, reads)
+def under_load(dc: DataCenter, loaded: dict, command: str, node: str, prefix: str):
+    """Runs `meridian cluster COMMAND NODE` while the load runs through the three first members;
+    checks that clients kept being served all along and saw no error; returns the writes
+    acknowledged and the CLI's result."""
+    load = Load(dc, loaded, prefix)
     time.sleep(1)
+    started = time.monotonic()
     try:
-        result = action()
-        time.sleep(1)
+        result = change(dc, command, node)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-    return acknowledged, errors, reads, result
+        ended = time.monotonic()
+        time.sleep(1)
+        load.finish()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done in" in result.stdout, result.stdout
+    assert load.errors == [], load.errors[:10]
+    # Served throughout: operations completed in every second of the change.
+    for second in range(int(ended - started)):
+        assert load.during(started + second, started + second + 1) > 0, f"no operation completed in second {second} of the change"
+    return load.acknowledged, result
 
 
 def settled(dc: DataCenter, nodes: tuple[str, ...]) -> bool:
@@ -108,7 +146,7 @@ def settled(dc: DataCenter, nodes: tuple[str, ...]) -> bool:
 
 
 def test_a_spare_joins_and_leaves_under_load(tmp_path):
-    dc = DataCenter(tmp_path, namespaces=DURABLE, members=MEMBERS, spares=(SPARE,), settings="  grace: 1s\n")
+    dc = DataCenter(tmp_path, namespaces=DURABLE, members=MEMBERS, spares=(SPARE, NEVER_STARTED), settings="  grace: 1s\n")
     try:
         dc.start_all()
         loaded = {f"key-{index}": f"value-{index}" for index in range(2_000)}
@@ -126,16 +164,17 @@ def test_a_spare_joins_and_leaves_under_load(tmp_path):
             dc.client("e2").execute_command("CLUSTER", "REMOVENODE", "e3")
         with pytest.raises(redis.ResponseError, match="not a node of this data center"):
             spare.execute_command("CLUSTER", "ADDNODE", "e9")
+        with pytest.raises(redis.ResponseError, match="not a node of this data center"):
+            spare.execute_command("CLUSTER", "ADDNODE", "x" * 300)
         with pytest.raises(redis.ResponseError, match="already a member"):
             dc.client("e3").execute_command("CLUSTER", "ADDNODE", "e2")
+        with pytest.raises(redis.ResponseError, match="has not been heard from"):
+            dc.client("e1").execute_command("CLUSTER", "ADDNODE", NEVER_STARTED)
         before = owners_by_partition(dc, "e1")
         epoch = dc.info("e1")["cluster_placement_epoch"]
+        assert all(dc.info(node)["cluster_placement_epoch"] == epoch for node in MEMBERS + (SPARE,))
 
-        acknowledged, errors, reads, result = under_load(dc, loaded, lambda: change(dc, "add-node", SPARE))
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "done in" in result.stdout, result.stdout
-        assert errors == [], errors[:10]
-        assert len(acknowledged) > 100 and len(reads) > 100, (len(acknowledged), len(reads))
+        acknowledged, _ = under_load(dc, loaded, "add-node", SPARE, "join-")
         everyone = MEMBERS + (SPARE,)
         wait_for(lambda: settled(dc, everyone), timeout=30, what="every node at the final placement, replicas equal")
         assert dc.info("e1")["cluster_placement_epoch"] > epoch + 1
@@ -149,32 +188,38 @@ def test_a_spare_joins_and_leaves_under_load(tmp_path):
                 moved += 1
         # A quarter of the 64 x 3 replica slots, give or take the hash's luck.
         assert 0.15 <= moved / (PARTITIONS * 3) <= 0.35, moved
+        names = list(loaded) + list(acknowledged)
+        expected = [loaded.get(name) or acknowledged[name] for name in names]
         for node in everyone:
-            client = dc.client(node)
-            names = list(loaded) + list(acknowledged)
-            values = client.mget(names)
-            expected = [loaded.get(name) or acknowledged[name] for name in names]
-            assert values == expected, node
+            assert dc.client(node).mget(names) == expected, node
         assert dc.info(SPARE)["cluster_member"] == "yes"
         assert dc.info(SPARE)["cluster_move_entries_received"] > 0
 
-        # The new member keeps its place and its data across a crash.
+        # The new member keeps its place and its data across a crash: right after the restart
+        # (nothing written meanwhile, no anti-entropy pass due), each partition it owns has the
+        # same digest on it as on the other owners.
+        owned = [partition for partition in range(PARTITIONS) if spare_port in after[partition]]
+        others = {partition: dc.client(next(node for node in MEMBERS if str(dc.ports[f"{node}-client"]) in after[partition]))
+                  .execute_command("CLUSTER", "DIGEST", partition) for partition in owned}
         dc.kill9(SPARE)
         dc.start(SPARE)
-        assert dc.info(SPARE)["cluster_member"] == "yes"
-        assert dc.info(SPARE)["cluster_partitions_rebuilding"] == 0
+        restarted = dc.client(SPARE)
+        assert restarted.info("cluster")["cluster_member"] == "yes"
+        assert restarted.info("cluster")["cluster_partitions_rebuilding"] == 0
+        assert {partition: restarted.execute_command("CLUSTER", "DIGEST", partition) for partition in owned} == others
         wait_for(lambda: dc.info("e1")["cluster_members_alive"] == 4, timeout=20, what="the new member alive again")
-        assert dc.client(SPARE).get("key-7") == "value-7"
 
-        acknowledged, errors, reads, result = under_load(dc, loaded, lambda: change(dc, "remove-node", SPARE))
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert errors == [], errors[:10]
+        acknowledged, _ = under_load(dc, loaded, "remove-node", SPARE, "leave-")
         wait_for(lambda: settled(dc, everyone), timeout=30, what="the partitions back on three nodes")
-        assert set(map(frozenset, owners_by_partition(dc, "e1"))) == set(map(frozenset, before))
+        # Every partition back on its first owners, in their order (rendezvous placement).
+        assert owners_by_partition(dc, "e1") == before
         assert dc.info(SPARE)["cluster_member"] == "no"
+        with pytest.raises(redis.exceptions.TryAgainError, match="not a member"):
+            dc.client(SPARE).get("key-1")
+        names = list(loaded) + list(acknowledged)
+        expected = [loaded.get(name) or acknowledged[name] for name in names]
         for node in MEMBERS:
-            names = list(loaded) + list(acknowledged)
-            assert dc.client(node).mget(names) == [loaded.get(name) or acknowledged[name] for name in names], node
+            assert dc.client(node).mget(names) == expected, node
     finally:
         codes = dc.stop_all()
     assert all(code == 0 for node, code in codes.items() if node != SPARE or dc.procs[node].returncode != -9), codes

@@ -91,6 +91,8 @@ public final class ClusterEngine: @unchecked Sendable {
     public let nodeNames: [String]
     /// This node's name.
     public let name: String
+    /// This node's index among its data center's nodes in the configuration.
+    private let configIndex: Int
     /// The nodes that commit the data center's placement.
     public let voterNames: [String]
     public let partitioner: Partitioner
@@ -168,7 +170,14 @@ public final class ClusterEngine: @unchecked Sendable {
         /// Whether it is with a voter (this node, when it is one); false: to be sent.
         var sent: Bool
     }
-    private var nextChangeRequest: UInt64 = 1
+    /// Numbered from the incarnation: a voter's late answer to a request of this node's
+    /// previous run never matches one of this run.
+    private var nextChangeRequest: UInt64
+    /// Outputs of a core replaced in the middle of a step (`learnPlacement`), carried out with
+    /// the step's own.
+    private var leftoverOutputs: [ClusterOutput] = []
+    /// When each node of the data center was last heard from (any `CLUSTER` message).
+    private var lastHeardMs: [String: Int64] = [:]
     /// Which voter the next fetch or change goes to (they take turns).
     private var voterTurn = 0
     private var lastFetchMs: Int64 = 0
@@ -212,6 +221,7 @@ public final class ClusterEngine: @unchecked Sendable {
         let dc = configuration.cluster.datacenters[datacenter]
         self.nodeNames = dc.nodes.map(\.name)
         self.name = dc.nodes[configIndex].name
+        self.configIndex = configIndex
         self.voterNames = configuration.cluster.placementVoters(of: dc)
         self.logger = logger
         self.storage = database.storage
@@ -241,6 +251,7 @@ public final class ClusterEngine: @unchecked Sendable {
             requestTimeoutMs: settings.requestTimeoutMs, inFlightPerLinkMax: configuration.cluster.scaleOut.forwardsInFlight,
             messageBytesMax: Frame.payloadBytesMax, incarnation: incarnation)
         self.random = SplitMix64(seed: UInt64(truncatingIfNeeded: SystemClock.nowUnixMs()) &+ UInt64(configIndex))
+        self.nextChangeRequest = (incarnation & 0x0000_0FFF_FFFF_FFFF) << 20 | 1
         self.routing = NIOLockedValueBox(Routing(me: me, isMember: false, primaries: (0..<placement.partitionCount).map { _ in -1 }))
         self.publishedPlacement = NIOLockedValueBox(placement)
         indexMembers()
@@ -448,10 +459,17 @@ public final class ClusterEngine: @unchecked Sendable {
                 }
             case .message(let message, let peer):
                 statistics.messagesReceived += 1
+                lastHeardMs[peer] = now
                 if receivePlacementMessage(message, from: peer, nowMs: now) { continue }
                 // Only members take part in the rest; a node the placement does not name (yet)
                 // knows a newer placement than this one, or is a spare.
                 guard let from = memberIDs[peer], from != node.id else {
+                    if case .command(let request, _, _, _, _, _) = message {
+                        // Nothing ran: its coordinator tries again once one of us learned.
+                        statistics.forwardsRefused += 1
+                        sendsByName[peer, default: []].append(ClusterCodec.encode(
+                            .commandReply(request: request, outcome: .movedEpoch(node.placement.epoch))))
+                    }
                     fetchPlacement(nowMs: now)
                     continue
                 }
@@ -508,6 +526,11 @@ public final class ClusterEngine: @unchecked Sendable {
                     for peer in nodeNames where peer != name { sendsByName[peer, default: []].append(message) }
                 }
             case .changePlacement(let change, let completion):
+                if placementLog != nil, let refusal = liveRefusal(of: change, nowMs: now) {
+                    statistics.changesRefused += 1
+                    completion(.refused(refusal))
+                    continue
+                }
                 let request = nextChangeRequest
                 nextChangeRequest += 1
                 changesAsked[request] = AskedChange(deadlineMs: now + Self.changeTimeoutMs, completion: completion, change: change, sent: true)
@@ -543,8 +566,8 @@ public final class ClusterEngine: @unchecked Sendable {
         var outgoing: [Int: [[UInt8]]] = [:]
         var mergedRecords = false
         // A node the placement does not name speaks to no one but the placement voters.
-        let isMember = node.placement.member(node.id) != nil
-        for output in node.takeOutputs() {
+        let isMember = isMemberNow
+        for output in leftoverOutputs + node.takeOutputs() {
             switch output {
             case .persist(let change):
                 // Records and dropped partitions are already in the shards and queued for the
@@ -571,7 +594,12 @@ public final class ClusterEngine: @unchecked Sendable {
                 fetchPlacement(nowMs: now)
             case .proposeSwitch(let partitions, let changeEpoch):
                 // Partitions this node finished streaming: the switch is committed by the
-                // placement log (asked again after `move_retry` until it is).
+                // placement log (asked again after `move_retry` until it is). The streamed
+                // records reach the disk first: once switched, the old owners drop theirs.
+                if let storage {
+                    let sequence = storage.flushNow()
+                    while storage.durableSequence.load(ordering: .acquiring) < sequence { usleep(200) }
+                }
                 let change = PlacementChange.switching(partitions: partitions, changeEpoch: changeEpoch)
                 if placementLog != nil {
                     commitChange(change) { _ in }
@@ -629,7 +657,10 @@ public final class ClusterEngine: @unchecked Sendable {
             }
         }
         publishRouting()
-        if !memberMarkerWritten && node.rebuildingPartitions.isEmpty { writeMemberMarker() }
+        leftoverOutputs.removeAll()
+        // Only a member's marker means anything: a node outside the placement owns nothing, so
+        // "holds every partition it owns" would be true of it before it holds anything.
+        if !memberMarkerWritten && isMemberNow && node.rebuildingPartitions.isEmpty { writeMemberMarker() }
         let nowNs = SystemClock.monotonicNs()
         if nowNs - lastPublishNs >= 100_000_000 {
             lastPublishNs = nowNs
@@ -640,13 +671,27 @@ public final class ClusterEngine: @unchecked Sendable {
             snapshot.membersAlive = node.placement.memberIDs.filter { node.liveness(of: $0) == .alive }.count
             snapshot.placementEpoch = node.placement.epoch
             snapshot.partitionsRebuilding = node.rebuildingPartitions.count
-            snapshot.isMember = node.placement.member(node.id) != nil
+            snapshot.isMember = isMemberNow
             let placement = node.placement
             snapshot.change = !placement.isChanging ? "" : placement.members.filter { $0.state != .active }
                 .map { "\($0.state == .joining ? "adding" : "removing") \($0.name)" }.joined(separator: ",")
             snapshot.partitionsMoving = placement.changingPartitions.filter { placement.isMoving($0) }.count
             snapshot.partitionsStreamingIn = node.incomingMoves.filter { placement.isMoving($0) }.count
             published.withLockedValue { $0 = snapshot }
+        }
+    }
+
+    /// Whether the placement names this node (by name: ids are the placement's).
+    private var isMemberNow: Bool { node.placement.member(node.id)?.name == name }
+
+    private func removeMemberMarker() {
+        memberMarkerWritten = false
+        guard unlink(memberMarker) == 0 else { return }
+        let directory = String(memberMarker[..<(memberMarker.lastIndex(of: "/") ?? memberMarker.startIndex)])
+        let directoryDescriptor = open(directory.isEmpty ? "." : directory, O_RDONLY)
+        if directoryDescriptor >= 0 {
+            fsync(directoryDescriptor)
+            close(directoryDescriptor)
         }
     }
 
@@ -776,7 +821,7 @@ public final class ClusterEngine: @unchecked Sendable {
         guard inputs != routingInputs else { return }
         routingInputs = inputs
         let table = (0..<node.placement.partitionCount).map { routingPrimary(of: $0) ?? -1 }
-        let isMember = node.placement.member(node.id) != nil
+        let isMember = isMemberNow
         routing.withLockedValue { $0 = Routing(me: node.id, isMember: isMember, primaries: table) }
     }
 
@@ -792,16 +837,24 @@ public final class ClusterEngine: @unchecked Sendable {
     private func receivePlacementMessage(_ message: ClusterMessage, from peer: String, nowMs: Int64) -> Bool {
         switch message {
         case .placementFetch(let epoch):
-            if let applied = appliedPlacement, applied.epoch > epoch {
+            // Equal epochs too: the asker compares (and a spare learns it is heard).
+            if let applied = appliedPlacement, applied.epoch >= epoch {
                 sendsByName[peer, default: []].append(ClusterCodec.encode(.placement(applied)))
             }
         case .placement(let placement):
-            learnPlacement(placement, nowMs: nowMs)
+            // Only what a voter's log applied is a committed placement.
+            if voterNames.contains(peer) { learnPlacement(placement, nowMs: nowMs) }
         case .placementChange(let request, let change):
             guard placementLog != nil else {
                 if request != 0 {
                     sendsByName[peer, default: []].append(ClusterCodec.encode(.placementChangeReply(
                         request: request, outcome: .refused("'\(name)' is not a placement voter"))))
+                }
+                return true
+            }
+            if let refusal = liveRefusal(of: change, nowMs: nowMs) {
+                if request != 0 {
+                    sendsByName[peer, default: []].append(ClusterCodec.encode(.placementChangeReply(request: request, outcome: .refused(refusal))))
                 }
                 return true
             }
@@ -833,19 +886,38 @@ public final class ClusterEngine: @unchecked Sendable {
             return
         }
         savePlacement(next)
-        if let id = next.members.first(where: { $0.name == name })?.id, id != node.id {
-            let durable = ClusterDurableState(store: store, placement: next, hintsBytesMax: settings.hintsBytesMax, lostData: true)
-            node = ClusterNode(
-                id: id, origin: database.origin, durable: durable, settings: settings, nowMs: nowMs,
-                incarnation: UInt64(max(1, SystemClock.nowUnixMs())))
-            unreachable.removeAll()
-            logger.info("the placement names this node", metadata: ["member": "\(id)"])
+        // The id this node must run as: the one the placement gives its name, or one no
+        // placement hands out when it does not name it.
+        let id = next.members.first(where: { $0.name == name })?.id ?? Self.nonMemberIDBase + configIndex
+        if id != node.id {
+            startOver(as: id, placement: next, nowMs: nowMs)
         } else {
             node.learn(next, nowMs: nowMs)
         }
         indexMembers()
         publishedPlacement.withLockedValue { $0 = next }
         logger.info("placement learned", metadata: ["placement": "\(next)"])
+    }
+
+    /// Replaces the core by one running as member `id` of `placement`, holding what the
+    /// keyspace holds, with `lostData` (it owns nothing it has streamed in under that id). What
+    /// the old core had produced this step is still carried out; what it was waiting for
+    /// (replications, read quorums) fails as a timeout would. The marker goes: it described
+    /// the old member.
+    private func startOver(as id: Int, placement: Placement, nowMs: Int64) {
+        leftoverOutputs += node.takeOutputs()
+        for (_, completion) in writeWaiters { completion(false) }
+        writeWaiters.removeAll()
+        for (_, quorum) in readQuorums { quorum.completion(false) }
+        readQuorums.removeAll()
+        readWaiters.removeAll()
+        let durable = ClusterDurableState(store: store, placement: placement, hintsBytesMax: settings.hintsBytesMax, lostData: true)
+        node = ClusterNode(
+            id: id, origin: database.origin, durable: durable, settings: settings, nowMs: nowMs,
+            incarnation: UInt64(max(1, SystemClock.nowUnixMs())))
+        unreachable.removeAll()
+        removeMemberMarker()
+        logger.info(id >= Self.nonMemberIDBase ? "the placement does not name this node" : "the placement names this node", metadata: ["member": "\(id)"])
     }
 
     /// Writes the placement to `<data_dir>/cluster-placement` (a new file renamed over the old,
@@ -922,9 +994,15 @@ public final class ClusterEngine: @unchecked Sendable {
                 current = decoded
             }
             if let refusal = self.refusal(of: change, at: current) { return reply(.refused(refusal)) }
+            var effective = change
+            if case .switching(let partitions, let changeEpoch) = change, changeEpoch == current.changeEpoch {
+                // A switch asked again, or by two voters at once: what switched already is done.
+                let moving = partitions.filter { current.isMoving($0) }
+                if !moving.isEmpty && moving.count < partitions.count { effective = .switching(partitions: moving, changeEpoch: changeEpoch) }
+            }
             let next: Placement
             do {
-                next = try current.applying(change)
+                next = try current.applying(effective)
             } catch {
                 return reply(.refused(String(describing: error)))
             }
@@ -947,6 +1025,20 @@ public final class ClusterEngine: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// How long a node may have been silent and still be added: a spare asks a voter for the
+    /// placement every second, the voters taking turns.
+    static let addedNodeSilenceMsMax: Int64 = 10_000
+
+    /// Why this voter refuses `change` before asking the log: a node to add that it has not
+    /// heard from lately (its partitions would wait for it, and writes to them with them).
+    private func liveRefusal(of change: PlacementChange, nowMs: Int64) -> String? {
+        guard case .add(let added) = change, nodeNames.contains(added), added != name else { return nil }
+        guard let heard = lastHeardMs[added], nowMs - heard <= Self.addedNodeSilenceMsMax else {
+            return "'\(added)' has not been heard from in the last \(Self.addedNodeSilenceMsMax / 1000) s: start it first (it receives its partitions while it runs)"
+        }
+        return nil
     }
 
     /// Why the data center refuses `change` on top of `current`, beyond what `Placement` checks.
