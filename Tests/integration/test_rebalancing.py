@@ -71,7 +71,7 @@ class Load:
                 else:
                     self.errors.append((node, key, "SET answered nil"))
             except Exception as error:  # noqa: BLE001 — every failure counts
-                self.errors.append((node, key, repr(error)))
+                self.errors.append((node, key, f"{type(error).__name__}: {error}"))
             index += 1
 
     def read(self, node: str) -> None:
@@ -87,7 +87,7 @@ class Load:
                 else:
                     self.errors.append((node, key, f"read {value!r}"))
             except Exception as error:  # noqa: BLE001
-                self.errors.append((node, key, repr(error)))
+                self.errors.append((node, key, f"{type(error).__name__}: {error}"))
 
     def finish(self) -> None:
         assert all(thread.is_alive() for thread in self.threads), "a load thread died"

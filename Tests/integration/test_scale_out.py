@@ -41,7 +41,12 @@ class DataCenter:
         self.tmp = tmp_path
         self.members = members
         everyone = members + spares
-        self.ports = {f"{node}-{kind}": free_port() for node in everyone for kind in ("client", "peer")}
+        self.ports: dict[str, int] = {}
+        for name in (f"{node}-{kind}" for node in everyone for kind in ("client", "peer")):
+            port = free_port()
+            while port in self.ports.values():  # a port handed out twice would be refused
+                port = free_port()
+            self.ports[name] = port
         nodes = "".join(
             f"        - {{ name: {node}, client: \"127.0.0.1:{self.ports[node + '-client']}\", "
             f"peer: \"127.0.0.1:{self.ports[node + '-peer']}\"{', spare: true' if node in spares else ''} }}\n"

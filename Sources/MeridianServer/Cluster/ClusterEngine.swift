@@ -51,6 +51,8 @@ public final class ClusterEngine: @unchecked Sendable {
         case tick
         /// The placement log applied a new placement (this node is a voter).
         case placementApplied(Placement)
+        /// The placement log holds a placement (the first one was committed, or was there).
+        case placementLogHoldsOne
         /// An operator's change, asked at this node.
         case changePlacement(PlacementChange, ChangeCompletion)
         /// The placement log decided a change another node asked this voter for.
@@ -178,6 +180,9 @@ public final class ClusterEngine: @unchecked Sendable {
     private var leftoverOutputs: [ClusterOutput] = []
     /// When each node of the data center was last heard from (any `CLUSTER` message).
     private var lastHeardMs: [String: Int64] = [:]
+    /// Whether the placement log holds a placement (a voter commits the first one itself).
+    private var firstPlacementCommitted = false
+    private var nextFirstPlacementAttemptMs: Int64 = 0
     /// Which voter the next fetch or change goes to (they take turns).
     private var voterTurn = 0
     private var lastFetchMs: Int64 = 0
@@ -256,6 +261,7 @@ public final class ClusterEngine: @unchecked Sendable {
         self.publishedPlacement = NIOLockedValueBox(placement)
         indexMembers()
         publishRouting()
+        publishStatistics()
         if let placementLog {
             placementLog.watch(key: Self.placementKey, partition: 0) { [weak self] bytes in
                 guard let self else { return }
@@ -461,17 +467,15 @@ public final class ClusterEngine: @unchecked Sendable {
                 statistics.messagesReceived += 1
                 lastHeardMs[peer] = now
                 if receivePlacementMessage(message, from: peer, nowMs: now) { continue }
-                // Only members take part in the rest; a node the placement does not name (yet)
-                // knows a newer placement than this one, or is a spare.
-                guard let from = memberIDs[peer], from != node.id else {
-                    if case .command(let request, _, _, _, _, _) = message {
-                        // Nothing ran: its coordinator tries again once one of us learned.
-                        statistics.forwardsRefused += 1
-                        sendsByName[peer, default: []].append(ClusterCodec.encode(
-                            .commandReply(request: request, outcome: .movedEpoch(node.placement.epoch))))
-                    }
+                guard let from = memberIDs[peer], from != node.id else { continue }
+                if from >= Self.nonMemberIDBase {
+                    // A node this placement does not name: it knows a newer one (a member just
+                    // added), or it just left, or it is a spare. Its failure-detection messages
+                    // do not count; the rest is answered on its merits (a command for a
+                    // partition this node does not own is refused as moved, and runs when it
+                    // does; replication merges and is acknowledged).
                     fetchPlacement(nowMs: now)
-                    continue
+                    if case .swim = message { continue }
                 }
                 unreachable.remove(from)
                 switch message {
@@ -547,7 +551,13 @@ public final class ClusterEngine: @unchecked Sendable {
                 } else {
                     sendsByName[requester, default: []].append(ClusterCodec.encode(.placementChangeReply(request: request, outcome: outcome)))
                 }
+            case .placementLogHoldsOne:
+                firstPlacementCommitted = true
             case .tick:
+                if placementLog != nil, !firstPlacementCommitted, now >= nextFirstPlacementAttemptMs {
+                    nextFirstPlacementAttemptMs = now + 1_000
+                    commitFirstPlacement()
+                }
                 for (request, asked) in changesAsked {
                     if now >= asked.deadlineMs {
                         finishChange(request: request, outcome: .refused(asked.sent
@@ -575,7 +585,9 @@ public final class ClusterEngine: @unchecked Sendable {
                 // kept in memory only for now (docs/CLUSTER.md, "The server wiring").
                 if case .record = change { mergedRecords = true }
             case .send(let to, let message):
-                if isMember { outgoing[to, default: []].append(ClusterCodec.encode(message)) }
+                // A node the placement does not name takes no part in failure detection.
+                if case .swim = message, !isMember { continue }
+                outgoing[to, default: []].append(ClusterCodec.encode(message))
             case .reply(let client, let result):
                 if let read = readWaiters.removeValue(forKey: client) {
                     finishRead(of: read.quorum, key: read.key, result: result)
@@ -664,6 +676,13 @@ public final class ClusterEngine: @unchecked Sendable {
         let nowNs = SystemClock.monotonicNs()
         if nowNs - lastPublishNs >= 100_000_000 {
             lastPublishNs = nowNs
+            publishStatistics()
+        }
+    }
+
+    /// What INFO shows, from the engine thread (and once from `init`, before the first step).
+    private func publishStatistics() {
+        do {
             var snapshot = statistics
             snapshot.node = node.stats
             snapshot.hintsHeld = node.durable.hints.count
@@ -827,9 +846,23 @@ public final class ClusterEngine: @unchecked Sendable {
 
     // MARK: Placement (engine thread)
 
+    /// Numbers every node of the data center: members by the placement, the others (spares,
+    /// removed nodes, nodes this node's placement does not list yet) by `nonMemberIDBase` plus
+    /// their index in the configuration — so that a node just removed, finishing a command it
+    /// ran as primary, still gets its replication acknowledged, and an answer finds its way
+    /// to a node this one does not count as a member.
     private func indexMembers() {
-        memberIDs = Dictionary(uniqueKeysWithValues: node.placement.members.map { ($0.name, $0.id) })
-        memberNames = Dictionary(uniqueKeysWithValues: node.placement.members.map { ($0.id, $0.name) })
+        memberIDs = [:]
+        memberNames = [:]
+        for (index, node) in nodeNames.enumerated() {
+            memberIDs[node] = Self.nonMemberIDBase + index
+            memberNames[Self.nonMemberIDBase + index] = node
+        }
+        for member in node.placement.members {
+            memberNames[memberIDs[member.name] ?? -1] = nil
+            memberIDs[member.name] = member.id
+            memberNames[member.id] = member.name
+        }
     }
 
     /// Placement messages, from any node of the data center (a spare too); true when `message`
@@ -880,17 +913,33 @@ public final class ClusterEngine: @unchecked Sendable {
     /// — or, when it names this node under another id (a spare just added), the core starts
     /// over as that member, holding nothing it owns yet (its moves bring it).
     private func learnPlacement(_ next: Placement, nowMs: Int64) {
-        guard next.epoch > node.placement.epoch else { return }
+        // Equal epochs differ only when this node's configuration made another first placement
+        // than the one the log committed (spares or order differ): the log's stands.
+        let disagrees = next.epoch == node.placement.epoch && next != node.placement
+        guard next.epoch > node.placement.epoch || disagrees else { return }
         guard next.partitionCount == firstPlacement.partitionCount, next.replicationFactor == firstPlacement.replicationFactor else {
             logger.error("a placement of another layout was refused", metadata: ["placement": "\(next)"])
             return
         }
         savePlacement(next)
-        // The id this node must run as: the one the placement gives its name, or one no
-        // placement hands out when it does not name it.
-        let id = next.members.first(where: { $0.name == name })?.id ?? Self.nonMemberIDBase + configIndex
-        if id != node.id {
-            startOver(as: id, placement: next, nowMs: nowMs)
+        if disagrees {
+            logger.critical("this node's configuration gives another first placement than its data center committed; it takes the committed one (make every node's configuration list the same nodes, in the same order, with the same spares)", metadata: [
+                "committed": "\(next)", "configured": "\(node.placement)",
+            ])
+            let named = next.members.first(where: { $0.name == name })?.id
+            startOver(as: named ?? Self.nonMemberIDBase + configIndex, placement: next, nowMs: nowMs)
+            indexMembers()
+            publishedPlacement.withLockedValue { $0 = next }
+            return
+        }
+        // The core starts over when the placement names this node under another id (a spare
+        // just added), or gives the id it runs as to another node (its configuration put it in
+        // the first placement where the log's has someone else); a node just removed keeps its
+        // core, so that what it still had under way finishes.
+        if let named = next.members.first(where: { $0.name == name })?.id, named != node.id {
+            startOver(as: named, placement: next, nowMs: nowMs)
+        } else if let holder = next.member(node.id), holder.name != name {
+            startOver(as: Self.nonMemberIDBase + configIndex, placement: next, nowMs: nowMs)
         } else {
             node.learn(next, nowMs: nowMs)
         }
@@ -973,6 +1022,18 @@ public final class ClusterEngine: @unchecked Sendable {
     }
 
     static let noQuorumReason = "the placement voters have no quorum; the change was not committed"
+
+    /// Commits the configuration's placement as the log's first (compare-and-set on an absent
+    /// key: a voter that comes second changes nothing), so that every node compares its own
+    /// first placement with the committed one; asked again every second until the log holds one.
+    private func commitFirstPlacement() {
+        guard let log = placementLog else { return }
+        let write = StrongCommand(.set(key: Self.placementKey, value: PlacementCodec.encode(firstPlacement), options: SetOptions(condition: .ifAbsent)))
+        log.submit(write, partition: 0) { [weak self] result in
+            // OK: committed here; nil: one was there already.
+            if case .reply = result { self?.enqueue([.placementLogHoldsOne]) }
+        }
+    }
 
     /// Runs `change` through the placement log (this node is a voter): reads the committed
     /// placement (linearizably), applies the change to it, and commits the result by
