@@ -239,6 +239,12 @@ extension MeridianServerCommand {
         let voters = configuration.cluster.placementVoters(of: datacenter)
         guard let me = voters.firstIndex(of: located.config.name) else { return nil }
         let path = dataDir + "/placement"
+        // A voter that forgot its votes could let the log commit two placements for one epoch:
+        // one that learned a placement change but has no log lost it (a wiped or replaced
+        // store). Changing the voters is not built, so it must not vote again.
+        if access(path, F_OK) != 0 && access(dataDir + "/cluster-placement", F_OK) == 0 {
+            throw ValidationError("data directory \(dataDir): this placement voter's log (\(path)) is missing but the node has learned placement changes: a voter that lost its votes must not vote again (changing cluster.placement_voters is not built; restore the directory)")
+        }
         var paxos = PaxosConfiguration(voterCount: voters.count, learners: Array(voters.indices), me: me, partitionCount: 1)
         paxos.leaseMs = configuration.strong.leaseMs
         paxos.maxDrift = configuration.strong.maxDrift

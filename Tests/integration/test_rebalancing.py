@@ -10,11 +10,14 @@ during the move reads back through every node — the new one included — with 
 the new replicas' digests equal the others', and the nodes that gave a partition up drop it.
 The added node keeps its membership and data across a SIGKILL and restart. `remove-node` moves
 its partitions back the same way; a placement voter cannot be removed, a node outside the
-configuration cannot be added, a member cannot be added twice.
+configuration (or a name no placement can hold) cannot be added, nor a member twice, nor a
+spare that is not running; a voter that lost its placement log refuses to start.
 """
 from __future__ import annotations
 
 import random
+import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -220,6 +223,48 @@ def test_a_spare_joins_and_leaves_under_load(tmp_path):
         expected = [loaded.get(name) or acknowledged[name] for name in names]
         for node in MEMBERS:
             assert dc.client(node).mget(names) == expected, node
+
+        # A placement voter that lost its log (but has learned changes) must not vote again.
+        dc.procs["e1"].send_signal(signal.SIGTERM)
+        assert dc.procs["e1"].wait(10) == 0
+        shutil.rmtree(tmp_path / "data-e1" / "placement")
+        refused = subprocess.run(
+            [MERIDIAN_SERVER, "--config", str(dc.config), "--node", "e1", "--data-dir", str(tmp_path / "data-e1")],
+            capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "must not vote again" in refused.stdout + refused.stderr, refused
     finally:
         codes = dc.stop_all()
     assert all(code == 0 for node, code in codes.items() if node != SPARE or dc.procs[node].returncode != -9), codes
+
+
+def test_a_join_survives_a_placement_voter_and_the_new_node_crashing(tmp_path):
+    """The placement log and the moves carry on across crashes: a voter killed with SIGKILL
+    right after the change committed, and the joining node killed in the middle of its
+    streams, both restarted — the change still ends with every partition on its owners."""
+    dc = DataCenter(tmp_path, namespaces=DURABLE, members=MEMBERS, spares=(SPARE,), settings="  grace: 1s\n")
+    try:
+        dc.start_all()
+        loaded = {f"key-{index}": f"value-{index}" for index in range(3_000)}
+        pipe = dc.client("e1").pipeline(transaction=False)
+        for key, value in loaded.items():
+            pipe.set(key, value)
+        assert all(pipe.execute())
+        dc.start(SPARE)
+        result = subprocess.run(
+            [MERIDIAN, "cluster", "add-node", SPARE, "--config", str(dc.config), "--no-wait"],
+            capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        dc.kill9("e2")
+        wait_for(lambda: dc.info(SPARE)["cluster_move_entries_received"] > 0, timeout=30, what="the new node streaming")
+        dc.kill9(SPARE)
+        dc.start("e2")
+        dc.start(SPARE)
+        everyone = MEMBERS + (SPARE,)
+        wait_for(lambda: settled(dc, everyone), timeout=60, what="the change ended, every owner's digest equal")
+        assert dc.info(SPARE)["cluster_member"] == "yes"
+        names = list(loaded)
+        for node in everyone:
+            assert dc.client(node).mget(names) == [loaded[name] for name in names], node
+    finally:
+        codes = dc.stop_all()
+    assert all(code == 0 for node, code in codes.items() if dc.procs[node].returncode != -9), codes

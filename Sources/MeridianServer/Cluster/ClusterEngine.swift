@@ -154,6 +154,8 @@ public final class ClusterEngine: @unchecked Sendable {
     private var unreachable: Set<Int> = []
     private let memberMarker: String
     private var memberMarkerWritten: Bool
+    /// The id each node last had as a member.
+    private var formerMemberIDs: [String: Int] = [:]
     /// Member ids by name and names by id, in the current placement.
     private var memberIDs: [String: Int] = [:]
     private var memberNames: [Int: String] = [:]
@@ -468,7 +470,7 @@ public final class ClusterEngine: @unchecked Sendable {
                 lastHeardMs[peer] = now
                 if receivePlacementMessage(message, from: peer, nowMs: now) { continue }
                 guard let from = memberIDs[peer], from != node.id else { continue }
-                if from >= Self.nonMemberIDBase {
+                if node.placement.member(from) == nil {
                     // A node this placement does not name: it knows a newer one (a member just
                     // added), or it just left, or it is a spare. Its failure-detection messages
                     // do not count; the rest is answered on its merits (a command for a
@@ -846,22 +848,19 @@ public final class ClusterEngine: @unchecked Sendable {
 
     // MARK: Placement (engine thread)
 
-    /// Numbers every node of the data center: members by the placement, the others (spares,
-    /// removed nodes, nodes this node's placement does not list yet) by `nonMemberIDBase` plus
-    /// their index in the configuration — so that a node just removed, finishing a command it
-    /// ran as primary, still gets its replication acknowledged, and an answer finds its way
-    /// to a node this one does not count as a member.
+    /// Numbers every node of the data center: members by the placement; a node that was a
+    /// member keeps its last id after it left (the placement never hands an id out twice), so
+    /// that the answers to what was under way with it — commands forwarded to it while it was
+    /// a primary, its replications — still match; the others (spares, nodes this node's
+    /// placement does not list yet) by `nonMemberIDBase` plus their index in the configuration.
     private func indexMembers() {
         memberIDs = [:]
         memberNames = [:]
+        for member in node.placement.members { formerMemberIDs[member.name] = member.id }
         for (index, node) in nodeNames.enumerated() {
-            memberIDs[node] = Self.nonMemberIDBase + index
-            memberNames[Self.nonMemberIDBase + index] = node
-        }
-        for member in node.placement.members {
-            memberNames[memberIDs[member.name] ?? -1] = nil
-            memberIDs[member.name] = member.id
-            memberNames[member.id] = member.name
+            let id = formerMemberIDs[node] ?? Self.nonMemberIDBase + index
+            memberIDs[node] = id
+            memberNames[id] = node
         }
     }
 
