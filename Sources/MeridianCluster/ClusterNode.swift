@@ -18,6 +18,10 @@ public struct ClusterSettings: Sendable, Equatable {
     /// Entries per move chunk, and chunks sent per stream per tick.
     public var moveChunkEntries = 256
     public var moveChunksPerTick = 4
+    /// Partitions one node streams in at once (moves and rebuilds together); the others wait
+    /// their turn. Without a bound, a node joining a loaded data center asks for every
+    /// partition at once and its sources send them all in the same few ticks.
+    public var movesInFlightMax = 8
     /// Key and value bytes one anti-entropy or move message carries at most (besides one entry
     /// of any size): with values up to 1 MiB, a message stays within a 2 MiB peer frame.
     public var entriesBytesMax = 1 << 20
@@ -196,6 +200,8 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
     /// After a restart that lost data, no stream is asked for before this time (nil once
     /// passed): see `init`.
     private var streamsHeldUntilMs: Int64?
+    /// Whether partitions wait for a free place among `movesInFlightMax`.
+    private var movesWaiting = false
 
     struct PendingWrite {
         var client: UInt64?
@@ -593,8 +599,13 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
                 ? rebuildSources(of: partition).map { $0 == move.sources } ?? false
                 : placement.isMoving(partition) && move.changeEpoch == placement.changeEpoch
         }
+        movesWaiting = false
         for partition in durable.rebuilding.sorted() where incoming[partition] == nil {
             guard let sources = rebuildSources(of: partition) else { continue }
+            guard incoming.count < settings.movesInFlightMax else {
+                movesWaiting = true
+                return
+            }
             var rebuild = IncomingMove(changeEpoch: 0, sources: sources)
             for source in sources { requestStream(&rebuild, partition: partition, from: source, nowMs: nowMs) }
             incoming[partition] = rebuild
@@ -604,6 +615,10 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
         for partition in placement.changingPartitions where placement.isMoving(partition) {
             let sources = placement.previousReplicas(of: partition)
             guard placement.nextReplicas(of: partition).contains(id), !sources.contains(id), incoming[partition] == nil else { continue }
+            guard incoming.count < settings.movesInFlightMax else {
+                movesWaiting = true
+                return
+            }
             var move = IncomingMove(changeEpoch: placement.changeEpoch, sources: sources)
             // A quorum of sources is enough; live ones first. Another is asked when one stalls.
             let ordered = sources.filter { liveness(of: $0) != .down } + sources.filter { liveness(of: $0) == .down }
@@ -869,7 +884,7 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
     }
 
     private mutating func tickMoves(nowMs: Int64) {
-        if streamsHeldUntilMs != nil { startIncomingMoves(nowMs: nowMs) }
+        if streamsHeldUntilMs != nil || (movesWaiting && incoming.count < settings.movesInFlightMax) { startIncomingMoves(nowMs: nowMs) }
         // Send the next chunks of every outgoing stream.
         var finished: [Int] = []
         for index in outgoing.indices {
