@@ -244,6 +244,9 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
         var finished: Set<Int> = []
         var progressAtMs: [Int: Int64] = [:]
         var proposed = false
+        /// When the last chunk arrived (or the move started): a move with nothing for a while
+        /// (a source down) gives up its place among `movesInFlightMax` and keeps asking.
+        var lastChunkAtMs: Int64 = 0
 
         var isRebuild: Bool { changeEpoch == 0 }
     }
@@ -600,13 +603,16 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
                 : placement.isMoving(partition) && move.changeEpoch == placement.changeEpoch
         }
         movesWaiting = false
+        var streaming = streamsInFlight(nowMs: nowMs)
         for partition in durable.rebuilding.sorted() where incoming[partition] == nil {
             guard let sources = rebuildSources(of: partition) else { continue }
-            guard incoming.count < settings.movesInFlightMax else {
+            guard streaming < settings.movesInFlightMax else {
                 movesWaiting = true
                 return
             }
+            streaming += 1
             var rebuild = IncomingMove(changeEpoch: 0, sources: sources)
+            rebuild.lastChunkAtMs = nowMs
             for source in sources { requestStream(&rebuild, partition: partition, from: source, nowMs: nowMs) }
             incoming[partition] = rebuild
             finishRebuildIfComplete(partition)
@@ -615,17 +621,28 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
         for partition in placement.changingPartitions where placement.isMoving(partition) {
             let sources = placement.previousReplicas(of: partition)
             guard placement.nextReplicas(of: partition).contains(id), !sources.contains(id), incoming[partition] == nil else { continue }
-            guard incoming.count < settings.movesInFlightMax else {
+            guard streaming < settings.movesInFlightMax else {
                 movesWaiting = true
                 return
             }
+            streaming += 1
             var move = IncomingMove(changeEpoch: placement.changeEpoch, sources: sources)
+            move.lastChunkAtMs = nowMs
             // A quorum of sources is enough; live ones first. Another is asked when one stalls.
             let ordered = sources.filter { liveness(of: $0) != .down } + sources.filter { liveness(of: $0) == .down }
             for source in ordered.prefix(AckCount.quorum.required(of: sources.count)) {
                 requestStream(&move, partition: partition, from: source, nowMs: nowMs)
             }
             incoming[partition] = move
+        }
+    }
+
+    /// Moves and rebuilds that hold a place among `movesInFlightMax`: those still streaming —
+    /// not those whose switch is asked for, nor those that got no chunk for three `move_retry`
+    /// periods (a source down: they keep asking, and the partitions behind them start).
+    private func streamsInFlight(nowMs: Int64) -> Int {
+        incoming.values.reduce(0) { count, move in
+            count + (!move.proposed && nowMs - move.lastChunkAtMs < 3 * settings.moveRetryMs ? 1 : 0)
         }
     }
 
@@ -676,6 +693,7 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
         stats.moveEntriesReceived += UInt64(entries.count)
         move.after[source] = .some(entries.last?.key ?? after)
         move.progressAtMs[source] = nowMs
+        move.lastChunkAtMs = nowMs
         if last { move.finished.insert(source) }
         incoming[partition] = move
         finishRebuildIfComplete(partition)
@@ -884,7 +902,9 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
     }
 
     private mutating func tickMoves(nowMs: Int64) {
-        if streamsHeldUntilMs != nil || (movesWaiting && incoming.count < settings.movesInFlightMax) { startIncomingMoves(nowMs: nowMs) }
+        if streamsHeldUntilMs != nil || (movesWaiting && streamsInFlight(nowMs: nowMs) < settings.movesInFlightMax) {
+            startIncomingMoves(nowMs: nowMs)
+        }
         // Send the next chunks of every outgoing stream.
         var finished: [Int] = []
         for index in outgoing.indices {
@@ -944,6 +964,9 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
               placement.epoch >= highestEpochSeen else { return }
         nextOwnershipCheckMs = nowMs + Self.ownershipCheckIntervalMs
         for partition in durable.store.heldPartitions where !placement.writeTargets(of: partition).contains(id) {
+            // A stream of it would go on with empty chunks, and an empty chunk ends a stream:
+            // a requester still at an older placement would take it as all there is.
+            outgoing.removeAll { $0.partition == partition }
             durable.store.drop(partition: partition)
             outputs.append(.persist(.dropPartition(partition)))
             stats.partitionsDropped += 1

@@ -82,6 +82,9 @@ extension Meridian {
                         continue attempts
                     case .error(let message) where message.hasPrefix("TRYAGAIN") || message.contains("not a placement voter") || message.contains("no placement voter"):
                         failures.append("\(address): \(message)")
+                        // "No voter answered ... may have been committed": asked again, the
+                        // change may turn out done already.
+                        if message.contains("may have been committed") { maybeSent = true }
                     case .error(let message):
                         throw ValidationError("\(address): \(message)")
                     default:

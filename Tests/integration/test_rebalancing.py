@@ -244,11 +244,15 @@ def test_a_join_survives_a_placement_voter_and_the_new_node_crashing(tmp_path):
     dc = DataCenter(tmp_path, namespaces=DURABLE, members=MEMBERS, spares=(SPARE,), settings="  grace: 1s\n")
     try:
         dc.start_all()
-        loaded = {f"key-{index}": f"value-{index}" for index in range(3_000)}
-        pipe = dc.client("e1").pipeline(transaction=False)
-        for key, value in loaded.items():
-            pipe.set(key, value)
-        assert all(pipe.execute())
+        loaded = {f"key-{index}": f"value-{index}" for index in range(10_000)}
+        items = list(loaded.items())
+        for start in range(0, len(items), 1_000):
+            # A connection runs its forwarded commands one at a time: pipelines of a thousand
+            # stay well within the client's timeout.
+            pipe = dc.client("e1").pipeline(transaction=False)
+            for key, value in items[start:start + 1_000]:
+                pipe.set(key, value)
+            assert all(pipe.execute())
         dc.start(SPARE)
         result = subprocess.run(
             [MERIDIAN, "cluster", "add-node", SPARE, "--config", str(dc.config), "--no-wait"],
@@ -256,6 +260,7 @@ def test_a_join_survives_a_placement_voter_and_the_new_node_crashing(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         dc.kill9("e2")
         wait_for(lambda: dc.info(SPARE)["cluster_move_entries_received"] > 0, timeout=30, what="the new node streaming")
+        assert dc.info(SPARE)["cluster_partitions_moving"] > 0, "the join ended before the new node was killed"
         dc.kill9(SPARE)
         dc.start("e2")
         dc.start(SPARE)

@@ -267,7 +267,9 @@ public final class ClusterEngine: @unchecked Sendable {
         if let placementLog {
             placementLog.watch(key: Self.placementKey, partition: 0) { [weak self] bytes in
                 guard let self else { return }
-                guard let bytes else { return self.enqueue([.placementApplied(self.firstPlacement)]) }
+                // Nothing committed yet: the first placement is committed at the first tick
+                // (`commitFirstPlacement`), and only then reported and sent to others.
+                guard let bytes else { return }
                 do {
                     self.enqueue([.placementApplied(try PlacementCodec.decode(bytes))])
                 } catch {
@@ -857,6 +859,9 @@ public final class ClusterEngine: @unchecked Sendable {
         memberIDs = [:]
         memberNames = [:]
         for member in node.placement.members { formerMemberIDs[member.name] = member.id }
+        // An id the placement gives to another name is that name's now.
+        let current = Set(node.placement.members.map(\.name))
+        formerMemberIDs = formerMemberIDs.filter { name, id in current.contains(name) || node.placement.member(id) == nil }
         for (index, node) in nodeNames.enumerated() {
             let id = formerMemberIDs[node] ?? Self.nonMemberIDBase + index
             memberIDs[node] = id
@@ -920,17 +925,26 @@ public final class ClusterEngine: @unchecked Sendable {
             logger.error("a placement of another layout was refused", metadata: ["placement": "\(next)"])
             return
         }
-        savePlacement(next)
         if disagrees {
             logger.critical("this node's configuration gives another first placement than its data center committed; it takes the committed one (make every node's configuration list the same nodes, in the same order, with the same spares)", metadata: [
                 "committed": "\(next)", "configured": "\(node.placement)",
             ])
+            // The ids of the configured first placement meant nothing; the marker goes before
+            // the placement is saved (a crash between must not keep it). The core cannot take
+            // another placement at the same epoch: it starts over, rebuilding what it owns.
+            formerMemberIDs = [:]
+            removeMemberMarker()
+            savePlacement(next)
             let named = next.members.first(where: { $0.name == name })?.id
             startOver(as: named ?? Self.nonMemberIDBase + configIndex, placement: next, nowMs: nowMs)
             indexMembers()
             publishedPlacement.withLockedValue { $0 = next }
             return
         }
+        let startsOver = next.members.first(where: { $0.name == name }).map { $0.id != node.id }
+            ?? (next.member(node.id).map { $0.name != name } ?? false)
+        if startsOver { removeMemberMarker() }
+        savePlacement(next)
         // The core starts over when the placement names this node under another id (a spare
         // just added), or gives the id it runs as to another node (its configuration put it in
         // the first placement where the log's has someone else); a node just removed keeps its
@@ -1057,7 +1071,7 @@ public final class ClusterEngine: @unchecked Sendable {
             var effective = change
             if case .switching(let partitions, let changeEpoch) = change, changeEpoch == current.changeEpoch {
                 // A switch asked again, or by two voters at once: what switched already is done.
-                let moving = partitions.filter { current.isMoving($0) }
+                let moving = partitions.filter { (0..<current.partitionCount).contains($0) && current.isMoving($0) }
                 if !moving.isEmpty && moving.count < partitions.count { effective = .switching(partitions: moving, changeEpoch: changeEpoch) }
             }
             let next: Placement
