@@ -245,24 +245,11 @@ extension MeridianServerCommand {
         if access(path, F_OK) != 0 && access(dataDir + "/cluster-placement", F_OK) == 0 {
             throw ValidationError("data directory \(dataDir): this placement voter's log (\(path)) is missing but the node has learned placement changes: a voter that lost its votes must not vote again (changing cluster.placement_voters is not built; restore the directory)")
         }
-        var paxos = PaxosConfiguration(voterCount: voters.count, learners: Array(voters.indices), me: me, partitionCount: 1)
-        paxos.leaseMs = configuration.strong.leaseMs
-        paxos.maxDrift = configuration.strong.maxDrift
-        paxos.timeoutMs = configuration.strong.timeoutMs
-        let engine: StrongEngine
-        do {
-            try makeDirectories(dataDir)
-            let store = try RocksDBStore(path: path)
-            let fatalLogger = logger
-            engine = try StrongEngine(voterNames: voters, paxos: paxos, store: store, logger: logger) { reason in
-                fatalLogger.critical("stopping: a placement log vote could not be made durable", metadata: ["error": "\(reason)"])
-                fflush(nil)
-                Glibc._exit(70)
-            }
-        } catch {
-            throw ValidationError("data directory \(dataDir): the placement log at \(path) cannot be used: \(error)")
+        let paxos = StrongEngine.paxosConfiguration(
+            voterCount: voters.count, learners: Array(voters.indices), me: me, partitionCount: 1, timing: configuration)
+        let engine = try startPaxosEngine(store: path, dataDir: dataDir, what: "the placement log", logger: logger) { store, onFatal in
+            try StrongEngine(voterNames: voters, paxos: paxos, store: store, logger: logger, onFatal: onFatal)
         }
-        engine.start(tickingOn: MultiThreadedEventLoopGroup(numberOfThreads: 1).next())
         logger.info("placement log started", metadata: ["store": "\(path)", "voters": "\(voters.joined(separator: ","))"])
         return engine
     }
@@ -272,26 +259,38 @@ extension MeridianServerCommand {
     static func startStrongEngine(configuration: MeridianConfiguration, datacenter: Int, dataDir: String, logger: Logger) throws -> StrongEngine? {
         guard NamespaceTable(configuration.namespaces).hasStrongKeys else { return nil }
         let path = dataDir + "/paxos"
+        let engine = try startPaxosEngine(store: path, dataDir: dataDir, what: "the Paxos store", logger: logger) { store, onFatal in
+            try StrongEngine(configuration: configuration, datacenter: datacenter, store: store, logger: logger, onFatal: onFatal)
+        }
+        logger.info("strong engine started", metadata: [
+            "store": "\(path)", "voters": "\(engine.voterNames.joined(separator: ","))",
+            "lease_ms": "\(configuration.strong.leaseMs)", "timeout_ms": "\(configuration.strong.timeoutMs)",
+        ])
+        return engine
+    }
+
+    /// Opens the RocksDB store at `path`, makes an engine on it whose fatal error (a vote that
+    /// could not be made durable) stops the process, and starts its tick.
+    static func startPaxosEngine(
+        store path: String, dataDir: String, what: String, logger: Logger,
+        make: (DurableStore, @escaping @Sendable (String) -> Void) throws -> StrongEngine
+    ) throws -> StrongEngine {
         let engine: StrongEngine
         do {
             try makeDirectories(dataDir)
             let store = try RocksDBStore(path: path)
             let fatalLogger = logger
-            engine = try StrongEngine(configuration: configuration, datacenter: datacenter, store: store, logger: logger) { reason in
-                fatalLogger.critical("stopping: a Paxos vote could not be made durable", metadata: ["error": "\(reason)"])
+            engine = try make(store) { reason in
+                fatalLogger.critical("stopping: a Paxos vote could not be made durable", metadata: ["store": "\(path)", "error": "\(reason)"])
                 fflush(nil)
                 Glibc._exit(70)
             }
         } catch let error as ValidationError {
             throw error
         } catch {
-            throw ValidationError("data directory \(dataDir): the Paxos store at \(path) cannot be used: \(error)")
+            throw ValidationError("data directory \(dataDir): \(what) at \(path) cannot be used: \(error)")
         }
         engine.start(tickingOn: MultiThreadedEventLoopGroup(numberOfThreads: 1).next())
-        logger.info("strong engine started", metadata: [
-            "store": "\(path)", "voters": "\(engine.voterNames.joined(separator: ","))",
-            "lease_ms": "\(configuration.strong.leaseMs)", "timeout_ms": "\(configuration.strong.timeoutMs)",
-        ])
         return engine
     }
 

@@ -612,10 +612,7 @@ public final class ClusterEngine: @unchecked Sendable {
                 // Partitions this node finished streaming: the switch is committed by the
                 // placement log (asked again after `move_retry` until it is). The streamed
                 // records reach the disk first: once switched, the old owners drop theirs.
-                if let storage {
-                    let sequence = storage.flushNow()
-                    while storage.durableSequence.load(ordering: .acquiring) < sequence { usleep(200) }
-                }
+                waitForDisk()
                 let change = PlacementChange.switching(partitions: partitions, changeEpoch: changeEpoch)
                 if placementLog != nil {
                     commitChange(change) { _ in }
@@ -643,10 +640,9 @@ public final class ClusterEngine: @unchecked Sendable {
                 fetchPlacement(nowMs: now)
             }
         }
-        if mergedRecords, syncsMerges, let storage {
+        if mergedRecords, syncsMerges {
             // Acknowledgements of merges leave only once a write-through record is on disk.
-            let sequence = storage.flushNow()
-            while storage.durableSequence.load(ordering: .acquiring) < sequence { usleep(200) }
+            waitForDisk()
         }
         let send = sender
         for (peer, payloads) in sendsByName {
@@ -710,23 +706,14 @@ public final class ClusterEngine: @unchecked Sendable {
     private func removeMemberMarker() {
         memberMarkerWritten = false
         guard unlink(memberMarker) == 0 else { return }
-        let directory = String(memberMarker[..<(memberMarker.lastIndex(of: "/") ?? memberMarker.startIndex)])
-        let directoryDescriptor = open(directory.isEmpty ? "." : directory, O_RDONLY)
-        if directoryDescriptor >= 0 {
-            fsync(directoryDescriptor)
-            close(directoryDescriptor)
-        }
+        Self.syncDirectory(of: memberMarker)
     }
 
     private func writeMemberMarker() {
         memberMarkerWritten = true
-        if let storage {
-            // The rebuilt records first: a marker on disk says they are.
-            let sequence = storage.flushNow()
-            while storage.durableSequence.load(ordering: .acquiring) < sequence { usleep(200) }
-        }
-        let directory = String(memberMarker[..<(memberMarker.lastIndex(of: "/") ?? memberMarker.startIndex)])
-        if !directory.isEmpty { mkdir(directory, 0o755) }
+        // The rebuilt records first: a marker on disk says they are.
+        waitForDisk()
+        Self.makeDirectory(of: memberMarker)
         let descriptor = open(memberMarker, O_CREAT | O_WRONLY, 0o644)
         guard descriptor >= 0 else {
             logger.error("cannot write the cluster member marker; the next start rebuilds every partition", metadata: ["path": "\(memberMarker)"])
@@ -734,15 +721,32 @@ public final class ClusterEngine: @unchecked Sendable {
         }
         fsync(descriptor)
         close(descriptor)
-        if !directory.isEmpty {
-            // The marker's directory entry, too.
-            let directoryDescriptor = open(directory, O_RDONLY)
-            if directoryDescriptor >= 0 {
-                fsync(directoryDescriptor)
-                close(directoryDescriptor)
-            }
-        }
+        Self.syncDirectory(of: memberMarker)
         logger.info("holds every partition it owns", metadata: ["marker": "\(memberMarker)"])
+    }
+
+    /// Returns once everything the keyspace queued for the disk so far is synced (the engine
+    /// thread waits; never an event loop).
+    private func waitForDisk() {
+        guard let storage else { return }
+        let sequence = storage.flushNow()
+        while storage.durableSequence.load(ordering: .acquiring) < sequence { usleep(200) }
+    }
+
+    /// Creates the directory that holds `path` (one level, as the data directory's files need).
+    private static func makeDirectory(of path: String) {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+        mkdir(String(path[..<slash]), 0o755)
+    }
+
+    /// Syncs the directory that holds `path`, so that a file created, renamed or removed there
+    /// stays so after a crash.
+    private static func syncDirectory(of path: String) {
+        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        let descriptor = open(directory.isEmpty ? "/" : directory, O_RDONLY)
+        guard descriptor >= 0 else { return }
+        fsync(descriptor)
+        close(descriptor)
     }
 
     private func finishRead(of quorum: Int, key: [UInt8], result: ClusterClientResult) {
@@ -987,8 +991,7 @@ public final class ClusterEngine: @unchecked Sendable {
     private func savePlacement(_ placement: Placement) {
         let bytes = PlacementCodec.encode(placement)
         let temporary = placementFile + ".new"
-        let directory = String(placementFile[..<(placementFile.lastIndex(of: "/") ?? placementFile.startIndex)])
-        if !directory.isEmpty { mkdir(directory, 0o755) }
+        Self.makeDirectory(of: placementFile)
         let descriptor = open(temporary, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
         guard descriptor >= 0 else {
             logger.error("cannot save the placement; a restart starts from an older one and fetches the newest", metadata: ["path": "\(temporary)"])
@@ -1001,13 +1004,7 @@ public final class ClusterEngine: @unchecked Sendable {
             logger.error("cannot save the placement; a restart starts from an older one and fetches the newest", metadata: ["path": "\(placementFile)"])
             return
         }
-        if !directory.isEmpty {
-            let directoryDescriptor = open(directory, O_RDONLY)
-            if directoryDescriptor >= 0 {
-                fsync(directoryDescriptor)
-                close(directoryDescriptor)
-            }
-        }
+        Self.syncDirectory(of: placementFile)
     }
 
     /// Sends an operator's change to the next placement voter.

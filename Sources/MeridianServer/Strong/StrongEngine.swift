@@ -84,15 +84,24 @@ public final class StrongEngine: @unchecked Sendable {
         onFatal: @escaping @Sendable (String) -> Void
     ) throws {
         let datacenters = configuration.cluster.datacenters
-        var paxos = PaxosConfiguration(
+        let paxos = Self.paxosConfiguration(
             voterCount: datacenters.count, learners: datacenters.indices.filter { !datacenters[$0].witness }, me: datacenter,
-            partitionCount: configuration.cluster.partitions)
-        paxos.leaseMs = configuration.strong.leaseMs
-        paxos.maxDrift = configuration.strong.maxDrift
-        paxos.timeoutMs = configuration.strong.timeoutMs
+            partitionCount: configuration.cluster.partitions, timing: configuration)
         try self.init(
             voterNames: datacenters.map { $0.nodes.first?.name ?? $0.name }, paxos: paxos, store: store, logger: logger,
             onFatal: onFatal)
+    }
+
+    /// A Paxos group's configuration with the `strong` section's lease, drift and timeout (the
+    /// strong namespaces' group and the placement log run with the same timing).
+    public static func paxosConfiguration(
+        voterCount: Int, learners: [Int], me: Int, partitionCount: Int, timing configuration: MeridianConfiguration
+    ) -> PaxosConfiguration {
+        var paxos = PaxosConfiguration(voterCount: voterCount, learners: learners, me: me, partitionCount: partitionCount)
+        paxos.leaseMs = configuration.strong.leaseMs
+        paxos.maxDrift = configuration.strong.maxDrift
+        paxos.timeoutMs = configuration.strong.timeoutMs
+        return paxos
     }
 
     /// A Paxos group of the nodes `voterNames` (this node is `paxos.me`), its state in `store`.
