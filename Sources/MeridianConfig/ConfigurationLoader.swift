@@ -254,18 +254,12 @@ public enum ConfigurationLoader {
         guard datacenters.count <= Int(UInt16.max), datacenters.allSatisfy({ $0.nodes.count <= Int(UInt16.max) }) else {
             throw ConfigurationError(field: "cluster.datacenters", problem: "too many data centers or nodes")
         }
-        // Scale-out inside a data center (docs/CLUSTER.md) is served for one data center of
-        // several nodes; what it does not serve yet is refused rather than left to diverge.
-        let fullDatacenters = datacenters.filter { !$0.witness }
+        // Scale-out inside a data center (docs/CLUSTER.md); what it does not serve yet is
+        // refused rather than left to diverge.
         for (index, dc) in datacenters.enumerated() where dc.nodes.count > 1 {
             let path = "cluster.datacenters[\(index)]"
             if dc.witness {
                 throw ConfigurationError(field: "\(path).nodes", problem: "a witness data center has one node")
-            }
-            if fullDatacenters.count > 1 {
-                throw ConfigurationError(
-                    field: "\(path).nodes",
-                    problem: "data center '\(dc.name)' lists \(dc.nodes.count) nodes and the cluster has \(fullDatacenters.count) full data centers; this version ships deltas between data centers of one node each, and scales out only a cluster of one data center (docs/CLUSTER.md)")
             }
             if let nodeIndex = dc.nodes.firstIndex(where: { $0.peer == nil }) {
                 throw ConfigurationError(
@@ -293,8 +287,14 @@ public enum ConfigurationLoader {
         if let voters = cluster.scaleOut.placementVoters {
             // The voters commit the placement of the data center of several nodes; each must be
             // a member from the start (a spare joins later and could not vote for its own add).
-            guard let dc = datacenters.first(where: { $0.nodes.count > 1 }) else {
+            let scaledOut = datacenters.filter { $0.nodes.count > 1 }
+            guard let dc = scaledOut.first else {
                 throw ConfigurationError(field: "cluster.placement_voters", problem: "only a data center of several nodes has a placement to commit")
+            }
+            guard scaledOut.count == 1 else {
+                throw ConfigurationError(
+                    field: "cluster.placement_voters",
+                    problem: "names the voters of one data center, and \(scaledOut.count) data centers have several nodes; leave it out (each data center's first three members vote on its placement)")
             }
             let members = cluster.firstMembers(of: dc)
             for (index, voter) in voters.enumerated() where !members.contains(voter) {

@@ -90,6 +90,19 @@ extension Database {
         return result
     }
 
+    /// What a node of a data center of several nodes replicates to its owners out of a peer data
+    /// center's states (docs/CLUSTER.md, "Cross-DC shipping with many nodes per DC"): the records
+    /// of keys in eventual, replicated namespaces — what `merge` would take — each with its
+    /// namespace's `write_acks`.
+    func recordsForOwners(_ states: [(key: [UInt8], state: Delta.State)]) -> [(key: [UInt8], record: DurableRecord, acks: AckCount)] {
+        states.compactMap { key, state in
+            guard case .register(let record) = state else { return nil }
+            let namespace = key.withUnsafeBytes { namespaces.index(of: $0) }
+            guard replicatedNamespaces[namespace], !key.withUnsafeBytes({ namespaces.isStrong($0, namespaceIndex: namespace) }) else { return nil }
+            return (key, record, namespaces.namespaces[namespace].writeAcks)
+        }
+    }
+
     /// Merges a chunk of a peer's snapshot (no conflicts are counted: a snapshot says what a
     /// data center holds, not which write came first).
     func applyRemote(snapshot states: [SnapshotState], nowUnixMs: Int64) -> Int {

@@ -14,7 +14,11 @@ import NIOCore
 ///
 /// Receiving: frames are handled strictly in order. A frame whose keys may be on disk only is
 /// held (reading pauses) until they are loaded, then merged; every batch and every snapshot
-/// end is acknowledged with this node's whole vector.
+/// end is acknowledged with this node's whole vector. A node of a data center of several nodes
+/// does not merge what arrives into its own keyspace: it replicates each record to its
+/// partition's owners, holding later frames until they acknowledged (docs/CLUSTER.md,
+/// "Cross-DC shipping with many nodes per DC"). Any node may receive; each node streams only to
+/// its target in each peer data center (`PeerLinks.streamsTo`).
 final class PeerConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -50,7 +54,8 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         case acknowledge
     }
     private var pending: [Pending] = []
-    private var waitingForDisk = false
+    /// Later frames wait: for keys the disk loads, or for the owners of what arrived.
+    private var waiting = false
     private var closed = false
     /// A retry of the pump is scheduled (a snapshot waiting for warm-up to end).
     private var retryScheduled = false
@@ -109,9 +114,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         handlePending(context: context)
     }
 
-    /// Handles queued frames in order until one must wait for the disk.
+    /// Handles queued frames in order until one must wait (for the disk, or for owners).
     private func handlePending(context: ChannelHandlerContext) {
-        while !waitingForDisk && !closed && !pending.isEmpty {
+        while !waiting && !closed && !pending.isEmpty {
             let next = pending.removeFirst()
             do {
                 switch next {
@@ -124,7 +129,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             }
         }
         // Stop reading while frames wait: TCP then holds the peer back.
-        let reading = !waitingForDisk
+        let reading = !waiting
         context.channel.setOption(ChannelOptions.autoRead, value: reading).whenComplete { _ in }
     }
 
@@ -190,6 +195,11 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             incomingSnapshot = marker.through
         case .snapshotChunk where established && replicator != nil && incomingSnapshot != nil:
             let chunk = try SnapshotChunk(decoding: frame.payload)
+            if let cluster = links.cluster {
+                try checkClock(chunk.states.map(\.state))
+                applyThroughOwners(chunk.states.map { ($0.key, $0.state) }, cluster: cluster, context: context) {}
+                return
+            }
             try receive(states: chunk.states.map(\.state), keys: chunk.states.map(\.key), context: context) { database, now in
                 _ = database.applyRemote(snapshot: chunk.states, nowUnixMs: now)
             }
@@ -205,7 +215,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             acknowledge(context: context)
         case .ack where established && replicator != nil:
             let ack = try Acknowledgement(decoding: frame.payload)
-            replicator!.acknowledge(peer: peerDatacenter, node: peerID!, vector: ack.versionVector)
+            // Only this node's stream target acknowledges it (a link that carries no stream of
+            // this node's has nothing to acknowledge).
+            if stream != nil { replicator!.acknowledge(peer: peerDatacenter, node: peerID!, vector: ack.versionVector) }
         default:
             throw WireError.malformed("unexpected \(frame.type) \(established ? "after" : "before") the handshake")
         }
@@ -219,6 +231,25 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             throw WireError.malformed("a batch of origin \(batch.origin) on the link to \(peerID.map { "\($0)" } ?? "?")")
         }
         let peerDatacenter = self.peerDatacenter
+        if let cluster = links.cluster, let replicator {
+            try checkClock(batch.deltas.map(\.state))
+            let fresh = batch.deltas.filter { !replicator.isApplied($0.dot) }
+            let skipped = batch.deltas.count - fresh.count
+            applyThroughOwners(fresh.map { ($0.key, $0.state) }, cluster: cluster, context: context) { [self] in
+                replicator.recordApplied(fresh.map(\.dot))
+                let now = SystemClock.nowUnixMs()
+                replicator.count(peer: peerDatacenter) { counters in
+                    counters.deltasApplied += fresh.count
+                    for delta in fresh {
+                        let writtenMs = Int64(Replicator.physicalMs(of: delta.state))
+                        counters.applyLag.record(microseconds: UInt64(max(0, now - writtenMs)) * 1000)
+                    }
+                }
+                if skipped > 0 { links.logger.debug("skipped deltas already applied", metadata: ["count": "\(skipped)"]) }
+                acknowledge(context: context)
+            }
+            return
+        }
         try receive(states: batch.deltas.map(\.state), keys: batch.deltas.map(\.key), context: context) { [replicator] database, now in
             guard let replicator else { return }
             let result = database.applyRemote(deltas: batch.deltas, replicator: replicator, nowUnixMs: now)
@@ -235,29 +266,64 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         acknowledgeWhenApplied(context: context)
     }
 
+    /// Refuses states stamped further ahead than `max_clock_offset` (the link closes) and moves
+    /// this node's clock past the rest.
+    private func checkClock(_ states: [Delta.State]) throws {
+        guard let database = links.database, let replicator else { return }
+        do {
+            try database.observeRemoteStamps(states, nowUnixMs: SystemClock.nowUnixMs(), maxClockOffsetMs: replicator.maxClockOffsetMs)
+        } catch {
+            replicator.count(peer: peerDatacenter) { $0.batchesRefused += 1 }
+            throw error
+        }
+    }
+
+    /// Replicates what a peer data center sent to the owners of each key's partition in this
+    /// data center, each record waiting for its namespace's `write_acks`, and holds later frames
+    /// until every record was acknowledged; then runs `then`. Owners that do not acknowledge
+    /// within the request timeout close the link: the peer sends again after what this node's
+    /// vector says it has, so nothing unacknowledged is counted as applied.
+    private func applyThroughOwners(
+        _ states: [(key: [UInt8], state: Delta.State)], cluster: ClusterEngine, context: ChannelHandlerContext,
+        then: @escaping () -> Void
+    ) {
+        guard let database = links.database else { return }
+        waiting = true
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context, then), eventLoop: loop)
+        cluster.replicate(database.recordsForOwners(states)) { acknowledged in
+            loop.execute {
+                let (handler, context, then) = bound.value
+                handler.waiting = false
+                guard !handler.closed else { return }
+                guard acknowledged else {
+                    handler.fail(OwnersDidNotAcknowledge(), context: context)
+                    return
+                }
+                then()
+                handler.handlePending(context: context)
+            }
+        }
+    }
+
     /// Checks the clock bound, loads keys that may be on disk only (holding later frames until
     /// they are in memory), then runs `apply`.
     private func receive(
         states: [Delta.State], keys: [[UInt8]], context: ChannelHandlerContext, apply: @escaping (Database, Int64) -> Void
     ) throws {
-        guard let database = links.database, let replicator else { return }
+        guard let database = links.database else { return }
+        try checkClock(states)
         let now = SystemClock.nowUnixMs()
-        do {
-            try database.observeRemoteStamps(states, nowUnixMs: now, maxClockOffsetMs: replicator.maxClockOffsetMs)
-        } catch {
-            replicator.count(peer: peerDatacenter) { $0.batchesRefused += 1 }
-            throw error
-        }
         let missing = database.keysToLoadBeforeMerging(keys)
         guard !missing.isEmpty, let reader = links.diskReader else {
             apply(database, now)
             return
         }
-        waitingForDisk = true
+        waiting = true
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         reader.load(missing, on: context.eventLoop).whenComplete { result in
             let (handler, context) = bound.value
-            handler.waitingForDisk = false
+            handler.waiting = false
             guard !handler.closed else { return }
             if case .failure(let error) = result {
                 handler.fail(error, context: context)
@@ -271,7 +337,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
     /// Acknowledges a batch: at once, or after the disk loads it waits for (the ack is queued
     /// as a frame of its own so it follows the apply).
     private func acknowledgeWhenApplied(context: ChannelHandlerContext) {
-        if waitingForDisk {
+        if waiting {
             pending.insert(.acknowledge, at: 0)
             return
         }
@@ -340,6 +406,8 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         guard let replicator = links.database?.replicator, peerRole == .full, state?.witness == false,
               state?.datacenter != links.myDatacenter, peerID != nil else { return }
         self.replicator = replicator
+        // Every such link receives; this node's own stream goes to one node per data center.
+        guard links.streamsTo(peer) else { return }
         let link = replicator.linkEstablished(peer: peerDatacenter, node: peerID!, vector: peerVector)
         if link.jumped {
             links.logger.error(
@@ -369,9 +437,12 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         defer { if wrote { context.flush() } }
         while context.channel.isWritable {
             if let snapshot = outgoingSnapshot {
-                if links.warmUp?.loading.load(ordering: .relaxed) == true {
-                    // A snapshot taken before warm-up ends would miss keys still on disk: look
-                    // again shortly (one retry at a time, however often writes wake the pump).
+                if links.warmUp?.loading.load(ordering: .relaxed) == true || (links.cluster?.currentStatistics.partitionsRebuilding ?? 0) > 0 {
+                    // A snapshot taken before warm-up ends would miss keys still on disk, and
+                    // one taken while the data center's other owners rebuild this node's
+                    // partitions would miss what this node executed before it lost its data
+                    // (which only it ships): look again shortly (one retry at a time, however
+                    // often writes wake the pump).
                     if !retryScheduled {
                         retryScheduled = true
                         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -474,5 +545,12 @@ final class PeerConnectionHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         closed = true
         context.close(promise: nil)
+    }
+}
+
+/// A peer data center's batch that this data center's owners did not acknowledge in time.
+struct OwnersDidNotAcknowledge: Error, CustomStringConvertible {
+    var description: String {
+        "the owners in this data center did not acknowledge a peer data center's records in time (the peer sends them again)"
     }
 }

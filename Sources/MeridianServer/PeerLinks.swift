@@ -128,7 +128,11 @@ public final class PeerLinks: Sendable {
         for peer in peers where me < peer.id {
             dial(peer.node, immediately: true)
         }
-        if let database, let replicator = database.replicator {
+        // Dead states are collected only between data centers of one node each: inside a data
+        // center of several nodes the replicas merge deletes through them, and a data center of
+        // one node hears from only some nodes of a larger one (docs/CLUSTER.md, "Cross-DC
+        // shipping with many nodes per DC").
+        if let database, let replicator = database.replicator, !configuration.cluster.datacenters.contains(where: { $0.nodes.count > 1 }) {
             let task = group.next().scheduleRepeatedTask(
                 initialDelay: .milliseconds(Self.tombstoneCollectionIntervalMs), delay: .milliseconds(Self.tombstoneCollectionIntervalMs)
             ) { _ in
@@ -257,13 +261,28 @@ public final class PeerLinks: Sendable {
             versionVector: database?.replicator?.versionVector ?? VersionVector())
     }
 
+    /// Whether this node streams its deltas to `peer` (a node of another full data center):
+    /// to one node of each, its stream target (docs/CLUSTER.md, "Cross-DC shipping with many
+    /// nodes per DC"). A data center of one node streams to the one node; otherwise the sender's
+    /// position in its data center picks among the other one's nodes that are not spares (a
+    /// spare may never run), so several senders spread over the receivers. Any node of a data
+    /// center may receive: what this picks is only which link carries this node's stream.
+    func streamsTo(_ peer: String) -> Bool {
+        let datacenters = configuration.cluster.datacenters
+        guard let target = datacenters.firstIndex(where: { $0.nodes.contains { $0.name == peer } }),
+              target != Int(me.datacenter), !datacenters[target].witness else { return false }
+        let candidates = datacenters[target].nodes.filter { $0.peer != nil && !$0.spare }
+        guard !candidates.isEmpty else { return false }
+        return candidates[Int(me.node) % candidates.count].name == peer
+    }
+
     /// The `ReplicaID` of a peer node, by name.
     func replicaID(of node: String) -> ReplicaID? {
         peers.first { $0.node.name == node }?.id
     }
 
     /// INFO replication lines: this node's replication state, then one line per peer data
-    /// center (the first of its nodes), in Redis's `key:k=v,...` form.
+    /// center (the node this node streams to), in Redis's `key:k=v,...` form.
     public func infoFields() -> [(String, String)] {
         let states = states.withLockedValue { $0 }.values.sorted { ($0.datacenter, $0.node) < ($1.datacenter, $1.node) }
         var fields: [(String, String)] = [("node_role", myRole == .witness ? "witness" : "full"), ("peer_links", "\(states.count)")]
@@ -283,7 +302,8 @@ public final class PeerLinks: Sendable {
         }
         let nowMs = SystemClock.nowUnixMs()
         var seen: Set<String> = [myDatacenter]
-        for state in states where seen.insert(state.datacenter).inserted {
+        let targetsFirst = states.filter { streamsTo($0.node) } + states.filter { !streamsTo($0.node) }
+        for state in targetsFirst where seen.insert(state.datacenter).inserted {
             var parts = ["node=\(state.node)", "connected=\(state.connected ? 1 : 0)", "witness=\(state.witness ? 1 : 0)"]
             if !state.witness, let report = replicator?.report(peer: state.datacenter) {
                 let counters = report.counters

@@ -110,6 +110,19 @@ import Testing
         #expect(configuration.cluster.placementVoters(of: configuration.cluster.datacenters[0]) == ["a1", "a2"])
     }
 
+    /// A second data center of two nodes, to follow `twoNodes`.
+    static let secondDataCenterOfTwo = ", { name: b, nodes: [ { name: b1, client: \"127.0.0.1:5\", peer: \"127.0.0.1:6\" }, { name: b2, client: \"127.0.0.1:7\", peer: \"127.0.0.1:8\" } ] }"
+
+    /// Several full data centers, one of them (or more) of several nodes: each node ships its
+    /// own deltas to the others (docs/CLUSTER.md, "Cross-DC shipping with many nodes per DC").
+    @Test func acceptsDataCentersOfSeveralNodesBesideOthers() throws {
+        let other = ", { name: b, nodes: [ { name: b1, client: \"127.0.0.1:5\", peer: \"127.0.0.1:6\" } ] }"
+        let configuration = try ConfigurationLoader.parse(yaml: "cluster: { name: c, replication_factor: 2, " + Self.twoNodes + other + " ] }")
+        #expect(configuration.cluster.datacenters.map(\.nodes.count) == [2, 1])
+        let both = try ConfigurationLoader.parse(yaml: "cluster: { name: c, replication_factor: 2, " + Self.twoNodes + Self.secondDataCenterOfTwo + " ] }")
+        #expect(both.cluster.placementVoters(of: both.cluster.datacenters[1]) == ["b1", "b2"])
+    }
+
     /// A spare is listed (its addresses known to every node) but not in the first placement;
     /// the placement voters default to the first three members.
     @Test func acceptsSparesAndPlacementVoters() throws {
@@ -161,7 +174,7 @@ import Testing
         ("cluster: { name: c, placement_voters: [a2], " + Self.twoNodes.replacing("4\" }", with: "4\", spare: true }") + " ] }", "cluster.placement_voters[0]"),
         ("cluster: { name: c, grace: never, " + Self.twoNodes + " ] }", "cluster.grace"),
         ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\", spare: true } ] } ] }", "cluster.datacenters[0].nodes[0].spare"),
-        ("cluster: { name: c, " + Self.twoNodes + ", { name: b, nodes: [ { name: b1, client: \"127.0.0.1:5\", peer: \"127.0.0.1:6\" } ] } ] }", "cluster.datacenters[0].nodes"),
+        ("cluster: { name: c, placement_voters: [a1], " + Self.twoNodes + Self.secondDataCenterOfTwo + " ] }", "cluster.placement_voters"),
         ("cluster: { name: c, " + Self.twoNodes + " ] }\nnamespaces: [ { name: s, prefix: \"s:\", consistency: strong } ]", "namespaces[0].consistency"),
         ("cluster: { name: c, " + Self.twoNodes + " ] }\nlimits: { maxmemory: 1gb }", "namespaces"),
         ("cluster: { name: c, " + Self.twoNodes + " ] }\nnamespaces: [ { name: d, prefix: \"\" } ]\nlimits: { maxmemory: 1gb }", "namespaces[0].eviction"),

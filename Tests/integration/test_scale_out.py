@@ -34,23 +34,30 @@ DURABLE = "  - { name: default, prefix: \"\", durability: write-back, write_back
 
 class DataCenter:
     """The nodes of one data center (three unless said), each with its client and peer port;
-    `spares` are listed too, as spares (members only once added)."""
+    `spares` are listed too, as spares (members only once added). `west` names the nodes of a
+    second full data center (none unless said), which the deltas of the first reach and which
+    sends its own."""
 
     def __init__(self, tmp_path: Path, namespaces: str = MEMORY, replication_factor: int = 3, settings: str = "",
-                 members: tuple[str, ...] = NODES, spares: tuple[str, ...] = ()):
+                 members: tuple[str, ...] = NODES, spares: tuple[str, ...] = (), west: tuple[str, ...] = ()):
         self.tmp = tmp_path
         self.members = members
-        everyone = members + spares
+        self.west = west
+        everyone = members + spares + west
         self.ports: dict[str, int] = {}
         for name in (f"{node}-{kind}" for node in everyone for kind in ("client", "peer")):
             port = free_port()
             while port in self.ports.values():  # a port handed out twice would be refused
                 port = free_port()
             self.ports[name] = port
-        nodes = "".join(
-            f"        - {{ name: {node}, client: \"127.0.0.1:{self.ports[node + '-client']}\", "
-            f"peer: \"127.0.0.1:{self.ports[node + '-peer']}\"{', spare: true' if node in spares else ''} }}\n"
-            for node in everyone)
+        def listed(names):
+            return "".join(
+                f"        - {{ name: {node}, client: \"127.0.0.1:{self.ports[node + '-client']}\", "
+                f"peer: \"127.0.0.1:{self.ports[node + '-peer']}\"{', spare: true' if node in spares else ''} }}\n"
+                for node in names)
+        nodes = listed(members + spares)
+        if west:
+            nodes += "    - name: west\n      nodes:\n" + listed(west)
         self.config = tmp_path / "dc.yaml"
         self.config.write_text(
             "cluster:\n  name: scale\n"
@@ -68,14 +75,16 @@ class DataCenter:
         wait_for_start(proc, lambda: ping_ok(port), lambda: self.log(node), what=f"{node} (answering PING)")
 
     def start_all(self, wait_for_rebuilds: bool = True) -> None:
-        for node in self.members:
+        for node in self.members + self.west:
             self.start(node)
-        wait_for(lambda: all(self.info(node)["cluster_members_alive"] == len(self.members) for node in self.members),
+        # A second data center of one node runs no cluster core.
+        groups = (self.members, self.west) if len(self.west) > 1 else (self.members,)
+        wait_for(lambda: all(self.info(node)["cluster_members_alive"] == len(group) for group in groups for node in group),
                  timeout=20, what="every member alive at every member")
         # A new data directory counts as lost data: each node first rebuilds its partitions
         # from the others (empty here), then marks its directory as holding them.
         if wait_for_rebuilds:
-            wait_for(lambda: all(self.info(node)["cluster_partitions_rebuilding"] == 0 for node in self.members),
+            wait_for(lambda: all(self.info(node)["cluster_partitions_rebuilding"] == 0 for group in groups for node in group),
                      timeout=20, what="the first rebuilds")
 
     def kill9(self, node: str) -> None:

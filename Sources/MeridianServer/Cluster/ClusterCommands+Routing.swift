@@ -125,22 +125,13 @@ extension CommandExecutor {
         let reply = ByteBuffer(bytes: out.getBytes(at: replyStart, length: out.writerIndex - replyStart) ?? [])
         out.moveWriterIndex(to: replyStart)
         return .replyLater(DeferredReply { done in
-            let outstanding = NIOLockedValueBox((remaining: toReplicate.count, allAcknowledged: true))
-            for (key, record, acks) in toReplicate {
-                cluster.replicate(key: key, record: record, acks: acks) { acknowledged in
-                    let finished = outstanding.withLockedValue { state -> (Bool, Bool) in
-                        state.remaining -= 1
-                        state.allAcknowledged = state.allAcknowledged && acknowledged
-                        return (state.remaining == 0, state.allAcknowledged)
-                    }
-                    guard finished.0 else { return }
-                    if finished.1 {
-                        done(reply, nil)
-                    } else {
-                        var error = ByteBufferAllocator().buffer(capacity: 96)
-                        error.writeErrorReply("TIMEOUT the command may have been applied (fewer replicas than write_acks acknowledged it in time)")
-                        done(error, nil)
-                    }
+            cluster.replicate(toReplicate) { acknowledged in
+                if acknowledged {
+                    done(reply, nil)
+                } else {
+                    var error = ByteBufferAllocator().buffer(capacity: 96)
+                    error.writeErrorReply("TIMEOUT the command may have been applied (fewer replicas than write_acks acknowledged it in time)")
+                    done(error, nil)
                 }
             }
         })

@@ -378,10 +378,25 @@ public final class ClusterEngine: @unchecked Sendable {
         enqueue([.changePlacement(change, completion)])
     }
 
-    /// Replicates a record this node's keyspace holds after a command ran here; `completion`
-    /// is called once, on the engine thread.
-    public func replicate(key: [UInt8], record: DurableRecord, acks: AckCount, completion: @escaping WriteCompletion) {
-        enqueue([.replicate(key: key, record: record, acks: acks, completion)])
+    /// Replicates records to their partitions' owners, each waiting for its `acks`: the records
+    /// a command left in this node's keyspace (the primary after it ran), or what another data
+    /// center sent (merged at the owners as it is, with its origin's stamps and dots).
+    /// `completion` is called once, on the engine thread: acknowledged only when every record
+    /// was (none: at once).
+    public func replicate(
+        _ records: [(key: [UInt8], record: DurableRecord, acks: AckCount)], completion: @escaping WriteCompletion
+    ) {
+        guard !records.isEmpty else { return completion(true) }
+        let outstanding = NIOLockedValueBox((remaining: records.count, allAcknowledged: true))
+        let each: WriteCompletion = { acknowledged in
+            let finished = outstanding.withLockedValue { state -> Bool? in
+                state.remaining -= 1
+                state.allAcknowledged = state.allAcknowledged && acknowledged
+                return state.remaining == 0 ? state.allAcknowledged : nil
+            }
+            if let finished { completion(finished) }
+        }
+        enqueue(records.map { .replicate(key: $0.key, record: $0.record, acks: $0.acks, each) })
     }
 
     /// Reads `keys` from their owners as each key's `read_acks` asks and merges what they hold
