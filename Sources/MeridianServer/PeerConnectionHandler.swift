@@ -18,7 +18,7 @@ import NIOCore
 /// does not merge what arrives into its own keyspace: it replicates each record to its
 /// partition's owners, holding later frames until they acknowledged (docs/CLUSTER.md,
 /// "Cross-DC shipping with many nodes per DC"). Any node may receive; each node streams only to
-/// its target in each peer data center (`PeerLinks.streamsTo`).
+/// its target in each peer data center (`PeerLinks.streamLinkUp`).
 final class PeerConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -36,6 +36,11 @@ final class PeerConnectionHandler: ChannelInboundHandler {
 
     // Streaming (both ends full nodes).
     private var replicator: Replicator?
+    /// What the peer said it has in its handshake (where this node's stream starts, if this link
+    /// carries it).
+    private var handshakeVector = VersionVector()
+    /// This link offered to carry this node's stream (`PeerLinks.streamLinkUp`).
+    private var carriesStreams = false
     private var stream: Replicator.Stream?
     /// The last sequence of this node's stream sent (or known to be at the peer) on this link.
     private var sentThrough: UInt64 = 0
@@ -77,6 +82,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         closed = true
         pingTask?.cancel()
         if let stream, let replicator { replicator.unregister(stream) }
+        stream = nil
         if let peer {
             links.setLinkChannel(nil, for: peer, ifCurrent: context.channel)
             // Only the connection that holds the link releases it (a refused duplicate does not).
@@ -91,6 +97,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             }
             if established { links.logger.notice("peer link down", metadata: ["peer": "\(peer)"]) }
             if heldTheLink && established { links.cluster?.linkLost(toPeer: peer) }
+            if carriesStreams { links.streamLinkDown(peer: peer, datacenter: peerDatacenter) }
         }
         context.fireChannelInactive()
     }
@@ -389,6 +396,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         let logger = links.logger
         pingTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(PeerLinks.pingIntervalMs)) { _ in
             let handler = liveness.value
+            // While frames wait (for the disk, or for owners to acknowledge what arrived) this
+            // side stopped reading: the peer's pings wait in the socket, so its silence is ours.
+            if handler.waiting { handler.lastReceivedNs = SystemClock.monotonicNs() }
             let silentMs = Int64((SystemClock.monotonicNs() &- handler.lastReceivedNs) / 1_000_000)
             if silentMs > PeerLinks.silenceLimitMs {
                 logger.warning("peer link silent, closing it", metadata: ["peer": "\(peer)", "silent_ms": "\(silentMs)"])
@@ -406,15 +416,37 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         guard let replicator = links.database?.replicator, peerRole == .full, state?.witness == false,
               state?.datacenter != links.myDatacenter, peerID != nil else { return }
         self.replicator = replicator
-        // Every such link receives; this node's own stream goes to one node per data center.
-        guard links.streamsTo(peer) else { return }
-        let link = replicator.linkEstablished(peer: peerDatacenter, node: peerID!, vector: peerVector)
+        // Every such link receives; this node's own stream goes to one node of each data center
+        // at a time (`PeerLinks.streamLinkUp` says which, and moves it when that link goes down).
+        handshakeVector = peerVector
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let carrier = PeerLinks.StreamCarrier(
+            start: {
+                loop.execute {
+                    let (handler, context) = bound.value
+                    handler.startStreaming(context: context)
+                }
+            },
+            stop: {
+                loop.execute { bound.value.0.stopStreaming() }
+            })
+        carriesStreams = true
+        links.streamLinkUp(peer: peer, datacenter: peerDatacenter, carrier: carrier)
+    }
+
+    /// Starts this node's stream on this link, after what the peer's vector (from its handshake)
+    /// says it has: the link became its data center's stream target.
+    private func startStreaming(context: ChannelHandlerContext) {
+        guard let replicator, let peer, !closed, stream == nil else { return }
+        let link = replicator.linkEstablished(peer: peerDatacenter, node: peerID!, vector: handshakeVector)
         if link.jumped {
             links.logger.error(
                 "a peer holds dots of this node above the last one issued (did the clock go back across a restart?); this node's stream jumps past them and the peers get a snapshot",
-                metadata: ["peer": "\(peer)", "peer_has": "\(peerVector[replicator.me])", "now_at": "\(link.sequence)"])
+                metadata: ["peer": "\(peer)", "peer_has": "\(handshakeVector[replicator.me])", "now_at": "\(link.sequence)"])
         }
-        sentThrough = peerVector[replicator.me]
+        sentThrough = handshakeVector[replicator.me]
+        outgoingSnapshot = nil
+        let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         let delay = TimeAmount.milliseconds(links.configuration.replication.batchDelayMs)
         let stream = Replicator.Stream {
@@ -426,6 +458,15 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         self.stream = stream
         replicator.register(stream)
         pump(context: context)
+    }
+
+    /// Stops this node's stream on this link (another node of the peer's data center took it).
+    /// A snapshot cut short is begun again wherever the stream goes next.
+    private func stopStreaming() {
+        guard let replicator, let stream else { return }
+        replicator.unregister(stream)
+        self.stream = nil
+        outgoingSnapshot = nil
     }
 
     /// Sends what the peer lacks while the socket takes it.

@@ -53,6 +53,8 @@ public final class PeerLinks: Sendable {
     /// This node's part of its data center's cluster (several nodes per data center): `cluster`
     /// frames from the data center's other nodes go to it, and it sends over these links.
     let cluster: ClusterEngine?
+    /// Per peer data center, where this node's stream goes (`streamLinkUp`).
+    private let streamChoices = NIOLockedValueBox<[String: StreamChoice]>([:])
     /// Peer name → the channel that holds the link (for the strong engine's messages).
     private let linkChannels = NIOLockedValueBox<[String: Channel]>([:])
     let diskReader: DiskReader?
@@ -261,19 +263,78 @@ public final class PeerLinks: Sendable {
             versionVector: database?.replicator?.versionVector ?? VersionVector())
     }
 
-    /// Whether this node streams its deltas to `peer` (a node of another full data center):
-    /// to one node of each, its stream target (docs/CLUSTER.md, "Cross-DC shipping with many
-    /// nodes per DC"). A data center of one node streams to the one node; otherwise the sender's
-    /// position in its data center picks among the other one's nodes that are not spares (a
-    /// spare may never run), so several senders spread over the receivers. Any node of a data
-    /// center may receive: what this picks is only which link carries this node's stream.
-    func streamsTo(_ peer: String) -> Bool {
-        let datacenters = configuration.cluster.datacenters
-        guard let target = datacenters.firstIndex(where: { $0.nodes.contains { $0.name == peer } }),
-              target != Int(me.datacenter), !datacenters[target].witness else { return false }
-        let candidates = datacenters[target].nodes.filter { $0.peer != nil && !$0.spare }
-        guard !candidates.isEmpty else { return false }
-        return candidates[Int(me.node) % candidates.count].name == peer
+    /// An established link to a node of another full data center, able to carry this node's
+    /// stream: `start` and `stop` run on the link's event loop.
+    struct StreamCarrier: Sendable {
+        var start: @Sendable () -> Void
+        var stop: @Sendable () -> Void
+    }
+
+    /// Per peer data center: the node this node's stream goes to now (nil: no link to any of its
+    /// candidates is up), and the established links to that data center that could carry it.
+    struct StreamChoice {
+        var target: String?
+        var carriers: [String: StreamCarrier] = [:]
+    }
+
+    /// The nodes of full data center `datacenter` that may carry this node's stream, the one it
+    /// prefers first (docs/CLUSTER.md, "Cross-DC shipping with many nodes per DC"): its nodes
+    /// that are not spares (a spare may never run), starting at this node's position in its own
+    /// data center, so several senders spread over the receivers.
+    func streamCandidates(in datacenter: String) -> [String] {
+        guard let dc = configuration.cluster.datacenters.first(where: { $0.name == datacenter }), !dc.witness,
+              dc.name != myDatacenter else { return [] }
+        let names = dc.nodes.filter { $0.peer != nil && !$0.spare }.map(\.name)
+        guard !names.isEmpty else { return [] }
+        let first = Int(me.node) % names.count
+        return Array(names[first...] + names[..<first])
+    }
+
+    /// The node of `datacenter` this node streams to now, if any.
+    func streamTarget(in datacenter: String) -> String? {
+        streamChoices.withLockedValue { $0[datacenter]?.target }
+    }
+
+    /// A link to `peer` (a node of full data center `datacenter`) is up and can carry this node's
+    /// stream. The stream goes to the first candidate whose link is up; a link to a candidate
+    /// ahead of the current target takes the stream back (the preferred target returned).
+    func streamLinkUp(peer: String, datacenter: String, carrier: StreamCarrier) {
+        let candidates = streamCandidates(in: datacenter)
+        guard candidates.contains(peer) else { return }
+        let (start, stop) = streamChoices.withLockedValue { choices -> (StreamCarrier?, StreamCarrier?) in
+            var choice = choices[datacenter] ?? StreamChoice()
+            choice.carriers[peer] = carrier
+            defer { choices[datacenter] = choice }
+            let current = choice.target.flatMap { candidates.firstIndex(of: $0) } ?? candidates.count
+            guard candidates.firstIndex(of: peer)! < current else { return (nil, nil) }
+            let previous = choice.target.flatMap { choice.carriers[$0] }
+            choice.target = peer
+            return (carrier, previous)
+        }
+        if let stop {
+            logger.info("this node's stream moves to a preferred node", metadata: ["datacenter": "\(datacenter)", "to": "\(peer)"])
+            stop.stop()
+        }
+        start?.start()
+    }
+
+    /// The link to `peer` went down: if it carried this node's stream, the next candidate whose
+    /// link is up takes it (its stream starts after what that node's vector says it has).
+    func streamLinkDown(peer: String, datacenter: String) {
+        let candidates = streamCandidates(in: datacenter)
+        let next = streamChoices.withLockedValue { choices -> (String, StreamCarrier)? in
+            guard var choice = choices[datacenter], choice.carriers.removeValue(forKey: peer) != nil else { return nil }
+            defer { choices[datacenter] = choice }
+            guard choice.target == peer else { return nil }
+            choice.target = nil
+            guard let name = candidates.first(where: { choice.carriers[$0] != nil }) else { return nil }
+            choice.target = name
+            return (name, choice.carriers[name]!)
+        }
+        if let (name, carrier) = next {
+            logger.notice("this node's stream moves to another node of the data center", metadata: ["datacenter": "\(datacenter)", "from": "\(peer)", "to": "\(name)"])
+            carrier.start()
+        }
     }
 
     /// The `ReplicaID` of a peer node, by name.
@@ -302,7 +363,8 @@ public final class PeerLinks: Sendable {
         }
         let nowMs = SystemClock.nowUnixMs()
         var seen: Set<String> = [myDatacenter]
-        let targetsFirst = states.filter { streamsTo($0.node) } + states.filter { !streamsTo($0.node) }
+        let targets = Set(streamChoices.withLockedValue { $0.values.compactMap(\.target) })
+        let targetsFirst = states.filter { targets.contains($0.node) } + states.filter { !targets.contains($0.node) }
         for state in targetsFirst where seen.insert(state.datacenter).inserted {
             var parts = ["node=\(state.node)", "connected=\(state.connected ? 1 : 0)", "witness=\(state.witness ? 1 : 0)"]
             if !state.witness, let report = replicator?.report(peer: state.datacenter) {

@@ -43,9 +43,11 @@ extension Meridian {
                 ?? datacenter.nodes.filter { $0.name != name || subcommand == "ADDNODE" }.compactMap { $0.client?.description }
             var asked: (client: RESPClient, address: String)?
             var failures: [String] = []
-            // A spare started a moment ago may not have reached the voters yet: wait for it.
+            // A spare started a moment ago may not have reached the voters yet, and voters started
+            // a moment ago may have no quorum yet: wait for them.
             let heardDeadline = Date().addingTimeInterval(20)
             var waitedForHeard = false
+            var waitedForQuorum = false
             // A node that lost the connection after the change was sent may have committed it:
             // asked again, "already done" is then the change's own doing.
             var maybeSent = false
@@ -78,6 +80,13 @@ extension Meridian {
                     case .error(let message) where message.contains("has not been heard from") && Date() < heardDeadline:
                         if !waitedForHeard { print("waiting for \(name) to reach the placement voters ...") }
                         waitedForHeard = true
+                        usleep(500_000)
+                        continue attempts
+                    case .error(let message) where message.contains("the change was not committed") && Date() < heardDeadline:
+                        // Certainly not applied (voters that just started may still be electing
+                        // a leader): ask again.
+                        if !waitedForQuorum { print("waiting for the placement voters to form a quorum ...") }
+                        waitedForQuorum = true
                         usleep(500_000)
                         continue attempts
                     case .error(let message) where message.hasPrefix("TRYAGAIN") || message.contains("not a placement voter") || message.contains("no placement voter"):
@@ -125,6 +134,10 @@ extension Meridian {
                     && (subcommand == "ADDNODE" ? members.contains(name) : !members.contains { $0 == name || $0.hasPrefix(name + "(") })
                 if done {
                     print("done in \(String(format: "%.1f", Date().timeIntervalSince(started))) s: placement epoch \(fields["cluster_placement_epoch"] ?? "?"), members \(members.joined(separator: ","))")
+                    if subcommand == "REMOVENODE", let removed = located.config.client?.description,
+                       configuration.cluster.datacenters.filter({ !$0.witness }).count > 1 {
+                        try waitForShippedLog(of: name, at: removed, deadline: started.addingTimeInterval(Double(timeout)))
+                    }
                     return
                 }
                 let moving = Int(fields["cluster_partitions_moving"] ?? "") ?? -1
@@ -137,6 +150,43 @@ extension Meridian {
                 }
                 usleep(200_000)
             }
+        }
+    }
+
+    /// Follows a removed node's INFO replication until every other data center acknowledged its
+    /// outbound log (docs/CLUSTER.md, "Cross-DC shipping with many nodes per DC"): the deltas of
+    /// the commands it executed are shipped only by it, so it must not be stopped before.
+    static func waitForShippedLog(of name: String, at address: String, deadline: Date) throws {
+        var reported = ""
+        while true {
+            guard let client = try? RESPClient(address: address),
+                  case .bulk(let bytes?)? = try? client.call(["INFO", "replication"]) else {
+                print("warning: \(name) does not answer INFO replication at \(address): whether the other data centers have every delta it shipped is unknown")
+                return
+            }
+            // Lines `peer_<dc>:node=...,lag_ms=<n>,...,snapshot_needed=<0|1>,...`.
+            var waiting: [String] = []
+            for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) where line.hasPrefix("peer_") && line.contains(":node=") {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                var fields: [String: String] = [:]
+                for pair in line[line.index(after: colon)...].split(separator: ",") {
+                    let parts = pair.split(separator: "=", maxSplits: 1)
+                    if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+                }
+                if fields["witness"] == "1" { continue }
+                if fields["lag_ms"] != "0" || fields["snapshot_needed"] == "1" { waiting.append(String(line[line.index(line.startIndex, offsetBy: 5)..<colon])) }
+            }
+            if waiting.isEmpty {
+                print("\(name)'s deltas are acknowledged by every other data center: it can be stopped")
+                return
+            }
+            let now = "waiting for \(waiting.joined(separator: ", ")) to acknowledge \(name)'s last deltas ..."
+            if now != reported { print(now) }
+            reported = now
+            guard Date() < deadline else {
+                throw ValidationError("\(name) left the placement, but \(waiting.joined(separator: ", ")) did not acknowledge its last deltas in time: do not stop it yet (INFO replication at \(address))")
+            }
+            usleep(200_000)
         }
     }
 
@@ -154,7 +204,7 @@ extension Meridian {
     struct RemoveNode: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "remove-node",
-            abstract: "Removes a node from its data center: its partitions move to the other nodes while the data center serves; stop it afterwards.")
+            abstract: "Removes a node from its data center: its partitions move to the other nodes while the data center serves, then (with other data centers) its last deltas reach them; stop it afterwards.")
         @Argument(help: "The node's name in the configuration.")
         var name: String
         @OptionGroup var options: PlacementChangeOptions

@@ -8,11 +8,14 @@ sent); what a data center of several nodes receives reaches each key's owners th
 replicas stay identical); writes, deletes, TTLs and counters made through any node of either
 data center converge. A node of the larger data center killed with SIGKILL under load from
 both sides — the one the other data center streams to — costs no acknowledged write on either
-side: the other data center's stream waits for it and starts again once it is back, and after
-its restart every acknowledged key is everywhere.
+side: the other data center's stream moves to the next node at once and back once it returns,
+and after its restart every acknowledged key is everywhere. A node added to the larger data
+center under load from both sides ships what it executed; `meridian cluster remove-node` waits
+until the other data center acknowledged its last deltas, and nothing acknowledged is lost.
 """
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -20,6 +23,7 @@ import pytest
 import redis
 
 from conftest import wait_for
+from test_rebalancing import MERIDIAN
 from test_scale_out import DURABLE, MEMORY, NODES, DataCenter, replicas_identical
 
 
@@ -130,7 +134,12 @@ def test_a_killed_stream_target_costs_no_acknowledged_write_in_either_data_cente
         dc.kill9("e1")
         threads[0].join(10)
         before = len(acknowledged)
-        time.sleep(3)
+        # West's stream moves to the next node of east, which passes it on to the owners.
+        wait_for(lambda: peer_line(dc, "w1", "east")["node"] == "e2", timeout=10, what="west streaming to e2")
+        during = {f"during:{index}": str(index) for index in range(50)}
+        dc.client("w1").mset(during)
+        wait_for(lambda: holds(dc.client("e3"), during), timeout=20, what="west's writes in east while e1 is down")
+        time.sleep(1)
         assert len(acknowledged) > before + 100, "writes keep succeeding in both data centers"
         dc.start("e1")
         time.sleep(2)
@@ -146,9 +155,49 @@ def test_a_killed_stream_target_costs_no_acknowledged_write_in_either_data_cente
         # The restarted node's log starts after its earlier run's: west caught up from a
         # snapshot of what it holds (taken once its partitions were rebuilt), and it ships again.
         assert peer_line(dc, "e1", "west")["snapshots_sent"] >= 1
+        wait_for(lambda: peer_line(dc, "w1", "east")["node"] == "e1", timeout=10, what="west's stream back at e1")
         later = {f"after:{index}": str(index) for index in range(50)}
         dc.client("e1").mset(later)
         wait_for(lambda: holds(dc.client("w1"), later), timeout=20, what="writes through the restarted node at west")
+    finally:
+        codes = dc.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def test_a_node_joins_and_leaves_while_both_data_centers_write(tmp_path):
+    dc = DataCenter(tmp_path, spares=("e4",), west=("w1",))
+    try:
+        dc.start_all()
+        dc.start("e4")
+        wait_for(lambda: links_up(dc) and peer_line(dc, "e4", "west")["connected"] == 1, timeout=20,
+                 what="the links between the data centers")
+        stop = threading.Event()
+        acknowledged: dict[str, str] = {}
+        errors: list = []
+        threads = [threading.Thread(target=load, args=(dc, node, stop, acknowledged, errors)) for node in ("e1", "e2", "e3", "w1")]
+        for thread in threads:
+            thread.start()
+        added = subprocess.run([MERIDIAN, "cluster", "add-node", "e4", "--config", str(dc.config), "--timeout", "120"],
+                               capture_output=True, text=True, timeout=180)
+        assert added.returncode == 0, added.stdout + added.stderr
+        # The new member executes the commands of the partitions it is primary of, with its own
+        # dots, and ships them itself.
+        through_new = {f"new:{index}": str(index) for index in range(200)}
+        dc.client("e4").mset(through_new)
+        removed = subprocess.run([MERIDIAN, "cluster", "remove-node", "e4", "--config", str(dc.config), "--timeout", "120"],
+                                 capture_output=True, text=True, timeout=180)
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        assert "acknowledged by every other data center" in removed.stdout, removed.stdout
+        assert peer_line(dc, "e4", "west")["deltas_sent"] > 0
+        dc.stop("e4")
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert errors == [], errors[:5]
+        expected = {**acknowledged, **through_new}
+        for node in NODES + ("w1",):
+            wait_for(lambda: holds(dc.client(node), expected), timeout=30, what=f"every acknowledged write at {node}")
+        wait_for(lambda: replicas_identical(dc), timeout=30, what="identical replicas in east")
     finally:
         codes = dc.stop_all()
     assert all(code == 0 for code in codes.values()), codes

@@ -91,6 +91,10 @@ class DataCenter:
         self.procs[node].send_signal(signal.SIGKILL)
         self.procs[node].wait(10)
 
+    def stop(self, node: str) -> int:
+        self.procs[node].send_signal(signal.SIGTERM)
+        return self.procs[node].wait(10)
+
     def log(self, node: str) -> str:
         return (self.tmp / f"{node}.log").read_text(errors="replace")
 
