@@ -127,6 +127,14 @@ public struct HintStore: Sendable, Equatable {
         public var key: [UInt8]
         public var state: ReplicaState
 
+        public init(id: UInt64, target: Int, partition: Int, key: [UInt8], state: ReplicaState) {
+            self.id = id
+            self.target = target
+            self.partition = partition
+            self.key = key
+            self.state = state
+        }
+
         /// What the hint costs against the bound: its key and its record's encoded bytes (value,
         /// stamps, counter, dots) plus a fixed overhead for the bookkeeping.
         public var bytes: Int { key.count + state.encodedByteCount + 20 }

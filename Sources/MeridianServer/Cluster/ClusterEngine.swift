@@ -110,6 +110,8 @@ public final class ClusterEngine: @unchecked Sendable {
     private let placementFile: String
     /// Whether a replica's merge must be synced before its acknowledgement leaves.
     private let syncsMerges: Bool
+    /// Ids of the hints kept in the store's hint log (those of durable namespaces).
+    private var durableHints: Set<UInt64> = []
     private let inbox = SerialInbox<Input>()
     /// Guards `sendMessages` and `runCommands`. They are stored properties of this class, read
     /// under a plain lock: kept in a generic box and read through its `inout` accessor, a closure
@@ -246,8 +248,17 @@ public final class ClusterEngine: @unchecked Sendable {
         let lostData = access(memberMarker, F_OK) != 0 || configuration.namespaces.contains { $0.durability == .memory }
         self.memberMarkerWritten = !lostData
         self.store = ShardedReplicaStore(database: database)
-        let durable = ClusterDurableState(
+        var durable = ClusterDurableState(
             store: store, placement: placement, hintsBytesMax: settings.hintsBytesMax, lostData: lostData)
+        // Hints of durable namespaces come back from the store's hint log (what they owe the
+        // other owners survives this node's restart).
+        if let storage = database.storage {
+            for hint in Self.loadHints(from: storage, logger: logger) {
+                durable.apply(.hintStored(hint))
+                durableHints.insert(hint.id)
+            }
+            if !durableHints.isEmpty { logger.info("hints restored from disk", metadata: ["hints": "\(durableHints.count)"]) }
+        }
         let now = Self.nowMs()
         // The incarnation grows across restarts (the wall clock's milliseconds will do).
         let incarnation = UInt64(max(1, SystemClock.nowUnixMs()))
@@ -600,9 +611,15 @@ public final class ClusterEngine: @unchecked Sendable {
             switch output {
             case .persist(let change):
                 // Records and dropped partitions are already in the shards and queued for the
-                // disk (the store is the keyspace); hints, the placement and the last stamp are
-                // kept in memory only for now (docs/CLUSTER.md, "The server wiring").
-                if case .record = change { mergedRecords = true }
+                // disk (the store is the keyspace); hints of durable namespaces go to the store's
+                // hint log; the placement is saved when learned; the last stamp is kept in
+                // memory only (docs/CLUSTER.md, "The server wiring").
+                switch change {
+                case .record: mergedRecords = true
+                case .hintStored(let hint): if persist(hint) { mergedRecords = true }
+                case .hintRemoved(let id): forgetHint(id)
+                default: break
+                }
             case .send(let to, let message):
                 // A node the placement does not name takes no part in failure detection.
                 if case .swim = message, !isMember { continue }
@@ -738,6 +755,50 @@ public final class ClusterEngine: @unchecked Sendable {
         close(descriptor)
         Self.syncDirectory(of: memberMarker)
         logger.info("holds every partition it owns", metadata: ["marker": "\(memberMarker)"])
+    }
+
+    /// Queues a hint of a durable namespace for the store's hint log, as urgently as its
+    /// namespace's records; returns whether it is there (memory namespaces keep their hints in
+    /// memory only: their records do not survive a restart either).
+    private func persist(_ hint: HintStore.Hint) -> Bool {
+        guard let storage else { return false }
+        let namespace = hint.key.withUnsafeBytes { database.namespaces.index(of: $0) }
+        guard let urgency = database.durableUrgency[namespace] else { return false }
+        storage.appendLog(key: HintCodec.key(id: hint.id), valueBytes: hint.bytes, urgency: urgency) { HintCodec.encode(hint) }
+        durableHints.insert(hint.id)
+        return true
+    }
+
+    /// Removes a hint from the store's hint log (replayed, replaced by a newer one for the same
+    /// key and owner, evicted for the bound, or discarded).
+    private func forgetHint(_ id: UInt64) {
+        guard let storage, durableHints.remove(id) != nil else { return }
+        storage.trimLog(from: HintCodec.key(id: id), to: HintCodec.key(id: id + 1))
+    }
+
+    /// The hints in the store's hint log, oldest first; an entry that does not decode is logged
+    /// and skipped (anti-entropy repairs what it owed).
+    static func loadHints(from storage: StorageEngine, logger: Logger) -> [HintStore.Hint] {
+        var hints: [HintStore.Hint] = []
+        var start = HintCodec.firstKey
+        while true {
+            let batch: [(key: [UInt8], value: [UInt8])]
+            do {
+                batch = try storage.scanLog(from: start, to: HintCodec.endKey, limit: 4_096)
+            } catch {
+                logger.error("the hint log cannot be read; its hints are lost (anti-entropy repairs what they owed)", metadata: ["error": "\(error)"])
+                return hints
+            }
+            for (key, value) in batch {
+                do {
+                    hints.append(try HintCodec.decode(key: key, value: value))
+                } catch {
+                    logger.error("a hint on disk does not decode; skipped", metadata: ["error": "\(error)"])
+                }
+            }
+            guard batch.count == 4_096, let last = batch.last else { return hints }
+            start = last.key + [0]
+        }
     }
 
     /// Returns once everything the keyspace queued for the disk so far is synced (the engine
@@ -986,7 +1047,17 @@ public final class ClusterEngine: @unchecked Sendable {
     /// (replications, read quorums) fails as a timeout would. The marker goes: it described
     /// the old member.
     private func startOver(as id: Int, placement: Placement, nowMs: Int64) {
-        leftoverOutputs += node.takeOutputs()
+        // The old core's hints go with it, on disk too.
+        leftoverOutputs += node.takeOutputs().filter {
+            switch $0 {
+            case .persist(.hintStored), .persist(.hintRemoved): false
+            default: true
+            }
+        }
+        if let storage, !durableHints.isEmpty {
+            storage.trimLog(from: HintCodec.firstKey, to: HintCodec.endKey)
+            durableHints.removeAll()
+        }
         for (_, completion) in writeWaiters { completion(false) }
         writeWaiters.removeAll()
         for (_, quorum) in readQuorums { quorum.completion(false) }
