@@ -36,8 +36,8 @@ final class PeerConnectionHandler: ChannelInboundHandler {
 
     // Streaming (both ends full nodes).
     private var replicator: Replicator?
-    /// What the peer said it has in its handshake (where this node's stream starts, if this link
-    /// carries it).
+    /// What the peer said it has — in its handshake, then in its acknowledgements — where this
+    /// node's stream starts when this link comes to carry it.
     private var handshakeVector = VersionVector()
     /// This link offered to carry this node's stream (`PeerLinks.streamLinkUp`).
     private var carriesStreams = false
@@ -97,7 +97,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             }
             if established { links.logger.notice("peer link down", metadata: ["peer": "\(peer)"]) }
             if heldTheLink && established { links.cluster?.linkLost(toPeer: peer) }
-            if carriesStreams { links.streamLinkDown(peer: peer, datacenter: peerDatacenter) }
+            if carriesStreams { links.streamLinkDown(peer: peer, datacenter: peerDatacenter, connection: ObjectIdentifier(self)) }
         }
         context.fireChannelInactive()
     }
@@ -224,7 +224,11 @@ final class PeerConnectionHandler: ChannelInboundHandler {
             let ack = try Acknowledgement(decoding: frame.payload)
             // Only this node's stream target acknowledges it (a link that carries no stream of
             // this node's has nothing to acknowledge).
-            if stream != nil { replicator!.acknowledge(peer: peerDatacenter, node: peerID!, vector: ack.versionVector) }
+            if stream != nil {
+                replicator!.acknowledge(peer: peerDatacenter, node: peerID!, vector: ack.versionVector)
+                // Where a later stream on this link starts (the peer has this much at least).
+                handshakeVector = ack.versionVector
+            }
         default:
             throw WireError.malformed("unexpected \(frame.type) \(established ? "after" : "before") the handshake")
         }
@@ -287,30 +291,46 @@ final class PeerConnectionHandler: ChannelInboundHandler {
 
     /// Replicates what a peer data center sent to the owners of each key's partition in this
     /// data center, each record waiting for its namespace's `write_acks`, and holds later frames
-    /// until every record was acknowledged; then runs `then`. Owners that do not acknowledge
-    /// within the request timeout close the link: the peer sends again after what this node's
-    /// vector says it has, so nothing unacknowledged is counted as applied.
+    /// until every record was acknowledged; then runs `then`. Records the owners did not
+    /// acknowledge within the request timeout are sent again a second later, until they are (or
+    /// the link closes: the peer then sends again after what this node's vector says it has), so
+    /// nothing unacknowledged is counted as applied.
     private func applyThroughOwners(
         _ states: [(key: [UInt8], state: Delta.State)], cluster: ClusterEngine, context: ChannelHandlerContext,
         then: @escaping () -> Void
     ) {
         guard let database = links.database else { return }
         waiting = true
+        let records = database.recordsForOwners(states)
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context, then), eventLoop: loop)
-        cluster.replicate(database.recordsForOwners(states)) { acknowledged in
-            loop.execute {
-                let (handler, context, then) = bound.value
-                handler.waiting = false
-                guard !handler.closed else { return }
-                guard acknowledged else {
-                    handler.fail(OwnersDidNotAcknowledge(), context: context)
-                    return
+        let peer = self.peer ?? "?"
+        let logger = links.logger
+        @Sendable func attempt(_ number: Int) {
+            cluster.replicate(records) { acknowledged in
+                loop.execute {
+                    let (handler, context, then) = bound.value
+                    guard !handler.closed else { return }
+                    guard acknowledged else {
+                        // The records stay unacknowledged (the stream from this peer waits, as
+                        // a local write would answer TIMEOUT); sending them again is harmless
+                        // (merges are idempotent). Closing the link instead would move the
+                        // peer's stream to another node, which would meet the same owners.
+                        if number == 1 || number % 30 == 0 {
+                            logger.warning(
+                                "the owners in this data center did not acknowledge a peer data center's records in time; sending them again",
+                                metadata: ["peer": "\(peer)", "records": "\(records.count)", "attempt": "\(number)"])
+                        }
+                        loop.scheduleTask(in: .seconds(1)) { attempt(number + 1) }
+                        return
+                    }
+                    handler.waiting = false
+                    then()
+                    handler.handlePending(context: context)
                 }
-                then()
-                handler.handlePending(context: context)
             }
         }
+        attempt(1)
     }
 
     /// Checks the clock bound, loads keys that may be on disk only (holding later frames until
@@ -421,6 +441,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
         handshakeVector = peerVector
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         let carrier = PeerLinks.StreamCarrier(
+            connection: ObjectIdentifier(self),
             start: {
                 loop.execute {
                     let (handler, context) = bound.value
@@ -437,7 +458,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
     /// Starts this node's stream on this link, after what the peer's vector (from its handshake)
     /// says it has: the link became its data center's stream target.
     private func startStreaming(context: ChannelHandlerContext) {
-        guard let replicator, let peer, !closed, stream == nil else { return }
+        // Starts and stops are posted to the links' loops after the choice was made: one that
+        // arrives after a later choice moved the stream again is stale.
+        guard let replicator, let peer, !closed, stream == nil, links.streamTarget(in: peerDatacenter) == peer else { return }
         let link = replicator.linkEstablished(peer: peerDatacenter, node: peerID!, vector: handshakeVector)
         if link.jumped {
             links.logger.error(
@@ -463,7 +486,7 @@ final class PeerConnectionHandler: ChannelInboundHandler {
     /// Stops this node's stream on this link (another node of the peer's data center took it).
     /// A snapshot cut short is begun again wherever the stream goes next.
     private func stopStreaming() {
-        guard let replicator, let stream else { return }
+        guard let replicator, let stream, links.streamTarget(in: peerDatacenter) != peer else { return }
         replicator.unregister(stream)
         self.stream = nil
         outgoingSnapshot = nil
@@ -499,7 +522,9 @@ final class PeerConnectionHandler: ChannelInboundHandler {
                 wrote = true
                 continue
             }
-            switch replicator.nextSend(to: peerDatacenter, after: sentThrough, maxBytes: min(config.batchBytesMax, 1 << 20)) {
+            switch replicator.nextSend(
+                to: peerDatacenter, after: sentThrough, maxBytes: min(config.batchBytesMax, 1 << 20), snapshotOnlyTheGap: links.cluster != nil
+            ) {
             case .upToDate:
                 return
             case .deltas(let deltas):
@@ -586,12 +611,5 @@ final class PeerConnectionHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         closed = true
         context.close(promise: nil)
-    }
-}
-
-/// A peer data center's batch that this data center's owners did not acknowledge in time.
-struct OwnersDidNotAcknowledge: Error, CustomStringConvertible {
-    var description: String {
-        "the owners in this data center did not acknowledge a peer data center's records in time (the peer sends them again)"
     }
 }

@@ -266,6 +266,9 @@ public final class PeerLinks: Sendable {
     /// An established link to a node of another full data center, able to carry this node's
     /// stream: `start` and `stop` run on the link's event loop.
     struct StreamCarrier: Sendable {
+        /// The connection's handler: a link that came back replaces its carrier, and the old
+        /// connection's end must not remove the new one.
+        var connection: ObjectIdentifier
         var start: @Sendable () -> Void
         var stop: @Sendable () -> Void
     }
@@ -279,15 +282,17 @@ public final class PeerLinks: Sendable {
 
     /// The nodes of full data center `datacenter` that may carry this node's stream, the one it
     /// prefers first (docs/CLUSTER.md, "Cross-DC shipping with many nodes per DC"): its nodes
-    /// that are not spares (a spare may never run), starting at this node's position in its own
-    /// data center, so several senders spread over the receivers.
+    /// that are not spares, starting at this node's position in its own data center, so several
+    /// senders spread over the receivers; then its spares (one may never run, but one that
+    /// joined may be all that is left).
     func streamCandidates(in datacenter: String) -> [String] {
         guard let dc = configuration.cluster.datacenters.first(where: { $0.name == datacenter }), !dc.witness,
               dc.name != myDatacenter else { return [] }
         let names = dc.nodes.filter { $0.peer != nil && !$0.spare }.map(\.name)
-        guard !names.isEmpty else { return [] }
+        let spares = dc.nodes.filter { $0.peer != nil && $0.spare }.map(\.name)
+        guard !names.isEmpty else { return spares }
         let first = Int(me.node) % names.count
-        return Array(names[first...] + names[..<first])
+        return Array(names[first...] + names[..<first]) + spares
     }
 
     /// The node of `datacenter` this node streams to now, if any.
@@ -303,8 +308,10 @@ public final class PeerLinks: Sendable {
         guard candidates.contains(peer) else { return }
         let (start, stop) = streamChoices.withLockedValue { choices -> (StreamCarrier?, StreamCarrier?) in
             var choice = choices[datacenter] ?? StreamChoice()
-            choice.carriers[peer] = carrier
+            let replaced = choice.carriers.updateValue(carrier, forKey: peer)
             defer { choices[datacenter] = choice }
+            // A new connection to the current target (the old one is ending): it carries on.
+            if choice.target == peer { return (carrier, replaced) }
             let current = choice.target.flatMap { candidates.firstIndex(of: $0) } ?? candidates.count
             guard candidates.firstIndex(of: peer)! < current else { return (nil, nil) }
             let previous = choice.target.flatMap { choice.carriers[$0] }
@@ -320,10 +327,11 @@ public final class PeerLinks: Sendable {
 
     /// The link to `peer` went down: if it carried this node's stream, the next candidate whose
     /// link is up takes it (its stream starts after what that node's vector says it has).
-    func streamLinkDown(peer: String, datacenter: String) {
+    func streamLinkDown(peer: String, datacenter: String, connection: ObjectIdentifier) {
         let candidates = streamCandidates(in: datacenter)
         let next = streamChoices.withLockedValue { choices -> (String, StreamCarrier)? in
-            guard var choice = choices[datacenter], choice.carriers.removeValue(forKey: peer) != nil else { return nil }
+            guard var choice = choices[datacenter], choice.carriers[peer]?.connection == connection else { return nil }
+            choice.carriers[peer] = nil
             defer { choices[datacenter] = choice }
             guard choice.target == peer else { return nil }
             choice.target = nil

@@ -130,9 +130,16 @@ public final class Replicator: @unchecked Sendable {
 
     // MARK: Sending
 
-    /// What to send `peer` after `sequence` (see `OutboundLog.nextSend`).
-    func nextSend(to peer: String, after sequence: UInt64, maxBytes: Int) -> OutboundLog.Send {
-        lock.withLock { state.log.nextSend(after: sequence, maxDeltas: 65_536, maxBytes: maxBytes) }
+    /// What to send `peer` after `sequence` (see `OutboundLog.nextSend`). `snapshotOnlyTheGap`:
+    /// a snapshot covers only what the log no longer holds, and the retained deltas follow it —
+    /// for a node of a data center of several nodes, whose keyspace holds only the partitions it
+    /// owns now: deltas it retains of partitions it gave up since would not be in a snapshot.
+    func nextSend(to peer: String, after sequence: UInt64, maxBytes: Int, snapshotOnlyTheGap: Bool = false) -> OutboundLog.Send {
+        lock.withLock {
+            let send = state.log.nextSend(after: sequence, maxDeltas: 65_536, maxBytes: maxBytes)
+            if snapshotOnlyTheGap, case .snapshot = send { return .snapshot(through: state.log.oldestRetained - 1) }
+            return send
+        }
     }
 
     var lastSequence: UInt64 { lock.withLock { state.log.lastSequence } }

@@ -136,7 +136,7 @@ extension Meridian {
                     print("done in \(String(format: "%.1f", Date().timeIntervalSince(started))) s: placement epoch \(fields["cluster_placement_epoch"] ?? "?"), members \(members.joined(separator: ","))")
                     if subcommand == "REMOVENODE", let removed = located.config.client?.description,
                        configuration.cluster.datacenters.filter({ !$0.witness }).count > 1 {
-                        try waitForShippedLog(of: name, at: removed, deadline: started.addingTimeInterval(Double(timeout)))
+                        try Meridian.waitForShippedLog(of: name, at: removed, timeout: timeout)
                     }
                     return
                 }
@@ -153,38 +153,59 @@ extension Meridian {
         }
     }
 
-    /// Follows a removed node's INFO replication until every other data center acknowledged its
-    /// outbound log (docs/CLUSTER.md, "Cross-DC shipping with many nodes per DC"): the deltas of
-    /// the commands it executed are shipped only by it, so it must not be stopped before.
-    static func waitForShippedLog(of name: String, at address: String, deadline: Date) throws {
+    /// Follows a removed node until every other data center acknowledged its whole outbound log
+    /// (docs/CLUSTER.md, "Cross-DC shipping with many nodes per DC"): the deltas of the commands
+    /// it executed are shipped only by it, so it must not be stopped before. It first waits
+    /// until the node itself no longer counts as a member (it executes nothing after that), then
+    /// until INFO replication's `acked` of every peer data center reaches its
+    /// `replication_last_sequence` with no snapshot owed.
+    static func waitForShippedLog(of name: String, at address: String, timeout: Int) throws {
+        let deadline = Date().addingTimeInterval(Double(timeout))
         var reported = ""
-        while true {
+        func say(_ line: String) {
+            if line != reported { print(line) }
+            reported = line
+        }
+        func info(_ section: String) -> [String: String]? {
             guard let client = try? RESPClient(address: address),
-                  case .bulk(let bytes?)? = try? client.call(["INFO", "replication"]) else {
-                print("warning: \(name) does not answer INFO replication at \(address): whether the other data centers have every delta it shipped is unknown")
+                  case .bulk(let bytes?)? = try? client.call(["INFO", section]) else { return nil }
+            var fields: [String: String] = [:]
+            for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
+                if let colon = line.firstIndex(of: ":") { fields[String(line[..<colon])] = String(line[line.index(after: colon)...]) }
+            }
+            return fields
+        }
+        while true {
+            guard let cluster = info("cluster"), let replication = info("replication") else {
+                print("warning: \(name) does not answer INFO at \(address): whether the other data centers have every delta it executed is unknown (a node that is down shipped what it had shipped)")
                 return
             }
-            // Lines `peer_<dc>:node=...,lag_ms=<n>,...,snapshot_needed=<0|1>,...`.
             var waiting: [String] = []
-            for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) where line.hasPrefix("peer_") && line.contains(":node=") {
-                guard let colon = line.firstIndex(of: ":") else { continue }
-                var fields: [String: String] = [:]
-                for pair in line[line.index(after: colon)...].split(separator: ",") {
-                    let parts = pair.split(separator: "=", maxSplits: 1)
-                    if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+            if cluster["cluster_member"] != "no" {
+                waiting = ["\(name) to see itself removed"]
+            } else if let last = replication["replication_last_sequence"].flatMap(UInt64.init) {
+                // `peer_<dc>:node=...,witness=0,...,acked=<sequence>,...,snapshot_needed=<0|1>,...`
+                for (field, value) in replication where field.hasPrefix("peer_") && value.hasPrefix("node=") {
+                    var parts: [String: String] = [:]
+                    for pair in value.split(separator: ",") {
+                        let halves = pair.split(separator: "=", maxSplits: 1)
+                        if halves.count == 2 { parts[String(halves[0])] = String(halves[1]) }
+                    }
+                    if parts["witness"] == "1" { continue }
+                    let acked = parts["acked"].flatMap(UInt64.init) ?? 0
+                    if acked < last || parts["snapshot_needed"] == "1" { waiting.append(String(field.dropFirst(5))) }
                 }
-                if fields["witness"] == "1" { continue }
-                if fields["lag_ms"] != "0" || fields["snapshot_needed"] == "1" { waiting.append(String(line[line.index(line.startIndex, offsetBy: 5)..<colon])) }
+                waiting.sort()
+            } else {
+                waiting = ["INFO replication at \(address)"]
             }
             if waiting.isEmpty {
                 print("\(name)'s deltas are acknowledged by every other data center: it can be stopped")
                 return
             }
-            let now = "waiting for \(waiting.joined(separator: ", ")) to acknowledge \(name)'s last deltas ..."
-            if now != reported { print(now) }
-            reported = now
+            say("waiting for \(waiting.joined(separator: ", ")) (\(name)'s last deltas) ...")
             guard Date() < deadline else {
-                throw ValidationError("\(name) left the placement, but \(waiting.joined(separator: ", ")) did not acknowledge its last deltas in time: do not stop it yet (INFO replication at \(address))")
+                throw ValidationError("\(name) left the placement, but its last deltas were not acknowledged within \(timeout) s (waiting for \(waiting.joined(separator: ", "))): do not stop it yet (INFO replication at \(address))")
             }
             usleep(200_000)
         }

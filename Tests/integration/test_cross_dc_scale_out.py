@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from conftest import wait_for
-from test_rebalancing import MERIDIAN
+from test_rebalancing import MERIDIAN, owners_by_partition
 from test_scale_out import DURABLE, MEMORY, NODES, DataCenter, replicas_identical
 
 
@@ -38,11 +38,14 @@ def links_up(dc: DataCenter) -> bool:
 
 
 def owners_identical(dc: DataCenter, nodes: tuple[str, ...], replicas: int) -> bool:
-    """Each partition's digest is the same at every node that holds it, and `replicas` hold it."""
-    digests = [dc.digests(node) for node in nodes]
-    for partition in range(len(digests[0])):
-        held = [node_digests[partition] for node_digests in digests if node_digests[partition] is not None]
-        if len(held) != replicas or any(digest != held[0] for digest in held):
+    """Each partition's digest is the same at each of its `replicas` owners (CLUSTER SLOTS)."""
+    port_to_node = {dc.ports[f"{node}-client"]: node for node in nodes}
+    owners = owners_by_partition(dc, nodes[0])
+    digests = {node: dc.digests(node) for node in nodes}
+    for partition, ports in enumerate(owners):
+        assert len(ports) == replicas, (partition, ports)
+        held = [digests[port_to_node[int(port)]][partition] for port in ports]
+        if any(digest != held[0] for digest in held):
             return False
     return True
 
@@ -198,6 +201,31 @@ def test_a_node_joins_and_leaves_while_both_data_centers_write(tmp_path):
         for node in NODES + ("w1",):
             wait_for(lambda: holds(dc.client(node), expected), timeout=30, what=f"every acknowledged write at {node}")
         wait_for(lambda: replicas_identical(dc), timeout=30, what="identical replicas in east")
+    finally:
+        codes = dc.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def test_records_the_owners_cannot_take_yet_wait_without_moving_the_stream(tmp_path):
+    # Two replicas of each partition, both needed (`write_acks: quorum` of 2): while e3 is down,
+    # west's records for e3's partitions cannot be acknowledged. The receiving node keeps
+    # sending them again and holds the rest of the stream; the link stays, the stream does not
+    # move to another node (which would meet the same owners), and all of it lands once e3 is back.
+    dc = DataCenter(tmp_path, namespaces=DURABLE, replication_factor=2, west=("w1",))
+    try:
+        dc.start_all()
+        wait_for(lambda: links_up(dc), timeout=20, what="the links between the data centers")
+        dc.kill9("e3")
+        sent = {f"held:{index}": str(index) for index in range(200)}
+        dc.client("w1").mset(sent)
+        time.sleep(6)  # three request timeouts
+        assert peer_line(dc, "w1", "east")["node"] == "e1" and peer_line(dc, "w1", "east")["connected"] == 1
+        assert "stream moves" not in dc.log("w1")
+        assert "sending them again" in dc.log("e1")
+        dc.start("e3")
+        wait_for(lambda: holds(dc.client("e1"), sent), timeout=30, what="west's writes in east once e3 is back")
+        wait_for(lambda: peer_line(dc, "w1", "east")["lag_ms"] == 0, timeout=20, what="west's log acknowledged")
+        wait_for(lambda: owners_identical(dc, NODES, replicas=2), timeout=30, what="identical replicas in east")
     finally:
         codes = dc.stop_all()
     assert all(code == 0 for code in codes.values()), codes
