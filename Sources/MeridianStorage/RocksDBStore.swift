@@ -129,6 +129,13 @@ public final class RocksDBStore: DurableStore, @unchecked Sendable {
             }
         }
         for range in batch.logDeletes {
+            // A range of one key (`StorageEngine.deleteLog`) is a point delete.
+            if range.end.count == range.start.count + 1, range.end.last == 0, range.end.starts(with: range.start) {
+                range.start.withUnsafeBytes { k in
+                    rocksdb_writebatch_delete(writeBatch, k.baseAddress?.assumingMemoryBound(to: CChar.self), k.count)
+                }
+                continue
+            }
             range.start.withUnsafeBytes { b in
                 range.end.withUnsafeBytes { e in
                     rocksdb_writebatch_delete_range(writeBatch, b.baseAddress?.assumingMemoryBound(to: CChar.self), b.count,

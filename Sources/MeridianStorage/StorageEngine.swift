@@ -244,6 +244,13 @@ public final class StorageEngine: @unchecked Sendable {
         return sequence
     }
 
+    /// Queues the removal of one log entry, lazily: a range of that key alone (`key` to `key`
+    /// + 0), which the store writes as a point delete — many single-key range tombstones would
+    /// slow RocksDB's reads and flushes.
+    public func deleteLog(key: [UInt8], nowNs: UInt64 = monotonicNowNs()) {
+        trimLog(from: key, to: key + [0], nowNs: nowNs)
+    }
+
     /// Queues the removal of the log entries from `start` (inclusive) to `end` (exclusive),
     /// lazily (retention).
     public func trimLog(from start: [UInt8], to end: [UInt8], nowNs: UInt64 = monotonicNowNs()) {

@@ -86,6 +86,23 @@ struct ScratchDirectory {
         #expect(try store.scan(after: nil, limit: 10).isEmpty, "the clear removed the record, not the log")
     }
 
+    /// `StorageEngine.deleteLog`'s one-key range is written as a point delete: exactly that
+    /// entry goes, its neighbours (a longer key starting with it included) stay.
+    @Test func aOneKeyRangeRemovesThatEntryAlone() throws {
+        let directory = ScratchDirectory()
+        defer { directory.remove() }
+        let store = try RocksDBStore(path: directory.path)
+        defer { store.close() }
+        let keys: [[UInt8]] = [[UInt8(ascii: "h"), 1], [UInt8(ascii: "h"), 2], [UInt8(ascii: "h"), 2, 0], [UInt8(ascii: "h"), 2, 1], [UInt8(ascii: "h"), 3]]
+        var batch = StoreBatch()
+        batch.logPuts = keys.map { ($0, [1]) }
+        try store.apply(batch, sync: true)
+        var delete = StoreBatch()
+        delete.logDeletes = [(keys[1], keys[1] + [0])]
+        try store.apply(delete, sync: true)
+        #expect(try store.scanLog(from: [UInt8(ascii: "h")], to: [UInt8(ascii: "i")], limit: 10).map(\.key) == [keys[0], keys[2], keys[3], keys[4]])
+    }
+
     @Test func clearAllRemovesEarlierRecordsOnly() throws {
         let directory = ScratchDirectory()
         defer { directory.remove() }

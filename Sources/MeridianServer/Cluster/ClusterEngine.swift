@@ -253,10 +253,18 @@ public final class ClusterEngine: @unchecked Sendable {
         // Hints of durable namespaces come back from the store's hint log (what they owe the
         // other owners survives this node's restart).
         if let storage = database.storage {
-            for hint in Self.loadHints(from: storage, logger: logger) {
+            let me = placement.members.first { $0.name == dc.nodes[configIndex].name }?.id
+            let partitioner = Partitioner(partitionCount: placement.partitionCount)
+            let loaded = Self.loadHints(from: storage, logger: logger)
+            for hint in loaded {
+                // A hint for another layout (the partition count changed with no placement saved)
+                // or owed to this node itself could never be delivered: it goes.
+                guard hint.partition < placement.partitionCount, hint.target != me,
+                      hint.key.withUnsafeBytes({ partitioner.partition(of: $0) }) == hint.partition else { continue }
                 durable.apply(.hintStored(hint))
-                durableHints.insert(hint.id)
             }
+            durableHints = Set(durable.hints.hints.map(\.id))
+            for hint in loaded where !durableHints.contains(hint.id) { storage.deleteLog(key: HintCodec.key(id: hint.id)) }
             if !durableHints.isEmpty { logger.info("hints restored from disk", metadata: ["hints": "\(durableHints.count)"]) }
         }
         let now = Self.nowMs()
@@ -616,7 +624,8 @@ public final class ClusterEngine: @unchecked Sendable {
                 // memory only (docs/CLUSTER.md, "The server wiring").
                 switch change {
                 case .record: mergedRecords = true
-                case .hintStored(let hint): if persist(hint) { mergedRecords = true }
+                // A hint counts for no acknowledgement: nothing waits for it to reach the disk.
+                case .hintStored(let hint): persist(hint)
                 case .hintRemoved(let id): forgetHint(id)
                 default: break
                 }
@@ -758,26 +767,25 @@ public final class ClusterEngine: @unchecked Sendable {
     }
 
     /// Queues a hint of a durable namespace for the store's hint log, as urgently as its
-    /// namespace's records; returns whether it is there (memory namespaces keep their hints in
-    /// memory only: their records do not survive a restart either).
-    private func persist(_ hint: HintStore.Hint) -> Bool {
-        guard let storage else { return false }
+    /// namespace's records (memory namespaces keep their hints in memory only: their records do
+    /// not survive a restart either).
+    private func persist(_ hint: HintStore.Hint) {
+        guard let storage else { return }
         let namespace = hint.key.withUnsafeBytes { database.namespaces.index(of: $0) }
-        guard let urgency = database.durableUrgency[namespace] else { return false }
+        guard let urgency = database.durableUrgency[namespace] else { return }
         storage.appendLog(key: HintCodec.key(id: hint.id), valueBytes: hint.bytes, urgency: urgency) { HintCodec.encode(hint) }
         durableHints.insert(hint.id)
-        return true
     }
 
     /// Removes a hint from the store's hint log (replayed, replaced by a newer one for the same
     /// key and owner, evicted for the bound, or discarded).
     private func forgetHint(_ id: UInt64) {
         guard let storage, durableHints.remove(id) != nil else { return }
-        storage.trimLog(from: HintCodec.key(id: id), to: HintCodec.key(id: id + 1))
+        storage.deleteLog(key: HintCodec.key(id: id))
     }
 
     /// The hints in the store's hint log, oldest first; an entry that does not decode is logged
-    /// and skipped (anti-entropy repairs what it owed).
+    /// and removed (anti-entropy repairs what it owed).
     static func loadHints(from storage: StorageEngine, logger: Logger) -> [HintStore.Hint] {
         var hints: [HintStore.Hint] = []
         var start = HintCodec.firstKey
@@ -793,7 +801,8 @@ public final class ClusterEngine: @unchecked Sendable {
                 do {
                     hints.append(try HintCodec.decode(key: key, value: value))
                 } catch {
-                    logger.error("a hint on disk does not decode; skipped", metadata: ["error": "\(error)"])
+                    logger.error("a hint on disk does not decode; removed", metadata: ["error": "\(error)"])
+                    storage.deleteLog(key: key)
                 }
             }
             guard batch.count == 4_096, let last = batch.last else { return hints }
@@ -1054,8 +1063,11 @@ public final class ClusterEngine: @unchecked Sendable {
             default: true
             }
         }
-        if let storage, !durableHints.isEmpty {
+        if let storage {
+            // Synced before the new core makes hints: its ids start over, and a removal queued
+            // with them would remove theirs (a batch writes appends before removals).
             storage.trimLog(from: HintCodec.firstKey, to: HintCodec.endKey)
+            waitForDisk()
             durableHints.removeAll()
         }
         for (_, completion) in writeWaiters { completion(false) }
