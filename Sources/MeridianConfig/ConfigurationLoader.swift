@@ -171,7 +171,7 @@ public enum ConfigurationLoader {
         guard let mapping = node.mapping else { throw ConfigurationError(field: "cluster", problem: "expected a mapping") }
         try checkKeys(mapping, allowed: [
             "name", "partitions", "replication_factor", "datacenters", "failure_detection", "replica_timeout", "request_timeout",
-            "anti_entropy_interval", "hints_bytes_max", "forwards_in_flight", "placement_voters", "move_retry", "grace",
+            "anti_entropy_interval", "hints_bytes_max", "forwards_in_flight", "placement_voters", "move_retry", "grace", "dead_state_grace",
         ], at: "cluster")
         let name = try requiredName(mapping, "name", at: "cluster")
         let partitions = try optionalInt(mapping, "partitions", at: "cluster", range: 1...Partitioner.slotCount) ?? ClusterConfig.partitionsDefault
@@ -348,6 +348,14 @@ public enum ConfigurationLoader {
         if let value = try optionalInt(mapping, "forwards_in_flight", at: "cluster", range: 1...65_536) { config.forwardsInFlight = value }
         if let value = try duration(mapping, "move_retry", at: "cluster", timeouts) { config.moveRetryMs = value }
         if let value = try duration(mapping, "grace", at: "cluster", timeouts) { config.graceMs = value }
+        if let value = try duration(mapping, "dead_state_grace", at: "cluster", ScaleOutConfig.deadStateGraceMsRange) {
+            config.deadStateGraceMs = value
+        }
+        guard config.deadStateGraceMs > config.antiEntropyIntervalMs else {
+            throw ConfigurationError(
+                field: "cluster.dead_state_grace",
+                problem: "must be longer than anti_entropy_interval (\(config.antiEntropyIntervalMs)ms): anti-entropy must bring a delete to every owner before its dead state is collected")
+        }
         if let node = mapping["placement_voters"] {
             guard let list = node.sequence, !list.isEmpty else {
                 throw ConfigurationError(field: "cluster.placement_voters", problem: "expected a non-empty list of node names")

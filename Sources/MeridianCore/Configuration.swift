@@ -114,6 +114,11 @@ public struct ScaleOutConfig: Sendable, Equatable {
     public var moveRetryMs: Int64 = 1_000
     /// A node drops a partition it no longer owns once its placement was stable this long.
     public var graceMs: Int64 = 5_000
+    /// A dead state (a deleted or expired key's record) is collected once it is this old
+    /// (docs/CLUSTER.md, "Collecting dead states"): hints, rebuilds and anti-entropy must have
+    /// brought the delete to every owner by then.
+    public var deadStateGraceMs: Int64 = 86_400_000
+    public static let deadStateGraceMsRange: ClosedRange<Int64> = 1_000...(365 * 86_400_000)
 
     public static let timeoutMsRange: ClosedRange<Int64> = 10...600_000
     public static let antiEntropyIntervalMsRange: ClosedRange<Int64> = 100...(7 * 86_400_000)

@@ -167,12 +167,32 @@ extension Database {
     @discardableResult
     func collectTombstones(replicator: Replicator) -> Int {
         let everywhere = replicator.tombstoneHorizon()
+        return dropDeadStates { $0.isCovered(by: everywhere) }
+    }
+
+    /// Drops the dead states of a data center of several nodes that died before `cutoffUnixMs`
+    /// (docs/CLUSTER.md, "Collecting dead states"): deleted (the delete's stamp) or expired (the
+    /// expiry) that long ago. Every replica collects by the same rule from the same record, so
+    /// their trees agree again once each passed the cutoff. Returns how many went.
+    @discardableResult
+    public func collectDeadStates(diedBeforeUnixMs cutoffUnixMs: Int64) -> Int {
+        dropDeadStates { tombstone in
+            let record = tombstone.record
+            let diedMs = max(
+                Int64(record.valueStamp.timestamp.physicalMs), Int64(record.expiryStamp.timestamp.physicalMs),
+                record.value != nil ? record.expiryUnixMs : 0)
+            return diedMs < cutoffUnixMs
+        }
+    }
+
+    /// Drops the dead states `isCollectable` picks, in memory and (durable namespaces) on disk.
+    private func dropDeadStates(where isCollectable: (Keyspace.Tombstone) -> Bool) -> Int {
         let nowNs = SystemClock.monotonicNs()
         var dropped = 0
         for shard in shards {
             shard.lock.lock()
             if !shard.keyspace.tombstones.isEmpty {
-                let keys = shard.keyspace.dropTombstones { $0.isCovered(by: everywhere) }
+                let keys = shard.keyspace.dropTombstones(where: isCollectable)
                 dropped += keys.count
                 if let storage {
                     for key in keys {

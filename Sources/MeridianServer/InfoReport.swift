@@ -205,6 +205,7 @@ struct InfoReport {
             let statistics = engine.currentStatistics
             let node = statistics.node
             let placement = engine.currentPlacement
+            let dead = server.database.deadStates()
             return [
                 ("cluster_enabled", "1"),
                 ("cluster_members", "\(placement.members.count)"),
@@ -233,6 +234,8 @@ struct InfoReport {
                 ("cluster_hints_dropped_for_bound", "\(statistics.hintsDropped)"),
                 ("cluster_partitions_rebuilding", "\(statistics.partitionsRebuilding)"),
                 ("cluster_partitions_rebuilt", "\(node.partitionsRebuilt)"),
+                ("cluster_dead_states", "\(dead.count)"),
+                ("cluster_dead_state_bytes", "\(dead.bytes)"),
                 ("cluster_read_repairs", "\(node.readRepairs)"),
                 ("cluster_anti_entropy_entries_sent", "\(node.antiEntropyEntriesSent)"),
                 ("cluster_anti_entropy_repairs", "\(node.antiEntropyRepairs)"),

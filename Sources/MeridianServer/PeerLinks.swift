@@ -130,11 +130,20 @@ public final class PeerLinks: Sendable {
         for peer in peers where me < peer.id {
             dial(peer.node, immediately: true)
         }
-        // Dead states are collected only between data centers of one node each: inside a data
-        // center of several nodes the replicas merge deletes through them, and a data center of
-        // one node hears from only some nodes of a larger one (docs/CLUSTER.md, "Cross-DC
-        // shipping with many nodes per DC").
-        if let database, let replicator = database.replicator, !configuration.cluster.datacenters.contains(where: { $0.nodes.count > 1 }) {
+        // Dead states: a data center of several nodes collects its own by age; between data
+        // centers of one node each, by the tombstone horizon; a data center of one node beside
+        // a larger one keeps them (it is acknowledged by one node there at a time, so its horizon
+        // would stall anyway: docs/CLUSTER.md, "Cross-DC shipping with many nodes per DC").
+        if let database, cluster != nil {
+            // Inside a data center of several nodes, by age (docs/CLUSTER.md, "Collecting dead
+            // states"): looked at a few times per grace, at most every minute.
+            let graceMs = configuration.cluster.scaleOut.deadStateGraceMs
+            let everyMs = max(Self.tombstoneCollectionIntervalMs, min(graceMs / 10, 60_000))
+            let task = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(everyMs), delay: .milliseconds(everyMs)) { _ in
+                database.collectDeadStates(diedBeforeUnixMs: SystemClock.nowUnixMs() - graceMs)
+            }
+            garbageCollection.withLockedValue { $0 = task }
+        } else if let database, let replicator = database.replicator, !configuration.cluster.datacenters.contains(where: { $0.nodes.count > 1 }) {
             let task = group.next().scheduleRepeatedTask(
                 initialDelay: .milliseconds(Self.tombstoneCollectionIntervalMs), delay: .milliseconds(Self.tombstoneCollectionIntervalMs)
             ) { _ in

@@ -134,9 +134,10 @@ import Testing
         #expect(configuration.cluster.firstMembers(of: dc) == ["a1", "a2", "a3", "a4"])
         #expect(configuration.cluster.placementVoters(of: dc) == ["a1", "a2", "a3"])
         let chosen = try ConfigurationLoader.parse(
-            yaml: yaml.replacing("replication_factor: 3,", with: "replication_factor: 3, placement_voters: [a2, a4, a1], grace: 2s, move_retry: 300ms,"))
+            yaml: yaml.replacing("replication_factor: 3,", with: "replication_factor: 3, placement_voters: [a2, a4, a1], grace: 2s, move_retry: 300ms, dead_state_grace: 2h,"))
         #expect(chosen.cluster.placementVoters(of: chosen.cluster.datacenters[0]) == ["a2", "a4", "a1"])
         #expect(chosen.cluster.scaleOut.graceMs == 2_000 && chosen.cluster.scaleOut.moveRetryMs == 300)
+        #expect(chosen.cluster.scaleOut.deadStateGraceMs == 7_200_000 && configuration.cluster.scaleOut.deadStateGraceMs == 86_400_000)
     }
 
     @Test(arguments: [
@@ -173,6 +174,9 @@ import Testing
         ("cluster: { name: c, placement_voters: [], " + Self.twoNodes + " ] }", "cluster.placement_voters"),
         ("cluster: { name: c, placement_voters: [a2], " + Self.twoNodes.replacing("4\" }", with: "4\", spare: true }") + " ] }", "cluster.placement_voters[0]"),
         ("cluster: { name: c, grace: never, " + Self.twoNodes + " ] }", "cluster.grace"),
+        // Dead states outlive an anti-entropy pass; a grace under a second is refused.
+        ("cluster: { name: c, anti_entropy_interval: 2s, dead_state_grace: 1s, " + Self.twoNodes + " ] }", "cluster.dead_state_grace"),
+        ("cluster: { name: c, dead_state_grace: 10ms, " + Self.twoNodes + " ] }", "cluster.dead_state_grace"),
         ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\", spare: true } ] } ] }", "cluster.datacenters[0].nodes[0].spare"),
         ("cluster: { name: c, placement_voters: [a1], " + Self.twoNodes + Self.secondDataCenterOfTwo + " ] }", "cluster.placement_voters"),
         ("cluster: { name: c, " + Self.twoNodes + " ] }\nnamespaces: [ { name: s, prefix: \"s:\", consistency: strong } ]", "namespaces[0].consistency"),

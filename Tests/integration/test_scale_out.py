@@ -444,3 +444,37 @@ def test_hints_of_durable_namespaces_survive_their_keepers_restart(tmp_path):
     finally:
         codes = dc.stop_all()
     assert all(code == 0 for node, code in codes.items()), codes
+
+
+def test_dead_states_are_collected_once_their_grace_passed(tmp_path):
+    dc = DataCenter(tmp_path, namespaces=DURABLE, settings="  anti_entropy_interval: 1s\n  dead_state_grace: 3s\n")
+    try:
+        dc.start_all()
+        client = dc.client("e1")
+        client.mset({f"k{index}": str(index) for index in range(200)})
+        client.delete(*[f"k{index}" for index in range(100)])
+        for index in range(100, 120):
+            client.set(f"k{index}", "short", px=200)
+        # Every replica keeps the deleted and expired keys' records for a while (replicas merge
+        # deletes through them), then collects them by age, all alike.
+        wait_for(lambda: all(dc.info(node)["cluster_dead_states"] >= 100 for node in NODES), timeout=10,
+                 what="dead states at every replica")
+        wait_for(lambda: all(dc.info(node)["cluster_dead_states"] == 0 for node in NODES), timeout=20,
+                 what="dead states collected at every replica")
+        assert all(dc.info(node)["cluster_dead_state_bytes"] == 0 for node in NODES)
+        # Nothing came back: anti-entropy passes (every second) find the replicas equal.
+        time.sleep(3)
+        wait_for(lambda: replicas_identical(dc), timeout=10, what="identical replicas after the collection")
+        for node in NODES:
+            other = dc.client(node)
+            assert other.mget([f"k{index}" for index in range(120)]) == [None] * 120, node
+            assert other.mget([f"k{index}" for index in range(120, 200)]) == [str(index) for index in range(120, 200)]
+        assert all(dc.info(node)["cluster_dead_states"] == 0 for node in NODES)
+        # The disk forgot them too: a restart brings back neither the values nor their deletes.
+        dc.kill9("e2")
+        dc.start("e2")
+        assert dc.client("e2").dbsize() == 80
+        assert dc.info("e2")["cluster_dead_states"] == 0
+    finally:
+        codes = dc.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
