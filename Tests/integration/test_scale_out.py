@@ -475,6 +475,9 @@ def test_dead_states_are_collected_once_their_grace_passed(tmp_path):
         dc.start("e2")
         assert dc.client("e2").dbsize() == 80
         assert dc.info("e2")["cluster_dead_states"] == 0
+        # It last ran (its marker's time, refreshed each minute) longer than the grace ago: it
+        # says keys deleted meanwhile could come back from it.
+        assert "last ran longer ago than cluster.dead_state_grace" in dc.log("e2")
     finally:
         codes = dc.stop_all()
     assert all(code == 0 for code in codes.values()), codes

@@ -156,6 +156,9 @@ public final class ClusterEngine: @unchecked Sendable {
     private var unreachable: Set<Int> = []
     private let memberMarker: String
     private var memberMarkerWritten: Bool
+    /// When the member marker's time was last brought to now.
+    private var lastMarkerTouchNs: UInt64 = 0
+    static let markerTouchIntervalNs: UInt64 = 60_000_000_000
     /// The id each node last had as a member.
     private var formerMemberIDs: [String: Int] = [:]
     /// Member ids by name and names by id, in the current placement.
@@ -246,6 +249,19 @@ public final class ClusterEngine: @unchecked Sendable {
         self.partitioner = Partitioner(partitionCount: placement.partitionCount)
         self.memberMarker = dataDirectory + "/cluster-member"
         let lostData = access(memberMarker, F_OK) != 0 || configuration.namespaces.contains { $0.durability == .memory }
+        // A node that was away longer than dead_state_grace may hold values whose deletes the
+        // others collected meanwhile, and anti-entropy would bring them back (docs/CLUSTER.md,
+        // "Collecting dead states"). Forgetting its records would be wrong when the whole data
+        // center was stopped (nothing was collected then), so it is the operator's call: the
+        // node says so. The marker's time is when it last ran as a member (refreshed every minute).
+        var markerStatus = stat()
+        let graceMs = configuration.cluster.scaleOut.deadStateGraceMs
+        if !lostData, stat(memberMarker, &markerStatus) == 0,
+           Int64(markerStatus.st_mtim.tv_sec) * 1000 < SystemClock.nowUnixMs() - graceMs {
+            logger.warning(
+                "this node last ran longer ago than cluster.dead_state_grace: if the other owners ran meanwhile, keys deleted then may come back from this node; to prevent it, stop it and start it with an empty data directory (it rebuilds from the others)",
+                metadata: ["marker": "\(memberMarker)", "last_ran_unix_s": "\(markerStatus.st_mtim.tv_sec)", "dead_state_grace_ms": "\(graceMs)"])
+        }
         self.memberMarkerWritten = !lostData
         self.store = ShardedReplicaStore(database: database)
         var durable = ClusterDurableState(
@@ -715,6 +731,11 @@ public final class ClusterEngine: @unchecked Sendable {
         // "holds every partition it owns" would be true of it before it holds anything.
         if !memberMarkerWritten && isMemberNow && node.rebuildingPartitions.isEmpty { writeMemberMarker() }
         let nowNs = SystemClock.monotonicNs()
+        if memberMarkerWritten && nowNs - lastMarkerTouchNs >= Self.markerTouchIntervalNs {
+            // The marker's time is when this node last ran as a member (see `init`).
+            lastMarkerTouchNs = nowNs
+            utimes(memberMarker, nil)
+        }
         if nowNs - lastPublishNs >= 100_000_000 {
             lastPublishNs = nowNs
             publishStatistics()
