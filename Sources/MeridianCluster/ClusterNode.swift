@@ -351,6 +351,17 @@ public struct ClusterNode<Store: ReplicaStore>: Sendable {
         coordinateWrite(client: client, key: key, state: record, acks: acks, nowMs: nowMs)
     }
 
+    /// Discards the hints `isStale` picks (the shell's age limit, docs/CLUSTER.md "Collecting
+    /// dead states": a hint older than the dead states' grace could bring back a key whose
+    /// delete its target held and collected). The write's own quorum holds what they carried.
+    public mutating func discardHints(where isStale: (HintStore.Hint) -> Bool) {
+        for id in durable.hints.ids(where: isStale) {
+            durable.hints.remove(id: id)
+            outputs.append(.persist(.hintRemoved(id)))
+            stats.hintsDiscarded += 1
+        }
+    }
+
     /// A client's read of one key.
     public mutating func read(client: UInt64, key: [UInt8], acks: AckCount, nowMs: Int64) {
         let partition = partition(of: key)

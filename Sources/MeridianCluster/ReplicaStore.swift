@@ -257,6 +257,11 @@ public struct HintStore: Sendable, Equatable {
     /// Removes a hint once its target acknowledged it (or it no longer applies). Returns
     /// whether it was still there.
     @discardableResult
+    /// The ids of the hints `isPicked` picks, in no order (one pass over the table, no sort).
+    public func ids(where isPicked: (Hint) -> Bool) -> [UInt64] {
+        byID.values.filter(isPicked).map(\.id)
+    }
+
     public mutating func remove(id: UInt64) -> Bool {
         guard let hint = byID.removeValue(forKey: id) else { return false }
         bytes -= hint.bytes

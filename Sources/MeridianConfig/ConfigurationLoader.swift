@@ -283,7 +283,7 @@ public enum ConfigurationLoader {
                 problem: "\(replicationFactor) replicas per data center need a data center of several nodes; use 1")
         }
         var cluster = ClusterConfig(name: name, partitions: partitions, replicationFactor: replicationFactor, datacenters: datacenters)
-        cluster.scaleOut = try parseScaleOut(mapping)
+        cluster.scaleOut = try parseScaleOut(mapping, scalesOut: datacenters.contains { $0.nodes.count > 1 })
         if let voters = cluster.scaleOut.placementVoters {
             // The voters commit the placement of the data center of several nodes; each must be
             // a member from the start (a spare joins later and could not vote for its own add).
@@ -307,7 +307,8 @@ public enum ConfigurationLoader {
     }
 
     /// The `cluster` section's settings for a data center of several nodes.
-    private static func parseScaleOut(_ mapping: Node.Mapping) throws(ConfigurationError) -> ScaleOutConfig {
+    /// `scalesOut`: some data center has several nodes (the settings' cross-checks matter then).
+    private static func parseScaleOut(_ mapping: Node.Mapping, scalesOut: Bool) throws(ConfigurationError) -> ScaleOutConfig {
         var config = ScaleOutConfig()
         func duration(_ mapping: Node.Mapping, _ name: String, at path: String, _ range: ClosedRange<Int64>) throws(ConfigurationError) -> Int64? {
             guard let value = mapping[name] else { return nil }
@@ -351,10 +352,12 @@ public enum ConfigurationLoader {
         if let value = try duration(mapping, "dead_state_grace", at: "cluster", ScaleOutConfig.deadStateGraceMsRange) {
             config.deadStateGraceMs = value
         }
-        guard config.deadStateGraceMs > config.antiEntropyIntervalMs else {
+        // Anti-entropy repairs a bounded number of keys per partition and pass: several passes
+        // must fit in the grace (checked where there is something to collect).
+        if scalesOut, config.deadStateGraceMs < 3 * config.antiEntropyIntervalMs {
             throw ConfigurationError(
                 field: "cluster.dead_state_grace",
-                problem: "must be longer than anti_entropy_interval (\(config.antiEntropyIntervalMs)ms): anti-entropy must bring a delete to every owner before its dead state is collected")
+                problem: "\(config.deadStateGraceMs / 1000)s\(mapping["dead_state_grace"] == nil ? " (the default)" : "") must be at least three times anti_entropy_interval (\(config.antiEntropyIntervalMs / 1000)s): anti-entropy must bring a delete to every owner before its dead state is collected")
         }
         if let node = mapping["placement_voters"] {
             guard let list = node.sequence, !list.isEmpty else {

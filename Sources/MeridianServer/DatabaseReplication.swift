@@ -150,7 +150,8 @@ extension Database {
     }
 
     /// The dead states of shard `index` in replicated namespaces (the last step of a shard's
-    /// snapshot; there are few: they are collected within seconds once peers acknowledge).
+    /// snapshot; between data centers of one node they are collected within seconds once peers
+    /// acknowledge, so there are few; a data center of several nodes beside others keeps them).
     func snapshotDeadStates(shard index: Int) -> [SnapshotState] {
         let shard = shards[index]
         shard.lock.lock()
@@ -173,11 +174,15 @@ extension Database {
     /// Drops the dead states of a data center of several nodes that died before `cutoffUnixMs`
     /// (docs/CLUSTER.md, "Collecting dead states"): deleted (the delete's stamp) or expired (the
     /// expiry) that long ago. Every replica collects by the same rule from the same record, so
-    /// their trees agree again once each passed the cutoff. Returns how many went.
+    /// their trees agree again once each passed the cutoff. A dead counter's record stays: its
+    /// contributions are what a later increment's merge at a replica that has not collected yet
+    /// is measured against (a collected one would restart at 1 here and merge to the old total
+    /// there). Returns how many went.
     @discardableResult
     public func collectDeadStates(diedBeforeUnixMs cutoffUnixMs: Int64) -> Int {
         dropDeadStates { tombstone in
             let record = tombstone.record
+            guard record.counter == nil else { return false }
             let diedMs = max(
                 Int64(record.valueStamp.timestamp.physicalMs), Int64(record.expiryStamp.timestamp.physicalMs),
                 record.value != nil ? record.expiryUnixMs : 0)
@@ -208,8 +213,9 @@ extension Database {
         return dropped
     }
 
-    /// Dead states held (deleted and expired keys waiting for the tombstone horizon) and the
-    /// bytes they take; not part of `used_memory`.
+    /// Dead states held (deleted and expired keys waiting to be collected: by the tombstone
+    /// horizon, or by age in a data center of several nodes) and the bytes they take; not part
+    /// of `used_memory`.
     public func deadStates() -> (count: Int, bytes: Int) {
         var count = 0
         var bytes = 0

@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 import MeridianCore
 import MeridianWire
@@ -130,17 +131,28 @@ public final class PeerLinks: Sendable {
         for peer in peers where me < peer.id {
             dial(peer.node, immediately: true)
         }
-        // Dead states: a data center of several nodes collects its own by age; between data
-        // centers of one node each, by the tombstone horizon; a data center of one node beside
-        // a larger one keeps them (it is acknowledged by one node there at a time, so its horizon
-        // would stall anyway: docs/CLUSTER.md, "Cross-DC shipping with many nodes per DC").
-        if let database, cluster != nil {
-            // Inside a data center of several nodes, by age (docs/CLUSTER.md, "Collecting dead
-            // states"): looked at a few times per grace, at most every minute.
+        // Dead states: a data center of several nodes that is the only full one collects its own
+        // by age; between data centers of one node each, by the tombstone horizon. Data centers
+        // beside a larger one keep them: a peer's write older than a delete can arrive after any
+        // grace (a link down that long), and a data center of one node is acknowledged by one
+        // node of a larger one at a time, so its horizon would stall anyway (docs/CLUSTER.md,
+        // "Collecting dead states").
+        if let database, let cluster, database.replicator == nil {
+            // Inside a data center of several nodes with no other data center, by age
+            // (docs/CLUSTER.md, "Collecting dead states"): a few times per grace, at most every
+            // minute, the first time once an anti-entropy interval passed since the start (after
+            // a long stop, a pass brings deletes a replica missed before anything is collected),
+            // off the links' loop (the pass walks every dead state). Hints as old go too.
             let graceMs = configuration.cluster.scaleOut.deadStateGraceMs
             let everyMs = max(Self.tombstoneCollectionIntervalMs, min(graceMs / 10, 60_000))
-            let task = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(everyMs), delay: .milliseconds(everyMs)) { _ in
-                database.collectDeadStates(diedBeforeUnixMs: SystemClock.nowUnixMs() - graceMs)
+            let firstMs = max(everyMs, configuration.cluster.scaleOut.antiEntropyIntervalMs)
+            let queue = DispatchQueue(label: "meridian.dead-states")
+            let task = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(firstMs), delay: .milliseconds(everyMs)) { _ in
+                queue.async {
+                    let cutoff = SystemClock.nowUnixMs() - graceMs
+                    cluster.discardHints(writtenBeforeUnixMs: cutoff)
+                    database.collectDeadStates(diedBeforeUnixMs: cutoff)
+                }
             }
             garbageCollection.withLockedValue { $0 = task }
         } else if let database, let replicator = database.replicator, !configuration.cluster.datacenters.contains(where: { $0.nodes.count > 1 }) {

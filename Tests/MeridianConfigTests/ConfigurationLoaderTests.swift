@@ -174,8 +174,10 @@ import Testing
         ("cluster: { name: c, placement_voters: [], " + Self.twoNodes + " ] }", "cluster.placement_voters"),
         ("cluster: { name: c, placement_voters: [a2], " + Self.twoNodes.replacing("4\" }", with: "4\", spare: true }") + " ] }", "cluster.placement_voters[0]"),
         ("cluster: { name: c, grace: never, " + Self.twoNodes + " ] }", "cluster.grace"),
-        // Dead states outlive an anti-entropy pass; a grace under a second is refused.
-        ("cluster: { name: c, anti_entropy_interval: 2s, dead_state_grace: 1s, " + Self.twoNodes + " ] }", "cluster.dead_state_grace"),
+        // Dead states outlive three anti-entropy passes (the default grace too); a grace under
+        // a second is refused.
+        ("cluster: { name: c, anti_entropy_interval: 2s, dead_state_grace: 5s, " + Self.twoNodes + " ] }", "cluster.dead_state_grace"),
+        ("cluster: { name: c, anti_entropy_interval: 9h, " + Self.twoNodes + " ] }", "cluster.dead_state_grace"),
         ("cluster: { name: c, dead_state_grace: 10ms, " + Self.twoNodes + " ] }", "cluster.dead_state_grace"),
         ("cluster: { name: c, datacenters: [ { name: a, nodes: [ { name: a1, client: \"127.0.0.1:1\", spare: true } ] } ] }", "cluster.datacenters[0].nodes[0].spare"),
         ("cluster: { name: c, placement_voters: [a1], " + Self.twoNodes + Self.secondDataCenterOfTwo + " ] }", "cluster.placement_voters"),

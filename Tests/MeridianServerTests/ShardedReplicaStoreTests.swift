@@ -112,4 +112,39 @@ import Testing
             return tree
         }())
     }
+
+    /// Dead states are collected by age (docs/CLUSTER.md, "Collecting dead states"): deletes and
+    /// expiries that died before the cutoff go, with their place in the partition's tree; a
+    /// younger one stays, and so does a dead counter's record (a later increment is merged
+    /// against its contributions at replicas that have not collected it yet).
+    @Test func deadStatesAreCollectedByAgeButACountersStays() {
+        let database = Self.makeDatabase()
+        let store = ShardedReplicaStore(database: database, nowUnixMs: { 2_000_000 })
+        func stamp(_ ms: UInt64) -> LWWStamp { LWWStamp(timestamp: HLCTimestamp(physicalMs: ms, logical: 0), origin: Self.origin) }
+        let counter = PNCounter(base: 0, resetStamp: stamp(1_000), contributions: [
+            PNCounter.Contribution(origin: Self.origin, p: 10, n: 0, observed: 0)])
+        var expired = DurableRecord.tombstone(stamp: stamp(1_000))
+        expired.value = Array("v".utf8)
+        expired.expiryUnixMs = 1_500_000
+        expired.expiryStamp = stamp(1_000)
+        let records: [(String, DurableRecord)] = [
+            ("old", .tombstone(stamp: stamp(1_000))), ("young", .tombstone(stamp: stamp(1_900_000))),
+            ("expired", expired), ("counted", .tombstone(stamp: stamp(1_000), counter: counter)),
+        ]
+        for (key, record) in records { _ = database.mergeReplicaState(key: Array(key.utf8), record: record, nowUnixMs: 2_000_000) }
+        #expect(database.deadStates().count == 4)
+        #expect(database.collectDeadStates(diedBeforeUnixMs: 1_800_000) == 2)
+        for (key, _) in records {
+            let partition = Array(key.utf8).withUnsafeBytes { Partitioner(partitionCount: Self.partitions).partition(of: $0) }
+            #expect((store.state(of: Array(key.utf8), partition: partition) != nil) == ["young", "counted"].contains(key), "\(key)")
+        }
+        // The trees follow: each partition's is what its remaining records make.
+        for partition in 0..<Self.partitions {
+            var tree = PartitionDigest()
+            for key in store.keys(of: partition) {
+                tree.toggle(PartitionDigest.entryDigest(key: key, state: store.state(of: key, partition: partition)!), leaf: PartitionDigest.leaf(of: key))
+            }
+            #expect(store.digest(of: partition) == tree)
+        }
+    }
 }

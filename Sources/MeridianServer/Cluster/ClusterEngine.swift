@@ -55,6 +55,8 @@ public final class ClusterEngine: @unchecked Sendable {
         case placementLogHoldsOne
         /// An operator's change, asked at this node.
         case changePlacement(PlacementChange, ChangeCompletion)
+        /// Hints whose record was last written before this time (Unix ms) go.
+        case discardHintsWrittenBefore(Int64)
         /// The placement log decided a change another node asked this voter for.
         case changeDecided(request: UInt64, requester: String, PlacementChangeOutcome)
     }
@@ -158,7 +160,8 @@ public final class ClusterEngine: @unchecked Sendable {
     private var memberMarkerWritten: Bool
     /// When the member marker's time was last brought to now.
     private var lastMarkerTouchNs: UInt64 = 0
-    static let markerTouchIntervalNs: UInt64 = 60_000_000_000
+    /// How often: every minute, or a tenth of the dead states' grace when that is shorter.
+    private let markerTouchIntervalNs: UInt64
     /// The id each node last had as a member.
     private var formerMemberIDs: [String: Int] = [:]
     /// Member ids by name and names by id, in the current placement.
@@ -241,6 +244,7 @@ public final class ClusterEngine: @unchecked Sendable {
         self.settings = settings
         self.placementLog = placementLog
         self.syncsMerges = database.hasWriteThroughNamespaces
+        self.markerTouchIntervalNs = UInt64(min(60_000, max(100, configuration.cluster.scaleOut.deadStateGraceMs / 10))) * 1_000_000
         self.firstPlacement = Placement(
             memberNames: configuration.cluster.firstMembers(of: dc), partitionCount: configuration.cluster.partitions,
             replicationFactor: configuration.cluster.replicationFactor)
@@ -272,10 +276,12 @@ public final class ClusterEngine: @unchecked Sendable {
             let me = placement.members.first { $0.name == dc.nodes[configIndex].name }?.id
             let partitioner = Partitioner(partitionCount: placement.partitionCount)
             let loaded = Self.loadHints(from: storage, logger: logger)
+            let staleBefore = SystemClock.nowUnixMs() - configuration.cluster.scaleOut.deadStateGraceMs
             for hint in loaded {
                 // A hint for another layout (the partition count changed with no placement saved)
-                // or owed to this node itself could never be delivered: it goes.
-                guard hint.partition < placement.partitionCount, hint.target != me,
+                // or owed to this node itself could never be delivered, and one older than the
+                // dead states' grace must not be (see `discardHints`): it goes.
+                guard hint.partition < placement.partitionCount, hint.target != me, Self.writtenUnixMs(hint.state) >= staleBefore,
                       hint.key.withUnsafeBytes({ partitioner.partition(of: $0) }) == hint.partition else { continue }
                 durable.apply(.hintStored(hint))
             }
@@ -406,6 +412,17 @@ public final class ClusterEngine: @unchecked Sendable {
 
     /// This node's member id in the current placement (nil when it names no such node).
     public var memberID: Int? { routing.withLockedValue { $0.isMember ? $0.me : nil } }
+
+    /// Discards the hints whose record was last written before `cutoffUnixMs` (docs/CLUSTER.md,
+    /// "Collecting dead states"): the dead states' collection calls it with the same cutoff.
+    public func discardHints(writtenBeforeUnixMs cutoffUnixMs: Int64) {
+        enqueue([.discardHintsWrittenBefore(cutoffUnixMs)])
+    }
+
+    /// When a record was last written: its newest stamp's wall-clock time (Unix ms).
+    static func writtenUnixMs(_ record: DurableRecord) -> Int64 {
+        Int64(max(record.valueStamp.timestamp.physicalMs, record.expiryStamp.timestamp.physicalMs, record.counter?.resetStamp.timestamp.physicalMs ?? 0))
+    }
 
     /// Asks the placement log to commit `change` (an operator's add or remove): at a voter
     /// directly, elsewhere through a voter. `completion` is called once, on an engine thread.
@@ -599,6 +616,8 @@ public final class ClusterEngine: @unchecked Sendable {
                 } else {
                     sendChange(request: request)
                 }
+            case .discardHintsWrittenBefore(let cutoffUnixMs):
+                node.discardHints { Self.writtenUnixMs($0.state) < cutoffUnixMs }
             case .changeDecided(let request, let requester, let outcome):
                 if requester == name {
                     finishChange(request: request, outcome: outcome)
@@ -731,7 +750,7 @@ public final class ClusterEngine: @unchecked Sendable {
         // "holds every partition it owns" would be true of it before it holds anything.
         if !memberMarkerWritten && isMemberNow && node.rebuildingPartitions.isEmpty { writeMemberMarker() }
         let nowNs = SystemClock.monotonicNs()
-        if memberMarkerWritten && nowNs - lastMarkerTouchNs >= Self.markerTouchIntervalNs {
+        if memberMarkerWritten && nowNs - lastMarkerTouchNs >= markerTouchIntervalNs {
             // The marker's time is when this node last ran as a member (see `init`).
             lastMarkerTouchNs = nowNs
             utimes(memberMarker, nil)
