@@ -120,18 +120,24 @@ def load(dc: DataCenter, node: str, stop: threading.Event, acknowledged: dict, e
         index += 1
 
 
+def start_load(dc: DataCenter, nodes: tuple[str, ...] = ("e1", "e2", "e3", "w1")):
+    """One writer per node of both data centers (`load`); what stops them and what they record."""
+    stop = threading.Event()
+    acknowledged: dict[str, str] = {}
+    errors: list = []
+    threads = [threading.Thread(target=load, args=(dc, node, stop, acknowledged, errors)) for node in nodes]
+    for thread in threads:
+        thread.start()
+    return stop, acknowledged, errors, threads
+
+
 @pytest.mark.parametrize("namespaces", [MEMORY, DURABLE], ids=["memory", "write-back"])
 def test_a_killed_stream_target_costs_no_acknowledged_write_in_either_data_center(tmp_path, namespaces):
     dc = DataCenter(tmp_path, namespaces=namespaces, settings="  anti_entropy_interval: 2s\n", west=("w1",))
     try:
         dc.start_all()
         wait_for(lambda: links_up(dc), timeout=20, what="the links between the data centers")
-        stop = threading.Event()
-        acknowledged: dict[str, str] = {}
-        errors: list = []
-        threads = [threading.Thread(target=load, args=(dc, node, stop, acknowledged, errors)) for node in ("e1", "e2", "e3", "w1")]
-        for thread in threads:
-            thread.start()
+        stop, acknowledged, errors, threads = start_load(dc)
         time.sleep(1.5)
         # e1 receives west's stream and ships its own; it executed a third of east's writes.
         dc.kill9("e1")
@@ -174,12 +180,7 @@ def test_a_node_joins_and_leaves_while_both_data_centers_write(tmp_path):
         dc.start("e4")
         wait_for(lambda: links_up(dc) and peer_line(dc, "e4", "west")["connected"] == 1, timeout=20,
                  what="the links between the data centers")
-        stop = threading.Event()
-        acknowledged: dict[str, str] = {}
-        errors: list = []
-        threads = [threading.Thread(target=load, args=(dc, node, stop, acknowledged, errors)) for node in ("e1", "e2", "e3", "w1")]
-        for thread in threads:
-            thread.start()
+        stop, acknowledged, errors, threads = start_load(dc)
         added = subprocess.run([MERIDIAN, "cluster", "add-node", "e4", "--config", str(dc.config), "--timeout", "120"],
                                capture_output=True, text=True, timeout=180)
         assert added.returncode == 0, added.stdout + added.stderr
