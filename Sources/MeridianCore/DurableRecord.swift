@@ -77,6 +77,12 @@ public struct DurableRecord: Sendable, Equatable {
 
     public var isTombstone: Bool { value == nil }
 
+    /// When the record was last written: its newest stamp's wall-clock time (Unix ms), the
+    /// counter's reset included.
+    public var lastWrittenUnixMs: Int64 {
+        Int64(max(valueStamp.timestamp.physicalMs, expiryStamp.timestamp.physicalMs, counter?.resetStamp.timestamp.physicalMs ?? 0))
+    }
+
     /// The length of `encoded()`, without encoding.
     public var encodedByteCount: Int {
         Self.headerBytes + (value?.count ?? 0) + Self.trailerBytes

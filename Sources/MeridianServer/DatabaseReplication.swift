@@ -183,10 +183,8 @@ extension Database {
         dropDeadStates { tombstone in
             let record = tombstone.record
             guard record.counter == nil else { return false }
-            let diedMs = max(
-                Int64(record.valueStamp.timestamp.physicalMs), Int64(record.expiryStamp.timestamp.physicalMs),
-                record.value != nil ? record.expiryUnixMs : 0)
-            return diedMs < cutoffUnixMs
+            // An expired key's record died at its expiry; a deleted one when it was last written.
+            return max(record.lastWrittenUnixMs, record.value != nil ? record.expiryUnixMs : 0) < cutoffUnixMs
         }
     }
 

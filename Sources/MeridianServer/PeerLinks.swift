@@ -329,10 +329,10 @@ public final class PeerLinks: Sendable {
         guard candidates.contains(peer) else { return }
         let (start, stop) = streamChoices.withLockedValue { choices -> (StreamCarrier?, StreamCarrier?) in
             var choice = choices[datacenter] ?? StreamChoice()
-            let replaced = choice.carriers.updateValue(carrier, forKey: peer)
+            choice.carriers[peer] = carrier
             defer { choices[datacenter] = choice }
             // A new connection to the current target (the old one is ending): it carries on.
-            if choice.target == peer { return (carrier, replaced) }
+            if choice.target == peer { return (carrier, nil) }
             let current = choice.target.flatMap { candidates.firstIndex(of: $0) } ?? candidates.count
             guard candidates.firstIndex(of: peer)! < current else { return (nil, nil) }
             let previous = choice.target.flatMap { choice.carriers[$0] }

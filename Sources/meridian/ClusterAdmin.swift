@@ -125,10 +125,7 @@ extension Meridian {
                     continue
                 }
                 guard case .bulk(let bytes?) = info else { throw ValidationError("\(followed): INFO cluster failed") }
-                var fields: [String: String] = [:]
-                for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
-                    if let colon = line.firstIndex(of: ":") { fields[String(line[..<colon])] = String(line[line.index(after: colon)...]) }
-                }
+                let fields = Meridian.infoFields(bytes)
                 let members = (fields["cluster_placement"] ?? "").split(separator: ",").map(String.init)
                 let done = fields["cluster_change"] == "none"
                     && (subcommand == "ADDNODE" ? members.contains(name) : !members.contains { $0 == name || $0.hasPrefix(name + "(") })
@@ -153,6 +150,15 @@ extension Meridian {
         }
     }
 
+    /// An INFO reply's `field:value` lines.
+    static func infoFields(_ bytes: [UInt8]) -> [String: String] {
+        var fields: [String: String] = [:]
+        for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
+            if let colon = line.firstIndex(of: ":") { fields[String(line[..<colon])] = String(line[line.index(after: colon)...]) }
+        }
+        return fields
+    }
+
     /// Follows a removed node until every other data center acknowledged its whole outbound log
     /// (docs/CLUSTER.md, "Cross-DC shipping with many nodes per DC"): the deltas of the commands
     /// it executed are shipped only by it, so it must not be stopped before. It first waits
@@ -169,11 +175,7 @@ extension Meridian {
         func info(_ section: String) -> [String: String]? {
             guard let client = try? RESPClient(address: address),
                   case .bulk(let bytes?)? = try? client.call(["INFO", section]) else { return nil }
-            var fields: [String: String] = [:]
-            for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
-                if let colon = line.firstIndex(of: ":") { fields[String(line[..<colon])] = String(line[line.index(after: colon)...]) }
-            }
-            return fields
+            return infoFields(bytes)
         }
         while true {
             guard let cluster = info("cluster"), let replication = info("replication") else {

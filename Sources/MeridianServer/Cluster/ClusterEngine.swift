@@ -281,7 +281,7 @@ public final class ClusterEngine: @unchecked Sendable {
                 // A hint for another layout (the partition count changed with no placement saved)
                 // or owed to this node itself could never be delivered, and one older than the
                 // dead states' grace must not be (see `discardHints`): it goes.
-                guard hint.partition < placement.partitionCount, hint.target != me, Self.writtenUnixMs(hint.state) >= staleBefore,
+                guard hint.partition < placement.partitionCount, hint.target != me, hint.state.lastWrittenUnixMs >= staleBefore,
                       hint.key.withUnsafeBytes({ partitioner.partition(of: $0) }) == hint.partition else { continue }
                 durable.apply(.hintStored(hint))
             }
@@ -417,11 +417,6 @@ public final class ClusterEngine: @unchecked Sendable {
     /// "Collecting dead states"): the dead states' collection calls it with the same cutoff.
     public func discardHints(writtenBeforeUnixMs cutoffUnixMs: Int64) {
         enqueue([.discardHintsWrittenBefore(cutoffUnixMs)])
-    }
-
-    /// When a record was last written: its newest stamp's wall-clock time (Unix ms).
-    static func writtenUnixMs(_ record: DurableRecord) -> Int64 {
-        Int64(max(record.valueStamp.timestamp.physicalMs, record.expiryStamp.timestamp.physicalMs, record.counter?.resetStamp.timestamp.physicalMs ?? 0))
     }
 
     /// Asks the placement log to commit `change` (an operator's add or remove): at a voter
@@ -617,7 +612,7 @@ public final class ClusterEngine: @unchecked Sendable {
                     sendChange(request: request)
                 }
             case .discardHintsWrittenBefore(let cutoffUnixMs):
-                node.discardHints { Self.writtenUnixMs($0.state) < cutoffUnixMs }
+                node.discardHints { $0.state.lastWrittenUnixMs < cutoffUnixMs }
             case .changeDecided(let request, let requester, let outcome):
                 if requester == name {
                     finishChange(request: request, outcome: outcome)
